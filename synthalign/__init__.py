@@ -1,0 +1,58 @@
+"""synthalign: exact and sampled evaluation of LLM alignment objectives on synthetic worlds."""
+
+from synthalign.data import (
+    PairData,
+    PreferenceData,
+    PreferenceList,
+    counts_to_list,
+    pair_log_probs,
+    population_pairs,
+    population_preferences,
+    preference_matrix,
+    preference_probability,
+    sample_cell_counts,
+    sample_pairs,
+    sample_preference_list,
+    sample_preferences,
+)
+from synthalign.estimators import (
+    ClassFit,
+    FitResult,
+    argmin_over_class,
+    comparison_graph_separable,
+    fit,
+    fit_reward_model,
+)
+from synthalign.evaluate import empirical_loss, population_loss
+from synthalign.metrics import (
+    entropy,
+    entropy_per_prompt,
+    expected_reward,
+    forward_kl,
+    kl_divergence,
+    kl_per_prompt,
+    preference_squared_error,
+    reverse_kl,
+    squared_hellinger,
+    total_variation,
+    win_rate,
+)
+from synthalign.objectives import (
+    bernoulli_kl_logits,
+    distillation_loss,
+    dpo_loss,
+    ipo_loss,
+    kl_penalty,
+    pmle_loss,
+    rebel_loss,
+    reward_model_loss,
+    rkl_loss,
+    rlhf_loss,
+)
+from synthalign.policies import Policy, reward_policy, rkl_policy, rlhf_policy
+from synthalign.registry import Objective, get_objective, list_objectives, objective
+from synthalign.worlds import World
+
+__version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]

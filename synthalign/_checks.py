@@ -1,0 +1,101 @@
+"""Input validation and weighted reduction shared by every loss and constructor.
+
+Every public function validates its inputs here so that a bad argument raises a
+`ValueError` naming the argument, the offending value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def as_tensor(value, name: str, *, dtype: torch.dtype | None = None, device=None) -> Tensor:
+    """Converts `value` to a floating tensor, rejecting NaN."""
+    if isinstance(value, Tensor):
+        tensor = value
+        if dtype is not None or device is not None:
+            tensor = tensor.to(dtype=dtype or tensor.dtype, device=device or tensor.device)
+    else:
+        try:
+            tensor = torch.as_tensor(value, dtype=dtype or torch.float64, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{name} must be convertible to a tensor, got {type(value).__name__}") from err
+    if not tensor.is_floating_point():
+        tensor = tensor.to(dtype or torch.float64)
+    if torch.isnan(tensor).any():
+        raise ValueError(f"{name} contains NaN")
+    return tensor
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Checks that a scalar hyper-parameter is finite and positive (or non-negative)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if allow_zero and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if not allow_zero and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_same_shape(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
+    """Checks that tensors broadcast together, naming the pair that does not."""
+    try:
+        torch.broadcast_shapes(*(t.shape for t in tensors))
+    except RuntimeError as err:
+        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors))
+        raise ValueError(f"shapes do not broadcast: {shapes}") from err
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def weighted_reduce(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
+    """Reduces an elementwise loss with optional non-negative weights.
+
+    `mean` is the weighted mean sum(w * l) / sum(w): with weight 1 it is the
+    average over explicit pairs, with weight = count it is (1/n) sum over a
+    dataset held as counts, and with weight = cell probability it is the exact
+    population loss.  Cells of zero weight contribute exactly 0 even where the
+    loss is infinite (a zero-probability response), never NaN.
+    """
+    check_reduction(reduction)
+    if weight is None:
+        weighted = loss
+        total = loss.new_tensor(float(loss.numel()))
+    else:
+        weight = weight.to(loss.dtype)
+        if (weight < 0).any():
+            raise ValueError("weight must be non-negative")
+        weighted = torch.where(weight > 0, weight * loss, torch.zeros_like(loss))
+        total = weight.expand_as(weighted).sum() if weighted.dim() else weight.sum()
+    if reduction == "none":
+        return weighted
+    if reduction == "sum":
+        return weighted.sum()
+    if total <= 0:
+        raise ValueError("weight sums to zero: a weighted mean is undefined")
+    return weighted.sum() / total
+
+
+def safe_log_ratio(logp_a: Tensor, logp_b: Tensor) -> Tensor:
+    """ln(p_a / p_b) from log-probabilities, defined as 0 when both are -inf.
+
+    Two zero-probability responses are tied: 0^gamma / (0 + 0) is read as 1/2
+    (a Decision of synthalign, documented in `preference_probability`).
+    """
+    diff = logp_a - logp_b
+    both_infinite = torch.isinf(logp_a) & (logp_a == logp_b)
+    return torch.where(both_infinite, torch.zeros_like(diff), diff)

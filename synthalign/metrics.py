@@ -1,0 +1,115 @@
+"""Distances between policies and other measurements, batched over replicates.
+
+Every metric takes policies of shape [..., X, A] (a `Policy` or a tensor of
+log-probabilities), works per prompt, and averages over x ~ D.  D is taken from
+the `prompt_dist` argument, else from the first policy that carries one, else
+uniform.  Zero-probability responses are handled exactly: 0·ln 0 = 0, and a
+divergence is +inf (never NaN) when p puts mass where q has none.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from synthalign._checks import safe_log_ratio
+from synthalign.policies import Policy, as_logp
+
+
+def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
+    if prompt_dist is not None:
+        return prompt_dist
+    for policy in policies:
+        if isinstance(policy, Policy) and policy.prompt_dist is not None:
+            return policy.prompt_dist
+    return None
+
+
+def average_over_prompts(per_prompt: Tensor, prompt_dist: Tensor | None) -> Tensor:
+    """E_{x~D} of a [..., X] tensor (uniform D when None); zero-weight prompts never give NaN."""
+    if prompt_dist is None:
+        return per_prompt.mean(dim=-1)
+    prompt_dist = prompt_dist.to(per_prompt.dtype)
+    weighted = torch.where(prompt_dist > 0, prompt_dist * per_prompt, torch.zeros_like(per_prompt))
+    return weighted.sum(dim=-1)
+
+
+def kl_per_prompt(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """KL(p(·|x) ‖ q(·|x)) = Σ_a p (ln p − ln q) for every prompt, [..., X]."""
+    p = logp.exp()
+    terms = torch.where(p > 0, p * safe_log_ratio(logp, ref_logp), torch.zeros_like(p))
+    return terms.sum(dim=-1)
+
+
+def entropy_per_prompt(logp: Tensor) -> Tensor:
+    """H(p(·|x)) = −Σ_a p ln p for every prompt, [..., X]."""
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
+
+
+def forward_kl(target, estimate, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_x KL(pi* ‖ pi_hat): the paper's error measure (spec §1, §4)."""
+    dist = _prompt_dist(prompt_dist, target, estimate)
+    return average_over_prompts(kl_per_prompt(as_logp(target), as_logp(estimate)), dist)
+
+
+def reverse_kl(target, estimate, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_x KL(pi_hat ‖ pi*) (Prop. 15's left side)."""
+    dist = _prompt_dist(prompt_dist, target, estimate)
+    return average_over_prompts(kl_per_prompt(as_logp(estimate), as_logp(target)), dist)
+
+
+def kl_divergence(policy, reference, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_x KL(pi ‖ pi0): the regularizer weighed by beta in every objective."""
+    dist = _prompt_dist(prompt_dist, policy, reference)
+    return average_over_prompts(kl_per_prompt(as_logp(policy), as_logp(reference)), dist)
+
+
+def squared_hellinger(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_x H²(p, q) with H² = 1 − Σ_a sqrt(p q) (the convention with values in [0, 1])."""
+    dist = _prompt_dist(prompt_dist, p, q)
+    overlap = torch.exp(0.5 * (as_logp(p) + as_logp(q))).sum(dim=-1)
+    return average_over_prompts((1.0 - overlap).clamp_min(0.0), dist)
+
+
+def total_variation(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_x TV(p, q) = E_x ½ Σ_a |p − q|."""
+    dist = _prompt_dist(prompt_dist, p, q)
+    per_prompt = 0.5 * (as_logp(p).exp() - as_logp(q).exp()).abs().sum(dim=-1)
+    return average_over_prompts(per_prompt, dist)
+
+
+def entropy(policy, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_x H(pi(·|x))."""
+    return average_over_prompts(entropy_per_prompt(as_logp(policy)), _prompt_dist(prompt_dist, policy))
+
+
+def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None) -> Tensor:
+    """E_{x, a~pi} R(x, a); responses of zero probability contribute 0 even where R = −inf."""
+    logp = as_logp(policy)
+    p = logp.exp()
+    reward = reward.to(p.dtype)
+    per_prompt = torch.where(p > 0, p * reward, torch.zeros_like(p)).sum(dim=-1)
+    return average_over_prompts(per_prompt, _prompt_dist(prompt_dist, policy))
+
+
+def preference_squared_error(world, policy) -> Tensor:
+    """E_{x; a,b~mu} [(P_pi(a≻b|x) − P_pi*(a≻b|x))²]: the left side of Prop. 12."""
+    from synthalign.data import preference_matrix
+
+    logp = as_logp(policy)
+    mu = world.behavior.probs
+    pair_weight = world.prompt_dist[:, None, None] * mu[:, :, None] * mu[:, None, :]
+    diff = preference_matrix(logp, world.gamma) - preference_matrix(world)
+    return (pair_weight * diff.square()).sum(dim=(-1, -2, -3))
+
+
+def win_rate(world, policy, *, against=None) -> Tensor:
+    """E_x Σ_{a,b} pi(a|x) pi0(b|x) P*(a ≻ b | x): how often pi beats pi0 (or `against`) under the true law."""
+    from synthalign.data import preference_matrix
+
+    opponent = world.reference if against is None else against
+    p = as_logp(policy).exp()
+    q = as_logp(opponent).exp()
+    wins = torch.einsum("...xa,...xb,xab->...x", p, q, preference_matrix(world))
+    return average_over_prompts(wins, world.prompt_dist)

@@ -1,0 +1,269 @@
+"""Finite preference worlds: the known ground truth every experiment is run on.
+
+A `World` is an immutable value holding the prompt distribution D, the target
+pi*, the reference pi0, the behaviour policy mu that proposes the responses to
+be labelled, and the preference tilt gamma of spec §1.  It is validated once at
+construction; every other module can then trust its tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from synthalign._checks import as_tensor, check_positive
+from synthalign.policies import Policy, check_distribution
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class World:
+    """A contextual-bandit world with a known target distribution.
+
+    Attributes:
+      prompt_dist: D, shape [X].
+      target: pi*, the policy whose gamma-tilted Bradley–Terry law labels pairs.
+      reference: pi0, the reference (SFT) policy of every KL(pi || pi0) term.
+      behavior: mu, the policy that draws the two responses of each pair.
+      gamma: the preference tilt (spec §1), > 0.
+    """
+
+    prompt_dist: Tensor
+    target: Policy
+    reference: Policy
+    behavior: Policy
+    gamma: float
+
+    def __post_init__(self):
+        check_positive(self.gamma, "gamma")
+        if not isinstance(self.prompt_dist, Tensor) or self.prompt_dist.dim() != 1:
+            raise ValueError("prompt_dist must be a 1-D tensor of shape [X]")
+        check_distribution(self.prompt_dist, "prompt_dist")
+        n_prompts = self.prompt_dist.shape[0]
+        shape = None
+        for field in ("target", "reference", "behavior"):
+            policy = getattr(self, field)
+            if not isinstance(policy, Policy):
+                raise ValueError(f"{field} must be a Policy, got {type(policy).__name__}")
+            if policy.logp.dim() != 2:
+                raise ValueError(f"{field} must have shape [X, A], got {tuple(policy.logp.shape)}")
+            if policy.n_prompts != n_prompts:
+                raise ValueError(f"{field} has {policy.n_prompts} prompts but prompt_dist has {n_prompts}")
+            if shape is not None and policy.logp.shape != shape:
+                raise ValueError(f"{field} has shape {tuple(policy.logp.shape)}, expected {tuple(shape)}")
+            shape = policy.logp.shape
+            # Policies of a world always carry its prompt distribution.
+            if policy.prompt_dist is None or policy.prompt_dist is not self.prompt_dist:
+                object.__setattr__(self, field, Policy(policy.logp, self.prompt_dist))
+        object.__setattr__(self, "gamma", float(self.gamma))
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_tensors(
+        cls,
+        *,
+        target,
+        reference,
+        behavior=None,
+        prompt_dist=None,
+        gamma: float,
+        kind: str = "probs",
+        dtype: torch.dtype = torch.float64,
+        device=None,
+    ) -> World:
+        """A world from user tensors of shape [X, A].
+
+        Args:
+          target, reference, behavior: pi*, pi0, mu as probabilities (`kind="probs"`)
+            or logits (`kind="logits"`); behavior defaults to the reference.
+          prompt_dist: D over X prompts; uniform when omitted.
+          gamma: preference tilt, > 0.
+        """
+        if kind not in ("probs", "logits"):
+            raise ValueError(f"kind must be 'probs' or 'logits', got {kind!r}")
+        make = Policy.from_probs if kind == "probs" else Policy.from_logits
+        policies = {}
+        for name, value in (("target", target), ("reference", reference), ("behavior", behavior)):
+            if value is None:
+                continue
+            tensor = as_tensor(value, name, dtype=dtype, device=device)
+            if tensor.dim() != 2:
+                raise ValueError(f"{name} must have shape [X, A], got {tuple(tensor.shape)}")
+            try:
+                policies[name] = make(tensor)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from err
+        policies.setdefault("behavior", policies["reference"])
+        n_prompts = policies["target"].n_prompts
+        if prompt_dist is None:
+            prompt_dist = torch.full((n_prompts,), 1.0 / n_prompts, dtype=dtype, device=device)
+        prompt_dist = as_tensor(prompt_dist, "prompt_dist", dtype=dtype, device=device)
+        return cls(prompt_dist=prompt_dist, gamma=gamma, **policies)
+
+    @classmethod
+    def paper_toy(
+        cls,
+        seed: int = 0,
+        *,
+        logit_scale: float = 0.1,
+        gamma: float = 0.5,
+        n_prompts: int = 10,
+        n_responses: int = 10,
+        dtype: torch.dtype = torch.float64,
+        device=None,
+    ) -> World:
+        """The toy world of the paper's Figure 1 (spec §5).
+
+        |X| = |A| = 10, gamma = 0.5, logits of pi* and pi0 i.i.d. N(0, logit_scale^2)
+        for each prompt, D uniform, and mu = pi0 (the spec's Decision).
+        """
+        logit_scale = check_positive(logit_scale, "logit_scale")
+        generator = torch.Generator().manual_seed(int(seed))
+        shape = (int(n_prompts), int(n_responses))
+        target = torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
+        reference = torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
+        return cls.from_tensors(
+            target=target, reference=reference, gamma=gamma, kind="logits", dtype=dtype, device=device
+        )
+
+    @classmethod
+    def random(
+        cls,
+        n_prompts: int = 5,
+        n_responses: int = 8,
+        *,
+        gamma: float = 0.5,
+        logit_scale: float = 1.0,
+        reference_mix: float = 1.0,
+        behavior_mix: float | None = None,
+        behavior_tilt: float = 0.0,
+        zero_fraction: float = 0.0,
+        prompt_concentration: float | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+        device=None,
+    ) -> World:
+        """A random world whose distances between pi*, pi0 and mu are dialed.
+
+        Logits of pi* are N(0, logit_scale^2).  pi0's logits are
+        (1 - reference_mix) * theta* + reference_mix * xi with xi independent noise
+        of the same scale, so reference_mix = 0 gives pi0 = pi* and 1 an
+        independent pi0.  mu's logits are built the same way with `behavior_mix`
+        (None: mu = pi0) and then shifted by -behavior_tilt * theta*: a positive
+        tilt moves mu's mass away from where pi* puts it, which makes the coverage
+        constants of Def. 3 large.  `zero_fraction` sets that fraction of pi*'s
+        responses (never all of a prompt's) to probability exactly zero.
+        `prompt_concentration` draws D from a Dirichlet with that concentration
+        (None: uniform).
+        """
+        for name, value in (("reference_mix", reference_mix), ("zero_fraction", zero_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if behavior_mix is not None and not 0.0 <= behavior_mix <= 1.0:
+            raise ValueError(f"behavior_mix must lie in [0, 1] or be None, got {behavior_mix}")
+        if n_prompts < 1 or n_responses < 2:
+            raise ValueError(f"need n_prompts >= 1 and n_responses >= 2, got {n_prompts}, {n_responses}")
+        logit_scale = check_positive(logit_scale, "logit_scale")
+        generator = torch.Generator().manual_seed(int(seed))
+        shape = (int(n_prompts), int(n_responses))
+
+        def noise():
+            return torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
+
+        target = noise()
+        reference = (1 - reference_mix) * target + reference_mix * noise()
+        if behavior_mix is None:
+            behavior = reference.clone()
+        else:
+            behavior = (1 - behavior_mix) * target + behavior_mix * noise()
+        behavior = behavior - behavior_tilt * target
+        if zero_fraction > 0:
+            dropped = torch.rand(shape, generator=generator, dtype=torch.float64) < zero_fraction
+            keep = target.argmax(dim=-1, keepdim=True)
+            dropped.scatter_(-1, keep, False)
+            target = target.masked_fill(dropped, float("-inf"))
+        prompt_dist = None
+        if prompt_concentration is not None:
+            concentration = check_positive(prompt_concentration, "prompt_concentration")
+            gammas = torch._standard_gamma(torch.full((shape[0],), concentration, dtype=torch.float64), generator)
+            prompt_dist = (gammas + 1e-12) / (gammas + 1e-12).sum()
+        return cls.from_tensors(
+            target=target,
+            reference=reference,
+            behavior=behavior,
+            prompt_dist=prompt_dist,
+            gamma=gamma,
+            kind="logits",
+            dtype=dtype,
+            device=device,
+        )
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def n_prompts(self) -> int:
+        return self.prompt_dist.shape[0]
+
+    @property
+    def n_responses(self) -> int:
+        return self.target.n_responses
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prompt_dist.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_dist.device
+
+    @property
+    def true_reward(self) -> Tensor:
+        """R* = gamma ln pi*(a|x) (spec §1), shape [X, A]; -inf where pi* is zero."""
+        return self.gamma * self.target.logp
+
+    def to(self, device=None, dtype=None) -> World:
+        prompt_dist = self.prompt_dist.to(device=device, dtype=dtype)
+        return World(
+            prompt_dist=prompt_dist,
+            target=Policy(self.target.logp.to(device=device, dtype=dtype)),
+            reference=Policy(self.reference.logp.to(device=device, dtype=dtype)),
+            behavior=Policy(self.behavior.logp.to(device=device, dtype=dtype)),
+            gamma=self.gamma,
+        )
+
+    def replace(self, **changes) -> World:
+        """A copy with some fields changed (e.g. `world.replace(gamma=2.0)`), re-validated."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        return World(**fields)
+
+    # ------------------------------------------------------------------ data
+
+    def population_preferences(self):
+        """The exact law of one labelled pair as a `PreferenceData` of probabilities."""
+        from synthalign.data import population_preferences
+
+        return population_preferences(self)
+
+    def sample_preferences(self, n: int, replicates: int = 1, seed=None, **kwargs):
+        """`replicates` independent datasets of n labelled pairs, held as counts."""
+        from synthalign.data import sample_preferences
+
+        return sample_preferences(self, n, replicates=replicates, seed=seed, **kwargs)
+
+    def sample_pairs(self, n: int, replicates: int = 1, seed=None, *, policy=None, **kwargs):
+        """Unlabelled pairs (a, b) drawn from mu (or `policy`), held as counts."""
+        from synthalign.data import sample_pairs
+
+        return sample_pairs(self, n, replicates=replicates, seed=seed, policy=policy, **kwargs)
+
+    def sample_preference_list(self, n: int, replicates: int = 1, seed=None, **kwargs):
+        """Labelled pairs as explicit index tensors, for per-sample code."""
+        from synthalign.data import sample_preference_list
+
+        return sample_preference_list(self, n, replicates=replicates, seed=seed, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"World(X={self.n_prompts}, A={self.n_responses}, gamma={self.gamma}, dtype={self.dtype})"
