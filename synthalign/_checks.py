@@ -57,6 +57,13 @@ def check_same_shape(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
         raise ValueError(f"shapes do not broadcast: {shapes}") from err
 
 
+def check_no_nan(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
+    """Rejects NaN in loss inputs (±inf is legitimate: log-probability of a zero-probability response)."""
+    for tensor, name in zip(tensors, names):
+        if torch.isnan(tensor).any():
+            raise ValueError(f"{name} contains NaN")
+
+
 def check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -76,7 +83,10 @@ def weighted_reduce(loss: Tensor, weight: Tensor | None, reduction: str) -> Tens
         weighted = loss
         total = loss.new_tensor(float(loss.numel()))
     else:
-        weight = weight.to(loss.dtype)
+        weight = torch.as_tensor(weight).to(loss.dtype)
+        check_same_shape((loss, weight), ("loss", "weight"))
+        if torch.isnan(weight).any():
+            raise ValueError("weight contains NaN")
         if (weight < 0).any():
             raise ValueError("weight must be non-negative")
         weighted = torch.where(weight > 0, weight * loss, torch.zeros_like(loss))
@@ -97,5 +107,7 @@ def safe_log_ratio(logp_a: Tensor, logp_b: Tensor) -> Tensor:
     (a Decision of synthalign, documented in `preference_probability`).
     """
     diff = logp_a - logp_b
+    if not torch.isinf(logp_a).any():  # the common case costs one reduction
+        return diff
     both_infinite = torch.isinf(logp_a) & (logp_a == logp_b)
     return torch.where(both_infinite, torch.zeros_like(diff), diff)

@@ -315,20 +315,20 @@ class _Problem:
         return theta, iterations, grad
 
     def _line_search(self, theta, direction, value, slope, active) -> Tensor:
-        steps = 0.5 ** torch.arange(_LINE_SEARCH_STEPS, dtype=theta.dtype)
+        """Per-problem backtracking: halve the step of the problems that fail Armijo, up to 12 times."""
+        step = torch.ones_like(value)
+        pending = active.clone()
         with torch.no_grad():
-            full = self.values(theta + direction)
-            accept_full = full <= value + _ARMIJO * slope
-            if bool(accept_full[active].all()):
-                return theta + direction
-            candidates = theta.unsqueeze(0) + steps.view(-1, 1, 1, 1) * direction.unsqueeze(0)
-            trial = self.values(candidates)
-            ok = trial <= value.unsqueeze(0) + _ARMIJO * steps.view(-1, 1, 1) * slope.unsqueeze(0)
-            ok = ok & torch.isfinite(trial)
-            # First (largest) accepted step; no step where none is accepted.
-            first = torch.where(ok.any(dim=0), ok.to(torch.int8).argmax(dim=0), torch.full_like(value, -1, dtype=torch.long))
-            chosen = torch.where(first >= 0, steps[first.clamp_min(0)], torch.zeros_like(value))
-        return theta + chosen.unsqueeze(-1) * direction
+            for _ in range(_LINE_SEARCH_STEPS):
+                trial = self.values(theta + step.unsqueeze(-1) * direction)
+                ok = (trial <= value + _ARMIJO * step * slope) & torch.isfinite(trial)
+                pending = pending & ~ok
+                if not pending.any():
+                    break
+                step = torch.where(pending, 0.5 * step, step)
+            # A problem that never met the condition does not move.
+            step = torch.where(pending | ~active, torch.zeros_like(step), step)
+        return theta + step.unsqueeze(-1) * direction
 
 
 def _grads(output: Tensor, inputs, **kwargs):
@@ -339,14 +339,28 @@ def _grads(output: Tensor, inputs, **kwargs):
 
 
 def _newton_direction(grad: Tensor, hess: Tensor) -> Tensor:
-    """−|H|⁻¹ g with eigenvalues floored; the gauge direction (adding a constant) is projected out."""
+    """Newton direction −H⁻¹g per block, the gauge direction (adding a constant to the logits) projected out.
+
+    Blocks are solved by Cholesky of H + (s/A)·11ᵀ + 1e-12·s·I (s the block's
+    scale); the 11ᵀ term removes the gauge null space without changing the
+    step, since g ⊥ 1.  Blocks where that fails (an indefinite Hessian: the
+    KL term is not convex in the logits) use |eigenvalues| instead.
+    """
+    A = grad.shape[-1]
     hess = 0.5 * (hess + hess.transpose(-1, -2))
-    eigenvalues, vectors = torch.linalg.eigh(hess)
-    scale = eigenvalues.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
-    floor = scale * 1e-12
-    inverse = 1.0 / torch.maximum(eigenvalues.abs(), floor)
-    coeff = (vectors.transpose(-1, -2) @ grad.unsqueeze(-1)).squeeze(-1)
-    direction = -(vectors @ (inverse * coeff).unsqueeze(-1)).squeeze(-1)
+    scale = hess.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1.0)[..., None, None]
+    eye = torch.eye(A, dtype=hess.dtype, device=hess.device)
+    regularized = hess + scale * (1.0 / A + 1e-12 * eye)
+    factor, info = torch.linalg.cholesky_ex(regularized)
+    direction = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
+    failed = info > 0
+    if failed.any():
+        eigenvalues, vectors = torch.linalg.eigh(hess[failed])
+        floor = eigenvalues.abs().amax(dim=-1, keepdim=True).clamp_min(1.0) * 1e-12
+        inverse = 1.0 / torch.maximum(eigenvalues.abs(), floor)
+        coeff = (vectors.transpose(-1, -2) @ grad[failed].unsqueeze(-1)).squeeze(-1)
+        direction[failed] = -(vectors @ (inverse * coeff).unsqueeze(-1)).squeeze(-1)
+    direction = torch.where(torch.isfinite(direction), direction, torch.zeros_like(direction))
     return direction - direction.mean(dim=-1, keepdim=True)
 
 

@@ -113,37 +113,40 @@ class Objective:
 
         `first`/`second` default to the broadcast views logp[..., :, None] and
         logp[..., None, :]; the solver passes full-cell copies to take
-        elementwise derivatives.  Where `weight` is zero the inputs are replaced
-        by 0 before `fn` is called, so zero-probability responses in unused
-        cells give neither inf·0 nor a NaN gradient.
+        elementwise derivatives.  Where `weight` is zero, non-finite inputs
+        (zero-probability responses) are replaced by 0 before `fn` is called,
+        so unused cells give neither inf·0 nor a NaN gradient; callers weight
+        the result with `torch.where(weight > 0, ...)`.
         """
         inputs = {}
         first = logp.unsqueeze(-1) if first is None else first
         second = logp.unsqueeze(-2) if second is None else second
+        # name -> (the small tensor it is built from, the cell view of it)
         available = {
-            "logp_chosen": lambda: first,
-            "logp_rejected": lambda: second,
-            "ref_logp_chosen": lambda: ctx.ref_logp.unsqueeze(-1),
-            "ref_logp_rejected": lambda: ctx.ref_logp.unsqueeze(-2),
-            "reward_chosen": lambda: ctx.require_reward(self.name).unsqueeze(-1),
-            "reward_rejected": lambda: ctx.require_reward(self.name).unsqueeze(-2),
-            "target_margin": lambda: _reward_margin(ctx.require_reward(self.name)),
+            "logp_chosen": lambda: (logp, first),
+            "logp_rejected": lambda: (logp, second),
+            "ref_logp_chosen": lambda: (ctx.ref_logp, ctx.ref_logp.unsqueeze(-1)),
+            "ref_logp_rejected": lambda: (ctx.ref_logp, ctx.ref_logp.unsqueeze(-2)),
+            "reward_chosen": lambda: (ctx.require_reward(self.name), ctx.require_reward(self.name).unsqueeze(-1)),
+            "reward_rejected": lambda: (ctx.require_reward(self.name), ctx.require_reward(self.name).unsqueeze(-2)),
+            "target_margin": lambda: (
+                ctx.require_reward(self.name),
+                _reward_margin(ctx.require_reward(self.name)),
+            ),
         }
         used = weight > 0 if weight is not None else None
         for name in self.inputs:
             if name == "gamma":
                 inputs[name] = ctx.gamma
                 continue
-            value = available[name]()
-            if used is not None:
+            base, value = available[name]()
+            # Unused cells only need masking where an input is not finite (a
+            # zero-probability response); the check runs on the [.., X, A] base.
+            if used is not None and not torch.isfinite(base).all():
                 value, mask = torch.broadcast_tensors(value, used)
                 value = torch.where(mask, value, torch.zeros_like(value))
             inputs[name] = value
-        out = self.fn(**inputs, **ctx.params)
-        if used is not None:
-            out, mask = torch.broadcast_tensors(out, used)
-            out = torch.where(mask, out, torch.zeros_like(out))
-        return out
+        return self.fn(**inputs, **ctx.params)
 
     def prompt_values(self, logp: Tensor, ctx: EvalContext) -> Tensor:
         """Per-prompt loss, [..., X]."""
