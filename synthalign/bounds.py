@@ -105,9 +105,7 @@ def _log_policy(value, name: str, *, ndim: int | None = None) -> Tensor:
 
 def _match(logp: Tensor, name: str, shape: torch.Size, reference_name: str) -> None:
     if logp.shape[-2:] != shape:
-        raise ValueError(
-            f"{name} has [X, A] = {tuple(logp.shape[-2:])} but {reference_name} has {tuple(shape)}"
-        )
+        raise ValueError(f"{name} has [X, A] = {tuple(logp.shape[-2:])} but {reference_name} has {tuple(shape)}")
 
 
 def _prompt_dist(value, n_prompts: int) -> Tensor:
@@ -345,9 +343,7 @@ def coverage_coefficient(
     E[ΔR̄²] in reward units.  Pass the reward-induced class 𝒫_γ(ℛ) as
     `class_logp` for C_ℛ (A5).  See `coverage_ratios` for the per-member values.
     """
-    ratios = coverage_ratios(
-        class_logp, target_logp, behavior_logp, prompt_dist, gamma, chunk_size=chunk_size
-    )
+    ratios = coverage_ratios(class_logp, target_logp, behavior_logp, prompt_dist, gamma, chunk_size=chunk_size)
     return _max_ratio(ratios)
 
 
@@ -377,9 +373,7 @@ def coverage_coefficient_pairs(
     class_logp = _log_policy(class_logp, "class_logp", ndim=3)
     target_logp = _log_policy(target_logp, "target_logp", ndim=2)
     reference_logp = _log_policy(reference_logp, "reference_logp", ndim=2)
-    behavior_logp = (
-        reference_logp if behavior_logp is None else _log_policy(behavior_logp, "behavior_logp", ndim=2)
-    )
+    behavior_logp = reference_logp if behavior_logp is None else _log_policy(behavior_logp, "behavior_logp", ndim=2)
     shape = target_logp.shape
     _match(class_logp, "class_logp", shape, "target_logp")
     _match(reference_logp, "reference_logp", shape, "target_logp")
@@ -629,16 +623,22 @@ def thm7_bound(
 
         E_x KL(π*‖π̂) ≤ (1 ∨ 2ψ(e^{4R})) · (16R² ln(2|Π|²/δ)/n + 16 C_ℛ(R²e^{4R} + 1) e^{4γR}/γ² · ln(2|ℛ|/δ)/n).
 
-    The first term is the on-policy step over Π (no preference data, no sigmoid)
-    and is the same in both variants.  The second is the reward model's error
-    fitted on μ's pairs, and Thm 7 goes through the same ½-slope step: written
-    as (1 ∨ 2ψ) = 2(½ ∨ ψ) (Lemma 9 after (u+v)² ≤ 2u² + 2v²), the term is
-    2(½ ∨ ψ) · 2(R²e^{4R} + 1)/γ² · [8 e^{4γR} C_ℛ ln(2|ℛ|/δ)/n], whose bracket is
-    Thm 14's 8 = 4/(2c²) with c = ½.  With c = ¼ instead, the factor left in
-    front of E_{π*}[ΔR̄²] would be (R²e^{4R} + 1)/(4γ²) → 1/(4γ²) as R → 0, below
-    the 1/γ² that E_{π*}[(ln π_R̂ − ln π*)²] ≈ Var_{π*}(ΔR̄)/γ² needs when
-    μ = π*; so the printed 16 can only come from c = ½.  `corrected=True`
-    (default) turns the second term's 16 into 64.
+    The first term is the on-policy step over Π: no preference data and no
+    sigmoid enter it, and it is the same in both variants.  The second term is
+    the error of the reward model fitted on μ's pairs, and it goes through the
+    same ½-slope step as Thms 4, 6, 14.  This is inferred from the structure, as
+    the step is not displayed: with (1 ∨ 2ψ) = 2(½ ∨ ψ) (Lemma 9 after
+    (u + v)² ≤ 2u² + 2v²) the printed second term reads
+
+        2(½ ∨ ψ) · 2 · [(R²e^{4R} + 1)/γ²] · [8 e^{4γR} C_ℛ ln(2|ℛ|/δ)/n],
+
+    whose last bracket is Thm 14's bound on E_{π*}[ΔR̄²] with 8 = 4/(2c²), c = ½.
+    Had the proof used c = ¼ (bracket 32), the factor converting E_{π*}[ΔR̄²]
+    into the squared log-ratio of π_R̂ to π* would be (R²e^{4R} + 1)/(4γ²), which
+    tends to 1/(4γ²) as R → 0; but with μ = π* that squared log-ratio is
+    ≈ Var_{π*}(ΔR̄)/γ² = E_{π*}[ΔR̄²]/γ², so the factor must be at least about
+    1/γ².  The printed 16 therefore comes from c = ½.  `corrected=True`
+    (default) multiplies the second term by 4 (its 16 becomes 64).
     """
     n = _check_n(n)
     R = _check_constant(R, "R")
