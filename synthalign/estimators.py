@@ -166,7 +166,7 @@ def fit(
         tol = 1e-10 if dtype == torch.float64 else 1e-5
     shape = (data.replicates, world.n_prompts, world.n_responses)
     if init is None:
-        start = torch.zeros(shape, dtype=dtype) if obj.name == "reward_model" else world.reference.logp
+        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.name == "reward_model" else world.reference.logp
     else:
         start = torch.as_tensor(init, dtype=dtype, device=world.device)
     theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
@@ -223,9 +223,9 @@ class _Problem:
         probs = torch.softmax(theta, dim=-1)
         logp = torch.log_softmax(theta, dim=-1)
         scale = self.total.unsqueeze(-1)
-        value = torch.zeros(theta.shape[:-1], dtype=theta.dtype)
+        value = theta.new_zeros(theta.shape[:-1])
         grad = torch.zeros_like(theta)
-        hess = torch.zeros(*theta.shape, A, dtype=theta.dtype)
+        hess = theta.new_zeros(*theta.shape, A)
 
         if self.obj.kind == "pair":
             # Elementwise derivatives of the pair loss in its two log-probability
@@ -251,7 +251,7 @@ class _Problem:
             centred = theta - theta.mean(dim=-1, keepdim=True)
             value = value + 0.5 * self.ridge * centred.square().sum(dim=-1)
             grad = grad + self.ridge * centred
-            eye = torch.eye(A, dtype=theta.dtype)
+            eye = torch.eye(A, dtype=theta.dtype, device=theta.device)
             hess = hess + self.ridge * (eye - 1.0 / A)
         return value, grad, hess
 
@@ -276,7 +276,7 @@ class _Problem:
         with torch.enable_grad():
             logp = torch.log_softmax(theta, dim=-1)
             used = self.prompt_weight > 0
-            value = torch.zeros(theta.shape[:-1], dtype=theta.dtype)
+            value = theta.new_zeros(theta.shape[:-1])
             if self.obj.kind == "prompt":
                 terms = self.obj.prompt_values(logp, self.ctx)
                 value = value + torch.where(used, self.prompt_weight * terms, torch.zeros_like(terms))
@@ -291,7 +291,7 @@ class _Problem:
 
     def newton(self, theta: Tensor, *, max_iter: int, tol: float) -> tuple[Tensor, int, Tensor]:
         """Damped Newton with |eigenvalue| modification and a batched Armijo line search."""
-        active = torch.ones(theta.shape[:-1], dtype=torch.bool)
+        active = torch.ones(theta.shape[:-1], dtype=torch.bool, device=theta.device)
         grad = torch.zeros_like(theta)
         iterations = 0
         for iterations in range(1, max_iter + 1):
