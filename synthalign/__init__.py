@@ -52,6 +52,33 @@ from synthalign.objectives import (
 from synthalign.policies import Policy, reward_policy, rkl_policy, rlhf_policy
 from synthalign.registry import Objective, get_objective, list_objectives, objective
 from synthalign.worlds import World
+from synthalign.zoo import (
+    TRL_LOSS_TYPES,
+    ZOO_LOSSES,
+    aot_loss,
+    aot_unpaired_loss,
+    apo_down_loss,
+    apo_zero_loss,
+    bco_pair_loss,
+    chipo_loss,
+    conservative_dpo_loss,
+    discopop_loss,
+    exact_kl_estimator_expectation,
+    exo_pair_loss,
+    f_dpo_loss,
+    f_ipo_loss,
+    hinge_loss,
+    kl_estimator,
+    kto_pair_loss,
+    length_normalized_dpo_loss,
+    nca_pair_loss,
+    online_dpo_loss,
+    robust_dpo_loss,
+    sft_loss,
+    simpo_loss,
+    sppo_loss,
+    xpo_loss,
+)
 
 __version__ = "0.1.0"
 
