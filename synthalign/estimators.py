@@ -256,7 +256,10 @@ class _Problem:
         return value, grad, hess
 
     def _pair_derivatives(self, logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(gradient [.., X, A], Hessian [.., X, A, A] in logp, weighted pair loss per prompt [.., X])."""
         weight = self.pair_weight
+        if self.obj.margin_derivatives is not None:
+            return self._margin_pair_derivatives(logp)
         cell_shape = torch.broadcast_shapes(logp.unsqueeze(-1).shape, weight.shape)
         first = logp.unsqueeze(-1).expand(cell_shape).clone().requires_grad_(True)
         second = logp.unsqueeze(-2).expand(cell_shape).clone().requires_grad_(True)
@@ -269,6 +272,21 @@ class _Problem:
         grad = d_first.detach().sum(dim=-1) + d_second.detach().sum(dim=-2)
         hess = torch.diag_embed(d_ff.sum(dim=-1) + d_ss.sum(dim=-2)) + d_fs + d_fs.transpose(-1, -2)
         return grad, hess, weighted.detach().sum(dim=(-1, -2))
+
+    def _margin_pair_derivatives(self, logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # ℓ(cell i, j) = h(Δ_ij), Δ_ij = l_i − l_j: ∂/∂l_i = h', ∂/∂l_j = −h', and the
+        # Hessian block of the cell is h'' [[1, −1], [−1, 1]] (zero on the diagonal cells i = j).
+        weight = self.pair_weight
+        used = weight > 0
+        values = self.obj.pair_values(logp, self.ctx, weight)
+        first, second = self.obj.pair_values(logp, self.ctx, weight, fn=self.obj.margin_derivatives)
+        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+        weighted = torch.where(used, weight * values, zero)
+        w_first = torch.where(used, weight * first, zero)
+        w_second = torch.where(used, weight * second, zero)
+        grad = w_first.sum(dim=-1) - w_first.sum(dim=-2)
+        hess = torch.diag_embed(w_second.sum(dim=-1) + w_second.sum(dim=-2)) - w_second - w_second.transpose(-1, -2)
+        return grad, hess, weighted.sum(dim=(-1, -2))
 
     def _prompt_derivatives(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         A = theta.shape[-1]

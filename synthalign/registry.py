@@ -67,6 +67,11 @@ class Objective:
       closed_form: optional exact tabular minimizer,
         (reward, world, beta, params) -> Policy.
       reference: the paper or equation it comes from.
+      margin_derivatives: optional analytic derivatives for the solver.  Declaring
+        it promises that `fn` depends on (logp_chosen, logp_rejected) only through
+        the log-ratio Δ = logp_chosen − logp_rejected; it takes the same inputs
+        as `fn` and returns (∂ℓ/∂Δ, ∂²ℓ/∂Δ²) elementwise.  Without it the solver
+        takes the derivatives by automatic differentiation.
     """
 
     name: str
@@ -77,6 +82,7 @@ class Objective:
     params: Mapping[str, float]
     closed_form: Callable | None = None
     reference: str = ""
+    margin_derivatives: Callable | None = None
 
     @property
     def needs_reward(self) -> bool:
@@ -108,6 +114,7 @@ class Objective:
         *,
         first: Tensor | None = None,
         second: Tensor | None = None,
+        fn: Callable | None = None,
     ) -> Tensor:
         """Elementwise loss on every cell (x, a, b), [..., X, A, A].
 
@@ -146,7 +153,7 @@ class Objective:
                 value, mask = torch.broadcast_tensors(value, used)
                 value = torch.where(mask, value, torch.zeros_like(value))
             inputs[name] = value
-        return self.fn(**inputs, **ctx.params)
+        return (fn or self.fn)(**inputs, **ctx.params)
 
     def prompt_values(self, logp: Tensor, ctx: EvalContext) -> Tensor:
         """Per-prompt loss, [..., X]."""
@@ -191,6 +198,7 @@ def objective(
     data: str = "preferences",
     closed_form: Callable | None = None,
     reference: str = "",
+    margin_derivatives: Callable | None = None,
     register: bool = True,
     replace: bool = False,
 ) -> Callable[[Callable], Objective]:
@@ -231,6 +239,7 @@ def objective(
             params=params,
             closed_form=closed_form,
             reference=reference,
+            margin_derivatives=margin_derivatives,
         )
         if data == "pairs" and not obj.needs_reward:
             raise ValueError(f"objective {obj.name!r} uses unlabelled pairs, so it must take a reward input")
@@ -259,34 +268,76 @@ def list_objectives() -> list[str]:
 # ------------------------------------------------------------------ built-in objectives
 
 
-@objective("reward_model", reference="eq. 9")
+def _logistic_derivatives(margin: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """d/dΔ and d²/dΔ² of −ln σ(m) with m = scale · Δ + const."""
+    neg = torch.sigmoid(-margin)
+    return -scale * neg, scale * scale * neg * torch.sigmoid(margin)
+
+
+def _log_ratio_pair(a: Tensor, b: Tensor) -> Tensor:
+    from synthalign._checks import safe_log_ratio
+
+    return safe_log_ratio(a, b)
+
+
+def _pmle_derivatives(logp_chosen, logp_rejected, *, gamma):
+    return _logistic_derivatives(gamma * _log_ratio_pair(logp_chosen, logp_rejected), gamma)
+
+
+@objective("reward_model", reference="eq. 9", margin_derivatives=_pmle_derivatives)
 def _reward_model(logp_chosen, logp_rejected, *, gamma):
     # The tabular reward model is parameterized as R = gamma * logits, so its
     # margin R(a+) - R(a-) = gamma * ln[pi_R(a+)/pi_R(a-)]: eq. 9 is PMLE on pi_R.
     return losses.pmle_loss(logp_chosen, logp_rejected, gamma=gamma, reduction="none")
 
 
-@objective("pmle", reference="eq. 4/5")
+@objective("pmle", reference="eq. 4/5", margin_derivatives=_pmle_derivatives)
 def _pmle(logp_chosen, logp_rejected, *, gamma):
     return losses.pmle_loss(logp_chosen, logp_rejected, gamma=gamma, reduction="none")
 
 
-@objective("distillation", data="pairs", reference="eq. 11/12")
+def _distillation_derivatives(logp_chosen, logp_rejected, target_margin, *, gamma):
+    # d/dm KL(Bern(σ(t)) ‖ Bern(σ(m))) = σ(m) − σ(t), d²/dm² = σ(m)σ(−m), m = γΔ.
+    margin = gamma * _log_ratio_pair(logp_chosen, logp_rejected)
+    first = gamma * (torch.sigmoid(margin) - torch.sigmoid(target_margin))
+    return first, gamma * gamma * torch.sigmoid(margin) * torch.sigmoid(-margin)
+
+
+@objective("distillation", data="pairs", reference="eq. 11/12", margin_derivatives=_distillation_derivatives)
 def _distillation(logp_chosen, logp_rejected, target_margin, *, gamma):
     return losses.distillation_loss(logp_chosen, logp_rejected, target_margin, gamma=gamma, reduction="none")
 
 
-@objective("dpo", reference="eq. 6")
+def _dpo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
+    h = _log_ratio_pair(logp_chosen, logp_rejected) - _log_ratio_pair(ref_logp_chosen, ref_logp_rejected)
+    return _logistic_derivatives(gamma * h, gamma)
+
+
+@objective("dpo", reference="eq. 6", margin_derivatives=_dpo_derivatives)
 def _dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
     return losses.dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma=gamma, reduction="none")
 
 
-@objective("ipo", reference="Azar et al. 2024, arXiv 2310.12036")
+def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
+    h = _log_ratio_pair(logp_chosen, logp_rejected) - _log_ratio_pair(ref_logp_chosen, ref_logp_rejected)
+    residual = h - 1.0 / (2.0 * tau)
+    return 2.0 * residual, torch.full_like(residual, 2.0)
+
+
+@objective("ipo", reference="Azar et al. 2024, arXiv 2310.12036", margin_derivatives=_ipo_derivatives)
 def _ipo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
     return losses.ipo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, tau=tau, reduction="none")
 
 
-@objective("rebel", reference="eq. 10")
+def _rebel_derivatives(
+    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0
+):
+    h = _log_ratio_pair(logp_chosen, logp_rejected) - _log_ratio_pair(ref_logp_chosen, ref_logp_rejected)
+    residual = h - eta * _log_ratio_pair(reward_chosen, reward_rejected)
+    return 2.0 * residual, torch.full_like(residual, 2.0)
+
+
+@objective("rebel", reference="eq. 10", margin_derivatives=_rebel_derivatives)
 def _rebel(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0):
     return losses.rebel_loss(
         logp_chosen,
