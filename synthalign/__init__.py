@@ -1,5 +1,6 @@
 """synthalign: exact and sampled evaluation of LLM alignment objectives on synthetic worlds."""
 
+from synthalign._checks import safe_log_ratio as log_ratio
 from synthalign.data import (
     PairData,
     PreferenceData,
@@ -79,6 +80,9 @@ from synthalign.zoo import (
     sppo_loss,
     xpo_loss,
 )
+
+# Registers the zoo losses as objectives, so that the registry is the same whatever is imported first.
+from synthalign import zoo_objectives  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

@@ -20,7 +20,8 @@ its remaining keyword-only parameters are hyper-parameters with defaults::
 
     @sa.objective("my_dpo", data="preferences")
     def my_dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma, scale=1.0):
-        margin = (logp_chosen - logp_rejected) - (ref_logp_chosen - ref_logp_rejected)
+        # sa.log_ratio(a, b) is a − b, except that two −inf (two zero-probability responses) give 0.
+        margin = sa.log_ratio(logp_chosen, logp_rejected) - sa.log_ratio(ref_logp_chosen, ref_logp_rejected)
         return -torch.nn.functional.logsigmoid(scale * gamma * margin)
 """
 

@@ -345,6 +345,9 @@ def exo_pair_loss(
         logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
     )
     logits = gamma * _difference(score_chosen, score_rejected)
+    # Beyond |logits| = 1e4 both sigmoids are exactly 0 or 1 in float32 and float64, so the clamp
+    # changes no finite value; at ±inf it avoids 0 · (−inf) and gives the limit −ln(1 − ε) or −ln ε.
+    logits = logits.clamp(-1e4, 1e4)
     log_q_win, log_q_lose = F.logsigmoid(logits), F.logsigmoid(-logits)
     loss = torch.sigmoid(logits) * (log_q_win - math.log1p(-eps)) + torch.sigmoid(-logits) * (
         log_q_lose - math.log(eps)
