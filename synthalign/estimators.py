@@ -166,11 +166,13 @@ def fit(
         tol = 1e-10 if dtype == torch.float64 else 1e-5
     shape = (data.replicates, world.n_prompts, world.n_responses)
     if init is None:
-        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.name == "reward_model" else world.reference.logp
+        is_reward_model = obj.name == "reward_model"
+        start = torch.zeros(shape, dtype=dtype, device=world.device) if is_reward_model else world.reference.logp
     else:
         start = torch.as_tensor(init, dtype=dtype, device=world.device)
     theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
-    problem = _Problem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=20.0 * max(1.0, 1.0 / world.gamma))
+    step_cap = 20.0 * max(1.0, 1.0 / world.gamma)  # logits move on the scale 1/gamma
+    problem = _Problem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
     theta, iterations, grad = problem.newton(theta, max_iter=max_iter, tol=tol)
     logp = torch.log_softmax(theta, dim=-1)
     grad_norm = grad.abs().amax(dim=(-1, -2))
@@ -239,7 +241,8 @@ class _Problem:
             row = h_logp.sum(dim=-1, keepdim=True)  # H 1
             col = h_logp.sum(dim=-2, keepdim=True)  # 1ᵀ H
             both = row.sum(dim=-2, keepdim=True)
-            jhj = h_logp - row * probs.unsqueeze(-2) - probs.unsqueeze(-1) * col + probs.unsqueeze(-1) * both * probs.unsqueeze(-2)
+            p_col, p_row = probs.unsqueeze(-1), probs.unsqueeze(-2)
+            jhj = h_logp - row * p_row - p_col * col + p_col * both * p_row
             softmax_hess = torch.diag_embed(probs) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
             hess = hess + jhj - g_sum.unsqueeze(-1) * softmax_hess
 
@@ -312,7 +315,7 @@ class _Problem:
         active = torch.ones(theta.shape[:-1], dtype=torch.bool, device=theta.device)
         grad = torch.zeros_like(theta)
         iterations = 0
-        for iterations in range(1, max_iter + 1):
+        for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
             value, grad, hess = self.derivatives(theta)
             if not torch.isfinite(value).all():
                 raise ValueError(
@@ -353,7 +356,7 @@ def _grads(output: Tensor, inputs, **kwargs):
     if not output.requires_grad:  # the loss is constant (or linear) in these inputs
         return tuple(torch.zeros_like(x) for x in inputs)
     grads = torch.autograd.grad(output, inputs, allow_unused=True, **kwargs)
-    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
+    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True))
 
 
 def _newton_direction(grad: Tensor, hess: Tensor) -> Tensor:

@@ -79,7 +79,9 @@ def empirical_loss(
     reward: Tensor | None = None,
     **params,
 ) -> Tensor:
-    """The loss of `policy` on each replicate of `data` (counts, or probabilities), shape [R] (broadcast with the policy batch).
+    """The loss of `policy` on each replicate of `data` (counts or probabilities), shape [R].
+
+    The policy's batch dimensions broadcast with the replicate dimension.
 
     `reward` (R̂, needed by distillation, REBEL, RKL, RLHF) is [X, A] or [R, X, A].
     """

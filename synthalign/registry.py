@@ -73,6 +73,13 @@ class Objective:
         the log-ratio Δ = logp_chosen − logp_rejected; it takes the same inputs
         as `fn` and returns (∂ℓ/∂Δ, ∂²ℓ/∂Δ²) elementwise.  Without it the solver
         takes the derivatives by automatic differentiation.
+      consistent: what the objective claims at beta = 0 with exact population
+        losses and R̂ = R*: True if its minimizer is pi*, False if not, None if
+        unknown.  `synthalign.testing.check_objective` verifies the claim.
+      expected_minimizer: its population minimizer where known,
+        (reward, world, beta, params) -> Policy; verified by the same check.
+      swap_symmetry: "likelihood" (exp(−ℓ(a,b)) + exp(−ℓ(b,a)) = 1), "loss"
+        (ℓ(a,b) = ℓ(b,a)) or None; see `synthalign.testing`.
     """
 
     name: str
@@ -84,6 +91,9 @@ class Objective:
     closed_form: Callable | None = None
     reference: str = ""
     margin_derivatives: Callable | None = None
+    consistent: bool | None = None
+    expected_minimizer: Callable | None = None
+    swap_symmetry: str | None = None
 
     @property
     def needs_reward(self) -> bool:
@@ -200,6 +210,9 @@ def objective(
     closed_form: Callable | None = None,
     reference: str = "",
     margin_derivatives: Callable | None = None,
+    consistent: bool | None = None,
+    expected_minimizer: Callable | None = None,
+    swap_symmetry: str | None = None,
     register: bool = True,
     replace: bool = False,
 ) -> Callable[[Callable], Objective]:
@@ -211,6 +224,10 @@ def objective(
     """
     if data not in DATA_KINDS:
         raise ValueError(f"data must be one of {DATA_KINDS}, got {data!r}")
+    if swap_symmetry not in (None, "likelihood", "loss"):
+        raise ValueError(f"swap_symmetry must be 'likelihood', 'loss' or None, got {swap_symmetry!r}")
+    if consistent not in (None, True, False):
+        raise ValueError(f"consistent must be True, False or None, got {consistent!r}")
 
     def wrap(fn: Callable) -> Objective:
         signature = inspect.signature(fn)
@@ -241,6 +258,9 @@ def objective(
             closed_form=closed_form,
             reference=reference,
             margin_derivatives=margin_derivatives,
+            consistent=consistent,
+            expected_minimizer=expected_minimizer,
+            swap_symmetry=swap_symmetry,
         )
         if data == "pairs" and not obj.needs_reward:
             raise ValueError(f"objective {obj.name!r} uses unlabelled pairs, so it must take a reward input")
@@ -285,14 +305,22 @@ def _pmle_derivatives(logp_chosen, logp_rejected, *, gamma):
     return _logistic_derivatives(gamma * _log_ratio_pair(logp_chosen, logp_rejected), gamma)
 
 
-@objective("reward_model", reference="eq. 9", margin_derivatives=_pmle_derivatives)
+@objective(
+    "reward_model",
+    reference="eq. 9",
+    margin_derivatives=_pmle_derivatives,
+    consistent=True,
+    swap_symmetry="likelihood",
+)
 def _reward_model(logp_chosen, logp_rejected, *, gamma):
     # The tabular reward model is parameterized as R = gamma * logits, so its
     # margin R(a+) - R(a-) = gamma * ln[pi_R(a+)/pi_R(a-)]: eq. 9 is PMLE on pi_R.
     return losses.pmle_loss(logp_chosen, logp_rejected, gamma=gamma, reduction="none")
 
 
-@objective("pmle", reference="eq. 4/5", margin_derivatives=_pmle_derivatives)
+@objective(
+    "pmle", reference="eq. 4/5", margin_derivatives=_pmle_derivatives, consistent=True, swap_symmetry="likelihood"
+)
 def _pmle(logp_chosen, logp_rejected, *, gamma):
     return losses.pmle_loss(logp_chosen, logp_rejected, gamma=gamma, reduction="none")
 
@@ -304,9 +332,48 @@ def _distillation_derivatives(logp_chosen, logp_rejected, target_margin, *, gamm
     return first, gamma * gamma * torch.sigmoid(margin) * torch.sigmoid(-margin)
 
 
-@objective("distillation", data="pairs", reference="eq. 11/12", margin_derivatives=_distillation_derivatives)
+@objective(
+    "distillation",
+    data="pairs",
+    reference="eq. 11/12",
+    margin_derivatives=_distillation_derivatives,
+    consistent=True,
+    swap_symmetry="loss",
+)
 def _distillation(logp_chosen, logp_rejected, target_margin, *, gamma):
     return losses.distillation_loss(logp_chosen, logp_rejected, target_margin, gamma=gamma, reduction="none")
+
+
+def _tilted_reference(world, log_tilt: Tensor) -> Policy:
+    return Policy(torch.log_softmax(world.reference.logp + log_tilt, dim=-1), world.prompt_dist)
+
+
+def _dpo_minimizer(reward, world, beta, params) -> Policy:
+    """DPO's population minimizer (beta = 0, mu of full support): pi ∝ pi0 · pi*.
+
+    DPO is logistic in gamma (u(a⁺) − u(a⁻)) with u = ln pi − ln pi0 while the labels
+    follow σ(gamma ln[pi*(a)/pi*(b)]); matching the margins on every pair gives
+    u = ln pi* + c(x).
+    """
+    return _tilted_reference(world, world.target.logp)
+
+
+def _ipo_minimizer(reward, world, beta, params) -> Policy:
+    """IPO's population minimizer: pi ∝ pi0 · exp((2 P*(a ≻ mu) − 1)/(2 tau)), P*(a ≻ mu) = E_{b~mu} P*(a ≻ b).
+
+    With u = ln pi − ln pi0 and c = 1/(2 tau), setting the derivative in u_a of
+    Σ_{a,b} mu(a) mu(b) [P_ab (u_a − u_b − c)² + P_ba (u_b − u_a − c)²] to zero and
+    using P_ab + P_ba = 1 gives u_a − E_mu u = c (2 P(a ≻ mu) − 1).
+    """
+    from synthalign.data import preference_matrix
+
+    win = torch.einsum("xab,xb->xa", preference_matrix(world), world.behavior.probs)
+    return _tilted_reference(world, (2.0 * win - 1.0) / (2.0 * params["tau"]))
+
+
+def _rebel_minimizer(reward, world, beta, params) -> Policy:
+    """REBEL's minimizer: pi ∝ pi0 · exp(eta R̂); the squared loss is 0 when h(a, b) = eta (R̂(a) − R̂(b))."""
+    return _tilted_reference(world, params["eta"] * reward)
 
 
 def _dpo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
@@ -314,9 +381,18 @@ def _dpo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejec
     return _logistic_derivatives(gamma * h, gamma)
 
 
-@objective("dpo", reference="eq. 6", margin_derivatives=_dpo_derivatives)
+@objective(
+    "dpo",
+    reference="eq. 6",
+    margin_derivatives=_dpo_derivatives,
+    consistent=False,
+    expected_minimizer=_dpo_minimizer,
+    swap_symmetry="likelihood",
+)
 def _dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
-    return losses.dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma=gamma, reduction="none")
+    return losses.dpo_loss(
+        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma=gamma, reduction="none"
+    )
 
 
 def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
@@ -325,7 +401,13 @@ def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejec
     return 2.0 * residual, torch.full_like(residual, 2.0)
 
 
-@objective("ipo", reference="Azar et al. 2024, arXiv 2310.12036", margin_derivatives=_ipo_derivatives)
+@objective(
+    "ipo",
+    reference="Azar et al. 2024, arXiv 2310.12036",
+    margin_derivatives=_ipo_derivatives,
+    consistent=False,
+    expected_minimizer=_ipo_minimizer,
+)
 def _ipo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
     return losses.ipo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, tau=tau, reduction="none")
 
@@ -338,7 +420,14 @@ def _rebel_derivatives(
     return 2.0 * residual, torch.full_like(residual, 2.0)
 
 
-@objective("rebel", reference="eq. 10", margin_derivatives=_rebel_derivatives)
+@objective(
+    "rebel",
+    reference="eq. 10",
+    margin_derivatives=_rebel_derivatives,
+    consistent=False,
+    expected_minimizer=_rebel_minimizer,
+    swap_symmetry="loss",
+)
 def _rebel(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0):
     return losses.rebel_loss(
         logp_chosen,
@@ -362,12 +451,12 @@ def _rlhf_closed_form(reward, world, beta, params):
     return rlhf_policy(reward, world.reference, beta)
 
 
-@objective("rkl", data="prompts", closed_form=_rkl_closed_form, reference="eq. 15")
+@objective("rkl", data="prompts", closed_form=_rkl_closed_form, reference="eq. 15", consistent=True)
 def _rkl(logp, reward, *, gamma):
     return losses.rkl_loss(logp, reward, gamma=gamma, reduction="none")
 
 
-@objective("rlhf", data="prompts", closed_form=_rlhf_closed_form, reference="eq. 1")
+@objective("rlhf", data="prompts", closed_form=_rlhf_closed_form, reference="eq. 1", consistent=False)
 def _rlhf(logp, reward):
     return losses.rlhf_loss(logp, reward, beta=0.0, reduction="none")
 
@@ -378,7 +467,13 @@ def _forward_kl_closed_form(reward, world, beta, params):
     return reward_policy(reward, world.gamma)
 
 
-@objective("forward_kl", data="prompts", closed_form=_forward_kl_closed_form, reference="spec §2, last note")
+@objective(
+    "forward_kl",
+    data="prompts",
+    closed_form=_forward_kl_closed_form,
+    reference="spec §2, last note",
+    consistent=True,
+)
 def _forward_kl(logp, reward, *, gamma):
     # KL(pi_R ‖ pi) up to a constant: −Σ_a pi_R(a) ln pi(a), with pi_R ∝ exp(R/gamma).
     target = torch.softmax(reward / gamma, dim=-1)

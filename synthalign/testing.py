@@ -741,6 +741,8 @@ def _swap_form(obj: Objective, opts: CheckOptions) -> str | None:
     if obj.kind == "prompt":
         return None
     if opts.swap_symmetry == "auto":
+        if obj.swap_symmetry is not None:
+            return obj.swap_symmetry
         return "loss" if obj.data == "pairs" else None
     return opts.swap_symmetry
 
@@ -907,11 +909,14 @@ def _check_population_minimizer(obj: Objective, opts: CheckOptions) -> CheckResu
         if consistent
         else f"converges to a policy other than pi*: KL(pi* ‖ pi) = {_fmt(kl_target)}"
     )
-    if opts.consistent is not None and opts.consistent != consistent:
-        problems.append(f"declared consistent={opts.consistent} but it {finding}")
-    if opts.expected_minimizer is not None:
+    # Options given to the check override what the objective itself declares.
+    declared = opts.consistent if opts.consistent is not None else obj.consistent
+    expected_minimizer = opts.expected_minimizer or obj.expected_minimizer
+    if declared is not None and declared != consistent:
+        problems.append(f"declared consistent={declared} but it {finding}")
+    if expected_minimizer is not None:
         reward = fit_kwargs.get("reward", world.true_reward if obj.needs_reward else None)
-        expected = opts.expected_minimizer(reward, world, opts.beta, obj.resolve_params(opts.params))
+        expected = expected_minimizer(reward, world, opts.beta, obj.resolve_params(opts.params))
         expected = Policy(as_logp(expected, "expected_minimizer"), world.prompt_dist)
         kl_expected = float(forward_kl(expected, policy))
         values["forward_kl_to_expected"] = kl_expected
