@@ -53,13 +53,13 @@ def check_same_shape(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
     try:
         torch.broadcast_shapes(*(t.shape for t in tensors))
     except RuntimeError as err:
-        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors))
+        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
         raise ValueError(f"shapes do not broadcast: {shapes}") from err
 
 
 def check_no_nan(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
     """Rejects NaN in loss inputs (±inf is legitimate: log-probability of a zero-probability response)."""
-    for tensor, name in zip(tensors, names):
+    for tensor, name in zip(tensors, names, strict=True):
         if torch.isnan(tensor).any():
             raise ValueError(f"{name} contains NaN")
 

@@ -24,7 +24,10 @@ from torch import Tensor
 from synthalign._checks import check_positive, safe_log_ratio
 from synthalign.policies import Policy, as_logp
 
-_MAX_PAIRS = 2**62
+# Counts are held in floating tensors; float64 represents every integer up to
+# 2^53 exactly, so a dataset of at most 2^53 pairs keeps exact counts (and an
+# exact total n) whatever its split over the cells.
+_MAX_PAIRS = 2**53
 
 
 def preference_probability(logp_a: Tensor, logp_b: Tensor, gamma: float) -> Tensor:
@@ -161,10 +164,15 @@ class PreferenceList:
 
 
 def population_preferences(world) -> PreferenceData:
-    """The exact law of one labelled pair (spec §1): weight D(x) mu(a|x) mu(b|x) P*(a ≻ b | x) on (x, a, b)."""
+    """The exact law of one labelled pair (spec §1): 2 D(x) mu(a|x) mu(b|x) P*(a ≻ b | x) on (x, a+ = a, a- = b).
+
+    The cell (a, b) with a ≠ b is reached from two draws: (a, b) with a winning and
+    (b, a) with a winning, hence the factor 2; the diagonal cell (a, a) gets
+    2 D mu(a)² · ½ = D mu(a)², the probability of drawing a twice.  The weights sum to 1.
+    """
     behavior = world.behavior.probs
     joint = world.prompt_dist[:, None, None] * behavior[:, :, None] * behavior[:, None, :]
-    counts = joint * preference_matrix(world)
+    counts = 2.0 * joint * preference_matrix(world)
     return PreferenceData(counts.unsqueeze(0), None, world)
 
 
@@ -188,7 +196,7 @@ def sample_cell_counts(probs: Tensor, n: int, replicates: int, seed=None) -> np.
     pvals = probs.detach().reshape(-1).to("cpu", torch.float64).numpy()
     pvals = np.clip(pvals, 0.0, None)
     pvals = pvals / pvals.sum()
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     return rng.multinomial(n, pvals, size=replicates)
 
 
@@ -216,7 +224,7 @@ def sample_preference_list(world, n: int, replicates: int = 1, seed=None, *, dev
         raise ValueError(f"n = {n} is too large for explicit pairs; use sample_preferences (counts)")
     law = population_preferences(world).counts[0].reshape(-1).to("cpu", torch.float64).numpy()
     law = np.clip(law, 0, None)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     cells = rng.choice(law.size, size=(replicates, n), p=law / law.sum())
     return _decode(torch.from_numpy(cells).to(device or world.device), world)
 
@@ -227,7 +235,7 @@ def counts_to_list(data: PreferenceData, seed=None) -> PreferenceList:
     cells = torch.arange(counts.shape[1]).expand_as(counts)
     flat = torch.repeat_interleave(cells.reshape(-1), counts.reshape(-1))
     flat = flat.reshape(data.replicates, -1)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     order = torch.from_numpy(rng.permuted(np.tile(np.arange(flat.shape[1]), (data.replicates, 1)), axis=1))
     flat = torch.gather(flat, 1, order)
     return _decode(flat.to(data.counts.device), data.world)
@@ -238,13 +246,20 @@ def _decode(flat: Tensor, world) -> PreferenceList:
     return PreferenceList(prompt=flat // (A * A), chosen=(flat // A) % A, rejected=flat % A, world=world)
 
 
+def _rng(seed) -> np.random.Generator:
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}") from err
+
+
 def _check_n(n) -> int:
     if isinstance(n, float) and n.is_integer():
         n = int(n)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if n > _MAX_PAIRS:
-        raise ValueError(f"n must be at most 2^62, got {n}")
+        raise ValueError(f"n must be at most 2^53 (counts stay exact in float64), got {n}")
     return int(n)
 
 

@@ -39,7 +39,8 @@ class FitResult:
       objective: objective name.
       beta: KL weight used.
       method: "closed_form" or "newton".
-      converged: [R] bool, every prompt's gradient below `tol` (always True for closed forms).
+      converged: [R] bool: for every prompt the gradient is below `tol` or the Newton
+        decrement is at float resolution (always True for closed forms).
       iterations: Newton iterations run (0 for closed forms).
       grad_norm: [R] largest absolute gradient entry at the end.
       separable: [R, X] bool for labelled-pair objectives: the comparison graph of
@@ -164,6 +165,7 @@ def fit(
     dtype = data.counts.dtype
     if tol is None:
         tol = 1e-10 if dtype == torch.float64 else 1e-5
+    tol = check_positive(tol, "tol", allow_zero=True)
     shape = (data.replicates, world.n_prompts, world.n_responses)
     if init is None:
         is_reward_model = obj.name == "reward_model"
@@ -171,9 +173,9 @@ def fit(
     else:
         start = torch.as_tensor(init, dtype=dtype, device=world.device)
     theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
-    step_cap = 20.0 * max(1.0, 1.0 / world.gamma)  # logits move on the scale 1/gamma
+    step_cap = 4.0 * max(1.0, 1.0 / world.gamma)  # a trust region: logits move on the scale 1/gamma
     problem = _Problem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
-    theta, iterations, grad = problem.newton(theta, max_iter=max_iter, tol=tol)
+    theta, iterations, grad, converged = problem.newton(theta, max_iter=max_iter, tol=tol)
     logp = torch.log_softmax(theta, dim=-1)
     grad_norm = grad.abs().amax(dim=(-1, -2))
     with torch.no_grad():
@@ -186,7 +188,7 @@ def fit(
         objective=obj.name,
         beta=beta,
         method="newton",
-        converged=grad_norm <= tol,
+        converged=converged.all(dim=-1),
         iterations=iterations,
         grad_norm=grad_norm,
         separable=separable,
@@ -310,9 +312,21 @@ class _Problem:
         hess = torch.stack(columns, dim=-1)
         return value.detach(), grad.detach(), hess
 
-    def newton(self, theta: Tensor, *, max_iter: int, tol: float) -> tuple[Tensor, int, Tensor]:
-        """Damped Newton with |eigenvalue| modification and a batched Armijo line search."""
-        active = torch.ones(theta.shape[:-1], dtype=torch.bool, device=theta.device)
+    def newton(self, theta: Tensor, *, max_iter: int, tol: float) -> tuple[Tensor, int, Tensor, Tensor]:
+        """Damped Newton with a batched Armijo line search; returns (theta, iterations, gradient, converged).
+
+        A problem (one replicate and prompt) stops when its largest gradient entry
+        is at most `tol`; when it sits at float resolution — Newton decrement
+        gᵀH⁻¹g (twice the predicted decrease) below 10·eps·(1 + |f|) while the
+        gradient no longer halves, three iterations in a row (a gradient noise
+        floor above `tol`); or when no step length passes the line search.  The
+        first two count as converged; a stalled problem is reported not converged.
+        """
+        shape = theta.shape[:-1]
+        done = torch.zeros(shape, dtype=torch.bool, device=theta.device)
+        converged = torch.zeros_like(done)
+        precision_streak = torch.zeros(shape, dtype=torch.long, device=theta.device)
+        previous_norm = torch.full(shape, float("inf"), dtype=theta.dtype, device=theta.device)
         grad = torch.zeros_like(theta)
         iterations = 0
         for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
@@ -322,34 +336,52 @@ class _Problem:
                     "the objective is infinite at the starting point (the data put weight on responses the "
                     "initial policy gives probability 0); pass init=..."
                 )
-            active = grad.abs().amax(dim=-1) > tol
-            if not active.any():
-                break
             direction = _newton_direction(grad, hess)
+            decrement = -(grad * direction).sum(dim=-1)
+            grad_norm = grad.abs().amax(dim=-1)
+            small_gradient = grad_norm <= tol
+            at_precision = decrement.abs() <= 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
+            stuck = at_precision & (grad_norm > 0.5 * previous_norm)
+            previous_norm = grad_norm
+            precision_streak = torch.where(stuck, precision_streak + 1, torch.zeros_like(precision_streak))
+            finished = small_gradient | (precision_streak >= 3)
+            converged = converged | (finished & ~done)
+            done = done | finished
+            if bool(done.all()):
+                break
+            active = ~done
             direction = torch.where(active.unsqueeze(-1), direction, torch.zeros_like(direction))
             largest = direction.abs().amax(dim=-1, keepdim=True)
             direction = direction * torch.clamp(self.step_cap / largest.clamp_min(1e-300), max=1.0)
             slope = (grad * direction).sum(dim=-1)
-            theta = self._line_search(theta, direction, value, slope, active)
+            theta, stalled = self._line_search(theta, direction, value, slope, active)
+            done = done | stalled
         else:
             _, grad, _ = self.derivatives(theta)
-        return theta, iterations, grad
+            converged = converged | (grad.abs().amax(dim=-1) <= tol)
+        return theta, iterations, grad, converged
 
-    def _line_search(self, theta, direction, value, slope, active) -> Tensor:
-        """Per-problem backtracking: halve the step of the problems that fail Armijo, up to 12 times."""
+    def _line_search(self, theta, direction, value, slope, active) -> tuple[Tensor, Tensor]:
+        """Per-problem backtracking: halve the step of the problems that fail Armijo, up to 12 times.
+
+        Returns the new logits and the active problems where no step was accepted.
+        """
         step = torch.ones_like(value)
         pending = active.clone()
         with torch.no_grad():
             for _ in range(_LINE_SEARCH_STEPS):
                 trial = self.values(theta + step.unsqueeze(-1) * direction)
-                ok = (trial <= value + _ARMIJO * step * slope) & torch.isfinite(trial)
+                # Armijo up to float resolution (Hager & Zhang's approximate condition), so that
+                # Newton keeps shrinking the gradient once decreases fall below eps·|f|.
+                noise = 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
+                ok = (trial <= value + _ARMIJO * step * slope + noise) & torch.isfinite(trial)
                 pending = pending & ~ok
                 if not pending.any():
                     break
                 step = torch.where(pending, 0.5 * step, step)
             # A problem that never met the condition does not move.
             step = torch.where(pending | ~active, torch.zeros_like(step), step)
-        return theta + step.unsqueeze(-1) * direction
+        return theta + step.unsqueeze(-1) * direction, pending
 
 
 def _grads(output: Tensor, inputs, **kwargs):
@@ -377,7 +409,7 @@ def _newton_direction(grad: Tensor, hess: Tensor) -> Tensor:
     failed = info > 0
     if failed.any():
         eigenvalues, vectors = torch.linalg.eigh(hess[failed])
-        floor = eigenvalues.abs().amax(dim=-1, keepdim=True).clamp_min(1.0) * 1e-12
+        floor = eigenvalues.abs().amax(dim=-1, keepdim=True).clamp_min(1.0) * 1e-8
         inverse = 1.0 / torch.maximum(eigenvalues.abs(), floor)
         coeff = (vectors.transpose(-1, -2) @ grad[failed].unsqueeze(-1)).squeeze(-1)
         direction[failed] = -(vectors @ (inverse * coeff).unsqueeze(-1)).squeeze(-1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from synthalign._checks import safe_log_ratio
+from synthalign._checks import as_tensor, check_same_shape, safe_log_ratio
 from synthalign.policies import Policy, as_logp
 
 
@@ -25,6 +25,13 @@ def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
     return None
 
 
+def _log_probs(**policies) -> tuple[Tensor, ...]:
+    """The log-probabilities of named policies, checked for NaN and for shapes that broadcast."""
+    logps = tuple(as_logp(policy, name) for name, policy in policies.items())
+    check_same_shape(logps, tuple(policies))
+    return logps
+
+
 def average_over_prompts(per_prompt: Tensor, prompt_dist: Tensor | None) -> Tensor:
     """E_{x~D} of a [..., X] tensor (uniform D when None); zero-weight prompts never give NaN."""
     if prompt_dist is None:
@@ -34,48 +41,61 @@ def average_over_prompts(per_prompt: Tensor, prompt_dist: Tensor | None) -> Tens
     return weighted.sum(dim=-1)
 
 
+def expectation_per_prompt(p: Tensor, values: Tensor) -> Tensor:
+    """Σ_a p(a) v(a) with 0 · v = 0 even where v = ±inf, [..., X].
+
+    The values are masked before the product, not after it: a product
+    p · (−inf) masked afterwards has a NaN gradient (0 · −inf) in p.
+    """
+    values = values.to(p.dtype)
+    safe = torch.where(p > 0, values, torch.zeros_like(values))
+    return (p * safe).sum(dim=-1)
+
+
 def kl_per_prompt(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """KL(p(·|x) ‖ q(·|x)) = Σ_a p (ln p − ln q) for every prompt, [..., X]."""
-    p = logp.exp()
-    terms = torch.where(p > 0, p * safe_log_ratio(logp, ref_logp), torch.zeros_like(p))
-    return terms.sum(dim=-1)
+    return expectation_per_prompt(logp.exp(), safe_log_ratio(logp, ref_logp))
 
 
 def entropy_per_prompt(logp: Tensor) -> Tensor:
     """H(p(·|x)) = −Σ_a p ln p for every prompt, [..., X]."""
-    p = logp.exp()
-    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
+    return -expectation_per_prompt(logp.exp(), logp)
 
 
 def forward_kl(target, estimate, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi* ‖ pi_hat): the paper's error measure (spec §1, §4)."""
     dist = _prompt_dist(prompt_dist, target, estimate)
-    return average_over_prompts(kl_per_prompt(as_logp(target), as_logp(estimate)), dist)
+    target_logp, estimate_logp = _log_probs(target=target, estimate=estimate)
+    return average_over_prompts(kl_per_prompt(target_logp, estimate_logp), dist)
 
 
 def reverse_kl(target, estimate, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi_hat ‖ pi*) (Prop. 15's left side)."""
     dist = _prompt_dist(prompt_dist, target, estimate)
-    return average_over_prompts(kl_per_prompt(as_logp(estimate), as_logp(target)), dist)
+    target_logp, estimate_logp = _log_probs(target=target, estimate=estimate)
+    return average_over_prompts(kl_per_prompt(estimate_logp, target_logp), dist)
 
 
 def kl_divergence(policy, reference, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi ‖ pi0): the regularizer weighed by beta in every objective."""
     dist = _prompt_dist(prompt_dist, policy, reference)
-    return average_over_prompts(kl_per_prompt(as_logp(policy), as_logp(reference)), dist)
+    policy_logp, reference_logp = _log_probs(policy=policy, reference=reference)
+    return average_over_prompts(kl_per_prompt(policy_logp, reference_logp), dist)
 
 
 def squared_hellinger(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x H²(p, q) with H² = 1 − Σ_a sqrt(p q) (the convention with values in [0, 1])."""
     dist = _prompt_dist(prompt_dist, p, q)
-    overlap = torch.exp(0.5 * (as_logp(p) + as_logp(q))).sum(dim=-1)
+    p_logp, q_logp = _log_probs(p=p, q=q)
+    overlap = torch.exp(0.5 * (p_logp + q_logp)).sum(dim=-1)
     return average_over_prompts((1.0 - overlap).clamp_min(0.0), dist)
 
 
 def total_variation(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x TV(p, q) = E_x ½ Σ_a |p − q|."""
     dist = _prompt_dist(prompt_dist, p, q)
-    per_prompt = 0.5 * (as_logp(p).exp() - as_logp(q).exp()).abs().sum(dim=-1)
+    p_logp, q_logp = _log_probs(p=p, q=q)
+    per_prompt = 0.5 * (p_logp.exp() - q_logp.exp()).abs().sum(dim=-1)
     return average_over_prompts(per_prompt, dist)
 
 
@@ -87,9 +107,9 @@ def entropy(policy, *, prompt_dist: Tensor | None = None) -> Tensor:
 def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_{x, a~pi} R(x, a); responses of zero probability contribute 0 even where R = −inf."""
     logp = as_logp(policy)
-    p = logp.exp()
-    reward = reward.to(p.dtype)
-    per_prompt = torch.where(p > 0, p * reward, torch.zeros_like(p)).sum(dim=-1)
+    reward = as_tensor(reward, "reward", dtype=logp.dtype, device=logp.device)
+    check_same_shape((logp, reward), ("policy", "reward"))
+    per_prompt = expectation_per_prompt(logp.exp(), reward)
     return average_over_prompts(per_prompt, _prompt_dist(prompt_dist, policy))
 
 
@@ -109,7 +129,7 @@ def win_rate(world, policy, *, against=None) -> Tensor:
     from synthalign.data import preference_matrix
 
     opponent = world.reference if against is None else against
-    p = as_logp(policy).exp()
-    q = as_logp(opponent).exp()
+    policy_logp, against_logp = _log_probs(policy=policy, against=opponent)
+    p, q = policy_logp.exp(), against_logp.exp()
     wins = torch.einsum("...xa,...xb,xab->...x", p, q, preference_matrix(world))
     return average_over_prompts(wins, world.prompt_dist)

@@ -23,12 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import check_positive, check_same_shape, safe_log_ratio, weighted_reduce
-from synthalign.metrics import entropy_per_prompt, kl_per_prompt
+from synthalign._checks import check_no_nan, check_positive, check_same_shape, safe_log_ratio, weighted_reduce
+from synthalign.metrics import entropy_per_prompt, expectation_per_prompt, kl_per_prompt
+
+
+def _check_inputs(**tensors: Tensor) -> None:
+    names, values = tuple(tensors), tuple(tensors.values())
+    check_same_shape(values, names)
+    check_no_nan(values, names)
 
 
 def _margin(logp_chosen: Tensor, logp_rejected: Tensor) -> Tensor:
-    check_same_shape((logp_chosen, logp_rejected), ("logp_chosen", "logp_rejected"))
     return safe_log_ratio(logp_chosen, logp_rejected)
 
 
@@ -36,7 +41,7 @@ def reward_model_loss(
     reward_chosen: Tensor, reward_rejected: Tensor, *, weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
     """Bradley–Terry reward-model loss (eq. 9): −ln σ(R(x,a+) − R(x,a−))."""
-    check_same_shape((reward_chosen, reward_rejected), ("reward_chosen", "reward_rejected"))
+    _check_inputs(reward_chosen=reward_chosen, reward_rejected=reward_rejected)
     loss = -F.logsigmoid(safe_log_ratio(reward_chosen, reward_rejected))
     return weighted_reduce(loss, weight, reduction)
 
@@ -54,6 +59,7 @@ def pmle_loss(
     Eq. 5 adds β KL(π ‖ π0), see `kl_penalty`.
     """
     gamma = check_positive(gamma, "gamma")
+    _check_inputs(logp_chosen=logp_chosen, logp_rejected=logp_rejected)
     loss = -F.logsigmoid(gamma * _margin(logp_chosen, logp_rejected))
     return weighted_reduce(loss, weight, reduction)
 
@@ -83,7 +89,7 @@ def distillation_loss(
     β KL(π ‖ π0), see `kl_penalty`.
     """
     gamma = check_positive(gamma, "gamma")
-    check_same_shape((logp_a, logp_b, target_margin), ("logp_a", "logp_b", "target_margin"))
+    _check_inputs(logp_a=logp_a, logp_b=logp_b, target_margin=target_margin)
     loss = bernoulli_kl_logits(target_margin, gamma * _margin(logp_a, logp_b))
     return weighted_reduce(loss, weight, reduction)
 
@@ -100,9 +106,25 @@ def dpo_loss(
 ) -> Tensor:
     """DPO (eq. 6): −ln σ(γ ln[π(a+)/π(a−)] − γ ln[π0(a+)/π0(a−)])."""
     gamma = check_positive(gamma, "gamma")
+    _check_inputs(
+        logp_chosen=logp_chosen,
+        logp_rejected=logp_rejected,
+        ref_logp_chosen=ref_logp_chosen,
+        ref_logp_rejected=ref_logp_rejected,
+    )
     ref_margin = _margin(ref_logp_chosen, ref_logp_rejected)
     loss = -F.logsigmoid(gamma * (_margin(logp_chosen, logp_rejected) - ref_margin))
     return weighted_reduce(loss, weight, reduction)
+
+
+def _infinite_residual(residual: Tensor) -> Tensor:
+    """A residual ∞ − ∞ (a response of probability zero on both sides of a log-ratio) is read as +inf.
+
+    The squared losses then report an infinite loss at such a cell instead of NaN.
+    """
+    if not torch.isnan(residual).any():
+        return residual
+    return torch.where(torch.isnan(residual), torch.full_like(residual, float("inf")), residual)
 
 
 def ipo_loss(
@@ -117,8 +139,14 @@ def ipo_loss(
 ) -> Tensor:
     """IPO (Azar et al. 2024, arXiv 2310.12036): (ln[π(a+)π0(a−) / (π(a−)π0(a+))] − 1/(2τ))²."""
     tau = check_positive(tau, "tau")
+    _check_inputs(
+        logp_chosen=logp_chosen,
+        logp_rejected=logp_rejected,
+        ref_logp_chosen=ref_logp_chosen,
+        ref_logp_rejected=ref_logp_rejected,
+    )
     h = _margin(logp_chosen, logp_rejected) - _margin(ref_logp_chosen, ref_logp_rejected)
-    return weighted_reduce((h - 1.0 / (2.0 * tau)).square(), weight, reduction)
+    return weighted_reduce(_infinite_residual(h - 1.0 / (2.0 * tau)).square(), weight, reduction)
 
 
 def rebel_loss(
@@ -139,22 +167,25 @@ def rebel_loss(
     π0 uses π0 there.  Its minimizer is π ∝ π0 · exp(η R̂).
     """
     eta = check_positive(eta, "eta")
+    _check_inputs(
+        logp_chosen=logp_chosen,
+        logp_rejected=logp_rejected,
+        ref_logp_chosen=ref_logp_chosen,
+        ref_logp_rejected=ref_logp_rejected,
+        reward_chosen=reward_chosen,
+        reward_rejected=reward_rejected,
+    )
     h = _margin(logp_chosen, logp_rejected) - _margin(ref_logp_chosen, ref_logp_rejected)
     target = eta * safe_log_ratio(reward_chosen, reward_rejected)
-    return weighted_reduce((h - target).square(), weight, reduction)
+    return weighted_reduce(_infinite_residual(h - target).square(), weight, reduction)
 
 
 def kl_penalty(
     logp: Tensor, ref_logp: Tensor, *, prompt_weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
     """KL(π(·|x) ‖ π0(·|x)) per prompt, computed exactly on the finite space (eq. 1, 5, 12, 15)."""
+    _check_inputs(logp=logp, ref_logp=ref_logp)
     return weighted_reduce(kl_per_prompt(logp, ref_logp), prompt_weight, reduction)
-
-
-def _expected(logp: Tensor, values: Tensor) -> Tensor:
-    p = logp.exp()
-    values = values.to(p.dtype)
-    return torch.where(p > 0, p * values, torch.zeros_like(p)).sum(dim=-1)
 
 
 def rkl_loss(
@@ -173,7 +204,8 @@ def rkl_loss(
     D_n as counts (or D for the population loss).
     """
     gamma = check_positive(gamma, "gamma")
-    per_prompt = -_expected(logp, reward) - gamma * entropy_per_prompt(logp)
+    _check_inputs(logp=logp, reward=reward)
+    per_prompt = -expectation_per_prompt(logp.exp(), reward) - gamma * entropy_per_prompt(logp)
     per_prompt = per_prompt + _beta_kl(logp, ref_logp, beta)
     return weighted_reduce(per_prompt, prompt_weight, reduction)
 
@@ -188,7 +220,8 @@ def rlhf_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """RLHF (eq. 1) as a loss, per prompt: −E_{a~π} R̂(x,a) + β KL(π(x) ‖ π0(x))."""
-    per_prompt = -_expected(logp, reward) + _beta_kl(logp, ref_logp, beta)
+    _check_inputs(logp=logp, reward=reward)
+    per_prompt = -expectation_per_prompt(logp.exp(), reward) + _beta_kl(logp, ref_logp, beta)
     return weighted_reduce(per_prompt, prompt_weight, reduction)
 
 
@@ -198,4 +231,5 @@ def _beta_kl(logp: Tensor, ref_logp: Tensor | None, beta: float) -> Tensor:
         return torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
     if ref_logp is None:
         raise ValueError("ref_logp is required when beta > 0")
+    _check_inputs(logp=logp, ref_logp=ref_logp)
     return beta * kl_per_prompt(logp, ref_logp)
