@@ -90,11 +90,13 @@ def _resolve_reward(obj: Objective, data, reward, reward_ridge: float) -> Tensor
     return fit_reward_model(data, ridge=reward_ridge).reward
 
 
-def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-4, **kwargs) -> FitResult:
+def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> FitResult:
     """Tabular Bradley–Terry maximum likelihood (eq. 9), batched over replicates.
 
-    Decision (spec §5): a small ridge (ridge/2) Σ_a (R(x,a) − mean_a R(x,·))²/gamma²
-    keeps R̂ finite on separable data; the returned `reward` is centred per prompt.
+    Decision (spec §5): a tiny ridge keeps R̂ finite on separable data.  It is
+    (ridge/2) Σ_x Σ_a (R(x,a) − mean_a R(x,·))²/gamma² on the *summed* loss
+    (see `fit`), so its pull vanishes as 1/n and R̂ stays consistent.  The
+    returned `reward` is centred per prompt.
     """
     return fit("reward_model", data, ridge=ridge, **kwargs)
 
@@ -106,7 +108,7 @@ def fit(
     beta: float = 0.0,
     reward: Tensor | None = None,
     ridge: float = 0.0,
-    reward_ridge: float = 1e-4,
+    reward_ridge: float = 1e-2,
     init: Tensor | None = None,
     max_iter: int = 100,
     tol: float | None = None,
@@ -121,8 +123,11 @@ def fit(
       reward: R̂ [X, A] or [R, X, A] for objectives that need one; when omitted it
         is fitted on `data` by `fit_reward_model(ridge=reward_ridge)` (the true
         reward for the population law).
-      ridge: (ridge/2) Σ_x Σ_a (theta_xa − mean_a theta_x)² added to the mean
-        loss; it keeps logistic-type fits finite on separable data.
+      ridge: (ridge/2) Σ_x Σ_a (theta_xa − mean_a theta_x)² added to the summed
+        loss, i.e. divided by the replicate's total weight (n for counts, 1 for
+        the population law) in the mean loss: a pull worth `ridge` pseudo-pairs
+        that vanishes as n grows.  It keeps logistic-type fits finite on
+        separable data.
       init: initial logits [X, A] or [R, X, A]; default pi0's log-probabilities
         (clipped at −1000, i.e. probability 0 in float64) and zeros for the
         reward model.
@@ -217,8 +222,12 @@ class _Problem:
         value = value / self.total.unsqueeze(-1)
         if self.ridge > 0:
             centred = theta - theta.mean(dim=-1, keepdim=True)
-            value = value + 0.5 * self.ridge * centred.square().sum(dim=-1)
+            value = value + 0.5 * self._ridge_weight(theta) * centred.square().sum(dim=-1)
         return value
+
+    def _ridge_weight(self, theta: Tensor) -> Tensor:
+        """ridge / (total weight of the replicate), [R, 1]: the ridge acts on the summed loss."""
+        return (self.ridge / self.total).unsqueeze(-1).to(theta.dtype)
 
     def derivatives(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(values [R, X], gradient [R, X, A], Hessian [R, X, A, A]) in the logits."""
@@ -254,10 +263,11 @@ class _Problem:
 
         if self.ridge > 0:
             centred = theta - theta.mean(dim=-1, keepdim=True)
-            value = value + 0.5 * self.ridge * centred.square().sum(dim=-1)
-            grad = grad + self.ridge * centred
+            ridge = self._ridge_weight(theta)
+            value = value + 0.5 * ridge * centred.square().sum(dim=-1)
+            grad = grad + ridge.unsqueeze(-1) * centred
             eye = torch.eye(A, dtype=theta.dtype, device=theta.device)
-            hess = hess + self.ridge * (eye - 1.0 / A)
+            hess = hess + ridge[..., None, None] * (eye - 1.0 / A)
         return value, grad, hess
 
     def _pair_derivatives(self, logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -433,7 +443,7 @@ def argmin_over_class(
     *,
     beta: float = 0.0,
     reward: Tensor | None = None,
-    reward_ridge: float = 1e-4,
+    reward_ridge: float = 1e-2,
     chunk_size: int = 4096,
     **params,
 ) -> ClassFit:

@@ -96,7 +96,9 @@ def test_newton_solution_with_ridge_satisfies_first_order_conditions():
     assert bool(fitted.converged.all())
     theta = torch.log_softmax(fitted.policy.logp, -1).clone().requires_grad_(True)
     centred = theta - theta.mean(-1, keepdim=True)
-    objective = sa.empirical_loss("pmle", data, _normalize(theta)) + 0.5 * ridge * centred.square().sum(dim=(-1, -2))
+    # the ridge acts on the summed loss: ridge / n on the mean loss (n = 8 pairs per replicate)
+    penalty = 0.5 * (ridge / 8) * centred.square().sum(dim=(-1, -2))
+    objective = sa.empirical_loss("pmle", data, _normalize(theta)) + penalty
     (grad,) = torch.autograd.grad(objective.sum(), theta)
     assert grad.abs().max().item() < 1e-9
 
