@@ -1,0 +1,449 @@
+"""Degenerate estimators (spec §2): RLHF collapses or underfits; unregularized PMLE/DPO are blind off the data.
+
+Part A — RLHF's dilemma.  With R̂ = gamma ln pi* + c the RLHF optimum is
+pi0 · pi*^(gamma/beta) (spec §6.7), not pi* for any beta:
+
+* on the population reward R*, beta -> 0 collapses the policy onto argmax R*
+  (entropy -> 0) and the forward KL grows like 1/beta; the best fixed beta
+  leaves the exact floor min_beta KL(pi* ‖ pi0 pi*^(gamma/beta)/Z) > 0;
+* with data (R̂ fitted by Bradley–Terry maximum likelihood on n pairs), a fixed
+  beta (the floor's own, the most favourable) converges to that floor, a schedule
+  beta_n = beta_fixed · (n_min/n)^power -> 0 collapses (entropy falls, forward KL
+  grows), while RKL at beta = 0 (pi_R̂) goes to 0.
+
+Part B — PMLE (eq. 4/5) and DPO (eq. 6) on small datasets.  Most prompts'
+comparison graphs are then separable (`fit(...).separable`) and some responses
+never appear in a pair:
+
+* at beta = 0 the loss depends only on log-ratios between observed responses:
+  moving any amount of mass onto unobserved responses leaves it unchanged, so
+  where that mass goes is decided by the solver, not by the data; and on
+  separable data there is no finite minimizer — observed losers are driven to
+  probability ~0 and the forward KL explodes;
+* with beta > 0 the loss sees the unobserved responses: at the optimum every
+  unobserved u of a prompt with data satisfies ln(pi(u)/pi0(u)) = KL(pi ‖ pi0)
+  (stationarity in u's logit), i.e. pi keeps pi0's shape where there is no data,
+  and moving mass there raises the loss by exactly beta times the change of the
+  weighted KL.  The reverse KL does not, however, keep observed losers away from
+  0 (it is zero-forcing): that degeneracy remains at beta > 0 and is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import synthalign as sa
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments.fig1 import kl_target_reference, rlhf_population_floor
+
+NAME = "degeneracy"
+_SIZES = {
+    # size: (log2 n of part A, replicates, small n of part B, regularized betas of part B)
+    "quick": ((6, 9, 12, 15), 12, (20, 100), (1.0,)),
+    "default": ((6, 8, 10, 12, 14, 16), 40, (20, 50, 100, 300), (0.1, 1.0)),
+    "full": ((6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18), 100, (20, 50, 100, 200, 500, 1000), (0.01, 0.1, 1.0)),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the degeneracy experiment (CommonArgs plus these)."""
+
+    logit_scale: float = 1.0
+    """logit standard deviation of the toy world World.paper_toy"""
+    n_betas: int = 30
+    """beta values of the population sweep (log grid from beta_min to beta_max)"""
+    beta_min: float = 1e-3
+    """smallest beta of the population sweep"""
+    beta_max: float = 1e2
+    """largest beta of the population sweep"""
+    fixed_beta: float | None = None
+    """part A's fixed beta; None: the beta of RLHF's population floor (the most favourable)"""
+    schedule_power: float = 0.5
+    """part A's schedule beta_n = fixed_beta · (n_min / n)^schedule_power"""
+    ridge_sum: float = 1e-2
+    """reward-model ridge on the summed log-likelihood (fit_reward_model gets ridge_sum / n)"""
+    objectives: tuple[str, ...] = ("pmle", "dpo")
+    """part B's offline objectives"""
+    regularized_betas: tuple[float, ...] | None = None
+    """part B's beta > 0 values; None: (1.0,) quick, (0.1, 1.0) default, (0.01, 0.1, 1.0) full"""
+    mass_shift: float = 20.0
+    """logit added to the unobserved responses to show the beta = 0 loss is blind to them"""
+    max_iter: int = 50
+    """Newton iterations of part B's fits (on separable data the logits diverge; the few replicates
+    still above tolerance after ~30 iterations stall there, and the bounds use their actual gradient)"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        if self.size not in _SIZES:
+            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
+        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
+            raise ValueError(f"replicates must be an integer >= 2, got {self.replicates!r}")
+        for name in ("logit_scale", "beta_min", "beta_max", "schedule_power", "ridge_sum", "mass_shift"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.beta_min >= self.beta_max:
+            raise ValueError(f"need beta_min < beta_max, got {self.beta_min}, {self.beta_max}")
+        if not isinstance(self.n_betas, int) or self.n_betas < 2:
+            raise ValueError(f"n_betas must be an integer >= 2, got {self.n_betas!r}")
+        if self.fixed_beta is not None and not (math.isfinite(self.fixed_beta) and self.fixed_beta > 0):
+            raise ValueError(f"fixed_beta must be > 0 or None, got {self.fixed_beta!r}")
+        self.objectives = tuple(self.objectives)
+        unknown = [name for name in self.objectives if name not in ("pmle", "dpo")]
+        if unknown or not self.objectives:
+            raise ValueError(f"objectives must be among ('pmle', 'dpo'), got {self.objectives!r}")
+        if self.regularized_betas is not None:
+            self.regularized_betas = tuple(float(b) for b in self.regularized_betas)
+            if not self.regularized_betas or any(not (math.isfinite(b) and b > 0) for b in self.regularized_betas):
+                raise ValueError(f"regularized_betas must be positive numbers, got {self.regularized_betas!r}")
+        if not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def ns(self) -> list[int]:
+        return [2**k for k in _SIZES[self.size][0]]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+
+    @property
+    def small_ns(self) -> list[int]:
+        return list(_SIZES[self.size][2])
+
+    @property
+    def betas_positive(self) -> tuple[float, ...]:
+        return self.regularized_betas if self.regularized_betas is not None else _SIZES[self.size][3]
+
+
+def _seed(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def _quantiles(values: Tensor) -> dict:
+    """Median, 10% and 90% quantiles, mean and standard deviation of [..., R] over R."""
+    values = values.to(torch.float64)
+    probs = torch.tensor([0.1, 0.5, 0.9], dtype=values.dtype, device=values.device)
+    low, median, high = torch.quantile(values, probs, dim=-1)
+    return {
+        "median": median.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+        "mean": values.mean(dim=-1).tolist(),
+        "std": values.std(dim=-1).tolist(),
+    }
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str):
+    """One intra-op CPU thread for the block (small tensors; see fig1), restored afterwards."""
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------- part A: RLHF's dilemma
+
+
+def population_sweep(world: sa.World, betas: list[float]) -> dict:
+    """RLHF's closed form on the true reward R* = gamma ln pi* for every beta: entropy, forward KL, argmax mass."""
+    reward = world.true_reward
+    top = reward.argmax(dim=-1, keepdim=True)
+    entropy, forward_kl, argmax_mass = [], [], []
+    for beta in betas:
+        policy = sa.rlhf_policy(reward, world.reference, beta)
+        entropy.append(float(sa.entropy(policy)))
+        forward_kl.append(float(sa.forward_kl(world.target, policy)))
+        argmax_mass.append(float((world.prompt_dist * policy.probs.gather(-1, top).squeeze(-1)).sum()))
+    return {"betas": betas, "entropy": entropy, "forward_kl": forward_kl, "argmax_mass": argmax_mass}
+
+
+def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float) -> dict:
+    """Fixed beta, beta_n -> 0, and RKL at beta = 0, on R̂ fitted to n pairs, for every n."""
+    ns, replicates = args.ns, args.n_replicates
+    schedule = [fixed_beta * (ns[0] / n) ** args.schedule_power for n in ns]
+    methods = {"rlhf_fixed": [], "rlhf_schedule": [], "rkl_beta0": []}
+    for k, n in enumerate(ns):
+        data = world.sample_preferences(n, replicates, seed=_seed(args.seed, 0, k))
+        reward = sa.fit_reward_model(data, ridge=args.ridge_sum / n, tol=1e-9, max_iter=50).reward
+        policies = {
+            "rlhf_fixed": sa.rlhf_policy(reward, world.reference, fixed_beta),
+            "rlhf_schedule": sa.rlhf_policy(reward, world.reference, schedule[k]),
+            "rkl_beta0": sa.rkl_policy(reward, world.reference, world.gamma, 0.0),
+        }
+        for name, policy in policies.items():
+            methods[name].append(
+                torch.stack([sa.forward_kl(world.target, policy), sa.entropy(policy, prompt_dist=world.prompt_dist)])
+            )
+    result = {"n": ns, "fixed_beta": fixed_beta, "schedule_betas": schedule}
+    for name, rows in methods.items():
+        stacked = torch.stack(rows)  # [N, 2, R]
+        result[name] = {"forward_kl": _quantiles(stacked[:, 0]), "entropy": _quantiles(stacked[:, 1])}
+    return result
+
+
+# ----------------------------------------------------------------------------- part B: blind off the data
+
+
+def unobserved_responses(counts: Tensor) -> Tensor:
+    """[R, X, A] bool: response a of prompt x appears in no pair with another response."""
+    A = counts.shape[-1]
+    off_diagonal = counts * (1 - torch.eye(A, dtype=counts.dtype, device=counts.device))
+    return (off_diagonal.sum(dim=-1) + off_diagonal.sum(dim=-2)) == 0
+
+
+def _mass(probs: Tensor, mask: Tensor, prompt_dist: Tensor) -> Tensor:
+    """E_x Σ_{a in mask} p(a|x), [..., R]."""
+    return (prompt_dist * (probs * mask).sum(dim=-1)).sum(dim=-1)
+
+
+def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, objective: str, beta: float) -> dict:
+    """Fits `objective` with KL weight beta on every replicate and measures what happens off the data."""
+    fitted = sa.fit(objective, data, beta=beta, max_iter=args.max_iter)
+    logp = fitted.policy.logp  # [R, X, A]
+    unobserved = unobserved_responses(data.counts)
+    prompt_weight = data.prompt_counts  # [R, X]
+    with_data = prompt_weight > 0
+    observed = ~unobserved & with_data.unsqueeze(-1)
+
+    # Where observed losers went: the smallest log-probability among observed responses.
+    min_observed_logp = torch.where(observed, logp, torch.full_like(logp, math.inf)).amin(dim=(-1, -2))
+
+    # Move (almost) all the mass of every prompt with data onto its unobserved responses.
+    shift = args.mass_shift * (unobserved & with_data.unsqueeze(-1)).to(logp.dtype)
+    moved = torch.log_softmax(logp + shift, dim=-1)
+    loss_before = sa.empirical_loss(objective, data, logp, beta=beta)
+    loss_after = sa.empirical_loss(objective, data, moved, beta=beta)
+    share = prompt_weight / prompt_weight.sum(dim=-1, keepdim=True)
+    ref_logp = world.reference.logp
+    kl_change = (share * (sa.kl_per_prompt(moved, ref_logp) - sa.kl_per_prompt(logp, ref_logp))).sum(dim=-1)
+
+    # Stationarity in an unobserved logit: pi_u (ln(pi_u/pi0_u) − KL) · beta · w_x/n = gradient_u.
+    kl_prompt = sa.kl_per_prompt(logp, ref_logp)  # [R, X]
+    gap = (logp - ref_logp - kl_prompt.unsqueeze(-1)).abs()
+    relevant = unobserved & with_data.unsqueeze(-1)
+    shape_error = torch.where(relevant, gap, torch.zeros_like(gap)).amax(dim=(-1, -2))
+    if beta > 0:
+        slack = fitted.grad_norm.view(-1, 1, 1) / (beta * share.unsqueeze(-1) * logp.exp())
+        ratio = torch.where(relevant, gap / slack, torch.zeros_like(gap)).amax(dim=(-1, -2))
+    else:
+        ratio = torch.full_like(shape_error, math.nan)
+
+    reference_kl = kl_target_reference(world)
+    fkl = sa.forward_kl(world.target, fitted.policy)
+    return {
+        "forward_kl": _quantiles(fkl),
+        "worse_than_reference": float((fkl > reference_kl).to(torch.float64).mean()),
+        "entropy": _quantiles(sa.entropy(fitted.policy)),
+        "unobserved_mass": _quantiles(_mass(logp.exp(), unobserved, world.prompt_dist)),
+        "min_observed_logp": _quantiles(min_observed_logp),
+        "converged": float(fitted.converged.to(torch.float64).mean()),
+        "iterations": fitted.iterations,
+        "unobserved_mass_after_shift": _quantiles(_mass(moved.exp(), unobserved, world.prompt_dist)),
+        "loss_change_after_shift": (loss_after - loss_before).tolist(),
+        "weighted_kl_change_after_shift": kl_change.tolist(),
+        "unobserved_shape_error": _quantiles(shape_error),
+        "unobserved_shape_error_over_bound": float(ratio.max()) if beta > 0 else None,
+    }
+
+
+def offline_small_data(args: Args, world: sa.World) -> dict:
+    """Part B for every small n, objective and beta (0 and the regularized ones)."""
+    betas = (0.0, *args.betas_positive)
+    result = {
+        "n": args.small_ns,
+        "betas": list(betas),
+        "separable_fraction": [],
+        "prompts_with_unobserved": [],
+        "target_unobserved_mass": [],
+        "reference_unobserved_mass": [],
+        "fits": {objective: {str(beta): [] for beta in betas} for objective in args.objectives},
+    }
+    for k, n in enumerate(args.small_ns):
+        data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 1, k))
+        unobserved = unobserved_responses(data.counts)
+        result["separable_fraction"].append(float(sa.comparison_graph_separable(data.counts).to(torch.float64).mean()))
+        result["prompts_with_unobserved"].append(float(unobserved.any(dim=-1).to(torch.float64).mean()))
+        result["target_unobserved_mass"].append(_quantiles(_mass(world.target.probs, unobserved, world.prompt_dist)))
+        result["reference_unobserved_mass"].append(
+            _quantiles(_mass(world.reference.probs, unobserved, world.prompt_dist))
+        )
+        for objective in args.objectives:
+            for beta in betas:
+                result["fits"][objective][str(beta)].append(offline_fit_report(args, world, data, objective, beta))
+    return result
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+def run(args: Args) -> dict:
+    """Parts A and B; writes degeneracy.json and degeneracy.png; returns the results."""
+    with _one_cpu_thread(args.device):
+        return _run(args)
+
+
+def _run(args: Args) -> dict:
+    from tqdm import tqdm
+
+    world = sa.World.paper_toy(args.seed, logit_scale=args.logit_scale, device=args.device)
+    floor, floor_beta = rlhf_population_floor(world)
+    fixed_beta = args.fixed_beta if args.fixed_beta is not None else floor_beta
+    if not math.isfinite(fixed_beta):
+        raise ValueError("RLHF's floor is at beta = inf in this world; pass fixed_beta")
+    betas = np.geomspace(args.beta_min, args.beta_max, args.n_betas).tolist()
+    steps = tqdm(total=3, desc="degeneracy", disable=None if args.progress else True, leave=False)
+    results = {
+        "world": {
+            "logit_scale": args.logit_scale,
+            "gamma": world.gamma,
+            "target_entropy": float(sa.entropy(world.target)),
+            "kl_target_reference": kl_target_reference(world),
+            "rlhf_floor": floor,
+            "rlhf_floor_beta": floor_beta,
+        }
+    }
+    results["population"] = population_sweep(world, betas)
+    steps.update()
+    results["rlhf_data"] = rlhf_with_data(args, world, fixed_beta)
+    steps.update()
+    results["small_data"] = offline_small_data(args, world)
+    steps.update()
+    steps.close()
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    """degeneracy.png: the population sweep, RLHF with data, and the small-data fits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    world, pop, data, small = results["world"], results["population"], results["rlhf_data"], results["small_data"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    ax = axes[0][0]
+    ax.loglog(pop["betas"], pop["forward_kl"], "o-", ms=3, color="tab:red", label="RLHF on R*")
+    ax.axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="floor (best beta)")
+    ax.axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
+    ax.set(xlabel="beta", ylabel="E_x KL(pi* || pi)", title="population: forward KL against beta")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    ax.semilogx(pop["betas"], pop["entropy"], "o-", ms=3, color="tab:red", label="entropy of RLHF on R*")
+    ax.semilogx(pop["betas"], pop["argmax_mass"], "s-", ms=3, color="tab:purple", label="mass on argmax R*")
+    ax.axhline(world["target_entropy"], color="k", ls=":", lw=1, label="entropy of pi*")
+    ax.set(xlabel="beta", title="population: collapse as beta -> 0")
+    ax.legend(fontsize=8)
+    styles = {
+        "rlhf_fixed": ("tab:red", f"RLHF, fixed beta = {data['fixed_beta']:.3g}"),
+        "rlhf_schedule": ("tab:orange", f"RLHF, beta_n ∝ n^-{args.schedule_power:g} -> 0"),
+        "rkl_beta0": ("tab:blue", "RKL, beta = 0"),
+    }
+    for ax, metric in ((axes[0][2], "forward_kl"), (axes[1][0], "entropy")):
+        for name, (color, label) in styles.items():
+            stats = data[name][metric]
+            ax.plot(data["n"], stats["median"], "o-", ms=3, color=color, label=label)
+            ax.fill_between(data["n"], stats["low"], stats["high"], color=color, alpha=0.2, lw=0)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("n")
+    axes[0][2].axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="RLHF floor")
+    axes[0][2].set_yscale("log")
+    axes[0][2].set(ylabel="E_x KL(pi* || pi_hat)", title="with data: forward KL")
+    axes[0][2].legend(fontsize=8)
+    axes[1][0].axhline(world["target_entropy"], color="k", ls=":", lw=1, label="entropy of pi*")
+    axes[1][0].set(ylabel="E_x H(pi_hat)", title="with data: entropy")
+    axes[1][0].legend(fontsize=8)
+    markers = {"pmle": "o", "dpo": "s"}
+    for objective, by_beta in small["fits"].items():
+        for index, (beta, reports) in enumerate(by_beta.items()):
+            color = plt.get_cmap("viridis")(index / max(1, len(by_beta) - 1))
+            label = f"{objective}, beta = {float(beta):g}"
+            fkl = [r["forward_kl"]["median"] for r in reports]
+            mass = [r["unobserved_mass"]["median"] for r in reports]
+            axes[1][1].plot(small["n"], fkl, marker=markers[objective], ms=4, color=color, label=label)
+            axes[1][2].plot(small["n"], mass, marker=markers[objective], ms=4, color=color, label=label)
+    axes[1][1].axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
+    axes[1][1].set(xscale="log", yscale="log", xlabel="n", ylabel="median E_x KL(pi* || pi_hat)")
+    axes[1][1].set_title("small data: forward KL")
+    axes[1][1].legend(fontsize=7)
+    for key, style, label in (("target_unobserved_mass", ":", "pi*"), ("reference_unobserved_mass", "-.", "pi0")):
+        axes[1][2].plot(small["n"], [q["median"] for q in small[key]], style, color="0.3", label=label)
+    axes[1][2].set(xscale="log", xlabel="n", ylabel="median mass on unobserved responses")
+    axes[1][2].set_title("small data: mass where there is no data")
+    axes[1][2].legend(fontsize=7)
+    for row in axes:
+        for ax in row:
+            ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(
+        f"Degenerate estimators on World.paper_toy(logit_scale={world['logit_scale']:g}), gamma = {world['gamma']:g}"
+    )
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.91, bottom=0.07, wspace=0.28, hspace=0.32)
+    save_figure(fig, args, "degeneracy.png")
+
+
+def summary(results: dict) -> str:
+    world, pop, data, small = results["world"], results["population"], results["rlhf_data"], results["small_data"]
+    lines = [
+        f"RLHF on the true reward: entropy {pop['entropy'][-1]:.3g} at beta = {pop['betas'][-1]:.3g} -> "
+        f"{pop['entropy'][0]:.3g} at beta = {pop['betas'][0]:.3g} (pi*: {world['target_entropy']:.3g}); "
+        f"forward KL {pop['forward_kl'][0]:.3g} at the smallest beta; "
+        f"best achievable (floor) {world['rlhf_floor']:.4g} at beta = {world['rlhf_floor_beta']:.4g}",
+        "",
+        "With data (median over replicates): forward KL | entropy",
+        f"{'n':>7} | {'RLHF fixed beta':>16} | {'RLHF beta_n->0':>16} | {'RKL beta=0':>16}",
+    ]
+    for k, n in enumerate(data["n"]):
+        cells = [
+            f"{data[name]['forward_kl']['median'][k]:7.3g} | {data[name]['entropy']['median'][k]:5.3g}"
+            for name in ("rlhf_fixed", "rlhf_schedule", "rkl_beta0")
+        ]
+        lines.append(f"{n:>7} | {cells[0]:>16} | {cells[1]:>16} | {cells[2]:>16}")
+    lines += [
+        "",
+        "Small data (medians): forward KL, mass on unobserved responses, smallest observed log-prob, "
+        "loss change when the mass is moved onto unobserved responses (max |.|)",
+    ]
+    for k, n in enumerate(small["n"]):
+        lines.append(
+            f"n = {n}: separable prompts {small['separable_fraction'][k]:.0%}; unobserved mass of "
+            f"pi* {small['target_unobserved_mass'][k]['median']:.3f}, "
+            f"pi0 {small['reference_unobserved_mass'][k]['median']:.3f}"
+        )
+        for objective, by_beta in small["fits"].items():
+            for beta, reports in by_beta.items():
+                report = reports[k]
+                change = max(abs(v) for v in report["loss_change_after_shift"])
+                lines.append(
+                    f"    {objective:>4} beta={float(beta):<5g} KL {report['forward_kl']['median']:8.3g}  "
+                    f"unobserved mass {report['unobserved_mass']['median']:.3f}  "
+                    f"min log p {report['min_observed_logp']['median']:7.1f}  loss change {change:.2g}"
+                )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """`python experiments/degeneracy.py [options]` = `synthalign run degeneracy [options]`."""
+    import sys
+
+    from synthalign.cli import main as cli_main
+
+    return cli_main(["run", NAME, *(sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,494 @@
+"""Figure 1 of the paper (spec §5): RLHF with beta tuned per n saturates, RKL keeps falling.
+
+Setting, with the spec's Decisions:
+
+* the toy world `World.paper_toy(seed, logit_scale)`: |X| = |A| = 10, gamma = 0.5,
+  logits of pi* and pi0 i.i.d. N(0, logit_scale²), D uniform, mu = pi0;
+  logit scales 0.1 (the paper's, a weak signal) and 1.0;
+* R̂ = tabular Bradley–Terry maximum likelihood (eq. 9) with a tiny ridge,
+  the objective of `synthalign.fit_reward_model`;
+* RLHF (eq. 1) and RKL (eq. 15) in closed form (spec §2):
+  RLHF p ∝ pi0 · exp(R̂/beta), RKL p ∝ pi0^(beta/(beta+gamma)) · exp(R̂/(beta+gamma));
+* beta chosen per n and per dataset by the oracle forward KL over a log grid
+  (RKL's grid also holds beta = 0; RLHF needs beta > 0) — or, with
+  `beta_choice="heldout"`, by the preference log-loss of the policy on held-out
+  pairs (a fraction of each dataset's n pairs);
+* many replicate datasets per n; the median and a quantile band are reported.
+
+Two exact references are drawn with the curves:
+
+* RLHF's population floor, min over beta of E_x KL(pi* ‖ pi0 · pi*^(gamma/beta) / Z)
+  (spec §6.7: with R̂ = gamma ln pi* the RLHF optimum is pi0 · pi*^(gamma/beta)).
+  t = gamma/beta ↦ that KL is convex (ln Z is convex in t, the rest is linear),
+  so the floor is found by safeguarded Newton steps on its derivative, to machine precision;
+* the asymptotic mean forward KL of unregularized RKL (beta = 0, i.e. pi_R̂),
+  c / n with c = ½ Σ_x tr(F_x I_x⁺): I_x is the Bradley–Terry Fisher information
+  of one pair in prompt x's logits and F_x = D(x)(diag pi* − pi* pi*ᵀ) the Hessian
+  of the forward KL, both at the truth.  This is the 1/n rate of Thm 7.
+
+Performance: datasets are counts and the policies are closed forms, so every
+(beta, replicate, n) is one batched tensor program.  The Bradley–Terry fit
+uses the loss's explicit gradient and Hessian (a graph Laplacian per prompt)
+instead of the generic autograd Newton of `synthalign.fit`; it solves the same
+objective (tests compare the two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import synthalign as sa
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.metrics import average_over_prompts
+
+NAME = "fig1"
+METHODS = ("rlhf", "rkl")
+_SIZES = {
+    # size: (largest log2 n, replicates, betas)
+    "quick": (16, 40, 30),
+    "default": (16, 100, 40),
+    "full": (20, 400, 60),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the Figure 1 experiment (CommonArgs plus these)."""
+
+    log2_n_min: int = 5
+    """smallest n is 2^log2_n_min (the paper: 5)"""
+    log2_n_max: int | None = None
+    """largest n is 2^log2_n_max; None: 16 (the paper), 20 with size 'full'"""
+    logit_scales: tuple[float, ...] = (0.1, 1.0)
+    """standard deviations of the logits of pi* and pi0 (the paper: 0.1)"""
+    n_betas: int | None = None
+    """size of the log-spaced beta grid; None: 30 quick, 40 default, 60 full"""
+    beta_min: float = 1e-3
+    """smallest positive beta of the grid"""
+    beta_max: float = 1e3
+    """largest beta of the grid (beta -> inf gives pi0)"""
+    beta_choice: str = "oracle"
+    """'oracle' (true forward KL, the spec's Decision) or 'heldout' (held-out preference log-loss)"""
+    heldout_fraction: float = 0.2
+    """with beta_choice='heldout': the fraction of each dataset's n pairs held out"""
+    ridge_sum: float = 1e-2
+    """ridge of the reward-model fit on the summed log-likelihood (Decision, spec §5; the `ridge` of
+    sa.fit_reward_model): keeps R̂ finite on separable data, and its shrinkage vanishes as n grows"""
+    reward_tol: float = 1e-9
+    """gradient tolerance of the reward-model Newton solver"""
+    band: tuple[float, float] = (0.1, 0.9)
+    """quantiles of the band drawn around the median"""
+    plot: bool = True
+    """write the PNG plots"""
+
+    def __post_init__(self):
+        if self.size not in _SIZES:
+            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
+        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
+            raise ValueError(f"replicates must be an integer >= 2 (a median needs data), got {self.replicates!r}")
+        if not isinstance(self.log2_n_min, int) or self.log2_n_min < 1:
+            raise ValueError(f"log2_n_min must be a positive integer, got {self.log2_n_min!r}")
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        if not isinstance(top, int) or not self.log2_n_min < top <= 40:
+            raise ValueError(f"log2_n_max must be an integer in ({self.log2_n_min}, 40], got {top!r}")
+        self.logit_scales = tuple(float(s) for s in self.logit_scales)
+        if not self.logit_scales or any(not (math.isfinite(s) and s > 0) for s in self.logit_scales):
+            raise ValueError(f"logit_scales must be positive numbers, got {self.logit_scales!r}")
+        if self.n_betas is not None and (not isinstance(self.n_betas, int) or self.n_betas < 30):
+            raise ValueError(f"n_betas must be an integer >= 30 (the spec asks for a fine grid), got {self.n_betas!r}")
+        if not 0 < self.beta_min < self.beta_max < math.inf:
+            raise ValueError(f"need 0 < beta_min < beta_max < inf, got {self.beta_min}, {self.beta_max}")
+        if self.beta_choice not in ("oracle", "heldout"):
+            raise ValueError(f"beta_choice must be 'oracle' or 'heldout', got {self.beta_choice!r}")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must lie in (0, 1), got {self.heldout_fraction}")
+        if not (math.isfinite(self.ridge_sum) and self.ridge_sum > 0):
+            raise ValueError(f"ridge_sum must be > 0 (it keeps R̂ finite on separable data), got {self.ridge_sum}")
+        if not 0 < self.band[0] < 0.5 < self.band[1] < 1:
+            raise ValueError(f"band must be two quantiles around the median, got {self.band!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def ns(self) -> list[int]:
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        return [2**k for k in range(self.log2_n_min, top + 1)]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+
+    @property
+    def betas(self) -> list[float]:
+        count = self.n_betas if self.n_betas is not None else _SIZES[self.size][2]
+        return np.geomspace(self.beta_min, self.beta_max, count).tolist()
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+def closed_form_coefficients(method: str, betas: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """(weight of ln pi0, weight of R̂) in the log of the closed-form optimum, one pair per beta (spec §2).
+
+    RLHF (eq. 1): p ∝ pi0 · exp(R̂/beta) → (1, 1/beta), beta > 0.
+    RKL (eq. 15): p ∝ pi0^(beta/(beta+gamma)) · exp(R̂/(beta+gamma)) → (beta/(beta+gamma), 1/(beta+gamma));
+    at beta = 0 this is pi_R̂ and pi0 drops out (as in `synthalign.rkl_policy`).
+    """
+    if method == "rlhf":
+        if bool((betas <= 0).any()):
+            raise ValueError("RLHF's closed form needs beta > 0")
+        return torch.ones_like(betas), 1.0 / betas
+    if method == "rkl":
+        if bool((betas < 0).any()):
+            raise ValueError("RKL's closed form needs beta >= 0")
+        return betas / (betas + gamma), 1.0 / (betas + gamma)
+    raise ValueError(f"method must be 'rlhf' or 'rkl', got {method!r}")
+
+
+def closed_form_logits(reward: Tensor, ref_logp: Tensor, ref_weight: Tensor, reward_scale: Tensor) -> Tensor:
+    """Unnormalized log-probabilities ref_weight · ln pi0 + reward_scale · R̂: [B, *reward.shape]."""
+    shape = (-1,) + (1,) * reward.dim()
+    ref_weight, reward_scale = ref_weight.view(shape), reward_scale.view(shape)
+    # 0 · ln pi0 must be 0 even where pi0 = 0 (RKL at beta = 0 ignores pi0).
+    prior = torch.where(ref_weight > 0, ref_weight * ref_logp, torch.zeros_like(ref_weight * ref_logp))
+    return prior + reward_scale * reward
+
+
+def closed_form_forward_kl(world: sa.World, reward: Tensor, ref_weight: Tensor, reward_scale: Tensor) -> Tensor:
+    """E_x KL(pi* ‖ p_b) for p_b ∝ pi0^ref_weight_b · exp(reward_scale_b · R̂), every b and replicate: [B, R].
+
+    With z the unnormalized log-probabilities, KL(pi* ‖ p) = Σ_a pi* ln pi* − Σ_a pi* z_a + logsumexp_a z_a,
+    and Σ_a pi* z_a = ref_weight · (pi*·ln pi0) + reward_scale · (pi*·R̂) needs no [B, R, X, A] tensor:
+    only the logsumexp does.  Equals `synthalign.forward_kl` of the normalized policies.
+    """
+    target = world.target.probs
+    ref_logp = world.reference.logp
+    normalizer = torch.logsumexp(closed_form_logits(reward, ref_logp, ref_weight, reward_scale), dim=-1)  # [B, R, X]
+    shape = (-1,) + (1,) * (reward.dim() - 1)
+    ref_weight, reward_scale = ref_weight.view(shape), reward_scale.view(shape)
+    target_ref = ref_weight * _expectation(target, ref_logp)  # [B, 1, X]
+    target_ref = torch.where(ref_weight > 0, target_ref, torch.zeros_like(target_ref))
+    per_prompt = _expectation(target, world.target.logp) - target_ref - reward_scale * _expectation(target, reward)
+    return average_over_prompts(per_prompt + normalizer, world.prompt_dist)
+
+
+def _expectation(probs: Tensor, values: Tensor) -> Tensor:
+    """Σ_a p(a) v(a) per prompt, with 0 · v = 0 where v = −inf."""
+    return (probs * torch.where(probs > 0, values, torch.zeros_like(values))).sum(dim=-1)
+
+
+# ----------------------------------------------------------------------------- exact references
+
+
+def rlhf_population_floor(world: sa.World, *, tol: float = 1e-13, max_iter: int = 200) -> tuple[float, float]:
+    """(min over beta of E_x KL(pi* ‖ pi0 · pi*^(gamma/beta)/Z), the minimizing beta) — spec §6.7.
+
+    With t = gamma/beta the KL is f(t) = E_x[Σ π* ln π* − Σ π*(ln π0 + t ln π*) + ln Z_x(t)],
+    convex in t with f'(t) = E_x[E_{q_t} ln π* − E_{π*} ln π*] and f''(t) = E_x Var_{q_t}(ln π*),
+    q_t ∝ π0 π*^t.  The minimizer over t ≥ 0 is found by Newton's method on f', kept inside
+    a bracket [low, high] with f'(low) < 0 ≤ f'(high) (bisection when a step leaves it);
+    t = 0 (beta = inf) is pi0 itself.  Responses with pi* = 0 get q_t = 0 for t > 0.
+    """
+    target, ref, dist = world.target.logp, world.reference.logp, world.prompt_dist
+    target_p = target.exp()
+    support = target_p > 0
+    log_target = torch.where(support, target, torch.zeros_like(target))
+    target_mean = float((dist * _expectation(target_p, target)).sum())
+
+    def policy(t: float) -> Tensor:
+        logits = torch.where(support, ref + t * log_target, torch.full_like(ref, -math.inf)) if t > 0 else ref
+        return torch.log_softmax(logits, dim=-1)
+
+    def derivatives(t: float) -> tuple[float, float]:
+        probs = policy(t).exp()
+        mean = _expectation(probs, target)
+        second = (probs * (log_target - mean.unsqueeze(-1)).square()).sum(dim=-1)
+        return float((dist * mean).sum()) - target_mean, float((dist * second).sum())
+
+    def kl_at(t: float) -> float:
+        return float((dist * _expectation(target_p, target - policy(t))).sum())
+
+    slope, _ = derivatives(0.0)
+    if slope >= 0:
+        return kl_at(0.0), math.inf
+    low, high = 0.0, 1.0
+    while derivatives(high)[0] < 0:
+        low, high = high, 2.0 * high
+        if high > 1e12:
+            return kl_at(high), world.gamma / high
+    t = 0.5 * (low + high)
+    for _ in range(max_iter):
+        slope, curvature = derivatives(t)
+        if slope < 0:
+            low = t
+        else:
+            high = t
+        step = t - slope / curvature if curvature > 0 else math.nan
+        t_next = step if low < step < high else 0.5 * (low + high)
+        if abs(t_next - t) <= tol * max(1.0, t) or high - low <= tol * max(1.0, t):
+            t = t_next
+            break
+        t = t_next
+    return kl_at(t), world.gamma / t
+
+
+def kl_target_reference(world: sa.World) -> float:
+    """E_x KL(pi* ‖ pi0): what beta -> inf (the policy pi0 itself) achieves."""
+    target = world.target.logp
+    return float((world.prompt_dist * _expectation(target.exp(), target - world.reference.logp)).sum())
+
+
+def rkl_asymptotic_constant(world: sa.World) -> float:
+    """c such that E KL(pi* ‖ pi_R̂) ≈ c/n for the Bradley–Terry MLE R̂ (RKL at beta = 0).
+
+    √n (theta_hat − theta*) → N(0, I⁺) per prompt on the centred logits, and
+    KL(pi* ‖ softmax(theta)) ≈ ½ δᵀ F δ, so E KL ≈ (1/2n) Σ_x tr(F_x I_x⁺).  I_x is
+    the Hessian of the population reward-model loss at the truth (the expected
+    Hessian of one pair's loss, independent of the labels): gamma² L(W) with
+    W_ab = (c_ab + c_ba) σ(m)σ(−m) on the population cells c.
+    """
+    law = sa.population_preferences(world).counts[0]
+    law = law / law.sum()
+    theta = world.target.logp
+    margin = world.gamma * (theta.unsqueeze(-1) - theta.unsqueeze(-2))
+    curvature = (law + law.transpose(-1, -2)) * torch.sigmoid(margin) * torch.sigmoid(-margin)
+    fisher = world.gamma**2 * (torch.diag_embed(curvature.sum(dim=-1)) - curvature)
+    A = world.n_responses
+    ones = torch.full((A, A), 1.0 / A, dtype=fisher.dtype, device=fisher.device)
+    # (I + 11ᵀ/A)⁻¹ = I⁺ + 11ᵀ/A on a connected graph, and F 1 = 0, so the trace is tr(F I⁺).
+    inverse = torch.linalg.inv(fisher + ones)
+    probs = world.target.probs
+    hessian_kl = world.prompt_dist[:, None, None] * (
+        torch.diag_embed(probs) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
+    )
+    return 0.5 * float(torch.einsum("xab,xba->", hessian_kl, inverse))
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+def _seed(*keys: int) -> int:
+    """An independent integer seed for each (master seed, scale, n, stream)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def _heldout_loss(world: sa.World, heldout: Tensor, logp: Tensor) -> Tensor:
+    """The PMLE pair loss (eq. 4, the preference log-loss) of each policy on held-out counts: [B, R]."""
+    data = sa.PreferenceData(heldout, None, world)  # totals are per replicate, whatever its n
+    return torch.stack([sa.empirical_loss("pmle", data, logp[b]) for b in range(logp.shape[0])])
+
+
+def _quantiles(values: Tensor, band: tuple[float, float]) -> dict:
+    """Median, band and mean over the last dimension, as lists."""
+    probs = torch.tensor([band[0], 0.5, band[1]], dtype=values.dtype, device=values.device)
+    low, median, high = torch.quantile(values, probs, dim=-1)
+    return {
+        "median": median.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+        "mean": values.mean(dim=-1).tolist(),
+        "std": values.std(dim=-1).tolist(),
+    }
+
+
+def run_scale(args: Args, scale_index: int, scale: float) -> dict:
+    """Every n, replicate and beta of one logit scale."""
+    ns, replicates = args.ns, args.n_replicates
+    world = sa.World.paper_toy(args.seed, logit_scale=scale, device=args.device)
+    heldout = None
+    if args.beta_choice == "oracle":
+        train = [
+            world.sample_preferences(n, replicates, seed=_seed(args.seed, scale_index, k, 0)) for k, n in enumerate(ns)
+        ]
+    else:
+        held = [max(1, round(args.heldout_fraction * n)) for n in ns]
+        if any(h >= n for h, n in zip(held, ns, strict=True)):
+            raise ValueError(f"heldout_fraction={args.heldout_fraction} leaves no training pairs at n={ns[0]}")
+        train = [
+            world.sample_preferences(n - h, replicates, seed=_seed(args.seed, scale_index, k, 0))
+            for k, (n, h) in enumerate(zip(ns, held, strict=True))
+        ]
+        heldout = torch.cat(
+            [
+                world.sample_preferences(h, replicates, seed=_seed(args.seed, scale_index, k, 1)).counts
+                for k, h in enumerate(held)
+            ]
+        )
+    # Every n in one batch [N·R, X, A, A]: the fit normalizes each replicate by its own total
+    # count, and its ridge acts on the summed loss, so stacking changes nothing.
+    stacked = sa.PreferenceData(torch.cat([data.counts for data in train]), None, world)
+    fitted = sa.fit_reward_model(stacked, ridge=args.ridge_sum, tol=args.reward_tol)
+    reward, grad_norm = fitted.reward, fitted.grad_norm
+
+    betas = torch.tensor(args.betas, dtype=world.dtype, device=world.device)
+    grids = {"rlhf": betas, "rkl": torch.cat([betas.new_zeros(1), betas])}
+    result = {"reward_fit_max_grad": float(grad_norm.max())}
+    for method in METHODS:
+        grid = grids[method]
+        ref_weight, reward_scale = closed_form_coefficients(method, grid, world.gamma)
+        fkl = closed_form_forward_kl(world, reward, ref_weight, reward_scale)  # [B, N·R]
+        if heldout is None:
+            criterion = fkl
+        else:
+            logits = closed_form_logits(reward, world.reference.logp, ref_weight, reward_scale)
+            criterion = _heldout_loss(world, heldout, torch.log_softmax(logits, dim=-1))
+        choice = criterion.argmin(dim=0)
+        chosen = fkl.gather(0, choice.unsqueeze(0)).squeeze(0).view(len(ns), replicates)
+        chosen_beta = grid[choice].view(len(ns), replicates)
+        stats = _quantiles(chosen, args.band)
+        stats["beta_median"] = chosen_beta.median(dim=-1).values.tolist()
+        # How often the choice sits at an end of the grid (0 is a real value for RKL, not an edge).
+        edge = (choice == grid.numel() - 1) | ((choice == 0) & (grid[0] > 0))
+        stats["beta_at_grid_edge"] = edge.view(len(ns), replicates).to(world.dtype).mean(dim=-1).tolist()
+        if method == "rkl":
+            stats["beta0"] = _quantiles(fkl[0].view(len(ns), replicates), args.band)
+        result[method] = stats
+    floor, floor_beta = rlhf_population_floor(world)
+    constant = rkl_asymptotic_constant(world)
+    result.update(
+        {
+            "rlhf_floor": floor,
+            "rlhf_floor_beta": floor_beta,
+            "kl_target_reference": kl_target_reference(world),
+            "rkl_asymptotic_constant": constant,
+            "rkl_asymptote": [constant / n for n in ns],
+        }
+    )
+    return result
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str):
+    """Runs the block with one intra-op CPU thread, then restores the setting.
+
+    Every tensor here is small (at most a few million entries): on a 2-core machine
+    shared with other work, intra-op threads cost more in synchronization than they
+    save (the reward fit measured ten times slower with 2 threads under load).
+    """
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args: Args) -> dict:
+    """Runs every logit scale, writes fig1.json and the plots, returns the results."""
+    with _one_cpu_thread(args.device):
+        return _run(args)
+
+
+def _run(args: Args) -> dict:
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    results = {
+        "n": args.ns,
+        "replicates": args.n_replicates,
+        "betas": args.betas,
+        "beta_choice": args.beta_choice,
+        "band": list(args.band),
+        "scales": {},
+    }
+    bar = tqdm(args.logit_scales, desc="fig1: logit scales", disable=None if args.progress else True, leave=False)
+    for scale_index, scale in enumerate(bar):
+        results["scales"][str(scale)] = run_scale(args, scale_index, scale)
+    results["seconds"] = time.perf_counter() - start
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    """fig1.png: forward KL against n, both methods, every scale, with the exact floor and the 1/n asymptote."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    ns = np.asarray(results["n"])
+    scales = list(results["scales"])
+    colors = {"rlhf": "tab:red", "rkl": "tab:blue"}
+    labels = {"rlhf": "RLHF (eq. 1)", "rkl": "RKL (eq. 15)"}
+    choice = "oracle beta" if results["beta_choice"] == "oracle" else "held-out beta"
+    band = results["band"]
+    fig, axes = plt.subplots(1, len(scales), figsize=(5.2 * len(scales), 4.4), squeeze=False)
+    for ax, scale in zip(axes[0], scales, strict=True):
+        res = results["scales"][scale]
+        top = max(max(res[method]["high"]) for method in METHODS)
+        for method in METHODS:
+            stats = res[method]
+            ax.plot(ns, stats["median"], "o-", ms=3, color=colors[method], label=f"{labels[method]}, median")
+            ax.fill_between(ns, stats["low"], stats["high"], color=colors[method], alpha=0.2, lw=0)
+        ax.axhline(res["rlhf_floor"], color=colors["rlhf"], ls="--", lw=1, label="RLHF population floor (exact)")
+        ax.axhline(res["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0 itself (beta -> inf)")
+        asymptote = np.asarray(res["rkl_asymptote"])
+        shown = asymptote <= 1.5 * top
+        ax.plot(ns[shown], asymptote[shown], ":", color=colors["rkl"], lw=1.2, label="RKL at beta=0: c/n (asymptotic)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        # Plain-text tick labels: matplotlib's default log labels go through mathtext, slow to set up.
+        ax.xaxis.set_major_locator(ticker.FixedLocator(ns[::2]))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"2^{math.log2(value):.0f}"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        for which in ("major", "minor"):
+            formatter = ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5))
+            getattr(ax.yaxis, f"set_{which}_formatter")(formatter)
+        ax.set_xlabel("n (preference pairs)")
+        ax.set_ylabel("E_x KL(pi* || pi_hat)")
+        ax.set_title(f"logit scale {scale}")
+        ax.grid(True, which="both", alpha=0.3)
+    handles, legend_labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(
+        f"Figure 1: {choice} per n, median and {band[0]:.0%}–{band[1]:.0%} band over {results['replicates']} datasets"
+    )
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.86, bottom=0.25, wspace=0.22)
+    save_figure(fig, args, "fig1.png")
+
+
+def summary(results: dict) -> str:
+    """A table of medians and bands per scale and n, then the exact references."""
+    low, high = results["band"]
+    lines = [
+        f"Figure 1: E_x KL(pi* || pi_hat), median [{low:.0%}, {high:.0%}] over {results['replicates']} datasets; "
+        f"beta by {results['beta_choice']} choice over {len(results['betas'])} values (RKL also beta=0)",
+        f"{'scale':>5} {'n':>7} | {'RLHF':^28} | {'RKL':^28} | {'RKL c/n':>9}",
+    ]
+    for scale, res in results["scales"].items():
+        for k, n in enumerate(results["n"]):
+            cells = []
+            for method in METHODS:
+                stats = res[method]
+                cells.append(f"{stats['median'][k]:9.3g} [{stats['low'][k]:7.3g}, {stats['high'][k]:7.3g}]")
+            lines.append(f"{scale:>5} {n:>7} | {cells[0]:^28} | {cells[1]:^28} | {res['rkl_asymptote'][k]:9.3g}")
+    for scale, res in results["scales"].items():
+        beta = res["rlhf_floor_beta"]
+        lines.append(
+            f"scale {scale}: RLHF population floor {res['rlhf_floor']:.4g} at beta = {beta:.4g}; "
+            f"KL(pi* || pi0) = {res['kl_target_reference']:.4g}; "
+            f"RKL beta=0 asymptote {res['rkl_asymptotic_constant']:.4g}/n"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """`python experiments/fig1.py [options]` = `synthalign run fig1 [options]`."""
+    import sys
+
+    from synthalign.cli import main as cli_main
+
+    return cli_main(["run", NAME, *(sys.argv[1:] if argv is None else argv)])
