@@ -50,11 +50,25 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
 
 def check_same_shape(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
     """Checks that tensors broadcast together, naming the pair that does not."""
-    try:
-        torch.broadcast_shapes(*(t.shape for t in tensors))
-    except RuntimeError as err:
+    if broadcast_shape(*(t.shape for t in tensors)) is None:
         shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
-        raise ValueError(f"shapes do not broadcast: {shapes}") from err
+        raise ValueError(f"shapes do not broadcast: {shapes}")
+
+
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...] | None:
+    """The broadcast of `shapes` by numpy's rules, or None if they do not broadcast.
+
+    Plain Python: `torch.broadcast_shapes` imports torch.fx and sympy on first use
+    (about a second), which would land on the first loss call.
+    """
+    ndim = max((len(shape) for shape in shapes), default=0)
+    result = []
+    for axis in range(-ndim, 0):
+        sizes = {shape[axis] for shape in shapes if len(shape) >= -axis} - {1}
+        if len(sizes) > 1:
+            return None
+        result.append(sizes.pop() if sizes else 1)
+    return tuple(result)
 
 
 def check_no_nan(tensors: Sequence[Tensor], names: Sequence[str]) -> None:

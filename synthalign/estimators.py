@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_positive
+from synthalign._checks import broadcast_shape, check_positive
 from synthalign.data import PairData, PreferenceData
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.metrics import kl_per_prompt
@@ -275,7 +275,7 @@ class _Problem:
         weight = self.pair_weight
         if self.obj.margin_derivatives is not None:
             return self._margin_pair_derivatives(logp)
-        cell_shape = torch.broadcast_shapes(logp.unsqueeze(-1).shape, weight.shape)
+        cell_shape = broadcast_shape(logp.unsqueeze(-1).shape, weight.shape)
         first = logp.unsqueeze(-1).expand(cell_shape).clone().requires_grad_(True)
         second = logp.unsqueeze(-2).expand(cell_shape).clone().requires_grad_(True)
         with torch.enable_grad():
