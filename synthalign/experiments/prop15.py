@@ -1,0 +1,309 @@
+"""Prop. 15: reverse KL against forward KL for fitted policies, and the factor (4R ∨ 1) e^{8R+1}/R².
+
+Prop. 15 says E_x KL(π̂ ‖ π*) ≤ ((4R ∨ 1) e^{8R+1}/R²) · E_x KL(π* ‖ π̂) for policies of a class
+satisfying A2 with constant R.  Here every fitted policy is checked against it:
+
+* tabular fits on `World.random` (mu = pi0): PMLE (eq. 4, beta = 0, no regularization) and RKL
+  (π_R̂ with the tabular Bradley–Terry R̂, ridge `ridge_sum / n`), n = 2^k, R datasets each.
+  The class is {π̂, π*}: R is A2's constant of those two policies (`synthalign.bounds`,
+  max |ln π(a|x) − E_{a'∼mu} ln π(a'|x)|), per fit;
+* the theorems' finite class: PMLE = argmin over a perturbation class Π of π*; R is A2's
+  constant of Π, one number for every fit.
+
+Recorded per n: the ratio reverse/forward (median, max), the factor, and the slack
+reverse / (factor · forward) (the inequality holds iff it is <= 1).  Also checked: A2 implies
+|ln π̂ − ln π*| <= 4R (spec §4, "π̂/π* ∈ (0, e^{4R}]").
+
+A sharper, elementary check of the same fits: with t = π̂/π*, forward = Σ D π* (t − 1 − ln t) and
+reverse = Σ D π* (t ln t − t + 1), so reverse/forward lies between the extreme termwise ratios
+h(s) = (s e^s − e^s + 1)/(e^s − 1 − s), s = ln t, i.e. in [h(−L), h(L)] with L = max |ln t| (h is
+increasing, h(0) = 1).  With L <= 4R this gives reverse <= h(4R) · forward, h(4R) ≈ 4R for large R,
+against Prop. 15's e^{8R+1}/R²-type factor.
+
+Expected: the inequality holds with room to spare.  The factor is at least
+16 e³ ≈ 321 (its minimum, at R = ¼), while reverse/forward → 1 as π̂ → π* (both are
+½ χ² to second order), so the factor is loose by two orders of magnitude or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+import typing
+
+import numpy as np
+import torch
+
+import synthalign as sa
+from synthalign.bounds import boundedness_constant, centred_reward, prop15_factor
+from synthalign.classes import fit_over_class, perturbation_class
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
+
+NAME = "prop15"
+ESTIMATORS = ("tabular pmle", "tabular rkl", "class pmle")
+COLORS = {"tabular pmle": "tab:green", "tabular rkl": "tab:blue", "class pmle": "tab:purple"}
+_SIZES = {
+    # size: (largest log2 n, replicates, |Π|)
+    "quick": (12, 50, 256),
+    "default": (16, 200, 2048),
+    "full": (20, 1000, 16384),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the Prop. 15 experiment (CommonArgs plus these)."""
+
+    n_prompts: int = 3
+    """|X|"""
+    n_responses: int = 4
+    """|A|"""
+    gamma: float = 0.5
+    """preference tilt"""
+    logit_scale: float = 0.3
+    """logit scale of pi* and pi0 (small: R near ¼, where the factor is smallest)"""
+    log2_n_min: int = 5
+    """smallest n is 2^log2_n_min"""
+    log2_n_max: int | None = None
+    """largest n is 2^log2_n_max; None: 12 quick, 16 default, 20 full"""
+    ridge_sum: float = 1e-2
+    """ridge of R̂ on the summed log-likelihood (the averaged loss gets ridge_sum / n)"""
+    solver_tol: float = 1e-8
+    """Newton gradient tolerance"""
+    class_size: int | None = None
+    """|Π| of the finite class; None: 256 quick, 2048 default, 16384 full"""
+    radius: tuple[float, float] = (0.05, 1.0)
+    """members' per-prompt logit distance to pi*, drawn uniformly in this range"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        if self.size not in _SIZES:
+            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
+        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
+            raise ValueError(f"replicates must be an int >= 2, got {self.replicates!r}")
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        if not isinstance(self.log2_n_min, int) or not 1 <= self.log2_n_min < top <= 40:
+            raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
+        if not isinstance(self.policy_class_size, int) or self.policy_class_size < 2:
+            raise ValueError(f"class_size must be an int >= 2, got {self.class_size!r}")
+        self.radius = tuple(float(r) for r in self.radius)
+        if len(self.radius) != 2 or not 0 <= self.radius[0] <= self.radius[1] or self.radius[1] <= 0:
+            raise ValueError(f"radius must be (low, high) with 0 <= low <= high, high > 0, got {self.radius!r}")
+        for name in ("gamma", "logit_scale", "ridge_sum", "solver_tol"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+
+    @property
+    def ns(self) -> list[int]:
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        return [2**k for k in range(self.log2_n_min, top + 1)]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+
+    @property
+    def policy_class_size(self) -> int:
+        return self.class_size if self.class_size is not None else _SIZES[self.size][2]
+
+
+def pair_radius(world: sa.World, logp: torch.Tensor) -> torch.Tensor:
+    """A2's R of the class {π̂_r, π*} for every fit r: max over both of |ln π − E_mu ln π|, [R]."""
+    own = centred_reward(logp, world.behavior.logp, 1.0).abs().amax(dim=(-1, -2))
+    target = centred_reward(world.target.logp, world.behavior.logp, 1.0).abs().max()
+    return torch.maximum(own, target)
+
+
+def termwise_ratio(s: torch.Tensor) -> torch.Tensor:
+    """h(s) = (s e^s − e^s + 1)/(e^s − 1 − s): the ratio of reverse to forward KL terms at ln(π̂/π*) = s.
+
+    Both parts are s²/2 + O(s³) near 0, where the quotient is evaluated by its series
+    1 + s/3 + s²/18 (relative error below 1e-9 for |s| < 1e-3); h(0) = 1.
+    """
+    small = s.abs() < 1e-3
+    safe = torch.where(small, torch.ones_like(s), s)
+    direct = (safe * torch.exp(safe) - torch.expm1(safe)) / (torch.expm1(safe) - safe)
+    series = 1 + s / 3 + s.square() / 18
+    return torch.where(small, series, direct)
+
+
+def measure(world: sa.World, logp: torch.Tensor, radius: torch.Tensor) -> dict:
+    """Forward and reverse KL, the factor and the slack of Prop. 15, for fits [R, X, A]."""
+    policy = sa.Policy(logp, world.prompt_dist)
+    forward = sa.forward_kl(world.target, policy)
+    reverse = sa.reverse_kl(world.target, policy)
+    # prop15_factor is a scalar function; R takes few distinct values and this is not a hot path.
+    factor = torch.tensor([prop15_factor(float(r)) for r in radius.tolist()], dtype=torch.float64, device=radius.device)
+    bound = torch.where(forward > 0, factor * forward, torch.zeros_like(forward))  # inf · 0 = 0: π̂ = π*
+    slack = torch.where(reverse > 0, reverse / bound, torch.zeros_like(reverse))
+    ratio = torch.where(forward > 0, reverse / forward, torch.full_like(forward, math.nan))
+    # A2 ⇒ |ln π̂ − ln π*| ≤ 4R wherever both are positive (spec §4).
+    support = torch.isfinite(world.target.logp) & torch.isfinite(logp)
+    gap = torch.where(support, (logp - world.target.logp).abs(), torch.zeros_like(logp)).amax(dim=(-1, -2))
+    # reverse/forward within [h(−L), h(L)], L = max |ln π̂/π*| (module docstring).
+    low, high = termwise_ratio(-gap), termwise_ratio(gap)
+    within = torch.where(forward > 0, (ratio >= low * (1 - 1e-9)) & (ratio <= high * (1 + 1e-9)), True)
+    return {
+        "forward": forward,
+        "reverse": reverse,
+        "R": radius,
+        "factor": factor,
+        "slack": slack,
+        "ratio": ratio,
+        "log_ratio_over_4R": gap / (4 * radius),
+        "within_termwise": within,
+        "termwise_factor": termwise_ratio(4 * radius),
+    }
+
+
+def summarize(measured: dict) -> dict:
+    ratio = measured["ratio"]
+    finite = ratio[~torch.isnan(ratio)]
+    return {
+        "forward_mean": float(measured["forward"].mean()),
+        "reverse_mean": float(measured["reverse"].mean()),
+        "ratio_median": float(finite.median()) if finite.numel() else math.nan,
+        "ratio_max": float(finite.max()) if finite.numel() else math.nan,
+        "R_min": float(measured["R"].min()),
+        "R_max": float(measured["R"].max()),
+        "factor_min": float(measured["factor"].min()),
+        "slack_max": float(measured["slack"].max()),
+        "holds": bool((measured["slack"] <= 1).all()),
+        "log_ratio_over_4R_max": float(measured["log_ratio_over_4R"].max()),
+        "within_termwise": bool(measured["within_termwise"].all()),
+        "termwise_factor_min": float(measured["termwise_factor"].min()),
+        "forward": measured["forward"].tolist(),
+        "reverse": measured["reverse"].tolist(),
+    }
+
+
+def run(args: Args) -> dict:
+    """Every estimator and n; writes prop15.json and prop15.png."""
+    start = time.perf_counter()
+    world = sa.World.random(
+        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed,
+        device=args.device,
+    )
+    policy_class = perturbation_class(world, args.policy_class_size, args.radius, seed=args.seed + 2)
+    class_radius = boundedness_constant(policy_class.logp, world.behavior.logp)
+    ns, replicates = args.ns, args.n_replicates
+    results = {"ns": ns, "replicates": replicates, "class_size": policy_class.size, "class_R": class_radius,
+               "class_factor": prop15_factor(class_radius), "factor_minimum": prop15_factor(0.25),
+               "estimators": {name: [] for name in ESTIMATORS}}
+    for n in ns:
+        data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
+        pmle = sa.fit("pmle", data, tol=args.solver_tol).policy.logp
+        reward = sa.fit_reward_model(data, ridge=args.ridge_sum / n, tol=args.solver_tol).reward
+        rkl = sa.fit("rkl", data, reward=reward).policy.logp
+        chosen = fit_over_class("pmle", data, policy_class).policy.logp
+        fits = {
+            "tabular pmle": (pmle, pair_radius(world, pmle)),
+            "tabular rkl": (rkl, pair_radius(world, rkl)),
+            "class pmle": (chosen, torch.full((replicates,), class_radius, dtype=torch.float64, device=chosen.device)),
+        }
+        for name, (logp, radius) in fits.items():
+            results["estimators"][name].append({"n": n, **summarize(measure(world, logp, radius))})
+    results["holds_everywhere"] = all(row["holds"] for rows in results["estimators"].values() for row in rows)
+    results["within_termwise_everywhere"] = all(
+        row["within_termwise"] for rows in results["estimators"].values() for row in rows
+    )
+    results["worst_slack"] = max(row["slack_max"] for rows in results["estimators"].values() for row in rows)
+    results["seconds"] = time.perf_counter() - start
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    """prop15.png: (left) reverse against forward KL of every fit; (right) their ratio and the factor against n."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    ns = np.asarray(results["ns"], dtype=float)
+    lows = []
+    for name in ESTIMATORS:
+        rows = results["estimators"][name]
+        forward = np.concatenate([row["forward"] for row in rows])
+        reverse = np.concatenate([row["reverse"] for row in rows])
+        keep = (forward > 0) & (reverse > 0)
+        left.scatter(forward[keep], reverse[keep], s=3, alpha=0.3, color=COLORS[name], label=name)
+        lows.append(forward[keep].min() if keep.any() else 1.0)
+        right.plot(ns, [row["ratio_median"] for row in rows], "o-", ms=3, color=COLORS[name],
+                   label=f"{name}: median reverse/forward")
+        right.plot(ns, [row["factor_min"] for row in rows], "--", lw=1, color=COLORS[name],
+                   label=f"{name}: smallest factor")
+    grid = np.geomspace(min(lows), left.get_xlim()[1], 50)
+    left.plot(grid, grid, "k:", lw=1, label="reverse = forward")
+    left.plot(grid, results["factor_minimum"] * grid, "r--", lw=1, label="factor's minimum 16e³ × forward")
+    left.set(xscale="log", yscale="log", xlabel="E_x KL(pi* || pi_hat)", ylabel="E_x KL(pi_hat || pi*)")
+    left.legend(fontsize=7)
+    left.grid(True, which="both", alpha=0.3)
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set(xlabel="n", ylabel="ratio")
+    right.legend(fontsize=7)
+    right.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"Prop. 15 on {results['replicates']} datasets per n; finite class |Π| = {results['class_size']}, "
+                 f"R = {results['class_R']:.2f}", fontsize=10, y=1.02)
+    save_figure(fig, args, "prop15.png")
+
+
+def summary(results: dict) -> str:
+    """Per estimator and n: ratios, factor and slack."""
+    lines = [
+        f"Prop. 15: reverse KL <= factor(R) · forward KL; factor >= 16e³ = {results['factor_minimum']:.1f}",
+        f"{'estimator':>13} {'n':>7} | {'fwd mean':>9} {'rev/fwd med':>11} {'max':>8} | {'R range':^15} "
+        f"{'min factor':>10} {'h(4R)':>7} | {'max slack':>9} {'|log ratio|/4R':>14}",
+    ]
+    for name in ESTIMATORS:
+        for row in results["estimators"][name]:
+            lines.append(
+                f"{name:>13} {row['n']:>7} | {row['forward_mean']:9.3g} {row['ratio_median']:11.3f} "
+                f"{row['ratio_max']:8.3f} | [{row['R_min']:5.2f}, {row['R_max']:6.2f}] {row['factor_min']:10.3g} "
+                f"{row['termwise_factor_min']:7.3g} | "
+                f"{row['slack_max']:9.2e} {row['log_ratio_over_4R_max']:14.3f}"
+            )
+    lines.append(f"holds for every fit: {results['holds_everywhere']}; worst slack {results['worst_slack']:.3g}; "
+                 f"reverse/forward within [h(-L), h(L)] for every fit: {results['within_termwise_everywhere']}; "
+                 f"{results['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv=None) -> Args:
+    """Args from the command line: one --option per field of Args."""
+    parser = argparse.ArgumentParser(prog="experiments/prop15.py", description=__doc__.splitlines()[0])
+    hints = typing.get_type_hints(Args)
+    for field in dataclasses.fields(Args):
+        kind = hints[field.name]
+        flag = f"--{field.name.replace('_', '-')}"
+        options = [t for t in typing.get_args(kind) if t is not type(None)]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
+        if options and typing.get_origin(options[0]) is tuple:  # tuple[...] | None
+            kind, options = options[0], typing.get_args(options[0])
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=options[0], nargs="+", default=field.default)
+        else:
+            parser.add_argument(flag, type=options[0] if options else kind, default=field.default)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None) -> dict:
+    """`python experiments/prop15.py [options]`: runs, prints the summary, returns the results."""
+    results = run(parse_args(argv))
+    print(summary(results))
+    return results

@@ -1,0 +1,419 @@
+"""Rates: PMLE, distillation and RKL converge at rate 1/n and respect the explicit bounds (spec §4).
+
+Two parts, each on its own small world (`World.random`, mu = pi0 independent of pi*):
+
+A. Tabular softmax class.  For every n = 2^k and R replicate datasets:
+   * PMLE (eq. 4, beta = 0): `synthalign.fit("pmle")`, no regularization, as the paper;
+   * RKL (eq. 15, beta = 0): closed form pi_R̂ with R̂ the tabular Bradley–Terry MLE (eq. 9);
+   * distillation (eq. 11, pairs from mu = the pairs of D_n without labels, soft labels from
+     the same R̂): Newton over the tabular class.
+   The log-log slope of the mean forward KL E_x KL(pi* ‖ pi_hat) against n is fitted with a
+   bootstrap CI (`synthalign.sweeps.check_rate`): every theorem predicts -1.
+   Decisions: the sweep starts at n = 2^log2_n_min, where the comparison graph of every prompt
+   is strongly connected in (almost) every dataset (the fraction that is not is recorded), so
+   the unregularized maximum likelihood exists and neither PMLE nor R̂ needs a ridge; a ridge
+   `ridge_sum / n` on R̂'s averaged loss is available (default 0).  Even a small fixed ridge is
+   not harmless here: a response that mu rarely draws has little Fisher information, and a
+   ridge of 2e-5 moves the forward KL by several percent at n = 512.
+   In the tabular class the three estimators have the same minimizer: PMLE's objective is
+   eq. 9 on pi_R, RKL at beta = 0 returns pi_R̂, and distillation's loss is 0 at pi_R̂.  Their
+   curves coincide up to the solver's tolerance; the record says so rather than hiding it.  The
+   exact asymptote c/n of pi_R̂ (Fisher information, from the fig1 experiment) is drawn with them.
+
+B. Finite classes (the theorems' own setting, A1, A5).  ℛ: π* and `reward_class_size` − 1
+   perturbations of its logits (𝒫_γ(ℛ) given as the induced policies); Π = 𝒫_γ(ℛ) ∪ more
+   perturbations, `class_size` members in all.  PMLE = argmin over Π; distillation and RKL fit
+   R̂ = argmin over ℛ of eq. 9, then take the argmin over Π (`synthalign.classes.fit_over_class`).
+   At every n the measured (1 − δ)-quantile of the forward KL is compared with the corrected
+   bounds of Thms 4, 6, 7 (`synthalign.bounds`, Lemma 8's ¼; the printed ones are recorded
+   too), and PMLE's preference-scale error with Prop. 12.  The worst measured/bound ratio is
+   reported: the bounds hold but are loose by orders of magnitude — mostly the e^{4R}-type
+   factors and C_Π/γ², the price of the worst case over all worlds.  A finite class's error
+   reaches exactly 0 once the argmin finds π*, so no slope is fitted there; the fraction of
+   datasets with pi_hat = π* is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+import typing
+
+import numpy as np
+import torch
+
+import synthalign as sa
+from synthalign.bounds import world_constants
+from synthalign.classes import perturbation_class, union_class
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.sweeps import check_bound, check_rate, fit_slope, rate_sweep
+
+NAME = "rates"
+METHODS = ("pmle", "distillation", "rkl")
+THEOREMS = {"pmle": "thm4", "distillation": "thm6", "rkl": "thm7"}
+LABELS = {"pmle": "PMLE (eq. 4)", "distillation": "distillation (eq. 11)", "rkl": "RKL (eq. 15)"}
+COLORS = {"pmle": "tab:green", "distillation": "tab:orange", "rkl": "tab:blue"}
+_SIZES = {
+    # size: (largest log2 n of part A, replicates, |Π| of part B, largest log2 n of part B)
+    "quick": (13, 64, 256, 12),
+    "default": (16, 200, 2048, 14),
+    "full": (20, 1000, 16384, 16),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the rates experiment (CommonArgs plus these)."""
+
+    n_prompts: int = 3
+    """|X| of both worlds"""
+    n_responses: int = 4
+    """|A| of both worlds"""
+    gamma: float = 0.5
+    """preference tilt of the tabular world (part A)"""
+    logit_scale: float = 1.0
+    """logit scale of pi* and pi0 in the tabular world (part A)"""
+    log2_n_min: int = 9
+    """part A fits the slope from n = 2^log2_n_min (where PMLE's data are non-separable w.h.p.)"""
+    log2_n_max: int | None = None
+    """part A's largest n is 2^log2_n_max; None: 13 quick, 16 default, 20 full"""
+    ridge_sum: float = 0.0
+    """ridge of R̂ on the summed log-likelihood (the averaged loss gets ridge_sum / n); 0: none"""
+    solver_tol: float = 1e-8
+    """Newton gradient tolerance; a gradient g moves the KL by O(g²), far below 1/n here"""
+    class_gamma: float = 0.5
+    """preference tilt of the finite-class world (part B)"""
+    class_logit_scale: float = 0.1
+    """logit scale of pi* and pi0 in part B (small: it sets A2's R and so the bounds' e^{4R})"""
+    class_size: int | None = None
+    """|Π| of part B; None: 256 quick, 2048 default, 16384 full"""
+    reward_class_size: int = 16
+    """|ℛ| of part B (𝒫_γ(ℛ) ⊆ Π, A5)"""
+    radius: tuple[float, float] = (0.02, 0.3)
+    """members' per-prompt logit distance to π* is drawn uniformly in this range"""
+    class_log2_n_min: int = 5
+    """part B's smallest n is 2^class_log2_n_min"""
+    class_log2_n_max: int | None = None
+    """part B's largest n; None: 12 quick, 14 default, 16 full"""
+    delta: float = 0.1
+    """the bounds hold with probability >= 1 - delta: compare with the (1 - delta)-quantile"""
+    expected_slope: float = -1.0
+    """the rate every theorem predicts"""
+    n_boot: int = 2000
+    """bootstrap resamples of the slope's CI"""
+    plot: bool = True
+    """write the PNG plots"""
+
+    def __post_init__(self):
+        if self.size not in _SIZES:
+            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
+        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
+            raise ValueError(f"replicates must be an int >= 2, got {self.replicates!r}")
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        if not isinstance(self.log2_n_min, int) or not 1 <= self.log2_n_min < top <= 40:
+            raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
+        top = self.class_log2_n_max if self.class_log2_n_max is not None else _SIZES[self.size][3]
+        if not isinstance(self.class_log2_n_min, int) or not 1 <= self.class_log2_n_min < top <= 40:
+            raise ValueError(f"need 1 <= class_log2_n_min < class_log2_n_max <= 40, got {self.class_log2_n_min}, {top}")
+        if self.class_size is not None and (not isinstance(self.class_size, int) or self.class_size < 2):
+            raise ValueError(f"class_size must be an int >= 2, got {self.class_size!r}")
+        if not isinstance(self.reward_class_size, int) or self.reward_class_size < 2:
+            raise ValueError(f"reward_class_size must be an int >= 2, got {self.reward_class_size!r}")
+        if self.reward_class_size > self.policy_class_size:
+            raise ValueError(f"reward_class_size {self.reward_class_size} exceeds class_size {self.policy_class_size}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
+        self.radius = tuple(float(r) for r in self.radius)
+        if len(self.radius) != 2 or not 0 <= self.radius[0] <= self.radius[1] or self.radius[1] <= 0:
+            raise ValueError(f"radius must be (low, high) with 0 <= low <= high, high > 0, got {self.radius!r}")
+        if not (math.isfinite(self.ridge_sum) and self.ridge_sum >= 0):
+            raise ValueError(f"ridge_sum must be a non-negative number, got {self.ridge_sum!r}")
+        for name in ("gamma", "logit_scale", "class_gamma", "class_logit_scale", "solver_tol"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+
+    @property
+    def ns(self) -> list[int]:
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        return [2**k for k in range(self.log2_n_min, top + 1)]
+
+    @property
+    def class_ns(self) -> list[int]:
+        top = self.class_log2_n_max if self.class_log2_n_max is not None else _SIZES[self.size][3]
+        return [2**k for k in range(self.class_log2_n_min, top + 1)]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+
+    @property
+    def policy_class_size(self) -> int:
+        return self.class_size if self.class_size is not None else _SIZES[self.size][2]
+
+
+# ----------------------------------------------------------------------------- part A: tabular class
+
+
+def tabular_estimators(args: Args) -> dict:
+    """The three tabular estimators as callables data -> Policy (beta = 0)."""
+
+    def reward(data):
+        return sa.fit_reward_model(data, ridge=args.ridge_sum / data.n_pairs, tol=args.solver_tol).reward
+
+    def pmle(data):
+        return sa.fit("pmle", data, tol=args.solver_tol).policy
+
+    def distillation(data):
+        # Pairs from mu: the pairs of D_n with their labels dropped; soft labels σ(R̂(a) − R̂(b)).
+        return sa.fit("distillation", data, reward=reward(data), tol=args.solver_tol).policy
+
+    def rkl(data):
+        return sa.fit("rkl", data, reward=reward(data)).policy  # closed form pi_R̂ at beta = 0
+
+    return {"pmle": pmle, "distillation": distillation, "rkl": rkl}
+
+
+def run_tabular(args: Args) -> dict:
+    """Part A: mean forward KL against n and its fitted slope, per method."""
+    from synthalign.experiments.fig1 import rkl_asymptotic_constant
+
+    world = sa.World.random(
+        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed,
+        device=args.device,
+    )
+    ns, replicates = args.ns, args.n_replicates
+    # rate_sweep draws the datasets of size n from SeedSequence([seed, n]): every method sees the same data.
+    separable = []
+    for n in ns:
+        data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
+        separable.append(float(sa.comparison_graph_separable(data.counts).any(dim=-1).double().mean()))
+    result = {
+        "ns": ns,
+        "world": _describe(world),
+        "separable_fraction": separable,
+        "asymptotic_constant": rkl_asymptotic_constant(world),
+        "methods": {},
+    }
+    for method, estimator in tabular_estimators(args).items():
+        sweep = rate_sweep(world, estimator, ns, replicates=replicates, seed=args.seed, progress=args.progress)
+        slope = fit_slope(ns, sweep.values, n_boot=args.n_boot, seed=args.seed)
+        verdict = check_rate(ns, sweep.values, args.expected_slope, n_boot=args.n_boot, seed=args.seed)
+        result["methods"][method] = {
+            "mean": sweep.mean.tolist(),
+            "median": sweep.median.tolist(),
+            "q10": sweep.quantile(0.1).tolist(),
+            "q90": sweep.quantile(0.9).tolist(),
+            "values": sweep.values.tolist(),
+            "slope": dataclasses.asdict(slope),
+            "verdict": verdict.to_dict(),
+        }
+    return result
+
+
+# ----------------------------------------------------------------------------- part B: finite classes
+
+
+def make_classes(args: Args, world: sa.World):
+    """(𝒫_γ(ℛ), Π): ℛ's induced policies first, so Π ⊇ 𝒫_γ(ℛ) (A5) and π* sits at index 0 of both."""
+    reward_members = perturbation_class(world, args.reward_class_size, args.radius, seed=args.seed + 1)
+    extra_size = args.policy_class_size - args.reward_class_size + 1  # its copy of π* is dropped by the union
+    extra = perturbation_class(world, extra_size, args.radius, seed=args.seed + 2)
+    return reward_members, union_class(reward_members, extra)
+
+
+def run_finite(args: Args) -> dict:
+    """Part B: (1 − δ)-quantiles of the forward KL against the corrected bounds of Thms 4, 6, 7 and Prop. 12."""
+    world = sa.World.random(
+        args.n_prompts, args.n_responses, gamma=args.class_gamma, logit_scale=args.class_logit_scale,
+        seed=args.seed, device=args.device,
+    )
+    reward_members, policy_class = make_classes(args, world)
+    constants = world_constants(
+        world.target.logp, world.behavior.logp, world.reference.logp, world.prompt_dist, world.gamma,
+        policy_class.logp, reward_members.logp, compute_c0=False,
+    )
+    ns, replicates, delta = args.class_ns, args.n_replicates, args.delta
+    n_tensor = torch.tensor(ns, dtype=torch.float64)
+    result = {
+        "ns": ns,
+        "world": _describe(world),
+        "delta": delta,
+        "constants": dataclasses.asdict(constants),
+        "policy_class": policy_class.name,
+        "methods": {},
+    }
+    for method in METHODS:
+        extra = {"preference_squared_error": lambda target, policy: sa.preference_squared_error(world, policy)}
+        sweep = rate_sweep(
+            world, method, ns, replicates=replicates, seed=args.seed, candidates=policy_class,
+            reward_class=None if method == "pmle" else reward_members, extra_metrics=extra, progress=args.progress,
+        )
+        theorem = THEOREMS[method]
+        corrected = constants.bound(theorem, n_tensor, delta, corrected=True)
+        printed = constants.bound(theorem, n_tensor, delta, corrected=False)
+        verdict = check_bound(ns, sweep.values, corrected, delta=delta, label=f"corrected {theorem} bound")
+        entry = {
+            "theorem": theorem,
+            "quantile": sweep.quantile(1 - delta).tolist(),
+            "mean": sweep.mean.tolist(),
+            "bound_corrected": corrected.tolist(),
+            "bound_printed": printed.tolist(),
+            "verdict": verdict.to_dict(),
+            "fraction_exact": (sweep.values == 0).double().mean(dim=1).tolist(),
+            "values": sweep.values.tolist(),
+        }
+        if method == "pmle":
+            preference = sweep.extra["preference_squared_error"]
+            prop12 = [sa.bounds.prop12_bound(n, constants.class_size, delta) for n in ns]
+            entry["preference_quantile"] = np.quantile(preference.numpy(), 1 - delta, axis=1).tolist()
+            entry["prop12_bound"] = prop12
+            entry["prop12_verdict"] = check_bound(ns, preference, prop12, delta=delta, label="Prop. 12 bound").to_dict()
+        result["methods"][method] = entry
+    return result
+
+
+def _describe(world: sa.World) -> dict:
+    return {
+        "n_prompts": world.n_prompts,
+        "n_responses": world.n_responses,
+        "gamma": world.gamma,
+        "kl_target_behavior": float(sa.forward_kl(world.target, world.behavior)),
+    }
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+def run(args: Args) -> dict:
+    """Runs both parts, writes rates.json and rates.png, returns the results."""
+    start = time.perf_counter()
+    results = {"replicates": args.n_replicates, "tabular": run_tabular(args)}
+    results["tabular_seconds"] = time.perf_counter() - start
+    results["finite"] = run_finite(args)
+    results["seconds"] = time.perf_counter() - start
+    results["all_bounds_hold"] = all(m["verdict"]["passed"] for m in results["finite"]["methods"].values())
+    results["worst_bound_ratio"] = max(m["verdict"]["worst_ratio"] for m in results["finite"]["methods"].values())
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    """rates.png: (left) part A, mean forward KL against n; (right) part B, quantiles against the bounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    tab = results["tabular"]
+    ns = np.asarray(tab["ns"], dtype=float)
+    for method in METHODS:
+        res = tab["methods"][method]
+        slope = res["slope"]
+        label = f"{LABELS[method]}: slope {slope['slope']:.2f} [{slope['ci_low']:.2f}, {slope['ci_high']:.2f}]"
+        left.plot(ns, res["mean"], "o-", ms=3, color=COLORS[method], label=label)
+        left.fill_between(ns, res["q10"], res["q90"], color=COLORS[method], alpha=0.12, lw=0)
+    left.plot(ns, tab["asymptotic_constant"] / ns, "k:", lw=1, label="c/n (Fisher asymptote of pi_R̂)")
+    left.set(xscale="log", yscale="log", xlabel="n", ylabel="E_x KL(pi* || pi_hat)")
+    left.xaxis.set_major_formatter(matplotlib.ticker.LogFormatter(base=2))
+    left.set_xscale("log", base=2)
+    left.set_title(f"A. tabular class: mean and 10–90% band, {results['replicates']} datasets")
+    left.legend(fontsize=7)
+    left.grid(True, which="both", alpha=0.3)
+
+    fin = results["finite"]
+    ns = np.asarray(fin["ns"], dtype=float)
+    q = 1 - fin["delta"]
+    for method in METHODS:
+        res = fin["methods"][method]
+        shown = np.where(np.asarray(res["quantile"]) > 0, res["quantile"], np.nan)
+        right.plot(ns, shown, "o-", ms=3, color=COLORS[method], label=f"{LABELS[method]}: {q:g}-quantile")
+        right.plot(ns, res["bound_corrected"], "--", color=COLORS[method], lw=1, label=f"{res['theorem']} (corrected)")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set(xlabel="n", ylabel="E_x KL(pi* || pi_hat)")
+    k = fin["constants"]
+    right.set_title(f"B. |Π|={k['class_size']}, |ℛ|={k['reward_class_size']}, R={k['R']:.2f}, C_Π={k['C_Pi']:.2f}")
+    right.legend(fontsize=7)
+    right.grid(True, which="both", alpha=0.3)
+    save_figure(fig, args, "rates.png")
+
+
+def summary(results: dict) -> str:
+    """Slopes with CIs (part A) and the bound checks (part B)."""
+    tab, fin = results["tabular"], results["finite"]
+    lines = [
+        f"A. tabular class, n = {tab['ns'][0]}..{tab['ns'][-1]}, {results['replicates']} datasets per n "
+        f"(separable fraction at the smallest n: {tab['separable_fraction'][0]:.3f})",
+        f"{'method':>13} | {'slope':>7} | {'95% CI':^18} | {'mean*n at largest n':>19} | verdict",
+    ]
+    for method in METHODS:
+        res = tab["methods"][method]
+        slope = res["slope"]
+        scaled = res["mean"][-1] * tab["ns"][-1]
+        ok = "pass" if res["verdict"]["passed"] else "FAIL"
+        lines.append(
+            f"{method:>13} | {slope['slope']:7.3f} | [{slope['ci_low']:7.3f}, {slope['ci_high']:7.3f}] | "
+            f"{scaled:19.2f} | {ok}"
+        )
+    lines.append(f"   Fisher asymptote of pi_R̂: mean*n -> {tab['asymptotic_constant']:.2f}")
+    k = fin["constants"]
+    lines += [
+        f"B. finite classes: |Π| = {k['class_size']}, |ℛ| = {k['reward_class_size']}, R = {k['R']:.3f}, "
+        f"C_Π = {k['C_Pi']:.3f}, C_ℛ = {k['C_R']:.3f}, gamma = {k['gamma']}, delta = {fin['delta']}",
+        f"{'method':>13} | {'bound':>5} | {'worst q/bound':>13} | {'at n':>6} | {'bound at n_max':>14} | "
+        f"{'P(pi_hat=pi*) at n_max':>22} | verdict",
+    ]
+    for method in METHODS:
+        res = fin["methods"][method]
+        v = res["verdict"]
+        ok = "pass" if v["passed"] else "FAIL"
+        lines.append(
+            f"{method:>13} | {res['theorem']:>5} | {v['worst_ratio']:13.3g} | {v['worst_n']:>6} | "
+            f"{res['bound_corrected'][-1]:14.4g} | {res['fraction_exact'][-1]:22.3f} | {ok}"
+        )
+    v = fin["methods"]["pmle"]["prop12_verdict"]
+    lines.append(
+        f"{'pmle':>13} | prop12 | {v['worst_ratio']:12.3g} | {v['worst_n']:>6} | (preference scale) | "
+        f"{'pass' if v['passed'] else 'FAIL'}"
+    )
+    lines.append(f"every corrected bound held at every n: {results['all_bounds_hold']}; "
+                 f"worst ratio {results['worst_bound_ratio']:.3g}; {results['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv=None) -> Args:
+    """Args from the command line: one --option per field of Args."""
+    parser = argparse.ArgumentParser(prog="experiments/rates.py", description=__doc__.splitlines()[0])
+    hints = typing.get_type_hints(Args)
+    for field in dataclasses.fields(Args):
+        kind = hints[field.name]
+        flag = f"--{field.name.replace('_', '-')}"
+        options = [t for t in typing.get_args(kind) if t is not type(None)]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
+        if options and typing.get_origin(options[0]) is tuple:  # tuple[...] | None
+            kind, options = options[0], typing.get_args(options[0])
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=options[0], nargs="+", default=field.default)
+        else:
+            parser.add_argument(flag, type=options[0] if options else kind, default=field.default)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None) -> dict:
+    """`python experiments/rates.py [options]`: runs, prints the summary, returns the results."""
+    results = run(parse_args(argv))
+    print(summary(results))
+    return results
