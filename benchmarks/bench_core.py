@@ -51,9 +51,8 @@ def main(argv=None) -> None:
 
     big = sa.World.random(10, 1000, seed=0)
     policy = sa.Policy.from_logits(torch.zeros(10, 1000, dtype=torch.float64))
-    rows.append(
-        ("exact population PMLE loss, X = 10, A = 1,000", best_time(lambda: sa.population_loss("pmle", big, policy), args.repeats))
-    )
+    seconds = best_time(lambda: sa.population_loss("pmle", big, policy), args.repeats)
+    rows.append(("exact population PMLE loss, X = 10, A = 1,000", seconds))
 
     width = max(len(name) for name, _ in rows)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")

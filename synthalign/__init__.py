@@ -1,6 +1,19 @@
 """synthalign: exact and sampled evaluation of LLM alignment objectives on synthetic worlds."""
 
+# zoo_objectives registers the zoo losses as objectives, so that the registry is the same whatever
+# is imported first.
+from synthalign import zoo_objectives
 from synthalign._checks import safe_log_ratio as log_ratio
+from synthalign.classes import (
+    ClassEstimate,
+    PolicyClass,
+    fit_over_class,
+    grid_class,
+    list_class,
+    perturbation_class,
+    reward_class,
+    union_class,
+)
 from synthalign.data import (
     PairData,
     PreferenceData,
@@ -52,6 +65,17 @@ from synthalign.objectives import (
 )
 from synthalign.policies import Policy, reward_policy, rkl_policy, rlhf_policy
 from synthalign.registry import Objective, get_objective, list_objectives, objective
+from synthalign.sweeps import (
+    SlopeFit,
+    SweepResult,
+    Verdict,
+    check_bound,
+    check_rate,
+    class_estimator,
+    fit_slope,
+    rate_sweep,
+    tabular_estimator,
+)
 from synthalign.worlds import World
 from synthalign.zoo import (
     TRL_LOSS_TYPES,
@@ -80,9 +104,6 @@ from synthalign.zoo import (
     sppo_loss,
     xpo_loss,
 )
-
-# Registers the zoo losses as objectives, so that the registry is the same whatever is imported first.
-from synthalign import zoo_objectives  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

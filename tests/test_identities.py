@@ -223,9 +223,12 @@ def test_5_rkl_closed_form_is_the_exact_minimizer(reward, ref, gamma, beta, seed
 def test_5_rlhf_closed_form_is_the_exact_minimizer(reward, ref, beta, seed):
     ref_logp = torch.log_softmax(ref, -1)
     closed = sa.rlhf_policy(reward, ref_logp, beta)
-    p0, r = ref_logp.exp().numpy(), reward.numpy()
-    unnormalized = p0 * np.exp((r - r.max(-1, keepdims=True)) / beta)
-    np.testing.assert_allclose(closed.probs.numpy(), unnormalized / unnormalized.sum(-1, keepdims=True), rtol=1e-8)
+    # Compared in log space: pi0 · exp(R/beta) can be subnormal (e.g. 1e-321), where probabilities
+    # carry no relative precision, while the policy stores exact log-probabilities.
+    p0_log, r = ref_logp.numpy(), reward.numpy()
+    log_unnormalized = p0_log + (r - r.max(-1, keepdims=True)) / beta
+    expected = log_unnormalized - np.logaddexp.reduce(log_unnormalized, axis=-1, keepdims=True)
+    np.testing.assert_allclose(closed.logp.numpy(), expected, rtol=1e-10, atol=1e-10)
 
     def loss(theta):
         return sa.rlhf_loss(torch.log_softmax(theta, -1), reward, beta=beta, ref_logp=ref_logp, reduction="none")

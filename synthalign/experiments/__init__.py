@@ -15,7 +15,10 @@ EXPERIMENTS = {
     "rates": "PMLE, distillation and RKL converge at rate 1/n and respect the explicit bounds (Thms 4, 6, 7)",
     "onpolicy-gap": "As mu's coverage of pi* worsens, PMLE and distillation degrade with C_Pi while RKL does not (§4)",
     "strong-base": "Distillation on pi0's responses gains as pi0 approaches pi* (Thm 14)",
-    "degeneracy": "RLHF collapses (beta_n -> 0) or underfits (fixed beta); unregularized PMLE/DPO are blind where there is no data (§2)",
+    "degeneracy": (
+        "RLHF collapses (beta_n -> 0) or underfits (fixed beta); "
+        "unregularized PMLE/DPO are blind where there is no data (§2)"
+    ),
     "prop15": "Reverse KL against forward KL, and Prop. 15's factor",
 }
 
