@@ -68,7 +68,7 @@ class Args(CommonArgs):
     schedule_power: float = 0.5
     """part A's schedule beta_n = fixed_beta · (n_min / n)^schedule_power"""
     ridge_sum: float = 1e-2
-    """reward-model ridge on the summed log-likelihood (fit_reward_model gets ridge_sum / n)"""
+    """reward-model ridge (that of sa.fit_reward_model, which acts on the summed log-likelihood)"""
     objectives: tuple[str, ...] = ("pmle", "dpo")
     """part B's offline objectives"""
     regularized_betas: tuple[float, ...] | None = None
@@ -181,7 +181,7 @@ def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float) -> dict:
     methods = {"rlhf_fixed": [], "rlhf_schedule": [], "rkl_beta0": []}
     for k, n in enumerate(ns):
         data = world.sample_preferences(n, replicates, seed=_seed(args.seed, 0, k))
-        reward = sa.fit_reward_model(data, ridge=args.ridge_sum / n, tol=1e-9, max_iter=50).reward
+        reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=1e-9, max_iter=50).reward
         policies = {
             "rlhf_fixed": sa.rlhf_policy(reward, world.reference, fixed_beta),
             "rlhf_schedule": sa.rlhf_policy(reward, world.reference, schedule[k]),

@@ -4,7 +4,7 @@ Prop. 15 says E_x KL(π̂ ‖ π*) ≤ ((4R ∨ 1) e^{8R+1}/R²) · E_x KL(π* �
 satisfying A2 with constant R.  Here every fitted policy is checked against it:
 
 * tabular fits on `World.random` (mu = pi0): PMLE (eq. 4, beta = 0, no regularization) and RKL
-  (π_R̂ with the tabular Bradley–Terry R̂, ridge `ridge_sum / n`), n = 2^k, R datasets each.
+  (π_R̂ with the tabular Bradley–Terry R̂, ridge `ridge_sum` on the summed loss), n = 2^k, R datasets each.
   The class is {π̂, π*}: R is A2's constant of those two policies (`synthalign.bounds`,
   max |ln π(a|x) − E_{a'∼mu} ln π(a'|x)|), per fit;
 * the theorems' finite class: PMLE = argmin over a perturbation class Π of π*; R is A2's
@@ -69,7 +69,7 @@ class Args(CommonArgs):
     log2_n_max: int | None = None
     """largest n is 2^log2_n_max; None: 12 quick, 16 default, 20 full"""
     ridge_sum: float = 1e-2
-    """ridge of R̂ on the summed log-likelihood (the averaged loss gets ridge_sum / n)"""
+    """ridge of R̂ on the summed log-likelihood (the ridge of sa.fit_reward_model, which acts on the summed loss)"""
     solver_tol: float = 1e-8
     """Newton gradient tolerance"""
     class_size: int | None = None
@@ -199,7 +199,7 @@ def run(args: Args) -> dict:
     for n in ns:
         data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
         pmle = sa.fit("pmle", data, tol=args.solver_tol).policy.logp
-        reward = sa.fit_reward_model(data, ridge=args.ridge_sum / n, tol=args.solver_tol).reward
+        reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=args.solver_tol).reward
         rkl = sa.fit("rkl", data, reward=reward).policy.logp
         chosen = fit_over_class("pmle", data, policy_class).policy.logp
         fits = {

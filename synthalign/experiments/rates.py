@@ -12,7 +12,7 @@ A. Tabular softmax class.  For every n = 2^k and R replicate datasets:
    Decisions: the sweep starts at n = 2^log2_n_min, where the comparison graph of every prompt
    is strongly connected in (almost) every dataset (the fraction that is not is recorded), so
    the unregularized maximum likelihood exists and neither PMLE nor R̂ needs a ridge; a ridge
-   `ridge_sum / n` on R̂'s averaged loss is available (default 0).  Even a small fixed ridge is
+   `ridge_sum` on R̂'s summed loss is available (default 0).  Even a small fixed ridge is
    not harmless here: a response that mu rarely draws has little Fisher information, and a
    ridge of 2e-5 moves the forward KL by several percent at n = 512.
    In the tabular class the three estimators have the same minimizer: PMLE's objective is
@@ -80,7 +80,7 @@ class Args(CommonArgs):
     log2_n_max: int | None = None
     """part A's largest n is 2^log2_n_max; None: 13 quick, 16 default, 20 full"""
     ridge_sum: float = 0.0
-    """ridge of R̂ on the summed log-likelihood (the averaged loss gets ridge_sum / n); 0: none"""
+    """ridge of R̂ (that of sa.fit_reward_model, on the summed log-likelihood); 0: none"""
     solver_tol: float = 1e-8
     """Newton gradient tolerance; a gradient g moves the KL by O(g²), far below 1/n here"""
     class_gamma: float = 0.5
@@ -163,7 +163,7 @@ def tabular_estimators(args: Args) -> dict:
     """The three tabular estimators as callables data -> Policy (beta = 0)."""
 
     def reward(data):
-        return sa.fit_reward_model(data, ridge=args.ridge_sum / data.n_pairs, tol=args.solver_tol).reward
+        return sa.fit_reward_model(data, ridge=args.ridge_sum, tol=args.solver_tol).reward
 
     def pmle(data):
         return sa.fit("pmle", data, tol=args.solver_tol).policy
