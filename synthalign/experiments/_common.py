@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 import pathlib
 import platform
 import time
+import typing
 
 import torch
 
@@ -76,3 +78,23 @@ def save_figure(fig, args, filename: str) -> pathlib.Path:
 
     plt.close(fig)
     return path
+
+
+def args_from_command_line(args_type, argv=None, *, prog: str, description: str):
+    """An `args_type` dataclass from the command line: one --option per field (tuples take several values)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    hints = typing.get_type_hints(args_type)
+    for field in dataclasses.fields(args_type):
+        kind = hints[field.name]
+        flag = f"--{field.name.replace('_', '-')}"
+        options = [t for t in typing.get_args(kind) if t is not type(None)]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
+        if options and typing.get_origin(options[0]) is tuple:  # tuple[...] | None
+            kind, options = options[0], typing.get_args(options[0])
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=options[0], nargs="+", default=field.default)
+        else:
+            parser.add_argument(flag, type=options[0] if options else kind, default=field.default)
+    return args_type(**vars(parser.parse_args(argv)))

@@ -34,11 +34,9 @@ falls).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
-import typing
 
 import numpy as np
 import torch
@@ -46,7 +44,7 @@ import torch
 import synthalign as sa
 from synthalign.bounds import centred_reward, world_constants
 from synthalign.classes import fit_over_class, perturbation_class
-from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
 from synthalign.metrics import average_over_prompts
 from synthalign.sweeps import check_bound
 
@@ -285,22 +283,7 @@ def summary(results: dict) -> str:
 
 def parse_args(argv=None) -> Args:
     """Args from the command line: one --option per field of Args."""
-    parser = argparse.ArgumentParser(prog="experiments/strong_base.py", description=__doc__.splitlines()[0])
-    hints = typing.get_type_hints(Args)
-    for field in dataclasses.fields(Args):
-        kind = hints[field.name]
-        flag = f"--{field.name.replace('_', '-')}"
-        options = [t for t in typing.get_args(kind) if t is not type(None)]
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-            continue
-        if options and typing.get_origin(options[0]) is tuple:  # tuple[...] | None
-            kind, options = options[0], typing.get_args(options[0])
-        if typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=options[0], nargs="+", default=field.default)
-        else:
-            parser.add_argument(flag, type=options[0] if options else kind, default=field.default)
-    return Args(**vars(parser.parse_args(argv)))
+    return args_from_command_line(Args, argv, prog="experiments/strong_base.py", description=__doc__.splitlines()[0])
 
 
 def main(argv=None) -> dict:
