@@ -28,6 +28,7 @@ from synthalign.registry import EvalContext, Objective, get_objective
 _LINE_SEARCH_STEPS = 12
 _ARMIJO = 1e-4
 _LOGIT_FLOOR = -1e3
+_CELL_BUDGET = 2**24  # elements per chunk of per-replicate cell losses in argmin_over_class (128 MiB in float64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -452,7 +453,8 @@ def argmin_over_class(
     With a reward shared by all replicates the losses are one matrix product,
     counts [R, cells] @ per-cell losses [cells, K]; with a per-replicate reward
     [R, X, A] they are an einsum.  Candidates are processed `chunk_size` at a
-    time so memory stays O(chunk_size × cells).  A cell of positive weight
+    time so memory stays O(chunk_size × cells) (with a per-replicate reward the
+    chunk shrinks so that chunk × R × cells stays near 2^24 elements).  A cell of positive weight
     where a candidate's loss is +inf makes that candidate's loss +inf.
     """
     obj = get_objective(objective)
@@ -470,6 +472,11 @@ def argmin_over_class(
     pair_weight, prompt_weight, total = data_weights(obj, data)
     per_replicate_reward = ctx.reward is not None and ctx.reward.dim() == 3
     R = data.replicates
+    if per_replicate_reward:
+        # Cells then depend on the replicate: keep a chunk's [chunk, R, X, A, A] tensors near
+        # _CELL_BUDGET elements whatever R is.
+        cells = R * world.n_prompts * world.n_responses**2
+        chunk_size = max(1, min(chunk_size, _CELL_BUDGET // cells))
     chunks = []
     for start in range(0, logp_all.shape[0], chunk_size):
         logp = logp_all[start : start + chunk_size]
