@@ -4,6 +4,7 @@
 # is imported first.
 from synthalign import zoo_objectives
 from synthalign._checks import safe_log_ratio as log_ratio
+from synthalign.bridge import PairTrainer, make_trainer, pair_batch_loss, sequence_logprobs
 from synthalign.classes import (
     ClassEstimate,
     PolicyClass,
