@@ -49,7 +49,8 @@ class FitResult:
         of responses never loses to the rest).  A logistic-type loss (PMLE, DPO,
         reward model) then has no finite minimizer at beta = 0 without a ridge:
         the logits fitted there grow until the gradient falls below `tol`.
-      reward: for the reward model, R̂ = gamma · (centred log-probabilities), [R, X, A].
+      reward: for a reward-model objective (`fits_reward`), R̂ = gamma · (centred
+        log-probabilities), [R, X, A].
       loss: [R] the objective (without the ridge) at the fitted policy.
     """
 
@@ -130,8 +131,8 @@ def fit(
         that vanishes as n grows.  It keeps logistic-type fits finite on
         separable data.
       init: initial logits [X, A] or [R, X, A]; default pi0's log-probabilities
-        (clipped at −1000, i.e. probability 0 in float64) and zeros for the
-        reward model.
+        (clipped at −1000, i.e. probability 0 in float64), and zeros for a
+        reward-model objective (`fits_reward`).
       max_iter, tol: Newton iteration cap and gradient tolerance (default 1e-10
         in float64, 1e-5 in float32).
       **params: the objective's hyper-parameters (e.g. tau for IPO).
@@ -174,8 +175,7 @@ def fit(
     tol = check_positive(tol, "tol", allow_zero=True)
     shape = (data.replicates, world.n_prompts, world.n_responses)
     if init is None:
-        is_reward_model = obj.name == "reward_model"
-        start = torch.zeros(shape, dtype=dtype, device=world.device) if is_reward_model else world.reference.logp
+        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.fits_reward else world.reference.logp
     else:
         start = torch.as_tensor(init, dtype=dtype, device=world.device)
     theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
@@ -187,7 +187,7 @@ def fit(
     with torch.no_grad():
         loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
     fitted_reward = None
-    if obj.name == "reward_model":
+    if obj.fits_reward:
         fitted_reward = world.gamma * (logp - logp.mean(dim=-1, keepdim=True))
     return FitResult(
         policy=Policy(logp, world.prompt_dist),

@@ -80,6 +80,9 @@ class Objective:
         (reward, world, beta, params) -> Policy; verified by the same check.
       swap_symmetry: "likelihood" (exp(−ℓ(a,b)) + exp(−ℓ(b,a)) = 1), "loss"
         (ℓ(a,b) = ℓ(b,a)) or None; see `synthalign.testing`.
+      fits_reward: the fitted logits are a reward model, R = gamma · logits:
+        `fit` starts from R = 0 instead of pi0 and returns the centred
+        reward as `FitResult.reward`.
     """
 
     name: str
@@ -94,6 +97,7 @@ class Objective:
     consistent: bool | None = None
     expected_minimizer: Callable | None = None
     swap_symmetry: str | None = None
+    fits_reward: bool = False
 
     @property
     def needs_reward(self) -> bool:
@@ -213,6 +217,7 @@ def objective(
     consistent: bool | None = None,
     expected_minimizer: Callable | None = None,
     swap_symmetry: str | None = None,
+    fits_reward: bool = False,
     register: bool = True,
     replace: bool = False,
 ) -> Callable[[Callable], Objective]:
@@ -261,6 +266,7 @@ def objective(
             consistent=consistent,
             expected_minimizer=expected_minimizer,
             swap_symmetry=swap_symmetry,
+            fits_reward=fits_reward,
         )
         if data == "pairs" and not obj.needs_reward:
             raise ValueError(f"objective {obj.name!r} uses unlabelled pairs, so it must take a reward input")
@@ -311,6 +317,7 @@ def _pmle_derivatives(logp_chosen, logp_rejected, *, gamma):
     margin_derivatives=_pmle_derivatives,
     consistent=True,
     swap_symmetry="likelihood",
+    fits_reward=True,
 )
 def _reward_model(logp_chosen, logp_rejected, *, gamma):
     # The tabular reward model is parameterized as R = gamma * logits, so its

@@ -48,3 +48,21 @@ def test_hessian_matches_finite_differences_of_gradient():
         _, g_plus, _ = problem.derivatives(theta + shift)
         _, g_minus, _ = problem.derivatives(theta - shift)
         torch.testing.assert_close(hess[..., :, a], (g_plus - g_minus) / (2 * step), rtol=1e-6, atol=1e-8)
+
+
+def test_a_user_declared_reward_model_returns_its_reward():
+    # The same loss as the built-in reward model, declared by a user: fits_reward makes fit start from
+    # R = 0 and return R̂ = gamma · (centred log-probabilities), identical to fit_reward_model's.
+    import torch.nn.functional as F
+
+    @sa.objective("bt_by_hand", register=False, fits_reward=True)
+    def bt_by_hand(logp_chosen, logp_rejected, *, gamma):
+        return -F.logsigmoid(gamma * sa.log_ratio(logp_chosen, logp_rejected))
+
+    world = sa.World.random(2, 4, seed=3)
+    data = world.sample_preferences(500, replicates=3, seed=2)
+    mine = sa.fit(bt_by_hand, data, ridge=1e-2)
+    builtin = sa.fit_reward_model(data, ridge=1e-2)
+    assert mine.reward is not None
+    torch.testing.assert_close(mine.reward, builtin.reward, rtol=0, atol=1e-8)
+    assert sa.fit("pmle", data).reward is None
