@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from synthalign import objectives as losses
-from synthalign._checks import check_positive
+from synthalign._checks import safe_log_ratio
 from synthalign.policies import Policy, reward_policy, rkl_policy, rlhf_policy
 
 PAIR_INPUTS = (
@@ -199,8 +199,6 @@ class EvalContext:
 
 
 def _reward_margin(reward: Tensor) -> Tensor:
-    from synthalign._checks import safe_log_ratio
-
     return safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))
 
 
@@ -301,14 +299,8 @@ def _logistic_derivatives(margin: Tensor, scale: float) -> tuple[Tensor, Tensor]
     return -scale * neg, scale * scale * neg * torch.sigmoid(margin)
 
 
-def _log_ratio_pair(a: Tensor, b: Tensor) -> Tensor:
-    from synthalign._checks import safe_log_ratio
-
-    return safe_log_ratio(a, b)
-
-
 def _pmle_derivatives(logp_chosen, logp_rejected, *, gamma):
-    return _logistic_derivatives(gamma * _log_ratio_pair(logp_chosen, logp_rejected), gamma)
+    return _logistic_derivatives(gamma * safe_log_ratio(logp_chosen, logp_rejected), gamma)
 
 
 @objective(
@@ -334,7 +326,7 @@ def _pmle(logp_chosen, logp_rejected, *, gamma):
 
 def _distillation_derivatives(logp_chosen, logp_rejected, target_margin, *, gamma):
     # d/dm KL(Bern(σ(t)) ‖ Bern(σ(m))) = σ(m) − σ(t), d²/dm² = σ(m)σ(−m), m = γΔ.
-    margin = gamma * _log_ratio_pair(logp_chosen, logp_rejected)
+    margin = gamma * safe_log_ratio(logp_chosen, logp_rejected)
     first = gamma * (torch.sigmoid(margin) - torch.sigmoid(target_margin))
     return first, gamma * gamma * torch.sigmoid(margin) * torch.sigmoid(-margin)
 
@@ -384,7 +376,7 @@ def _rebel_minimizer(reward, world, beta, params) -> Policy:
 
 
 def _dpo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
-    h = _log_ratio_pair(logp_chosen, logp_rejected) - _log_ratio_pair(ref_logp_chosen, ref_logp_rejected)
+    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
     return _logistic_derivatives(gamma * h, gamma)
 
 
@@ -403,7 +395,7 @@ def _dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamm
 
 
 def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
-    h = _log_ratio_pair(logp_chosen, logp_rejected) - _log_ratio_pair(ref_logp_chosen, ref_logp_rejected)
+    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
     residual = h - 1.0 / (2.0 * tau)
     return 2.0 * residual, torch.full_like(residual, 2.0)
 
@@ -422,8 +414,8 @@ def _ipo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=
 def _rebel_derivatives(
     logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0
 ):
-    h = _log_ratio_pair(logp_chosen, logp_rejected) - _log_ratio_pair(ref_logp_chosen, ref_logp_rejected)
-    residual = h - eta * _log_ratio_pair(reward_chosen, reward_rejected)
+    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
+    residual = h - eta * safe_log_ratio(reward_chosen, reward_rejected)
     return 2.0 * residual, torch.full_like(residual, 2.0)
 
 
@@ -487,14 +479,9 @@ def _forward_kl(logp, reward, *, gamma):
     return -torch.where(target > 0, target * logp, torch.zeros_like(logp)).sum(dim=-1)
 
 
-def check_beta(beta) -> float:
-    return check_positive(beta, "beta", allow_zero=True)
-
-
 __all__ = [
     "EvalContext",
     "Objective",
-    "Policy",
     "get_objective",
     "list_objectives",
     "objective",
