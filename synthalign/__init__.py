@@ -1,41 +1,21 @@
-"""synthalign: exact and sampled evaluation of LLM alignment objectives on synthetic worlds."""
+"""synthalign: exact and sampled evaluation of LLM alignment objectives on synthetic worlds.
 
-# zoo_objectives registers the zoo losses as objectives, so that the registry is the same whatever
-# is imported first.
-from synthalign import zoo_objectives
+The flat API below re-exports the public names of the subpackages (see docs/architecture.md):
+worlds, objectives, registry, evaluate, metrics, estimators, sweeps, stats, theory (and
+`synthalign.bounds`), testing and bridge.
+"""
+
+from synthalign import registry as _registry  # noqa: F401 - declares the built-in objectives
 from synthalign._checks import safe_log_ratio as log_ratio
 from synthalign.bridge import PairTrainer, make_trainer, pair_batch_loss, sequence_logprobs
-from synthalign.classes import (
-    ClassEstimate,
-    PolicyClass,
-    fit_over_class,
-    grid_class,
-    list_class,
-    perturbation_class,
-    reward_class,
-    union_class,
-)
-from synthalign.data import (
-    PairData,
-    PreferenceData,
-    PreferenceList,
-    counts_to_list,
-    pair_log_probs,
-    population_pairs,
-    population_preferences,
-    preference_matrix,
-    preference_probability,
-    sample_cell_counts,
-    sample_pairs,
-    sample_preference_list,
-    sample_preferences,
-)
 from synthalign.estimators import (
+    ClassEstimate,
     ClassFit,
     FitResult,
     argmin_over_class,
     comparison_graph_separable,
     fit,
+    fit_over_class,
     fit_reward_model,
 )
 from synthalign.evaluate import empirical_loss, population_loss
@@ -56,7 +36,9 @@ from synthalign.objectives import (
     bernoulli_kl_logits,
     distillation_loss,
     dpo_loss,
+    exact_kl_estimator_expectation,
     ipo_loss,
+    kl_estimator,
     kl_penalty,
     pmle_loss,
     rebel_loss,
@@ -64,21 +46,7 @@ from synthalign.objectives import (
     rkl_loss,
     rlhf_loss,
 )
-from synthalign.policies import Policy, reward_policy, rkl_policy, rlhf_policy
-from synthalign.registry import Objective, get_objective, list_objectives, objective
-from synthalign.sweeps import (
-    SlopeFit,
-    SweepResult,
-    Verdict,
-    check_bound,
-    check_rate,
-    class_estimator,
-    fit_slope,
-    rate_sweep,
-    tabular_estimator,
-)
-from synthalign.worlds import World
-from synthalign.zoo import (
+from synthalign.objectives.zoo import (
     TRL_LOSS_TYPES,
     ZOO_LOSSES,
     aot_loss,
@@ -89,12 +57,10 @@ from synthalign.zoo import (
     chipo_loss,
     conservative_dpo_loss,
     discopop_loss,
-    exact_kl_estimator_expectation,
     exo_pair_loss,
     f_dpo_loss,
     f_ipo_loss,
     hinge_loss,
-    kl_estimator,
     kto_pair_loss,
     length_normalized_dpo_loss,
     nca_pair_loss,
@@ -105,7 +71,135 @@ from synthalign.zoo import (
     sppo_loss,
     xpo_loss,
 )
+from synthalign.registry import DEFAULT_REGISTRY, Objective, Registry, get_objective, list_objectives, objective
+from synthalign.stats import SlopeFit, Verdict, check_bound, check_rate, fit_slope
+from synthalign.sweeps import SweepResult, class_estimator, rate_sweep, tabular_estimator
+from synthalign.theory.closed_forms import reward_policy, rkl_policy, rlhf_policy
+from synthalign.worlds import (
+    PairData,
+    Policy,
+    PolicyClass,
+    PreferenceData,
+    PreferenceList,
+    World,
+    counts_to_list,
+    grid_class,
+    list_class,
+    pair_log_probs,
+    perturbation_class,
+    population_pairs,
+    population_preferences,
+    preference_matrix,
+    preference_probability,
+    reward_class,
+    sample_cell_counts,
+    sample_pairs,
+    sample_preference_list,
+    sample_preferences,
+    union_class,
+)
 
 __version__ = "0.1.0"
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "TRL_LOSS_TYPES",
+    "ZOO_LOSSES",
+    "ClassEstimate",
+    "ClassFit",
+    "FitResult",
+    "Objective",
+    "PairData",
+    "PairTrainer",
+    "Policy",
+    "PolicyClass",
+    "PreferenceData",
+    "PreferenceList",
+    "Registry",
+    "SlopeFit",
+    "SweepResult",
+    "Verdict",
+    "World",
+    "aot_loss",
+    "aot_unpaired_loss",
+    "apo_down_loss",
+    "apo_zero_loss",
+    "argmin_over_class",
+    "bco_pair_loss",
+    "bernoulli_kl_logits",
+    "check_bound",
+    "check_rate",
+    "chipo_loss",
+    "class_estimator",
+    "comparison_graph_separable",
+    "conservative_dpo_loss",
+    "counts_to_list",
+    "discopop_loss",
+    "distillation_loss",
+    "dpo_loss",
+    "empirical_loss",
+    "entropy",
+    "entropy_per_prompt",
+    "exact_kl_estimator_expectation",
+    "exo_pair_loss",
+    "expected_reward",
+    "f_dpo_loss",
+    "f_ipo_loss",
+    "fit",
+    "fit_over_class",
+    "fit_reward_model",
+    "fit_slope",
+    "forward_kl",
+    "get_objective",
+    "grid_class",
+    "hinge_loss",
+    "ipo_loss",
+    "kl_divergence",
+    "kl_estimator",
+    "kl_penalty",
+    "kl_per_prompt",
+    "kto_pair_loss",
+    "length_normalized_dpo_loss",
+    "list_class",
+    "list_objectives",
+    "log_ratio",
+    "make_trainer",
+    "nca_pair_loss",
+    "objective",
+    "online_dpo_loss",
+    "pair_batch_loss",
+    "pair_log_probs",
+    "perturbation_class",
+    "pmle_loss",
+    "population_loss",
+    "population_pairs",
+    "population_preferences",
+    "preference_matrix",
+    "preference_probability",
+    "preference_squared_error",
+    "rate_sweep",
+    "rebel_loss",
+    "reverse_kl",
+    "reward_class",
+    "reward_model_loss",
+    "reward_policy",
+    "rkl_loss",
+    "rkl_policy",
+    "rlhf_loss",
+    "rlhf_policy",
+    "robust_dpo_loss",
+    "sample_cell_counts",
+    "sample_pairs",
+    "sample_preference_list",
+    "sample_preferences",
+    "sequence_logprobs",
+    "sft_loss",
+    "simpo_loss",
+    "sppo_loss",
+    "squared_hellinger",
+    "tabular_estimator",
+    "total_variation",
+    "union_class",
+    "win_rate",
+    "xpo_loss",
+]

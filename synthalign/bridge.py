@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive, safe_log_ratio, weighted_reduce
-from synthalign.registry import Objective, get_objective
+from synthalign.registry.protocol import Objective, get_objective
 
 __all__ = ["BATCH_KEYS", "PairTrainer", "make_trainer", "pair_batch_loss", "sequence_logprobs"]
 

@@ -17,10 +17,11 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import check_positive
-from synthalign.data import PairData, PreferenceData, population_pairs, population_preferences
 from synthalign.metrics import kl_per_prompt
-from synthalign.policies import Policy, as_logp
-from synthalign.registry import EvalContext, Objective, get_objective
+from synthalign.registry.protocol import EvalContext, Objective, get_objective
+from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.worlds.policy import Policy, as_logp
+from synthalign.worlds.preferences import population_pairs, population_preferences
 
 
 def data_weights(obj: Objective, data) -> tuple[Tensor | None, Tensor, Tensor]:

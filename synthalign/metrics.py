@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_same_shape, safe_log_ratio
-from synthalign.policies import Policy, as_logp
+from synthalign.worlds.policy import Policy, as_logp
+from synthalign.worlds.preferences import preference_matrix
 
 
 def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
@@ -115,8 +116,6 @@ def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None
 
 def preference_squared_error(world, policy) -> Tensor:
     """E_{x; a,b~mu} [(P_pi(a≻b|x) − P_pi*(a≻b|x))²]: the left side of Prop. 12."""
-    from synthalign.data import preference_matrix
-
     logp = as_logp(policy)
     mu = world.behavior.probs
     pair_weight = world.prompt_dist[:, None, None] * mu[:, :, None] * mu[:, None, :]
@@ -126,8 +125,6 @@ def preference_squared_error(world, policy) -> Tensor:
 
 def win_rate(world, policy, *, against=None) -> Tensor:
     """E_x Σ_{a,b} pi(a|x) pi0(b|x) P*(a ≻ b | x): how often pi beats pi0 (or `against`) under the true law."""
-    from synthalign.data import preference_matrix
-
     opponent = world.reference if against is None else against
     policy_logp, against_logp = _log_probs(policy=policy, against=opponent)
     p, q = policy_logp.exp(), against_logp.exp()

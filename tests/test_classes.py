@@ -8,15 +8,8 @@ import pytest
 import torch
 
 import synthalign as sa
-from synthalign.classes import (
-    PolicyClass,
-    fit_over_class,
-    grid_class,
-    list_class,
-    perturbation_class,
-    reward_class,
-    union_class,
-)
+from synthalign.estimators.finite_class import fit_over_class
+from synthalign.worlds.classes import PolicyClass, grid_class, list_class, perturbation_class, reward_class, union_class
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import synthalign as sa
-from synthalign import estimators
+from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context
 
 MARGIN_OBJECTIVES = ["pmle", "reward_model", "dpo", "ipo", "rebel", "distillation"]
@@ -16,7 +16,7 @@ def _problem(obj, world, data, beta):
     reward = world.true_reward.clamp_min(-30.0) if obj.needs_reward else None
     ctx = make_context(obj, world, reward, obj.resolve_params({}))
     pair_weight, prompt_weight, total = data_weights(obj, data)
-    return estimators._Problem(obj, pair_weight, prompt_weight, total, ctx, beta, 0.0, step_cap=40.0)
+    return NewtonProblem(obj, pair_weight, prompt_weight, total, ctx, beta, 0.0, step_cap=40.0)
 
 
 @pytest.mark.parametrize("name", MARGIN_OBJECTIVES)

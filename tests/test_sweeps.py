@@ -10,17 +10,9 @@ import pytest
 import torch
 
 import synthalign as sa
-from synthalign.classes import perturbation_class
-from synthalign.sweeps import (
-    SweepResult,
-    Verdict,
-    check_bound,
-    check_rate,
-    class_estimator,
-    fit_slope,
-    rate_sweep,
-    tabular_estimator,
-)
+from synthalign.stats import Verdict, check_bound, check_rate, fit_slope
+from synthalign.sweeps import SweepResult, class_estimator, rate_sweep, tabular_estimator
+from synthalign.worlds.classes import perturbation_class
 
 NS = [2**k for k in range(6, 12)]
 

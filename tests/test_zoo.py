@@ -15,7 +15,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synthalign import objectives, zoo
+from synthalign import objectives
+from synthalign.objectives import kl_estimators, zoo
 
 F64 = torch.float64
 LN = math.log
@@ -168,11 +169,11 @@ def test_kl_estimators_by_hand():
     # E[k2] = ½·(½ (ln ½)² + ½ (ln 1.5)²) = 0.161214
     logp, ref = t(LN(0.5), LN(0.5)), t(LN(0.25), LN(0.75))
     kl = 0.143841036
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k1").item() == pytest.approx(kl, abs=1e-9)
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k3").item() == pytest.approx(kl, abs=1e-9)
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k2").item() == pytest.approx(0.161213742, abs=1e-9)
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k1").item() == pytest.approx(kl, abs=1e-9)
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k3").item() == pytest.approx(kl, abs=1e-9)
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k2").item() == pytest.approx(0.161213742, abs=1e-9)
     # per sample at a = 0: r = ½ → k1 = ln 2, k2 = ½(ln 2)², k3 = ½ − 1 + ln 2 = 0.193147
-    assert zoo.kl_estimator(logp, ref, "k3")[0].item() == pytest.approx(0.193147181, abs=1e-9)
+    assert kl_estimators.kl_estimator(logp, ref, "k3")[0].item() == pytest.approx(0.193147181, abs=1e-9)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -259,16 +260,16 @@ def test_gradcheck_divergences(divergence):
     )
 
 
-@pytest.mark.parametrize("kind", zoo.KL_ESTIMATOR_KINDS)
+@pytest.mark.parametrize("kind", kl_estimators.KL_ESTIMATOR_KINDS)
 def test_gradcheck_kl_estimators(kind):
     logp, _, ref, _ = _random_pairs(7, seed=5, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: zoo.kl_estimator(a, b, kind), (logp, ref))
+    assert torch.autograd.gradcheck(lambda a, b: kl_estimators.kl_estimator(a, b, kind), (logp, ref))
     logits = torch.randn(2, 5, dtype=F64, requires_grad=True)
     ref_logp = torch.log_softmax(torch.randn(2, 5, dtype=F64), dim=-1)
     # With detached weights the gradient is E[∇k], not the derivative of the value, by design (tested
     # in test_kl_estimator_expectations); gradcheck applies to the attached form.
     assert torch.autograd.gradcheck(
-        lambda x: zoo.exact_kl_estimator_expectation(torch.log_softmax(x, dim=-1), ref_logp, kind,
+        lambda x: kl_estimators.exact_kl_estimator_expectation(torch.log_softmax(x, dim=-1), ref_logp, kind,
                                                      detach_weights=False),
         (logits,),
     )
@@ -320,11 +321,11 @@ def test_js_divergence_is_finite_at_extreme_logits(name, gamma):
     assert all(torch.isfinite(g).all() for g in torch.autograd.grad(loss, leaves))
 
 
-@pytest.mark.parametrize("kind", zoo.KL_ESTIMATOR_KINDS)
+@pytest.mark.parametrize("kind", kl_estimators.KL_ESTIMATOR_KINDS)
 def test_exact_kl_expectation_is_finite_at_extreme_logits(kind):
     for seed in (0, 1):
         (logits, ref_logits), _ = _extreme_pairs(F64, seed)
-        value = zoo.exact_kl_estimator_expectation(
+        value = kl_estimators.exact_kl_estimator_expectation(
             torch.log_softmax(logits, -1), torch.log_softmax(ref_logits, -1), kind
         )
         assert torch.isfinite(value)
@@ -402,9 +403,9 @@ def test_rejects_bad_tensors():
     with pytest.raises(ValueError, match="logp_chosen contains NaN"):
         zoo.f_dpo_loss(torch.full_like(lc, math.nan), lr, rc, rr, gamma=1.0)
     with pytest.raises(ValueError, match="kind"):
-        zoo.kl_estimator(lc, rc, "k4")
+        kl_estimators.kl_estimator(lc, rc, "k4")
     with pytest.raises(ValueError, match="normalised"):
-        zoo.exact_kl_estimator_expectation(t(-1.0, -1.0), t(LN(0.5), LN(0.5)), "k1")
+        kl_estimators.exact_kl_estimator_expectation(t(-1.0, -1.0), t(LN(0.5), LN(0.5)), "k1")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -562,7 +563,10 @@ def _grad(value, logits):
 def test_kl_estimator_expectations(seed):
     logits, ref_logp = _policies(seed)
     logp, forward, reverse = _exact_kls(logits, ref_logp)
-    expectation = {kind: zoo.exact_kl_estimator_expectation(logp, ref_logp, kind) for kind in zoo.KL_ESTIMATOR_KINDS}
+    expectation = {
+        kind: kl_estimators.exact_kl_estimator_expectation(logp, ref_logp, kind)
+        for kind in kl_estimators.KL_ESTIMATOR_KINDS
+    }
     # E[k1] = E[k3] = KL(π ‖ π0)
     torch.testing.assert_close(expectation["k1"], forward)
     torch.testing.assert_close(expectation["k3"], forward)
@@ -571,21 +575,21 @@ def test_kl_estimator_expectations(seed):
     torch.testing.assert_close(_grad(expectation["k2"], logits), _grad(forward, logits))
     torch.testing.assert_close(_grad(expectation["k3"], logits), _grad(reverse, logits))
     # E[∇k2] ≠ ∇E[k2]: the identity is about the sample gradient, not the gradient of the expectation.
-    k2_full = zoo.exact_kl_estimator_expectation(logp, ref_logp, "k2", detach_weights=False)
+    k2_full = kl_estimators.exact_kl_estimator_expectation(logp, ref_logp, "k2", detach_weights=False)
     assert not torch.allclose(_grad(k2_full, logits), _grad(forward, logits))
     # With the weights attached, ∇E[k1] = ∇E[k3] = ∇KL(π ‖ π0).
     for kind in ("k1", "k3"):
-        full = zoo.exact_kl_estimator_expectation(logp, ref_logp, kind, detach_weights=False)
+        full = kl_estimators.exact_kl_estimator_expectation(logp, ref_logp, kind, detach_weights=False)
         torch.testing.assert_close(_grad(full, logits), _grad(forward, logits))
 
 
 def test_exact_expectation_is_the_weighted_sum_of_per_sample_estimators():
     logits, ref_logp = _policies(3)
     logp = torch.log_softmax(logits, dim=-1)
-    for kind in zoo.KL_ESTIMATOR_KINDS:
-        per_sample = zoo.kl_estimator(logp, ref_logp, kind)
+    for kind in kl_estimators.KL_ESTIMATOR_KINDS:
+        per_sample = kl_estimators.kl_estimator(logp, ref_logp, kind)
         by_hand = (logp.detach().exp() * per_sample).sum(-1)
-        exact = zoo.exact_kl_estimator_expectation(logp, ref_logp, kind)
+        exact = kl_estimators.exact_kl_estimator_expectation(logp, ref_logp, kind)
         torch.testing.assert_close(exact, by_hand)
         torch.testing.assert_close(_grad(exact, logits), _grad(by_hand, logits))
 
@@ -595,13 +599,13 @@ def test_exact_expectation_on_a_partial_support():
     logp = t(LN(0.5), LN(0.5), -math.inf)
     ref = t(LN(0.25), LN(0.25), LN(0.5))
     kl = 0.5 * LN(2.0) * 2  # Σ π ln(π/π0) = ln 2
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k1").item() == pytest.approx(kl)
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k3").item() == pytest.approx(kl - 0.5)
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k1").item() == pytest.approx(kl)
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k3").item() == pytest.approx(kl - 0.5)
 
 
 def test_exact_expectation_keeps_the_mass_of_underflowing_responses():
     # π(a1) = e^−2e4 underflows to 0, but π(a1)·r(a1) = π0(a1) = ½ must still count: E[k3] ≈ KL.
     logp = t(0.0, -2e4)
     ref = t(LN(0.5), LN(0.5))
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k3").item() == pytest.approx(LN(2.0))
-    assert zoo.exact_kl_estimator_expectation(logp, ref, "k1").item() == pytest.approx(LN(2.0))
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k3").item() == pytest.approx(LN(2.0))
+    assert kl_estimators.exact_kl_estimator_expectation(logp, ref, "k1").item() == pytest.approx(LN(2.0))

@@ -35,7 +35,7 @@ transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
 tokenizers = pytest.importorskip("tokenizers")
 
-from synthalign import zoo  # noqa: E402
+from synthalign.objectives import zoo  # noqa: E402
 
 trl_utils = pytest.importorskip("trl.trainer.utils")
 cpo_module = pytest.importorskip("trl.experimental.cpo")

@@ -45,8 +45,9 @@ import torch
 
 import synthalign as sa
 from synthalign.bounds import coverage_ratios
-from synthalign.classes import fit_over_class, perturbation_class, union_class
+from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
+from synthalign.worlds.classes import perturbation_class, union_class
 
 NAME = "onpolicy-gap"
 METHODS = ("pmle", "distillation", "rkl")
@@ -131,8 +132,13 @@ class Args(CommonArgs):
 def make_world(args: Args, tilt: float) -> sa.World:
     # Same seed, so the same pi* and pi0 for every tilt; only mu moves.
     return sa.World.random(
-        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale,
-        behavior_tilt=tilt, seed=args.seed, device=args.device,
+        args.n_prompts,
+        args.n_responses,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        behavior_tilt=tilt,
+        seed=args.seed,
+        device=args.device,
     )
 
 
@@ -173,12 +179,14 @@ def run(args: Args) -> dict:
     for tilt_index, tilt in enumerate(args.behavior_tilts):
         world = make_world(args, tilt)
         data = world.sample_preferences(args.n, replicates, seed=np.random.SeedSequence([args.seed, tilt_index]))
-        reward_ratios = coverage_ratios(reward_members.logp, world.target.logp, world.behavior.logp,
-                                        world.prompt_dist, world.gamma)
+        reward_ratios = coverage_ratios(
+            reward_members.logp, world.target.logp, world.behavior.logp, world.prompt_dist, world.gamma
+        )
         C_R = prefix_coverage(reward_ratios, [reward_members.size])[0]
         for aim, policy_class in classes.items():
-            ratios = coverage_ratios(policy_class.logp, world.target.logp, world.behavior.logp,
-                                     world.prompt_dist, world.gamma)
+            ratios = coverage_ratios(
+                policy_class.logp, world.target.logp, world.behavior.logp, world.prompt_dist, world.gamma
+            )
             C_Pi = prefix_coverage(ratios, sizes)
             fits = {
                 method: fit_over_class(
@@ -187,8 +195,14 @@ def run(args: Args) -> dict:
                 for method in METHODS
             }
             for k_index, K in enumerate(sizes):
-                cell = {"tilt": tilt, "aim": aim, "class_size": K, "C_Pi": C_Pi[k_index], "C_R": C_R,
-                        "kl_target_behavior": float(sa.forward_kl(world.target, world.behavior))}
+                cell = {
+                    "tilt": tilt,
+                    "aim": aim,
+                    "class_size": K,
+                    "C_Pi": C_Pi[k_index],
+                    "C_R": C_R,
+                    "kl_target_behavior": float(sa.forward_kl(world.target, world.behavior)),
+                }
                 picks = {}
                 for method, estimate in fits.items():
                     # Π_K is the first K members: its argmin is the argmin of the first K losses.
@@ -235,12 +249,14 @@ def claims(results: dict) -> dict:
         per_tilt_size_growth = []
         for tilt in tilts:
             small, big = _cell(results, tilt, aim, first), _cell(results, tilt, aim, last)
-            per_tilt_size_growth.append({
-                "tilt": tilt,
-                "pmle_ratio": big["pmle"]["mean"] / small["pmle"]["mean"],
-                "pmle_z": _z(big["pmle"], small["pmle"]),
-                "rkl_ratio": big["rkl"]["mean"] / small["rkl"]["mean"],
-            })
+            per_tilt_size_growth.append(
+                {
+                    "tilt": tilt,
+                    "pmle_ratio": big["pmle"]["mean"] / small["pmle"]["mean"],
+                    "pmle_z": _z(big["pmle"], small["pmle"]),
+                    "rkl_ratio": big["rkl"]["mean"] / small["rkl"]["mean"],
+                }
+            )
         base = _cell(results, tilts[0], aim, last)
         worst = max((_cell(results, t, aim, last) for t in tilts), key=lambda c: c["C_Pi"])
         peak = max((_cell(results, t, aim, last) for t in tilts), key=lambda c: c["pmle"]["mean"])
@@ -271,8 +287,9 @@ def plot(results: dict, args: Args) -> None:
     markers = ["o", "s", "^", "D", "v", "P"]
     for ax, aim in zip(axes[0], aims, strict=True):
         for k_index, K in enumerate(results["class_sizes"]):
-            cells = sorted((c for c in results["cells"] if c["aim"] == aim and c["class_size"] == K),
-                           key=lambda c: c["tilt"])
+            cells = sorted(
+                (c for c in results["cells"] if c["aim"] == aim and c["class_size"] == K), key=lambda c: c["tilt"]
+            )
             C = [c["C_Pi"] for c in cells]
             marker = markers[k_index % len(markers)]
             # RKL's (and distillation's) estimate does not depend on |Π|: drawn once, at the largest Π.
@@ -281,9 +298,18 @@ def plot(results: dict, args: Args) -> None:
                 means = [c[method]["mean"] for c in cells]
                 ses = [c[method]["se"] for c in cells]
                 label = f"{LABELS[method]}, |Π|={K}" if method == "pmle" else f"{LABELS[method]} = distillation"
-                ax.errorbar(C, means, yerr=ses, marker=marker, ms=4, color=COLORS[method], capsize=2,
-                            alpha=0.4 + 0.6 * (k_index + 1) / len(results["class_sizes"]), label=label,
-                            ls="-" if method == "pmle" else ":")
+                ax.errorbar(
+                    C,
+                    means,
+                    yerr=ses,
+                    marker=marker,
+                    ms=4,
+                    color=COLORS[method],
+                    capsize=2,
+                    alpha=0.4 + 0.6 * (k_index + 1) / len(results["class_sizes"]),
+                    label=label,
+                    ls="-" if method == "pmle" else ":",
+                )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="C_Π (Def. 3)", ylabel="mean E_x KL(pi* || pi_hat)")
@@ -291,8 +317,12 @@ def plot(results: dict, args: Args) -> None:
         ax.set_title(f"Π's extra members: {family}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"n = {results['n']}, |ℛ| = {results['reward_class_size']}, {results['replicates']} datasets; "
-                 "tilting mu away from pi* raises C_Π", fontsize=10, y=1.03)
+    fig.suptitle(
+        f"n = {results['n']}, |ℛ| = {results['reward_class_size']}, {results['replicates']} datasets; "
+        "tilting mu away from pi* raises C_Π",
+        fontsize=10,
+        y=1.03,
+    )
     save_figure(fig, args, "onpolicy-gap.png")
 
 

@@ -36,8 +36,9 @@ import torch
 
 import synthalign as sa
 from synthalign.bounds import boundedness_constant, centred_reward, prop15_factor
-from synthalign.classes import fit_over_class, perturbation_class
+from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
+from synthalign.worlds.classes import perturbation_class
 
 NAME = "prop15"
 ESTIMATORS = ("tabular pmle", "tabular rkl", "class pmle")
@@ -185,15 +186,25 @@ def run(args: Args) -> dict:
     """Every estimator and n; writes prop15.json and prop15.png."""
     start = time.perf_counter()
     world = sa.World.random(
-        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed,
+        args.n_prompts,
+        args.n_responses,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        seed=args.seed,
         device=args.device,
     )
     policy_class = perturbation_class(world, args.policy_class_size, args.radius, seed=args.seed + 2)
     class_radius = boundedness_constant(policy_class.logp, world.behavior.logp)
     ns, replicates = args.ns, args.n_replicates
-    results = {"ns": ns, "replicates": replicates, "class_size": policy_class.size, "class_R": class_radius,
-               "class_factor": prop15_factor(class_radius), "factor_minimum": prop15_factor(0.25),
-               "estimators": {name: [] for name in ESTIMATORS}}
+    results = {
+        "ns": ns,
+        "replicates": replicates,
+        "class_size": policy_class.size,
+        "class_R": class_radius,
+        "class_factor": prop15_factor(class_radius),
+        "factor_minimum": prop15_factor(0.25),
+        "estimators": {name: [] for name in ESTIMATORS},
+    }
     for n in ns:
         data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
         pmle = sa.fit("pmle", data, tol=args.solver_tol).policy.logp
@@ -236,10 +247,17 @@ def plot(results: dict, args: Args) -> None:
         keep = (forward > 0) & (reverse > 0)
         left.scatter(forward[keep], reverse[keep], s=3, alpha=0.3, color=COLORS[name], label=name)
         lows.append(forward[keep].min() if keep.any() else 1.0)
-        right.plot(ns, [row["ratio_median"] for row in rows], "o-", ms=3, color=COLORS[name],
-                   label=f"{name}: median reverse/forward")
-        right.plot(ns, [row["factor_min"] for row in rows], "--", lw=1, color=COLORS[name],
-                   label=f"{name}: smallest factor")
+        right.plot(
+            ns,
+            [row["ratio_median"] for row in rows],
+            "o-",
+            ms=3,
+            color=COLORS[name],
+            label=f"{name}: median reverse/forward",
+        )
+        right.plot(
+            ns, [row["factor_min"] for row in rows], "--", lw=1, color=COLORS[name], label=f"{name}: smallest factor"
+        )
     grid = np.geomspace(min(lows), left.get_xlim()[1], 50)
     left.plot(grid, grid, "k:", lw=1, label="reverse = forward")
     left.plot(grid, results["factor_minimum"] * grid, "r--", lw=1, label="factor's minimum 16e³ × forward")
@@ -251,8 +269,12 @@ def plot(results: dict, args: Args) -> None:
     right.set(xlabel="n", ylabel="ratio")
     right.legend(fontsize=7)
     right.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"Prop. 15 on {results['replicates']} datasets per n; finite class |Π| = {results['class_size']}, "
-                 f"R = {results['class_R']:.2f}", fontsize=10, y=1.02)
+    fig.suptitle(
+        f"Prop. 15 on {results['replicates']} datasets per n; finite class |Π| = {results['class_size']}, "
+        f"R = {results['class_R']:.2f}",
+        fontsize=10,
+        y=1.02,
+    )
     save_figure(fig, args, "prop15.png")
 
 
@@ -271,9 +293,11 @@ def summary(results: dict) -> str:
                 f"{row['termwise_factor_min']:7.3g} | "
                 f"{row['slack_max']:9.2e} {row['log_ratio_over_4R_max']:14.3f}"
             )
-    lines.append(f"holds for every fit: {results['holds_everywhere']}; worst slack {results['worst_slack']:.3g}; "
-                 f"reverse/forward within [h(-L), h(L)] for every fit: {results['within_termwise_everywhere']}; "
-                 f"{results['seconds']:.1f} s")
+    lines.append(
+        f"holds for every fit: {results['holds_everywhere']}; worst slack {results['worst_slack']:.3g}; "
+        f"reverse/forward within [h(-L), h(L)] for every fit: {results['within_termwise_everywhere']}; "
+        f"{results['seconds']:.1f} s"
+    )
     return "\n".join(lines)
 
 

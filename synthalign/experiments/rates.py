@@ -44,9 +44,10 @@ import torch
 
 import synthalign as sa
 from synthalign.bounds import world_constants
-from synthalign.classes import perturbation_class, union_class
 from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
-from synthalign.sweeps import check_bound, check_rate, fit_slope, rate_sweep
+from synthalign.stats import check_bound, check_rate, fit_slope
+from synthalign.sweeps import rate_sweep
+from synthalign.worlds.classes import perturbation_class, union_class
 
 NAME = "rates"
 METHODS = ("pmle", "distillation", "rkl")
@@ -181,7 +182,11 @@ def run_tabular(args: Args) -> dict:
     from synthalign.experiments.fig1 import rkl_asymptotic_constant
 
     world = sa.World.random(
-        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed,
+        args.n_prompts,
+        args.n_responses,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        seed=args.seed,
         device=args.device,
     )
     ns, replicates = args.ns, args.n_replicates
@@ -227,13 +232,23 @@ def make_classes(args: Args, world: sa.World):
 def run_finite(args: Args) -> dict:
     """Part B: (1 − δ)-quantiles of the forward KL against the corrected bounds of Thms 4, 6, 7 and Prop. 12."""
     world = sa.World.random(
-        args.n_prompts, args.n_responses, gamma=args.class_gamma, logit_scale=args.class_logit_scale,
-        seed=args.seed, device=args.device,
+        args.n_prompts,
+        args.n_responses,
+        gamma=args.class_gamma,
+        logit_scale=args.class_logit_scale,
+        seed=args.seed,
+        device=args.device,
     )
     reward_members, policy_class = make_classes(args, world)
     constants = world_constants(
-        world.target.logp, world.behavior.logp, world.reference.logp, world.prompt_dist, world.gamma,
-        policy_class.logp, reward_members.logp, compute_c0=False,
+        world.target.logp,
+        world.behavior.logp,
+        world.reference.logp,
+        world.prompt_dist,
+        world.gamma,
+        policy_class.logp,
+        reward_members.logp,
+        compute_c0=False,
     )
     ns, replicates, delta = args.class_ns, args.n_replicates, args.delta
     n_tensor = torch.tensor(ns, dtype=torch.float64)
@@ -248,8 +263,15 @@ def run_finite(args: Args) -> dict:
     for method in METHODS:
         extra = {"preference_squared_error": lambda target, policy: sa.preference_squared_error(world, policy)}
         sweep = rate_sweep(
-            world, method, ns, replicates=replicates, seed=args.seed, candidates=policy_class,
-            reward_class=None if method == "pmle" else reward_members, extra_metrics=extra, progress=args.progress,
+            world,
+            method,
+            ns,
+            replicates=replicates,
+            seed=args.seed,
+            candidates=policy_class,
+            reward_class=None if method == "pmle" else reward_members,
+            extra_metrics=extra,
+            progress=args.progress,
         )
         theorem = THEOREMS[method]
         corrected = constants.bound(theorem, n_tensor, delta, corrected=True)
@@ -382,8 +404,10 @@ def summary(results: dict) -> str:
         f"{'pmle':>13} | prop12 | {v['worst_ratio']:12.3g} | {v['worst_n']:>6} | (preference scale) | "
         f"{'pass' if v['passed'] else 'FAIL'}"
     )
-    lines.append(f"every corrected bound held at every n: {results['all_bounds_hold']}; "
-                 f"worst ratio {results['worst_bound_ratio']:.3g}; {results['seconds']:.1f} s")
+    lines.append(
+        f"every corrected bound held at every n: {results['all_bounds_hold']}; "
+        f"worst ratio {results['worst_bound_ratio']:.3g}; {results['seconds']:.1f} s"
+    )
     return "\n".join(lines)
 
 

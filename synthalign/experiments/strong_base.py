@@ -43,10 +43,11 @@ import torch
 
 import synthalign as sa
 from synthalign.bounds import centred_reward, world_constants
-from synthalign.classes import fit_over_class, perturbation_class
+from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
 from synthalign.metrics import average_over_prompts
-from synthalign.sweeps import check_bound
+from synthalign.stats import check_bound
+from synthalign.worlds.classes import perturbation_class
 
 NAME = "strong-base"
 SETTINGS = ("mu=pi0", "mu fixed")
@@ -134,8 +135,14 @@ def make_world(args: Args, mix: float, setting: str) -> sa.World:
     # The seed fixes pi* and the noises: pi0 interpolates between pi* and an independent
     # policy; "mu fixed" draws mu independently of pi* (behavior_mix = 1), the same for every m.
     return sa.World.random(
-        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale,
-        reference_mix=mix, behavior_mix=None if setting == "mu=pi0" else 1.0, seed=args.seed, device=args.device,
+        args.n_prompts,
+        args.n_responses,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        reference_mix=mix,
+        behavior_mix=None if setting == "mu=pi0" else 1.0,
+        seed=args.seed,
+        device=args.device,
     )
 
 
@@ -165,8 +172,15 @@ def run(args: Args) -> dict:
     reward_members = perturbation_class(reference_world, args.reward_class_size, args.radius, seed=args.seed + 11)
     policy_class = perturbation_class(reference_world, args.policy_class_size, args.radius, seed=args.seed + 2)
     replicates, delta = args.n_replicates, args.delta
-    results = {"n": args.n, "replicates": replicates, "mixes": list(args.reference_mixes), "delta": delta,
-               "class_size": policy_class.size, "reward_class_size": reward_members.size, "settings": {}}
+    results = {
+        "n": args.n,
+        "replicates": replicates,
+        "mixes": list(args.reference_mixes),
+        "delta": delta,
+        "class_size": policy_class.size,
+        "reward_class_size": reward_members.size,
+        "settings": {},
+    }
     for setting_index, setting in enumerate(SETTINGS):
         rows = []
         for mix_index, mix in enumerate(args.reference_mixes):
@@ -186,15 +200,25 @@ def run(args: Args) -> dict:
             policies = {name: fit.policy.logp for name, fit in fits.items()}
             policies["pi_rhat"] = reward_members.logp[fits["distill_pi0"].reward_index]
             constants = world_constants(
-                world.target.logp, world.behavior.logp, world.reference.logp, world.prompt_dist, world.gamma,
-                policy_class.logp, reward_members.logp, compute_c0=True,
+                world.target.logp,
+                world.behavior.logp,
+                world.reference.logp,
+                world.prompt_dist,
+                world.gamma,
+                policy_class.logp,
+                reward_members.logp,
+                compute_c0=True,
             )
-            row = {"mix": mix, "kl_target_reference": float(sa.forward_kl(world.target, world.reference)),
-                   "constants": dataclasses.asdict(constants),
-                   "bound_corrected": float(constants.bound("thm14", args.n, delta, corrected=True)),
-                   "bound_printed": float(constants.bound("thm14", args.n, delta, corrected=False)),
-                   "reward_exact": float((fits["distill_pi0"].reward_index == reward_members.target_index)
-                                         .double().mean())}
+            row = {
+                "mix": mix,
+                "kl_target_reference": float(sa.forward_kl(world.target, world.reference)),
+                "constants": dataclasses.asdict(constants),
+                "bound_corrected": float(constants.bound("thm14", args.n, delta, corrected=True)),
+                "bound_printed": float(constants.bound("thm14", args.n, delta, corrected=False)),
+                "reward_exact": float(
+                    (fits["distill_pi0"].reward_index == reward_members.target_index).double().mean()
+                ),
+            }
             for name, logp in policies.items():
                 forward = sa.forward_kl(world.target, sa.Policy(logp, world.prompt_dist))
                 squared = reward_error(world, logp)
@@ -205,8 +229,13 @@ def run(args: Args) -> dict:
                 }
                 if name == "distill_pi0":
                     # Thm 14 bounds distillation on π0's pairs: its (1 − δ)-quantile at this n.
-                    verdict = check_bound([args.n], squared[None, :], [row["bound_corrected"]], delta=delta,
-                                          label=f"corrected Thm 14 intermediate bound at mix {mix:g}")
+                    verdict = check_bound(
+                        [args.n],
+                        squared[None, :],
+                        [row["bound_corrected"]],
+                        delta=delta,
+                        label=f"corrected Thm 14 intermediate bound at mix {mix:g}",
+                    )
                     row["bound_verdict"] = verdict.to_dict()
             rows.append(row)
         worst = max(rows, key=lambda row: row["bound_verdict"]["worst_ratio"])
@@ -250,30 +279,44 @@ def plot(results: dict, args: Args) -> None:
         ax.set_title(f"{setting}: reference mix {rows[0]['mix']:g} -> {rows[-1]['mix']:g}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"n = {results['n']}, |Π| = {results['class_size']}, |ℛ| = {results['reward_class_size']}, "
-                 f"{results['replicates']} datasets", fontsize=10, y=1.02)
+    fig.suptitle(
+        f"n = {results['n']}, |Π| = {results['class_size']}, |ℛ| = {results['reward_class_size']}, "
+        f"{results['replicates']} datasets",
+        fontsize=10,
+        y=1.02,
+    )
     save_figure(fig, args, "strong-base.png")
 
 
 def summary(results: dict) -> str:
     """Per setting and mix: constants, errors, and the bound check."""
-    lines = [f"Strong base (Thm 14): n = {results['n']}, |Π| = {results['class_size']}, "
-             f"|ℛ| = {results['reward_class_size']}, {results['replicates']} datasets; mean forward KL ± s.e."]
+    lines = [
+        f"Strong base (Thm 14): n = {results['n']}, |Π| = {results['class_size']}, "
+        f"|ℛ| = {results['reward_class_size']}, {results['replicates']} datasets; mean forward KL ± s.e."
+    ]
     for setting, res in results["settings"].items():
         lines.append(f"[{setting}]")
-        lines.append(f"{'mix':>5} {'C_0':>7} {'C_ℛ':>6} | " + " | ".join(f"{name:^17}" for name in ESTIMATES)
-                     + f" | {'q(ΔR̄²)':>8} {'Thm14 bd':>9}")
+        lines.append(
+            f"{'mix':>5} {'C_0':>7} {'C_ℛ':>6} | "
+            + " | ".join(f"{name:^17}" for name in ESTIMATES)
+            + f" | {'q(ΔR̄²)':>8} {'Thm14 bd':>9}"
+        )
         for row in res["rows"]:
-            cells = " | ".join(f"{row[n]['forward_kl']['mean']:.4f} ± {row[n]['forward_kl']['se']:.4f}"
-                               for n in ESTIMATES)
+            cells = " | ".join(
+                f"{row[n]['forward_kl']['mean']:.4f} ± {row[n]['forward_kl']['se']:.4f}" for n in ESTIMATES
+            )
             k = row["constants"]
-            lines.append(f"{row['mix']:>5g} {k['C_0']:7.2f} {k['C_R']:6.2f} | {cells} | "
-                         f"{row['distill_pi0']['reward_error_quantile']:8.4f} {row['bound_corrected']:9.3g}")
+            lines.append(
+                f"{row['mix']:>5g} {k['C_0']:7.2f} {k['C_R']:6.2f} | {cells} | "
+                f"{row['distill_pi0']['reward_error_quantile']:8.4f} {row['bound_corrected']:9.3g}"
+            )
         gains = ", ".join(f"{n} x{g['ratio']:.2f} (z={g['z']:.1f})" for n, g in res["gain_first_to_last"].items())
         lines.append(f"   error at mix {res['rows'][-1]['mix']:g} / at mix {res['rows'][0]['mix']:g}: {gains}")
         v = res["bound_verdict"]
-        lines.append(f"   Thm 14 (corrected) held at every mix: {v['passed']}; worst quantile/bound "
-                     f"{v['worst_ratio']:.3g} at mix {v['worst_mix']:g}")
+        lines.append(
+            f"   Thm 14 (corrected) held at every mix: {v['passed']}; worst quantile/bound "
+            f"{v['worst_ratio']:.3g} at mix {v['worst_mix']:g}"
+        )
     lines.append(f"{results['seconds']:.1f} s")
     return "\n".join(lines)
 

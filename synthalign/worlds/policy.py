@@ -5,9 +5,8 @@ dimensions index replicates or class members) and, optionally, the prompt
 distribution over which divergences are averaged.  Log-space storage lets a
 response have probability exactly zero (log-probability -inf).
 
-The closed-form estimators of spec §2 live here too: the reward-induced policy,
-the RLHF optimum pi0 * exp(R / beta), and the reverse-KL optimum ("prior
-smoothing") pi0^(beta/(beta+gamma)) * exp(R / (beta+gamma)).
+The closed forms of spec §2 (pi_R, the RLHF and RKL optima) are
+`synthalign.theory.closed_forms`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive
+from synthalign._checks import as_tensor
 
 _NORMALIZATION_TOL = 1e-6
 
@@ -50,9 +49,7 @@ class Policy:
         if self.prompt_dist is not None:
             check_distribution(self.prompt_dist, "prompt_dist")
             if self.prompt_dist.shape[-1] != logp.shape[-2]:
-                raise ValueError(
-                    f"prompt_dist has {self.prompt_dist.shape[-1]} prompts but logp has {logp.shape[-2]}"
-                )
+                raise ValueError(f"prompt_dist has {self.prompt_dist.shape[-1]} prompts but logp has {logp.shape[-2]}")
 
     @classmethod
     def from_logits(cls, logits, prompt_dist: Tensor | None = None) -> Policy:
@@ -122,45 +119,3 @@ def as_logp(policy: Policy | Tensor, name: str = "policy") -> Tensor:
             raise ValueError(f"{name} contains NaN")
         return policy
     raise ValueError(f"{name} must be a Policy or a tensor of log-probabilities, got {type(policy).__name__}")
-
-
-def reward_policy(reward: Tensor, gamma: float, prompt_dist: Tensor | None = None) -> Policy:
-    """The LM induced by a reward, pi_R(a|x) ∝ exp(R(x,a)/gamma) (spec §1)."""
-    gamma = check_positive(gamma, "gamma")
-    reward = as_tensor(reward, "reward")
-    return Policy(torch.log_softmax(reward / gamma, dim=-1), prompt_dist)
-
-
-def rlhf_policy(reward: Tensor, reference: Policy | Tensor, beta: float) -> Policy:
-    """Closed-form RLHF optimum (eq. 1 / spec §2): p ∝ pi0 · exp(R / beta), beta > 0."""
-    beta = check_positive(beta, "beta")
-    reward = as_tensor(reward, "reward")
-    ref = as_logp(reference, "reference")
-    prompt_dist = reference.prompt_dist if isinstance(reference, Policy) else None
-    return Policy(_normalize(ref + reward / beta), prompt_dist)
-
-
-def rkl_policy(reward: Tensor, reference: Policy | Tensor, gamma: float, beta: float) -> Policy:
-    """Closed-form reverse-KL optimum of eq. 15 ("prior smoothing", spec §2).
-
-    Minimizing -p·r - gamma H(p) + beta KL(p || p0) gives
-    p ∝ p0^(beta/(beta+gamma)) · exp(r / (beta+gamma)); at beta = 0 this is the
-    reward-induced policy pi_R.  Responses with p0 = 0 keep probability 0 when
-    beta > 0 (0^alpha = 0), and are free at beta = 0 (p0^0 = 1).
-    """
-    gamma = check_positive(gamma, "gamma")
-    beta = check_positive(beta, "beta", allow_zero=True)
-    reward = as_tensor(reward, "reward")
-    ref = as_logp(reference, "reference")
-    prompt_dist = reference.prompt_dist if isinstance(reference, Policy) else None
-    if beta == 0.0:
-        logits = reward / gamma + torch.zeros_like(ref)
-    else:
-        alpha = beta / (beta + gamma)
-        # alpha * (-inf) = -inf for alpha > 0: zero-probability responses stay at zero.
-        logits = alpha * ref + reward / (beta + gamma)
-    return Policy(_normalize(logits), prompt_dist)
-
-
-def _normalize(logits: Tensor) -> Tensor:
-    return torch.log_softmax(logits, dim=-1)

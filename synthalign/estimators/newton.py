@@ -1,210 +1,29 @@
-"""Estimators batched over replicate datasets: closed forms, a Newton solver, and finite-class argmins.
+"""A batched damped Newton solver over tabular softmax logits [R, X, A].
 
-* Closed forms where the math gives one (spec §2): RKL's prior smoothing,
-  RLHF's pi0 · exp(R / beta), the forward-KL estimator pi_R.
-* A batched damped Newton solver in torch for every other objective, over
-  tabular softmax logits [R, X, A].  Every objective here is separable across
-  prompts, so the Hessian is block-diagonal with one A × A block per
-  (replicate, prompt); all blocks are built and solved at once.
-* The argmin over an explicit finite class of K policies (the theorems'
-  setting, A1): one product of the data's counts with the per-cell losses.
+Every objective here is separable across prompts, so the Hessian is
+block-diagonal with one A × A block per (replicate, prompt); all blocks are built
+and solved at once.  The objective and its derivatives come from
+`synthalign.evaluate` (the one binding of an objective's inputs).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import Tensor
 
-from synthalign._checks import broadcast_shape, check_positive
-from synthalign.data import PairData, PreferenceData
-from synthalign.evaluate import data_weights, make_context, per_prompt_loss
+from synthalign._checks import broadcast_shape
+from synthalign.evaluate import EvalContext, per_prompt_loss
 from synthalign.metrics import kl_per_prompt
-from synthalign.policies import Policy, as_logp
-from synthalign.registry import EvalContext, Objective, get_objective
+from synthalign.registry.protocol import Objective
 
 _LINE_SEARCH_STEPS = 12
 _ARMIJO = 1e-4
-_LOGIT_FLOOR = -1e3
-_CELL_BUDGET = 2**24  # elements per chunk of per-replicate cell losses in argmin_over_class (128 MiB in float64)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class FitResult:
-    """What `fit` returns.
-
-    Attributes:
-      policy: the fitted policies, batch [R].
-      objective: objective name.
-      beta: KL weight used.
-      method: "closed_form" or "newton".
-      converged: [R] bool: for every prompt the gradient is below `tol` or the Newton
-        decrement is at float resolution (always True for closed forms).
-      iterations: Newton iterations run (0 for closed forms).
-      grad_norm: [R] largest absolute gradient entry at the end.
-      separable: [R, X] bool for labelled-pair objectives: the comparison graph of
-        prompt x is not strongly connected (some response unobserved, or a group
-        of responses never loses to the rest).  A logistic-type loss (PMLE, DPO,
-        reward model) then has no finite minimizer at beta = 0 without a ridge:
-        the logits fitted there grow until the gradient falls below `tol`.
-      reward: for a reward-model objective (`fits_reward`), R̂ = gamma · (centred
-        log-probabilities), [R, X, A].
-      loss: [R] the objective (without the ridge) at the fitted policy.
-    """
-
-    policy: Policy
-    objective: str
-    beta: float
-    method: str
-    converged: Tensor
-    iterations: int
-    grad_norm: Tensor
-    separable: Tensor | None
-    reward: Tensor | None
-    loss: Tensor
-
-
-def comparison_graph_separable(counts: Tensor) -> Tensor:
-    """[R, X] bool: the directed win graph of each prompt is not strongly connected.
-
-    Zermelo/Ford condition: the Bradley–Terry likelihood has a finite maximizer
-    iff, for every split of the responses into two groups, each group beats the
-    other at least once.  Computed by boolean transitive closure (log2 A matrix
-    products).
-    """
-    A = counts.shape[-1]
-    reach = (counts > 0) | torch.eye(A, dtype=torch.bool, device=counts.device)
-    for _ in range(max(1, math.ceil(math.log2(A)))):
-        reach_f = reach.to(torch.float32)
-        reach = (reach_f @ reach_f) > 0
-    return ~reach.all(dim=(-1, -2))
-
-
-def _resolve_reward(obj: Objective, data, reward, reward_ridge: float) -> Tensor | None:
-    if not obj.needs_reward or reward is not None:
-        return reward
-    if data.is_population:
-        return data.world.true_reward
-    if not isinstance(data, PreferenceData):
-        raise ValueError(f"objective {obj.name!r} needs a reward; pass reward=... (unlabelled pairs cannot fit one)")
-    return fit_reward_model(data, ridge=reward_ridge).reward
-
-
-def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> FitResult:
-    """Tabular Bradley–Terry maximum likelihood (eq. 9), batched over replicates.
-
-    Decision (spec §5): a tiny ridge keeps R̂ finite on separable data.  It is
-    (ridge/2) Σ_x Σ_a (R(x,a) − mean_a R(x,·))²/gamma² on the *summed* loss
-    (see `fit`), so its pull vanishes as 1/n and R̂ stays consistent.  The
-    returned `reward` is centred per prompt.
-    """
-    return fit("reward_model", data, ridge=ridge, **kwargs)
-
-
-def fit(
-    objective: str | Objective,
-    data: PreferenceData | PairData,
-    *,
-    beta: float = 0.0,
-    reward: Tensor | None = None,
-    ridge: float = 0.0,
-    reward_ridge: float = 1e-2,
-    init: Tensor | None = None,
-    max_iter: int = 100,
-    tol: float | None = None,
-    **params,
-) -> FitResult:
-    """Fits a tabular softmax policy to every replicate of `data` at once.
-
-    Args:
-      objective: a registered name ("pmle", "dpo", "rkl", ...) or an `Objective`.
-      data: labelled `PreferenceData` (counts or population law) or unlabelled `PairData`.
-      beta: weight of KL(pi ‖ pi0), >= 0.
-      reward: R̂ [X, A] or [R, X, A] for objectives that need one; when omitted it
-        is fitted on `data` by `fit_reward_model(ridge=reward_ridge)` (the true
-        reward for the population law).
-      ridge: (ridge/2) Σ_x Σ_a (theta_xa − mean_a theta_x)² added to the summed
-        loss, i.e. divided by the replicate's total weight (n for counts, 1 for
-        the population law) in the mean loss: a pull worth `ridge` pseudo-pairs
-        that vanishes as n grows.  It keeps logistic-type fits finite on
-        separable data.
-      init: initial logits [X, A] or [R, X, A]; default pi0's log-probabilities
-        (clipped at −1000, i.e. probability 0 in float64), and zeros for a
-        reward-model objective (`fits_reward`).
-      max_iter, tol: Newton iteration cap and gradient tolerance (default 1e-10
-        in float64, 1e-5 in float32).
-      **params: the objective's hyper-parameters (e.g. tau for IPO).
-    """
-    obj = get_objective(objective)
-    beta = check_positive(beta, "beta", allow_zero=True)
-    ridge = check_positive(ridge, "ridge", allow_zero=True)
-    if not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    world = data.world
-    resolved = obj.resolve_params(params)
-    reward = _resolve_reward(obj, data, reward, reward_ridge)
-    ctx = make_context(obj, world, reward, resolved)
-    pair_weight, prompt_weight, total = data_weights(obj, data)
-    separable = None
-    if obj.data == "preferences" and pair_weight is not None:
-        separable = comparison_graph_separable(pair_weight)
-
-    if obj.closed_form is not None and ridge == 0.0:
-        policy = obj.closed_form(ctx.reward, world, beta, resolved)
-        logp = policy.logp.expand(data.replicates, *policy.logp.shape[-2:]) if policy.logp.dim() == 2 else policy.logp
-        loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
-        ones = torch.ones(logp.shape[0], dtype=torch.bool, device=logp.device)
-        return FitResult(
-            policy=Policy(logp, world.prompt_dist),
-            objective=obj.name,
-            beta=beta,
-            method="closed_form",
-            converged=ones,
-            iterations=0,
-            grad_norm=torch.zeros(logp.shape[0], dtype=logp.dtype, device=logp.device),
-            separable=separable,
-            reward=None,
-            loss=loss,
-        )
-
-    dtype = data.counts.dtype
-    if tol is None:
-        tol = 1e-10 if dtype == torch.float64 else 1e-5
-    tol = check_positive(tol, "tol", allow_zero=True)
-    shape = (data.replicates, world.n_prompts, world.n_responses)
-    if init is None:
-        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.fits_reward else world.reference.logp
-    else:
-        start = torch.as_tensor(init, dtype=dtype, device=world.device)
-    theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
-    step_cap = 4.0 * max(1.0, 1.0 / world.gamma)  # a trust region: logits move on the scale 1/gamma
-    problem = _Problem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
-    theta, iterations, grad, converged = problem.newton(theta, max_iter=max_iter, tol=tol)
-    logp = torch.log_softmax(theta, dim=-1)
-    grad_norm = grad.abs().amax(dim=(-1, -2))
-    with torch.no_grad():
-        loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
-    fitted_reward = None
-    if obj.fits_reward:
-        fitted_reward = world.gamma * (logp - logp.mean(dim=-1, keepdim=True))
-    return FitResult(
-        policy=Policy(logp, world.prompt_dist),
-        objective=obj.name,
-        beta=beta,
-        method="newton",
-        converged=converged.all(dim=-1),
-        iterations=iterations,
-        grad_norm=grad_norm,
-        separable=separable,
-        reward=fitted_reward,
-        loss=loss,
-    )
 
 
 @dataclasses.dataclass
-class _Problem:
+class NewtonProblem:
     """The batched per-(replicate, prompt) objective and its exact derivatives in the logits."""
 
     obj: Objective
@@ -426,84 +245,3 @@ def _newton_direction(grad: Tensor, hess: Tensor) -> Tensor:
         direction[failed] = -(vectors @ (inverse * coeff).unsqueeze(-1)).squeeze(-1)
     direction = torch.where(torch.isfinite(direction), direction, torch.zeros_like(direction))
     return direction - direction.mean(dim=-1, keepdim=True)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ClassFit:
-    """Argmin over a finite class: `index` [R], `policy` (batch [R]) and the losses [R, K]."""
-
-    index: Tensor
-    policy: Policy
-    losses: Tensor
-
-
-def argmin_over_class(
-    objective: str | Objective,
-    data: PreferenceData | PairData,
-    candidates: Policy | Tensor,
-    *,
-    beta: float = 0.0,
-    reward: Tensor | None = None,
-    reward_ridge: float = 1e-2,
-    chunk_size: int = 4096,
-    **params,
-) -> ClassFit:
-    """pi_hat = argmin over the K candidates of the empirical objective, for every replicate (A1's setting).
-
-    With a reward shared by all replicates the losses are one matrix product,
-    counts [R, cells] @ per-cell losses [cells, K]; with a per-replicate reward
-    [R, X, A] they are an einsum.  Candidates are processed `chunk_size` at a
-    time so memory stays O(chunk_size × cells) (with a per-replicate reward the
-    chunk shrinks so that chunk × R × cells stays near 2^24 elements).  A cell of positive weight
-    where a candidate's loss is +inf makes that candidate's loss +inf.
-    """
-    obj = get_objective(objective)
-    beta = check_positive(beta, "beta", allow_zero=True)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    logp_all = as_logp(candidates, "candidates").to(data.counts.dtype)
-    world = data.world
-    if logp_all.dim() != 3 or logp_all.shape[-2:] != (world.n_prompts, world.n_responses):
-        raise ValueError(
-            f"candidates must have shape [K, {world.n_prompts}, {world.n_responses}], got {tuple(logp_all.shape)}"
-        )
-    reward = _resolve_reward(obj, data, reward, reward_ridge)
-    ctx = make_context(obj, world, reward, obj.resolve_params(params))
-    pair_weight, prompt_weight, total = data_weights(obj, data)
-    per_replicate_reward = ctx.reward is not None and ctx.reward.dim() == 3
-    R = data.replicates
-    if per_replicate_reward:
-        # Cells then depend on the replicate: keep a chunk's [chunk, R, X, A, A] tensors near
-        # _CELL_BUDGET elements whatever R is.
-        cells = R * world.n_prompts * world.n_responses**2
-        chunk_size = max(1, min(chunk_size, _CELL_BUDGET // cells))
-    chunks = []
-    for start in range(0, logp_all.shape[0], chunk_size):
-        logp = logp_all[start : start + chunk_size]
-        if per_replicate_reward:
-            # [K, R, X, A] policies against [R, ...] rewards: cells depend on the replicate.
-            expanded = logp.unsqueeze(1)
-            losses = per_prompt_loss(obj, expanded, pair_weight, prompt_weight, ctx, beta).sum(-1)
-            chunks.append((losses / total).transpose(0, 1))
-            continue
-        unit_ctx = ctx
-        if obj.kind == "pair":
-            cell_loss = obj.pair_values(logp, unit_ctx, None).reshape(logp.shape[0], -1)  # [K, cells]
-            pair_part = _weighted_matmul(pair_weight.reshape(R, -1), cell_loss)
-        else:
-            prompt_loss = obj.prompt_values(logp, unit_ctx)  # [K, X]
-            pair_part = _weighted_matmul(prompt_weight, prompt_loss)
-        if beta > 0:
-            pair_part = pair_part + beta * _weighted_matmul(prompt_weight, kl_per_prompt(logp, ctx.ref_logp))
-        chunks.append(pair_part / total.unsqueeze(-1))
-    losses = torch.cat(chunks, dim=-1)
-    index = losses.argmin(dim=-1)
-    return ClassFit(index=index, policy=Policy(logp_all[index], world.prompt_dist), losses=losses)
-
-
-def _weighted_matmul(weight: Tensor, values: Tensor) -> Tensor:
-    """weight [R, C] @ values[K, C]ᵀ where 0 · inf counts as 0 and w > 0 at an inf makes the row inf."""
-    finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
-    out = weight @ finite.transpose(0, 1)
-    infinite = ((weight > 0).to(values.dtype) @ (values == float("inf")).to(values.dtype).transpose(0, 1)) > 0
-    return torch.where(infinite, torch.full_like(out, float("inf")), out)

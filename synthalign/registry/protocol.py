@@ -1,4 +1,4 @@
-"""The objective protocol: what an objective needs and how it is evaluated on a tabular policy.
+"""The objective protocol: what an objective needs and what it declares about itself, and registries of them.
 
 An `Objective` wraps a pure loss function (see `synthalign.objectives`) with the
 data it needs.  Two kinds exist:
@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor
 
-from synthalign import objectives as losses
 from synthalign._checks import safe_log_ratio
-from synthalign.policies import Policy, reward_policy, rkl_policy, rlhf_policy
 
 PAIR_INPUTS = (
     "logp_chosen",
@@ -83,6 +81,10 @@ class Objective:
       fits_reward: the fitted logits are a reward model, R = gamma · logits:
         `fit` starts from R = 0 instead of pi0 and returns the centred
         reward as `FitResult.reward`.
+      example_params: hyper-parameter values for the hyper-parameters without a
+        default, used by the conformance suite when none are given.
+      known_failures: {check name: reason} for conformance checks known to fail,
+        run as strict xfails by `parametrize_with_checks`.
     """
 
     name: str
@@ -98,6 +100,8 @@ class Objective:
     expected_minimizer: Callable | None = None
     swap_symmetry: str | None = None
     fits_reward: bool = False
+    example_params: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def needs_reward(self) -> bool:
@@ -202,7 +206,71 @@ def _reward_margin(reward: Tensor) -> Tensor:
     return safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))
 
 
-_REGISTRY: dict[str, Objective] = {}
+class Registry:
+    """A name → `Objective` table.
+
+    `DEFAULT_REGISTRY` holds synthalign's objectives and is what `objective` fills and
+    `get_objective` reads; a user can make their own (``reg = Registry()``, then
+    ``@reg.objective("mine")``) and pass its objectives to `fit` and the checks directly.
+
+    Registering a name again replaces the entry when the new objective comes from
+    code outside synthalign (re-running a notebook cell redefines the objective, as
+    it redefines a function); taking over the name of one of synthalign's own
+    objectives needs ``replace=True``.
+    """
+
+    def __init__(self, objectives: Iterable[Objective] = ()):
+        self._objectives: dict[str, Objective] = {}
+        for obj in objectives:
+            self.register(obj)
+
+    def register(self, obj: Objective, *, replace: bool = False) -> Objective:
+        if not isinstance(obj, Objective):
+            raise ValueError(f"obj must be an Objective, got {type(obj).__name__}")
+        current = self._objectives.get(obj.name)
+        if current is not None and not replace and _is_builtin(current) and current.fn is not obj.fn:
+            raise ValueError(
+                f"{obj.name!r} names one of synthalign's objectives; pass replace=True to take the name over"
+            )
+        self._objectives[obj.name] = obj
+        return obj
+
+    def objective(self, name: str | None = None, **declaration) -> Callable[[Callable], Objective]:
+        """The `objective` decorator, registering here."""
+        return objective(name, registry=self, **declaration)
+
+    def get(self, objective: str | Objective) -> Objective:
+        """The objective of that name (or the objective itself)."""
+        if isinstance(objective, Objective):
+            return objective
+        if not isinstance(objective, str):
+            raise ValueError(f"objective must be a name or an Objective, got {type(objective).__name__}")
+        if objective not in self._objectives:
+            raise ValueError(f"unknown objective {objective!r}; known: {', '.join(sorted(self._objectives))}")
+        return self._objectives[objective]
+
+    def names(self) -> list[str]:
+        return sorted(self._objectives)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._objectives
+
+    def __iter__(self) -> Iterator[Objective]:
+        return iter(self._objectives.values())
+
+    def __len__(self) -> int:
+        return len(self._objectives)
+
+    def __repr__(self) -> str:
+        return f"Registry({len(self)} objectives)"
+
+
+def _is_builtin(obj: Objective) -> bool:
+    return getattr(obj.fn, "__module__", "").startswith("synthalign.")
+
+
+DEFAULT_REGISTRY = Registry()
+"""synthalign's objectives, and every objective registered with `objective`."""
 
 
 def objective(
@@ -216,21 +284,21 @@ def objective(
     expected_minimizer: Callable | None = None,
     swap_symmetry: str | None = None,
     fits_reward: bool = False,
+    example_params: Mapping[str, object] | None = None,
+    known_failures: Mapping[str, str] | None = None,
     register: bool = True,
     replace: bool = False,
+    registry: Registry | None = None,
 ) -> Callable[[Callable], Objective]:
     """Decorator turning a loss function into an `Objective` (and registering it by name).
 
     The function's positional parameters must be input names (see module
     docstring); keyword-only parameters other than `gamma` are hyper-parameters
     (a parameter without a default must then be given to `fit`/`population_loss`).
+    The objective goes into `registry` (default `DEFAULT_REGISTRY`) unless
+    `register=False`.
     """
-    if data not in DATA_KINDS:
-        raise ValueError(f"data must be one of {DATA_KINDS}, got {data!r}")
-    if swap_symmetry not in (None, "likelihood", "loss"):
-        raise ValueError(f"swap_symmetry must be 'likelihood', 'loss' or None, got {swap_symmetry!r}")
-    if consistent not in (None, True, False):
-        raise ValueError(f"consistent must be True, False or None, got {consistent!r}")
+    _check_declaration(data, swap_symmetry, consistent)
 
     def wrap(fn: Callable) -> Objective:
         signature = inspect.signature(fn)
@@ -247,17 +315,13 @@ def objective(
                     f"objective {fn.__name__!r}: parameter {param.name!r} is not an input "
                     f"({', '.join(allowed)}) nor a keyword-only hyper-parameter"
                 )
-        if kind == "prompt" and data != "prompts":
-            raise ValueError(f"objective {fn.__name__!r} takes the whole policy (logp): use data='prompts'")
-        if kind == "pair" and data == "prompts":
-            raise ValueError(f"objective {fn.__name__!r} takes pairs: use data='preferences' or 'pairs'")
-        obj = Objective(
-            name=name or fn.__name__,
-            fn=fn,
-            kind=kind,
-            data=data,
-            inputs=tuple(inputs),
-            params=params,
+        obj = _make(
+            name or fn.__name__,
+            fn,
+            kind,
+            data,
+            inputs,
+            params,
             closed_form=closed_form,
             reference=reference,
             margin_derivatives=margin_derivatives,
@@ -265,224 +329,112 @@ def objective(
             expected_minimizer=expected_minimizer,
             swap_symmetry=swap_symmetry,
             fits_reward=fits_reward,
+            example_params=dict(example_params or {}),
+            known_failures=dict(known_failures or {}),
         )
-        if data == "pairs" and not obj.needs_reward:
-            raise ValueError(f"objective {obj.name!r} uses unlabelled pairs, so it must take a reward input")
         if register:
-            if obj.name in _REGISTRY and not replace:
-                raise ValueError(f"an objective named {obj.name!r} is already registered (pass replace=True)")
-            _REGISTRY[obj.name] = obj
+            (registry if registry is not None else DEFAULT_REGISTRY).register(obj, replace=replace)
         return obj
 
     return wrap
 
 
+# Keyword-only parameters of a pure loss (`synthalign.objectives`) that the framework sets itself.
+_FRAMEWORK_KEYWORDS = ("weight", "reduction")
+# Lengths of the two responses: 1 on a finite world, where a response is one token.
+_LENGTH_KEYWORDS = ("length_chosen", "length_rejected")
+
+
+def objective_from_loss(
+    loss: Callable[..., Tensor],
+    name: str,
+    *,
+    rename: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+    register: bool = True,
+    **declaration,
+) -> Objective:
+    """A pair objective generated from a pure loss's own signature (``loss(logp_chosen, ..., *, gamma, ...,
+    weight=None, reduction="mean")``), called with ``reduction="none"``.
+
+    Inputs are the positional parameters without a default (a positional parameter
+    defaulting to None is an input the loss can do without, such as SimPO's
+    reference log-probabilities, and is not bound) plus `gamma`; `weight`,
+    `reduction` and the response lengths are the framework's; every other
+    keyword-only parameter is a hyper-parameter with the loss's default.  `rename`
+    maps a loss parameter to its hyper-parameter name where the loss's name is an
+    input name of the protocol (SimPO's `target_margin`).  `declaration` holds the
+    `objective` decorator's facts (`consistent`, `expected_minimizer`, ...).
+    """
+    rename = dict(rename or {})
+    signature = inspect.signature(loss)
+    inputs, params = [], {}
+    for param in signature.parameters.values():
+        if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            if param.default is inspect.Parameter.empty:
+                if param.name not in PAIR_INPUTS:
+                    raise ValueError(f"loss {loss.__name__!r}: input {param.name!r} is not one of {PAIR_INPUTS}")
+                inputs.append(param.name)
+        elif param.kind == inspect.Parameter.KEYWORD_ONLY:
+            if param.name == "gamma":
+                inputs.append("gamma")
+            elif param.name not in _FRAMEWORK_KEYWORDS + _LENGTH_KEYWORDS:
+                default = None if param.default is inspect.Parameter.empty else param.default
+                params[rename.get(param.name, param.name)] = default
+    to_loss = {new: old for old, new in rename.items()}
+
+    def fn(**kwargs):
+        return loss(**{to_loss.get(key, key): value for key, value in kwargs.items()}, reduction="none")
+
+    fn.__module__ = loss.__module__
+    fn.__name__ = fn.__qualname__ = f"{name}_objective"
+    fn.__doc__ = loss.__doc__
+    data = declaration.pop("data", "preferences")
+    _check_declaration(data, declaration.get("swap_symmetry"), declaration.get("consistent"))
+    declaration.setdefault("reference", f"{loss.__module__}.{loss.__name__}")
+    obj = _make(name, fn, "pair", data, inputs, params, **declaration)
+    if register:
+        (registry if registry is not None else DEFAULT_REGISTRY).register(obj)
+    return obj
+
+
+def _check_declaration(data, swap_symmetry, consistent) -> None:
+    if data not in DATA_KINDS:
+        raise ValueError(f"data must be one of {DATA_KINDS}, got {data!r}")
+    if swap_symmetry not in (None, "likelihood", "loss"):
+        raise ValueError(f"swap_symmetry must be 'likelihood', 'loss' or None, got {swap_symmetry!r}")
+    if consistent not in (None, True, False):
+        raise ValueError(f"consistent must be True, False or None, got {consistent!r}")
+
+
+def _make(name, fn, kind, data, inputs, params, **declaration) -> Objective:
+    if kind == "prompt" and data != "prompts":
+        raise ValueError(f"objective {name!r} takes the whole policy (logp): use data='prompts'")
+    if kind == "pair" and data == "prompts":
+        raise ValueError(f"objective {name!r} takes pairs: use data='preferences' or 'pairs'")
+    obj = Objective(name=name, fn=fn, kind=kind, data=data, inputs=tuple(inputs), params=params, **declaration)
+    if data == "pairs" and not obj.needs_reward:
+        raise ValueError(f"objective {obj.name!r} uses unlabelled pairs, so it must take a reward input")
+    return obj
+
+
 def get_objective(objective: str | Objective) -> Objective:
-    """The registered objective of that name (or the objective itself)."""
-    if isinstance(objective, Objective):
-        return objective
-    if objective not in _REGISTRY:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[objective]
+    """The objective of that name in `DEFAULT_REGISTRY` (or the objective itself)."""
+    return DEFAULT_REGISTRY.get(objective)
 
 
 def list_objectives() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-# ------------------------------------------------------------------ built-in objectives
-
-
-def _logistic_derivatives(margin: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """d/dΔ and d²/dΔ² of −ln σ(m) with m = scale · Δ + const."""
-    neg = torch.sigmoid(-margin)
-    return -scale * neg, scale * scale * neg * torch.sigmoid(margin)
-
-
-def _pmle_derivatives(logp_chosen, logp_rejected, *, gamma):
-    return _logistic_derivatives(gamma * safe_log_ratio(logp_chosen, logp_rejected), gamma)
-
-
-@objective(
-    "reward_model",
-    reference="eq. 9",
-    margin_derivatives=_pmle_derivatives,
-    consistent=True,
-    swap_symmetry="likelihood",
-    fits_reward=True,
-)
-def _reward_model(logp_chosen, logp_rejected, *, gamma):
-    # The tabular reward model is parameterized as R = gamma * logits, so its
-    # margin R(a+) - R(a-) = gamma * ln[pi_R(a+)/pi_R(a-)]: eq. 9 is PMLE on pi_R.
-    return losses.pmle_loss(logp_chosen, logp_rejected, gamma=gamma, reduction="none")
-
-
-@objective(
-    "pmle", reference="eq. 4/5", margin_derivatives=_pmle_derivatives, consistent=True, swap_symmetry="likelihood"
-)
-def _pmle(logp_chosen, logp_rejected, *, gamma):
-    return losses.pmle_loss(logp_chosen, logp_rejected, gamma=gamma, reduction="none")
-
-
-def _distillation_derivatives(logp_chosen, logp_rejected, target_margin, *, gamma):
-    # d/dm KL(Bern(σ(t)) ‖ Bern(σ(m))) = σ(m) − σ(t), d²/dm² = σ(m)σ(−m), m = γΔ.
-    margin = gamma * safe_log_ratio(logp_chosen, logp_rejected)
-    first = gamma * (torch.sigmoid(margin) - torch.sigmoid(target_margin))
-    return first, gamma * gamma * torch.sigmoid(margin) * torch.sigmoid(-margin)
-
-
-@objective(
-    "distillation",
-    data="pairs",
-    reference="eq. 11/12",
-    margin_derivatives=_distillation_derivatives,
-    consistent=True,
-    swap_symmetry="loss",
-)
-def _distillation(logp_chosen, logp_rejected, target_margin, *, gamma):
-    return losses.distillation_loss(logp_chosen, logp_rejected, target_margin, gamma=gamma, reduction="none")
-
-
-def _tilted_reference(world, log_tilt: Tensor) -> Policy:
-    return Policy(torch.log_softmax(world.reference.logp + log_tilt, dim=-1), world.prompt_dist)
-
-
-def _dpo_minimizer(reward, world, beta, params) -> Policy:
-    """DPO's population minimizer (beta = 0, mu of full support): pi ∝ pi0 · pi*.
-
-    DPO is logistic in gamma (u(a⁺) − u(a⁻)) with u = ln pi − ln pi0 while the labels
-    follow σ(gamma ln[pi*(a)/pi*(b)]); matching the margins on every pair gives
-    u = ln pi* + c(x).
-    """
-    return _tilted_reference(world, world.target.logp)
-
-
-def _ipo_minimizer(reward, world, beta, params) -> Policy:
-    """IPO's population minimizer: pi ∝ pi0 · exp((2 P*(a ≻ mu) − 1)/(2 tau)), P*(a ≻ mu) = E_{b~mu} P*(a ≻ b).
-
-    With u = ln pi − ln pi0 and c = 1/(2 tau), setting the derivative in u_a of
-    Σ_{a,b} mu(a) mu(b) [P_ab (u_a − u_b − c)² + P_ba (u_b − u_a − c)²] to zero and
-    using P_ab + P_ba = 1 gives u_a − E_mu u = c (2 P(a ≻ mu) − 1).
-    """
-    from synthalign.data import preference_matrix
-
-    win = torch.einsum("xab,xb->xa", preference_matrix(world), world.behavior.probs)
-    return _tilted_reference(world, (2.0 * win - 1.0) / (2.0 * params["tau"]))
-
-
-def _rebel_minimizer(reward, world, beta, params) -> Policy:
-    """REBEL's minimizer: pi ∝ pi0 · exp(eta R̂); the squared loss is 0 when h(a, b) = eta (R̂(a) − R̂(b))."""
-    return _tilted_reference(world, params["eta"] * reward)
-
-
-def _dpo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
-    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
-    return _logistic_derivatives(gamma * h, gamma)
-
-
-@objective(
-    "dpo",
-    reference="eq. 6",
-    margin_derivatives=_dpo_derivatives,
-    consistent=False,
-    expected_minimizer=_dpo_minimizer,
-    swap_symmetry="likelihood",
-)
-def _dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
-    return losses.dpo_loss(
-        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma=gamma, reduction="none"
-    )
-
-
-def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
-    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
-    residual = h - 1.0 / (2.0 * tau)
-    return 2.0 * residual, torch.full_like(residual, 2.0)
-
-
-@objective(
-    "ipo",
-    reference="Azar et al. 2024, arXiv 2310.12036",
-    margin_derivatives=_ipo_derivatives,
-    consistent=False,
-    expected_minimizer=_ipo_minimizer,
-)
-def _ipo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
-    return losses.ipo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, tau=tau, reduction="none")
-
-
-def _rebel_derivatives(
-    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0
-):
-    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
-    residual = h - eta * safe_log_ratio(reward_chosen, reward_rejected)
-    return 2.0 * residual, torch.full_like(residual, 2.0)
-
-
-@objective(
-    "rebel",
-    reference="eq. 10",
-    margin_derivatives=_rebel_derivatives,
-    consistent=False,
-    expected_minimizer=_rebel_minimizer,
-    swap_symmetry="loss",
-)
-def _rebel(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0):
-    return losses.rebel_loss(
-        logp_chosen,
-        logp_rejected,
-        ref_logp_chosen,
-        ref_logp_rejected,
-        reward_chosen,
-        reward_rejected,
-        eta=eta,
-        reduction="none",
-    )
-
-
-def _rkl_closed_form(reward, world, beta, params):
-    return rkl_policy(reward, world.reference, world.gamma, beta)
-
-
-def _rlhf_closed_form(reward, world, beta, params):
-    if beta <= 0:
-        raise ValueError("RLHF's optimum needs beta > 0 (at beta = 0 it is the argmax of the reward)")
-    return rlhf_policy(reward, world.reference, beta)
-
-
-@objective("rkl", data="prompts", closed_form=_rkl_closed_form, reference="eq. 15", consistent=True)
-def _rkl(logp, reward, *, gamma):
-    return losses.rkl_loss(logp, reward, gamma=gamma, reduction="none")
-
-
-@objective("rlhf", data="prompts", closed_form=_rlhf_closed_form, reference="eq. 1", consistent=False)
-def _rlhf(logp, reward):
-    return losses.rlhf_loss(logp, reward, beta=0.0, reduction="none")
-
-
-def _forward_kl_closed_form(reward, world, beta, params):
-    if beta != 0:
-        raise ValueError("the forward-KL estimator is defined at beta = 0 only")
-    return reward_policy(reward, world.gamma)
-
-
-@objective(
-    "forward_kl",
-    data="prompts",
-    closed_form=_forward_kl_closed_form,
-    reference="spec §2, last note",
-    consistent=True,
-)
-def _forward_kl(logp, reward, *, gamma):
-    # KL(pi_R ‖ pi) up to a constant: −Σ_a pi_R(a) ln pi(a), with pi_R ∝ exp(R/gamma).
-    target = torch.softmax(reward / gamma, dim=-1)
-    return -torch.where(target > 0, target * logp, torch.zeros_like(logp)).sum(dim=-1)
+    """The names in `DEFAULT_REGISTRY`, sorted."""
+    return DEFAULT_REGISTRY.names()
 
 
 __all__ = [
+    "DEFAULT_REGISTRY",
     "EvalContext",
     "Objective",
+    "Registry",
     "get_objective",
     "list_objectives",
     "objective",
+    "objective_from_loss",
 ]

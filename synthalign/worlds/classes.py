@@ -1,18 +1,19 @@
-"""Finite policy classes that contain pi* (A1), and the argmin estimators over them (spec §3–4).
+"""Finite policy classes that contain pi* (A1) (spec §3–4).
 
 The theorems of spec §4 are about an estimator pi_hat = argmin over a finite
 class Π of an empirical objective, with π* ∈ Π (A1), and, for distillation and
 RKL, a reward R̂ = argmin over a finite reward class ℛ of the Bradley–Terry loss
 (eq. 9) whose induced policies 𝒫_γ(ℛ) lie in Π (A5).  This module builds such
-classes and runs those two-stage estimators:
+classes:
 
 * `perturbation_class`: π* with its logits perturbed at a chosen radius (seeded);
 * `grid_class`: π* tilted along a few directions on a grid of step sizes (a
   direction ln q − ln π* moves π* toward a policy q, e.g. toward μ);
 * `list_class`: a user-given list of policies, with π* added if missing;
 * `reward_class`: the reward-induced class 𝒫_γ(ℛ) = {π_R ∝ e^{R/γ} : R ∈ ℛ};
-* `union_class`: Π ∪ Π' (e.g. 𝒫_γ(ℛ) ∪ extra members, so that A5 holds);
-* `fit_over_class`: the theorems' estimators for every replicate of a dataset.
+* `union_class`: Π ∪ Π' (e.g. 𝒫_γ(ℛ) ∪ extra members, so that A5 holds).
+
+The theorems' estimators over such classes are `synthalign.estimators.finite_class`'s.
 
 A class is a `PolicyClass`: a `Policy` with batch [K] (so every metric and
 `argmin_over_class` take it directly) that also records where π* is
@@ -36,15 +37,11 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
-from synthalign.data import PairData, PreferenceData
-from synthalign.estimators import argmin_over_class
-from synthalign.policies import Policy
-from synthalign.registry import Objective, get_objective
+from synthalign.worlds.policy import Policy
+from synthalign.worlds.tabular import World
 
 __all__ = [
-    "ClassEstimate",
     "PolicyClass",
-    "fit_over_class",
     "grid_class",
     "list_class",
     "perturbation_class",
@@ -121,8 +118,6 @@ class PolicyClass(Policy):
 
 def _target_logp(target) -> tuple[Tensor, Tensor | None]:
     """(ln π* [X, A], D or None) from a World, a single Policy, or a tensor of log-probabilities."""
-    from synthalign.worlds import World
-
     if isinstance(target, World):
         return target.target.logp, target.prompt_dist
     if isinstance(target, Policy):
@@ -409,94 +404,3 @@ def union_class(first: PolicyClass, *others: PolicyClass) -> PolicyClass:
     logp = torch.cat(parts)
     name = " + ".join(c.name or f"{c.size} members" for c in classes)
     return PolicyClass(logp, first.prompt_dist, first.target_index, name)
-
-
-# ------------------------------------------------------------------ the theorems' estimators
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ClassEstimate:
-    """What `fit_over_class` returns, for R replicate datasets.
-
-    Attributes:
-      index: [R] index in Π of pi_hat.
-      policy: pi_hat, batch [R].
-      losses: [R, K] the empirical objective of every member.
-      reward_index: [R] index in ℛ of R̂ (None when the objective needs no reward).
-      reward: [R, X, A] R̂ = γ ln π_R̂ (None when the objective needs no reward).
-    """
-
-    index: Tensor
-    policy: Policy
-    losses: Tensor
-    reward_index: Tensor | None = None
-    reward: Tensor | None = None
-
-
-def fit_over_class(
-    objective: str | Objective,
-    data: PreferenceData | PairData,
-    policy_class: PolicyClass | Policy | Tensor,
-    *,
-    reward_class: PolicyClass | Policy | Tensor | None = None,
-    reward_data: PreferenceData | None = None,
-    beta: float = 0.0,
-    chunk_size: int = 4096,
-    **params,
-) -> ClassEstimate:
-    """pi_hat = argmin over Π of the empirical objective, for every replicate (the setting of spec §4).
-
-    For an objective that needs a reward (distillation, RKL, RLHF, REBEL) the
-    reward is fitted first, as in Thms 6, 7, 14: R̂ = argmin over ℛ of the
-    Bradley–Terry loss (eq. 9) on the labelled pairs of `reward_data` (default
-    `data`), with ℛ given as its induced class 𝒫_γ(ℛ) (`reward_class`; eq. 9 on
-    R = γ ln π_R is PMLE on π_R, see the "reward_model" objective).  Then
-    pi_hat = argmin over Π of the objective with R̂; for RKL at β = 0 this is π_R̂
-    whenever π_R̂ ∈ Π (A5), and for distillation too (π_R̂ has loss 0).
-
-    The replicates that picked the same R̂ share one argmin over Π (one matrix
-    product), so the work is one pass over Π per distinct R̂, never per replicate.
-
-    Args:
-      objective: a registered name or an `Objective`.
-      data: `PreferenceData` (labelled pairs; their pairs without labels serve
-        "pairs" objectives) or `PairData` (unlabelled pairs, e.g. from π0 for
-        Thm 14; then `reward_data` must hold the labelled pairs).
-      policy_class: Π, [K, X, A].
-      reward_class: 𝒫_γ(ℛ), [M, X, A]; needed when the objective needs a reward.
-      reward_data: labelled pairs for R̂, with as many replicates as `data`.
-      beta: weight of KL(π ‖ π0) (the theorems use 0).
-      chunk_size: members per block in `argmin_over_class` (memory ∝ chunk_size × X × A²).
-      **params: the objective's hyper-parameters.
-    """
-    obj = get_objective(objective)
-    candidates = policy_class.logp if isinstance(policy_class, Policy) else as_tensor(policy_class, "policy_class")
-    if not obj.needs_reward:
-        if reward_class is not None:
-            raise ValueError(f"objective {obj.name!r} takes no reward, so reward_class must be None")
-        fit = argmin_over_class(obj, data, candidates, beta=beta, chunk_size=chunk_size, **params)
-        return ClassEstimate(index=fit.index, policy=fit.policy, losses=fit.losses)
-    if reward_class is None:
-        raise ValueError(f"objective {obj.name!r} needs a reward: pass reward_class (𝒫_γ(ℛ), [M, X, A])")
-    labelled = data if reward_data is None else reward_data
-    if not isinstance(labelled, PreferenceData):
-        raise ValueError(
-            "the reward is fitted on labelled pairs: pass reward_data=PreferenceData when data holds unlabelled pairs"
-        )
-    if labelled.replicates != data.replicates:
-        raise ValueError(f"reward_data has {labelled.replicates} replicates but data has {data.replicates}")
-    reward_logp = reward_class.logp if isinstance(reward_class, Policy) else as_tensor(reward_class, "reward_class")
-    reward_fit = argmin_over_class("reward_model", labelled, reward_logp, chunk_size=chunk_size)
-    gamma = data.world.gamma
-    rewards = gamma * reward_logp[reward_fit.index]  # [R, X, A]
-    losses = torch.empty(data.replicates, candidates.shape[0], dtype=data.counts.dtype, device=data.counts.device)
-    for member in torch.unique(reward_fit.index).tolist():
-        rows = (reward_fit.index == member).nonzero().squeeze(-1)
-        subset = type(data)(data.counts[rows], data.n_pairs, data.world)
-        fit = argmin_over_class(
-            obj, subset, candidates, beta=beta, reward=gamma * reward_logp[member], chunk_size=chunk_size, **params
-        )
-        losses[rows] = fit.losses
-    index = losses.argmin(dim=-1)
-    policy = Policy(candidates[index], data.world.prompt_dist)
-    return ClassEstimate(index=index, policy=policy, losses=losses, reward_index=reward_fit.index, reward=rewards)

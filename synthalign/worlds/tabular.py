@@ -14,7 +14,10 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
-from synthalign.policies import Policy, check_distribution
+from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList
+from synthalign.worlds.policy import Policy, check_distribution
+from synthalign.worlds.preferences import population_preferences
+from synthalign.worlds.sampling import sample_pairs, sample_preference_list, sample_preferences
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -241,28 +244,20 @@ class World:
 
     # ------------------------------------------------------------------ data
 
-    def population_preferences(self):
+    def population_preferences(self) -> PreferenceData:
         """The exact law of one labelled pair as a `PreferenceData` of probabilities."""
-        from synthalign.data import population_preferences
-
         return population_preferences(self)
 
-    def sample_preferences(self, n: int, replicates: int = 1, seed=None, **kwargs):
+    def sample_preferences(self, n: int, replicates: int = 1, seed=None, **kwargs) -> PreferenceData:
         """`replicates` independent datasets of n labelled pairs, held as counts."""
-        from synthalign.data import sample_preferences
-
         return sample_preferences(self, n, replicates=replicates, seed=seed, **kwargs)
 
-    def sample_pairs(self, n: int, replicates: int = 1, seed=None, *, policy=None, **kwargs):
+    def sample_pairs(self, n: int, replicates: int = 1, seed=None, *, policy=None, **kwargs) -> PairData:
         """Unlabelled pairs (a, b) drawn from mu (or `policy`), held as counts."""
-        from synthalign.data import sample_pairs
-
         return sample_pairs(self, n, replicates=replicates, seed=seed, policy=policy, **kwargs)
 
-    def sample_preference_list(self, n: int, replicates: int = 1, seed=None, **kwargs):
+    def sample_preference_list(self, n: int, replicates: int = 1, seed=None, **kwargs) -> PreferenceList:
         """Labelled pairs as explicit index tensors, for per-sample code."""
-        from synthalign.data import sample_preference_list
-
         return sample_preference_list(self, n, replicates=replicates, seed=seed, **kwargs)
 
     def __repr__(self) -> str:

@@ -1,96 +1,29 @@
-"""Test tools for objectives: hypothesis strategies and a conformance battery any objective can be run through.
+"""The conformance checks themselves, one function per check, each (objective, options) -> CheckResult.
 
-Two halves, both for users as much as for synthalign's own tests:
-
-* **Strategies** (`worlds`, `policies`, `log_probs`, `preference_datasets`)
-  generating valid random inputs for property-based tests.  They need
-  `hypothesis`, a development dependency (``pip install "synthalign[dev]"``);
-  it is imported when a strategy is built, so importing this module does not
-  need it.
-* **Checks**: `check_objective(objective, ...)` runs a battery of checks on an
-  `Objective` (built-in or user-defined with `@synthalign.objective`) and
-  returns a `CheckReport`, one `CheckResult` per check (name, passed, detail);
-  `parametrize_with_checks([...])` turns the battery into one pytest item per
-  (objective, check), as scikit-learn's `parametrize_with_checks` does for
-  estimators (ids like ``"pmle-gradcheck"``).  The decorator needs `pytest`.
-
-The checks (`CHECKS`, in order):
-
-===================== =====================================================================
-finite_extreme        value and gradient finite at logits up to ±1e4, gamma in {1e-3, 1, 1e3}
-zero_probability      no NaN with zero-probability responses (in pi, or in pi* and R*); a
-                      finite value has a NaN-free gradient
-gradcheck             `torch.autograd.gradcheck` (float64) of the population and empirical loss
-gradgradcheck         the same for second derivatives, which the Newton solver uses
-weight_consistency    loss from counts = mean of the objective's fn over the explicit pairs
-                      (also with every pair repeated), and the population loss = the
-                      law-weighted sum of fn over the cells
-pair_order_invariance permuting the explicit pairs permutes the per-pair losses and leaves the
-                      mean unchanged
-pair_swap_symmetry    swapping a cell's two responses is the same as flipping its label
-                      (precise forms below); "not applicable" where no form is declared
-elementwise           perturbing one cell's (pair objectives) or one prompt's (prompt
-                      objectives) input changes that cell's or prompt's output only
-exact_vs_sampled      the mean of the empirical loss over replicate datasets lies within 4
-                      standard errors of the population loss
-closed_form           a declared closed form is the minimizer the Newton solver finds
-population_minimizer  `fit` on the population law: forward KL to pi*, consistency and the
-                      declared minimizer, when given
-degeneracy            fits on small data: entropy against H(pi*), mass on unobserved responses
-===================== =====================================================================
-
-Pair-swap symmetry, precisely.  For a cell (x, a, b) let l(a, b) be the loss
-when a is chosen over b, every input of the cell swapped with it (pi, pi0, R̂;
-the reward margin changes sign).  Two forms exist:
-
-* ``"loss"``: l(a, b) = l(b, a).  The loss does not depend on which response
-  won, only on what is attached to the responses (REBEL, whose label is R̂'s
-  margin, and every objective on unlabelled pairs, distillation included: the
-  framework stores the draw order of an unlabelled pair in the (chosen,
-  rejected) slot, so such a loss must not depend on it).  Default for
-  ``data="pairs"``.
-* ``"likelihood"``: exp(−l(a, b)) + exp(−l(b, a)) = 1.  The loss is the negative
-  log-likelihood of the label under a preference model P_pi, so swapping the
-  pair with the label flipped gives the complementary event: P_pi(a ≻ b) +
-  P_pi(b ≻ a) = 1 (spec §6.1, §6.4).  PMLE, DPO, the reward model.
-
-Labelled-pair objectives declare their form with `swap_symmetry=`; without a
-declaration the check is "not applicable" (IPO's squared loss has neither form).
-Prompt objectives take no pairs: not applicable.
+`synthalign.testing.checks` names them and runs them; the module docstring of
+`synthalign.testing` says what each checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from synthalign._checks import safe_log_ratio
-from synthalign.data import PairData, PreferenceData, population_pairs, population_preferences
-from synthalign.estimators import fit
+from synthalign.estimators.fit import fit
 from synthalign.evaluate import empirical_loss, make_context, population_loss
 from synthalign.metrics import entropy, forward_kl, kl_per_prompt
-from synthalign.policies import Policy, as_logp
-from synthalign.registry import Objective, get_objective
-from synthalign.worlds import World
+from synthalign.registry.protocol import Objective
+from synthalign.testing.report import CheckOptions, CheckResult
+from synthalign.testing.strategies import EXTREME_GAMMAS, EXTREME_LOGIT
+from synthalign.worlds.datasets import PairData, PreferenceData, counts_to_list
+from synthalign.worlds.policy import Policy, as_logp
+from synthalign.worlds.preferences import population_pairs, population_preferences
+from synthalign.worlds.tabular import World
 
-__all__ = [
-    "CHECKS",
-    "CheckOptions",
-    "CheckReport",
-    "CheckResult",
-    "check_objective",
-    "log_probs",
-    "parametrize_with_checks",
-    "policies",
-    "preference_datasets",
-    "worlds",
-]
-
-SWAP_FORMS = ("loss", "likelihood")
 # Forward KL below which a fitted policy counts as equal to another (pi*, or a declared minimizer).
 # Newton stops at a gradient of 1e-10; the distance left is of order |grad|²/curvature ~ 1e-20
 # for curvatures above 1e-6, so 1e-8 separates "equal" from "different" with room on both sides.
@@ -100,335 +33,6 @@ CONSISTENCY_TOL = 1e-8
 SUM_RTOL = 1e-10
 # A few float64 operations on the same numbers, in another order: rounding of order 1e-15.
 OP_RTOL = 1e-12
-EXTREME_LOGIT = 1e4
-EXTREME_GAMMAS = (1e-3, 1.0, 1e3)
-
-
-# ===================================================================================== hypothesis strategies
-
-
-def _strategies():
-    try:
-        from hypothesis import strategies
-    except ImportError as err:  # pragma: no cover - hypothesis is a dev dependency
-        raise ImportError("synthalign.testing's strategies need hypothesis: pip install 'synthalign[dev]'") from err
-    return strategies
-
-
-def _int_range(value, name: str, minimum: int) -> tuple[int, int]:
-    low, high = (value, value) if isinstance(value, int) else tuple(value)
-    if isinstance(low, bool) or isinstance(high, bool) or not (isinstance(low, int) and isinstance(high, int)):
-        raise ValueError(f"{name} must be an int or a (min, max) pair of ints, got {value!r}")
-    if not minimum <= low <= high:
-        raise ValueError(f"{name} must satisfy {minimum} <= min <= max, got {value!r}")
-    return low, high
-
-
-def _float_range(value, name: str) -> tuple[float, float]:
-    low, high = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    low, high = float(low), float(high)
-    if not (0 < low <= high < math.inf):
-        raise ValueError(f"{name} must be a positive float or a (min, max) pair with 0 < min <= max, got {value!r}")
-    return low, high
-
-
-def _log_uniform(st, low: float, high: float):
-    """Floats in [low, high] spread evenly in log scale (so 1e-3 and 1e3 are both drawn), with the ends."""
-    if low == high:
-        return st.just(low)
-    exponent = st.floats(math.log(low), math.log(high))
-    return st.one_of(st.sampled_from((low, high)), exponent.map(lambda e: min(max(math.exp(e), low), high)))
-
-
-def _logits(st, shape: tuple[int, ...], max_logit: float, neg_inf: bool):
-    """A strategy of float64 logit tensors of `shape`; with `neg_inf`, some entries −inf (never a whole row)."""
-    size = math.prod(shape)
-    values = st.lists(
-        st.floats(-max_logit, max_logit, allow_nan=False, allow_infinity=False), min_size=size, max_size=size
-    )
-    if not neg_inf:
-        return values.map(lambda v: torch.tensor(v, dtype=torch.float64).reshape(shape))
-    masks = st.lists(st.booleans(), min_size=size, max_size=size)
-
-    def combine(pair):
-        logits = torch.tensor(pair[0], dtype=torch.float64).reshape(shape)
-        dropped = torch.tensor(pair[1], dtype=torch.bool).reshape(shape)
-        # The largest logit of every row stays, so each row keeps positive mass.
-        keep = logits.argmax(dim=-1, keepdim=True)
-        dropped = dropped.scatter(-1, keep, False)
-        return logits.masked_fill(dropped, -math.inf)
-
-    return st.tuples(values, masks).map(combine)
-
-
-def log_probs(
-    shape: Sequence[int] | World,
-    *,
-    max_logit: float = EXTREME_LOGIT,
-    neg_inf: bool = False,
-    dtype: torch.dtype = torch.float64,
-):
-    """A hypothesis strategy of normalized log-probability tensors of `shape` (last dim: responses).
-
-    The tensors are log_softmax of logits drawn in [−max_logit, max_logit] (by
-    default ±1e4: probabilities as small as e^-20000, i.e. 0 in float64, while
-    the log-probabilities stay finite).  With `neg_inf=True` some entries are
-    −inf (exactly zero probability), never a whole row.  `shape` may be a
-    `World`, meaning [X, A].
-    """
-    st = _strategies()
-    if isinstance(shape, World):
-        shape = (shape.n_prompts, shape.n_responses)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 1 or any(s < 1 for s in shape) or shape[-1] < 2:
-        raise ValueError(f"shape must have positive sizes and at least 2 responses (last dim), got {shape}")
-    if not (0 < max_logit < math.inf):
-        raise ValueError(f"max_logit must be a positive finite float, got {max_logit!r}")
-    return _logits(st, shape, max_logit, neg_inf).map(lambda t: torch.log_softmax(t, dim=-1).to(dtype))
-
-
-def worlds(
-    *,
-    n_prompts: int | tuple[int, int] = (1, 4),
-    n_responses: int | tuple[int, int] = (2, 5),
-    gamma: float | tuple[float, float] = (1e-3, 1e3),
-    max_logit: float = 5.0,
-    zero_probability: bool = False,
-    dtype: torch.dtype = torch.float64,
-):
-    """A hypothesis strategy of valid `World`s with dialable sizes.
-
-    Args:
-      n_prompts, n_responses: a size or a (min, max) range.
-      gamma: a value or a (min, max) range, drawn log-uniformly (both ends are
-        drawn too; the default range 1e-3..1e3 covers the tilts the paper uses
-        and far beyond).
-      max_logit: logits of pi*, pi0 and mu are drawn in [−max_logit, max_logit].
-      zero_probability: when True, pi* and mu may give some responses probability
-        exactly 0 (never all of a prompt's) and D may give some prompts weight 0
-        (never all).  pi0 always has full support, so that KL(pi ‖ pi0) is finite.
-    """
-    st = _strategies()
-    x_low, x_high = _int_range(n_prompts, "n_prompts", 1)
-    a_low, a_high = _int_range(n_responses, "n_responses", 2)
-    g_low, g_high = _float_range(gamma, "gamma")
-    if not (0 < max_logit < math.inf):
-        raise ValueError(f"max_logit must be a positive finite float, got {max_logit!r}")
-
-    @st.composite
-    def build(draw):
-        X = draw(st.integers(x_low, x_high))
-        A = draw(st.integers(a_low, a_high))
-        g = draw(_log_uniform(st, g_low, g_high))
-        target = draw(_logits(st, (X, A), max_logit, zero_probability))
-        reference = draw(_logits(st, (X, A), max_logit, False))
-        behavior = draw(_logits(st, (X, A), max_logit, zero_probability))
-        weight = st.floats(0.01, 1.0)
-        if zero_probability:
-            weight = st.one_of(st.just(0.0), weight)
-        prompt_weight = torch.tensor(draw(st.lists(weight, min_size=X, max_size=X)), dtype=torch.float64)
-        if prompt_weight.sum() == 0:
-            prompt_weight[draw(st.integers(0, X - 1))] = 1.0
-        return World.from_tensors(
-            target=target,
-            reference=reference,
-            behavior=behavior,
-            prompt_dist=prompt_weight / prompt_weight.sum(),
-            gamma=g,
-            kind="logits",
-            dtype=dtype,
-        )
-
-    return build()
-
-
-def policies(
-    world_or_shape,
-    *,
-    batch_shape: Sequence[int] = (),
-    max_logit: float = 5.0,
-    neg_inf: bool = False,
-):
-    """A hypothesis strategy of tabular `Policy`s of shape [*batch_shape, X, A].
-
-    `world_or_shape` is a `World` (the policies then carry its prompt
-    distribution), a strategy of worlds (a world is drawn first), or a shape
-    (X, A).  Logits are drawn in [−max_logit, max_logit]; `neg_inf=True` allows
-    zero-probability responses.
-    """
-    st = _strategies()
-    batch_shape = tuple(int(b) for b in batch_shape)
-
-    def for_world(world):
-        if isinstance(world, World):
-            shape, prompt_dist = (world.n_prompts, world.n_responses), world.prompt_dist
-        else:
-            shape, prompt_dist = tuple(int(s) for s in world), None
-            if len(shape) != 2:
-                raise ValueError(f"world_or_shape must be a World or a shape (X, A), got {world!r}")
-        logp = log_probs((*batch_shape, *shape), max_logit=max_logit, neg_inf=neg_inf)
-        return logp.map(lambda t: Policy(t, prompt_dist))
-
-    if isinstance(world_or_shape, st.SearchStrategy):
-        return world_or_shape.flatmap(for_world)
-    return for_world(world_or_shape)
-
-
-def preference_datasets(
-    world,
-    *,
-    n: int | tuple[int, int] = (1, 256),
-    replicates: int | tuple[int, int] = (1, 3),
-    labelled: bool = True,
-):
-    """A hypothesis strategy of datasets sampled from `world` (a `World` or a strategy of worlds).
-
-    Labelled datasets are `PreferenceData` (`world.sample_preferences`),
-    unlabelled ones `PairData` (`world.sample_pairs`, pairs from mu); n and the
-    number of replicates are drawn from their ranges and the sampling seed by
-    hypothesis.
-    """
-    st = _strategies()
-    n_low, n_high = _int_range(n, "n", 1)
-    r_low, r_high = _int_range(replicates, "replicates", 1)
-
-    def for_world(w):
-        def sample(args):
-            size, reps, seed = args
-            if labelled:
-                return w.sample_preferences(size, reps, seed=seed)
-            return w.sample_pairs(size, reps, seed=seed)
-
-        return st.tuples(st.integers(n_low, n_high), st.integers(r_low, r_high), st.integers(0, 2**32 - 1)).map(sample)
-
-    if isinstance(world, st.SearchStrategy):
-        return world.flatmap(for_world)
-    if not isinstance(world, World):
-        raise ValueError(f"world must be a World or a strategy of worlds, got {type(world).__name__}")
-    return for_world(world)
-
-
-# ===================================================================================== check options and results
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckOptions:
-    """How an objective is checked.
-
-    Attributes:
-      beta: weight of KL(pi ‖ pi0), as passed to `fit` and the losses (RLHF needs beta > 0).
-      params: the objective's hyper-parameters (e.g. {"tau": 0.1}).
-      reward: R̂ [X, A] for objectives that need one; default the check world's R* = gamma ln pi*.
-      consistent: the expectation that the population minimizer is pi* (True), is not (False),
-        or none (None: the check only reports).
-      expected_minimizer: the population minimizer the objective should reach,
-        (reward, world, beta, params) -> Policy (the signature of `Objective.closed_form`).
-      swap_symmetry: "loss", "likelihood", None (not applicable) or "auto" (the
-        module docstring says which applies).
-      world: the world most checks run on; default a random 3 × 4 world with
-        pi0 and mu independent of pi* (so that inconsistent objectives show).
-      seed: every random draw of the checks derives from it.
-    """
-
-    beta: float = 0.0
-    params: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    reward: Tensor | None = None
-    consistent: bool | None = None
-    expected_minimizer: Callable | None = None
-    swap_symmetry: str | None = "auto"
-    world: World | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        beta = float(self.beta)
-        if not (math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
-        object.__setattr__(self, "beta", beta)
-        if not isinstance(self.params, Mapping):
-            raise ValueError(f"params must be a mapping of hyper-parameters, got {type(self.params).__name__}")
-        object.__setattr__(self, "params", dict(self.params))
-        if not (self.consistent is None or isinstance(self.consistent, bool)):
-            raise ValueError(f"consistent must be True, False or None, got {self.consistent!r}")
-        if self.expected_minimizer is not None and not callable(self.expected_minimizer):
-            raise ValueError("expected_minimizer must be callable: (reward, world, beta, params) -> Policy")
-        if self.swap_symmetry not in ("auto", None, *SWAP_FORMS):
-            raise ValueError(f"swap_symmetry must be 'auto', 'loss', 'likelihood' or None, got {self.swap_symmetry!r}")
-        if self.world is not None and not isinstance(self.world, World):
-            raise ValueError(f"world must be a World, got {type(self.world).__name__}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-
-    def check_world(self) -> World:
-        if self.world is not None:
-            return self.world
-        return World.random(3, 4, gamma=0.5, reference_mix=1.0, behavior_mix=1.0, seed=self.seed)
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check.
-
-    Attributes:
-      name: the check (one of `CHECKS`).
-      passed: True, False, or None when the check does not apply.
-      detail: what was checked and found, in words.
-      values: the numbers measured (for tables and further tests).
-    """
-
-    name: str
-    passed: bool | None
-    detail: str
-    values: Mapping[str, object] = dataclasses.field(default_factory=dict)
-
-    @property
-    def applicable(self) -> bool:
-        return self.passed is not None
-
-    @property
-    def status(self) -> str:
-        return {True: "passed", False: "FAILED", None: "not applicable"}[self.passed]
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckReport:
-    """Every check of one objective; `report["gradcheck"]` is one `CheckResult`."""
-
-    objective: str
-    options: CheckOptions
-    results: tuple[CheckResult, ...]
-
-    @property
-    def passed(self) -> bool:
-        """No check failed (not-applicable checks do not count)."""
-        return all(result.passed is not False for result in self.results)
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [result for result in self.results if result.passed is False]
-
-    def __getitem__(self, name: str) -> CheckResult:
-        for result in self.results:
-            if result.name == name:
-                return result
-        raise KeyError(f"no check named {name!r} in this report; it has {[r.name for r in self.results]}")
-
-    def raise_for_failures(self) -> None:
-        """AssertionError listing every failed check, if any."""
-        if self.failures:
-            lines = "\n".join(f"  - {r.name}: {r.detail}" for r in self.failures)
-            raise AssertionError(f"objective {self.objective!r} failed {len(self.failures)} check(s):\n{lines}")
-
-    def __str__(self) -> str:
-        width = max(len(result.name) for result in self.results)
-        lines = [
-            f"checks of objective {self.objective!r} (beta={self.options.beta:g}): "
-            f"{'all passed' if self.passed else f'{len(self.failures)} FAILED'}"
-        ]
-        lines += [f"  {r.status:<15} {r.name:<{width}}  {r.detail}" for r in self.results]
-        return "\n".join(lines)
-
-
-# ===================================================================================== shared pieces
 
 
 def _generator(opts: CheckOptions, salt: int) -> torch.Generator:
@@ -513,10 +117,7 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-# ===================================================================================== the checks
-
-
-def _check_finite_extreme(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_finite_extreme(obj: Objective, opts: CheckOptions) -> CheckResult:
     problems, evaluated = [], 0
     generator = _generator(opts, 1)
     X, A = 2, 4
@@ -561,7 +162,7 @@ def _check_finite_extreme(obj: Objective, opts: CheckOptions) -> CheckResult:
     return CheckResult("finite_extreme", not problems, detail, {"problems": len(problems)})
 
 
-def _check_zero_probability(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_zero_probability(obj: Objective, opts: CheckOptions) -> CheckResult:
     """NaN-freedom with exactly-zero probabilities: a value may be +inf where the math says so
     (e.g. pi puts no mass on an observed chosen response) and an input the objective cannot
     evaluate may be refused with ValueError, but a value is never NaN, and a finite value has a
@@ -663,15 +264,15 @@ def _run_gradcheck(name: str, obj: Objective, opts: CheckOptions, checker) -> Ch
     return CheckResult(name, not problems, detail)
 
 
-def _check_gradcheck(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_gradcheck(obj: Objective, opts: CheckOptions) -> CheckResult:
     return _run_gradcheck("gradcheck", obj, opts, torch.autograd.gradcheck)
 
 
-def _check_gradgradcheck(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_gradgradcheck(obj: Objective, opts: CheckOptions) -> CheckResult:
     return _run_gradcheck("gradgradcheck", obj, opts, torch.autograd.gradgradcheck)
 
 
-def _check_weight_consistency(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_weight_consistency(obj: Objective, opts: CheckOptions) -> CheckResult:
     world = opts.check_world()
     reward = _reward(obj, opts, world)
     kwargs = _loss_kwargs(obj, opts, reward)
@@ -707,12 +308,10 @@ def _check_weight_consistency(obj: Objective, opts: CheckOptions) -> CheckResult
 
 
 def _pair_list(data: PairData, seed: int):
-    from synthalign.data import counts_to_list
-
     return counts_to_list(data, seed=seed)
 
 
-def _check_pair_order_invariance(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_pair_order_invariance(obj: Objective, opts: CheckOptions) -> CheckResult:
     world = opts.check_world()
     reward = _reward(obj, opts, world)
     logp = _random_logp(_generator(opts, 5), world.n_prompts, world.n_responses)
@@ -747,7 +346,7 @@ def _swap_form(obj: Objective, opts: CheckOptions) -> str | None:
     return opts.swap_symmetry
 
 
-def _swap_not_applicable(obj: Objective, opts: CheckOptions) -> str | None:
+def swap_not_applicable(obj: Objective, opts: CheckOptions) -> str | None:
     if obj.kind == "prompt":
         return "a prompt objective takes no pairs"
     if _swap_form(obj, opts) is None:
@@ -755,8 +354,8 @@ def _swap_not_applicable(obj: Objective, opts: CheckOptions) -> str | None:
     return None
 
 
-def _check_pair_swap_symmetry(obj: Objective, opts: CheckOptions) -> CheckResult:
-    reason = _swap_not_applicable(obj, opts)
+def check_pair_swap_symmetry(obj: Objective, opts: CheckOptions) -> CheckResult:
+    reason = swap_not_applicable(obj, opts)
     if reason:
         return CheckResult("pair_swap_symmetry", None, reason)
     form = _swap_form(obj, opts)
@@ -781,7 +380,7 @@ def _check_pair_swap_symmetry(obj: Objective, opts: CheckOptions) -> CheckResult
     return CheckResult("pair_swap_symmetry", passed, detail, {"form": form, "deviation": gap})
 
 
-def _check_elementwise(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_elementwise(obj: Objective, opts: CheckOptions) -> CheckResult:
     world = opts.check_world()
     reward = _reward(obj, opts, world)
     ctx = make_context(obj, world, reward, obj.resolve_params(opts.params))
@@ -838,7 +437,7 @@ def _check_elementwise(obj: Objective, opts: CheckOptions) -> CheckResult:
     return CheckResult("elementwise", not leaks, detail, {"leaks": len(leaks)})
 
 
-def _check_exact_vs_sampled(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_exact_vs_sampled(obj: Objective, opts: CheckOptions) -> CheckResult:
     world = opts.check_world()
     reward = _reward(obj, opts, world)
     kwargs = _loss_kwargs(obj, opts, reward)
@@ -863,7 +462,7 @@ def _check_exact_vs_sampled(obj: Objective, opts: CheckOptions) -> CheckResult:
     return CheckResult("exact_vs_sampled", passed, detail, {"mean": mean, "population": exact, "stderr": stderr})
 
 
-def _check_closed_form(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_closed_form(obj: Objective, opts: CheckOptions) -> CheckResult:
     if obj.closed_form is None:
         return CheckResult("closed_form", None, "no closed form declared")
     world = opts.check_world()
@@ -889,7 +488,7 @@ def _check_closed_form(obj: Objective, opts: CheckOptions) -> CheckResult:
     return CheckResult("closed_form", passed, detail, {"kl": distance, "grad_norm": grad_norm})
 
 
-def _check_population_minimizer(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_population_minimizer(obj: Objective, opts: CheckOptions) -> CheckResult:
     world = opts.check_world()
     data = _population_data(obj, world)
     fit_kwargs = dict(opts.params)
@@ -929,7 +528,7 @@ def _check_population_minimizer(obj: Objective, opts: CheckOptions) -> CheckResu
     return CheckResult("population_minimizer", not problems, detail, values)
 
 
-def _check_degeneracy(obj: Objective, opts: CheckOptions) -> CheckResult:
+def check_degeneracy(obj: Objective, opts: CheckOptions) -> CheckResult:
     """A report more than a test: fails only when a fit on small data breaks (error or non-finite loss).
 
     Every objective is fitted on the same labelled datasets of n = X·A pairs; objectives that need R̂
@@ -978,184 +577,3 @@ def _check_degeneracy(obj: Objective, opts: CheckOptions) -> CheckResult:
         values["separable_fraction"] = separable
         detail += f"; {100 * separable:.0f}% of (dataset, prompt) comparison graphs separable"
     return CheckResult("degeneracy", True, detail, values)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Check:
-    run: Callable[[Objective, CheckOptions], CheckResult]
-    not_applicable: Callable[[Objective, CheckOptions], str | None] = lambda obj, opts: None
-
-
-_REGISTRY: dict[str, _Check] = {
-    "finite_extreme": _Check(_check_finite_extreme),
-    "zero_probability": _Check(_check_zero_probability),
-    "gradcheck": _Check(_check_gradcheck),
-    "gradgradcheck": _Check(_check_gradgradcheck),
-    "weight_consistency": _Check(_check_weight_consistency),
-    "pair_order_invariance": _Check(_check_pair_order_invariance),
-    "pair_swap_symmetry": _Check(_check_pair_swap_symmetry, _swap_not_applicable),
-    "elementwise": _Check(_check_elementwise),
-    "exact_vs_sampled": _Check(_check_exact_vs_sampled),
-    "closed_form": _Check(
-        _check_closed_form, lambda obj, opts: None if obj.closed_form is not None else "no closed form declared"
-    ),
-    "population_minimizer": _Check(_check_population_minimizer),
-    "degeneracy": _Check(_check_degeneracy),
-}
-CHECKS: tuple[str, ...] = tuple(_REGISTRY)
-"""The names of every check, in the order they run."""
-
-
-def _select(checks: Iterable[str] | None) -> tuple[str, ...]:
-    if checks is None:
-        return CHECKS
-    if isinstance(checks, str):
-        checks = (checks,)
-    selected = tuple(checks)
-    unknown = [name for name in selected if name not in _REGISTRY]
-    if unknown:
-        raise ValueError(f"checks has unknown names {unknown}; known: {', '.join(CHECKS)}")
-    return selected
-
-
-def _run_check(name: str, obj: Objective, opts: CheckOptions) -> CheckResult:
-    check = _REGISTRY[name]
-    reason = check.not_applicable(obj, opts)
-    if reason:
-        return CheckResult(name, None, reason)
-    try:
-        return check.run(obj, opts)
-    except Exception as err:  # an objective that raises fails the check, with the error as the detail
-        return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:300]}")
-
-
-def check_objective(
-    objective: str | Objective,
-    *,
-    beta: float = 0.0,
-    params: Mapping[str, object] | None = None,
-    reward: Tensor | None = None,
-    consistent: bool | None = None,
-    expected_minimizer: Callable | None = None,
-    swap_symmetry: str | None = "auto",
-    world: World | None = None,
-    checks: Iterable[str] | None = None,
-    seed: int = 0,
-    raise_on_failure: bool = False,
-) -> CheckReport:
-    """Runs the conformance checks on an objective and returns their report.
-
-    Args:
-      objective: a registered name or an `Objective` (e.g. the result of `@synthalign.objective`).
-      beta, params, reward, consistent, expected_minimizer, swap_symmetry, world, seed:
-        see `CheckOptions`.
-      checks: the names of the checks to run (default all of `CHECKS`).
-      raise_on_failure: raise AssertionError listing the failed checks instead of returning.
-
-    Example::
-
-        report = check_objective("dpo", consistent=False, swap_symmetry="likelihood")
-        print(report)
-        assert report["gradcheck"].passed
-    """
-    obj = get_objective(objective)
-    opts = CheckOptions(
-        beta=beta,
-        params=params or {},
-        reward=reward,
-        consistent=consistent,
-        expected_minimizer=expected_minimizer,
-        swap_symmetry=swap_symmetry,
-        world=world,
-        seed=seed,
-    )
-    obj.resolve_params(opts.params)  # unknown or missing hyper-parameters: ValueError now, not per check
-    report = CheckReport(obj.name, opts, tuple(_run_check(name, obj, opts) for name in _select(checks)))
-    if raise_on_failure:
-        report.raise_for_failures()
-    return report
-
-
-# ===================================================================================== pytest integration
-
-
-class _BoundCheck:
-    """One check with its options, called by the test as `check(objective)`."""
-
-    def __init__(self, name: str, options: CheckOptions):
-        self.name = name
-        self.options = options
-
-    def __call__(self, objective: str | Objective) -> CheckResult:
-        result = _run_check(self.name, get_objective(objective), self.options)
-        if result.passed is None:
-            import pytest
-
-            pytest.skip(f"not applicable: {result.detail}")
-        if result.passed is False:
-            raise AssertionError(f"{get_objective(objective).name}: check {self.name} failed: {result.detail}")
-        return result
-
-    def __repr__(self) -> str:
-        return f"check_{self.name}"
-
-
-def _entries(objectives) -> list[tuple[Objective, CheckOptions]]:
-    entries = []
-    for entry in objectives:
-        if isinstance(entry, tuple):
-            if len(entry) != 2 or not isinstance(entry[1], Mapping):
-                raise ValueError(f"an entry must be an objective or (objective, options dict), got {entry!r}")
-            obj, options = get_objective(entry[0]), dict(entry[1])
-        else:
-            obj, options = get_objective(entry), {}
-        options.setdefault("params", {})
-        opts = CheckOptions(**options)
-        obj.resolve_params(opts.params)
-        entries.append((obj, opts))
-    return entries
-
-
-def parametrize_with_checks(
-    objectives: Iterable,
-    *,
-    checks: Iterable[str] | None = None,
-    expected_failures: Mapping[tuple[str, str], str] | None = None,
-):
-    """A pytest decorator running every check on every objective, one test item each.
-
-    Args:
-      objectives: objectives (names or `Objective`s), or (objective, options)
-        pairs whose options dict holds `CheckOptions` fields, e.g.
-        ``("rlhf", {"beta": 1.0, "consistent": False})``.
-      checks: the checks to run (default all of `CHECKS`).
-      expected_failures: {(objective name, check name): reason} for known
-        failures, marked as strict xfail (they fail the run once fixed, so the
-        entry gets removed).
-
-    Items are named "<objective>-<check>"; a check that does not apply is
-    marked skip with the reason.  Use it as scikit-learn's::
-
-        @parametrize_with_checks(["pmle", ("rlhf", {"beta": 1.0})])
-        def test_conformance(objective, check):
-            check(objective)
-    """
-    import pytest
-
-    selected = _select(checks)
-    expected_failures = dict(expected_failures or {})
-    params, seen = [], set()
-    for obj, opts in _entries(objectives):
-        for name in selected:
-            marks = []
-            reason = _REGISTRY[name].not_applicable(obj, opts)
-            if reason:
-                marks.append(pytest.mark.skip(reason=f"not applicable: {reason}"))
-            elif (obj.name, name) in expected_failures:
-                marks.append(pytest.mark.xfail(reason=expected_failures[(obj.name, name)], strict=True))
-            seen.add((obj.name, name))
-            params.append(pytest.param(obj, _BoundCheck(name, opts), id=f"{obj.name}-{name}", marks=marks))
-    unused = set(expected_failures) - seen
-    if unused:
-        raise ValueError(f"expected_failures names (objective, check) pairs that are not run: {sorted(unused)}")
-    return pytest.mark.parametrize("objective, check", params)

@@ -1,0 +1,197 @@
+"""`fit`: tabular softmax policies fitted to every replicate of a dataset at once.
+
+An objective's declared closed form (spec §2: RKL's prior smoothing, RLHF's
+pi0 · exp(R / beta), the forward-KL estimator pi_R) is used where it has one; every
+other objective is minimized by the batched Newton solver of
+`synthalign.estimators.newton`.  The finite-class argmins are
+`synthalign.estimators.finite_class`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from synthalign._checks import check_positive
+from synthalign.estimators.newton import NewtonProblem
+from synthalign.evaluate import data_weights, make_context, per_prompt_loss
+from synthalign.registry.protocol import Objective, get_objective
+from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.worlds.policy import Policy
+
+_LOGIT_FLOOR = -1e3
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+      policy: the fitted policies, batch [R].
+      objective: objective name.
+      beta: KL weight used.
+      method: "closed_form" or "newton".
+      converged: [R] bool: for every prompt the gradient is below `tol` or the Newton
+        decrement is at float resolution (always True for closed forms).
+      iterations: Newton iterations run (0 for closed forms).
+      grad_norm: [R] largest absolute gradient entry at the end.
+      separable: [R, X] bool for labelled-pair objectives: the comparison graph of
+        prompt x is not strongly connected (some response unobserved, or a group
+        of responses never loses to the rest).  A logistic-type loss (PMLE, DPO,
+        reward model) then has no finite minimizer at beta = 0 without a ridge:
+        the logits fitted there grow until the gradient falls below `tol`.
+      reward: for a reward-model objective (`fits_reward`), R̂ = gamma · (centred
+        log-probabilities), [R, X, A].
+      loss: [R] the objective (without the ridge) at the fitted policy.
+    """
+
+    policy: Policy
+    objective: str
+    beta: float
+    method: str
+    converged: Tensor
+    iterations: int
+    grad_norm: Tensor
+    separable: Tensor | None
+    reward: Tensor | None
+    loss: Tensor
+
+
+def comparison_graph_separable(counts: Tensor) -> Tensor:
+    """[R, X] bool: the directed win graph of each prompt is not strongly connected.
+
+    Zermelo/Ford condition: the Bradley–Terry likelihood has a finite maximizer
+    iff, for every split of the responses into two groups, each group beats the
+    other at least once.  Computed by boolean transitive closure (log2 A matrix
+    products).
+    """
+    A = counts.shape[-1]
+    reach = (counts > 0) | torch.eye(A, dtype=torch.bool, device=counts.device)
+    for _ in range(max(1, math.ceil(math.log2(A)))):
+        reach_f = reach.to(torch.float32)
+        reach = (reach_f @ reach_f) > 0
+    return ~reach.all(dim=(-1, -2))
+
+
+def resolve_reward(obj: Objective, data, reward, reward_ridge: float) -> Tensor | None:
+    if not obj.needs_reward or reward is not None:
+        return reward
+    if data.is_population:
+        return data.world.true_reward
+    if not isinstance(data, PreferenceData):
+        raise ValueError(f"objective {obj.name!r} needs a reward; pass reward=... (unlabelled pairs cannot fit one)")
+    return fit_reward_model(data, ridge=reward_ridge).reward
+
+
+def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> FitResult:
+    """Tabular Bradley–Terry maximum likelihood (eq. 9), batched over replicates.
+
+    Decision (spec §5): a tiny ridge keeps R̂ finite on separable data.  It is
+    (ridge/2) Σ_x Σ_a (R(x,a) − mean_a R(x,·))²/gamma² on the *summed* loss
+    (see `fit`), so its pull vanishes as 1/n and R̂ stays consistent.  The
+    returned `reward` is centred per prompt.
+    """
+    return fit("reward_model", data, ridge=ridge, **kwargs)
+
+
+def fit(
+    objective: str | Objective,
+    data: PreferenceData | PairData,
+    *,
+    beta: float = 0.0,
+    reward: Tensor | None = None,
+    ridge: float = 0.0,
+    reward_ridge: float = 1e-2,
+    init: Tensor | None = None,
+    max_iter: int = 100,
+    tol: float | None = None,
+    **params,
+) -> FitResult:
+    """Fits a tabular softmax policy to every replicate of `data` at once.
+
+    Args:
+      objective: a registered name ("pmle", "dpo", "rkl", ...) or an `Objective`.
+      data: labelled `PreferenceData` (counts or population law) or unlabelled `PairData`.
+      beta: weight of KL(pi ‖ pi0), >= 0.
+      reward: R̂ [X, A] or [R, X, A] for objectives that need one; when omitted it
+        is fitted on `data` by `fit_reward_model(ridge=reward_ridge)` (the true
+        reward for the population law).
+      ridge: (ridge/2) Σ_x Σ_a (theta_xa − mean_a theta_x)² added to the summed
+        loss, i.e. divided by the replicate's total weight (n for counts, 1 for
+        the population law) in the mean loss: a pull worth `ridge` pseudo-pairs
+        that vanishes as n grows.  It keeps logistic-type fits finite on
+        separable data.
+      init: initial logits [X, A] or [R, X, A]; default pi0's log-probabilities
+        (clipped at −1000, i.e. probability 0 in float64), and zeros for a
+        reward-model objective (`fits_reward`).
+      max_iter, tol: Newton iteration cap and gradient tolerance (default 1e-10
+        in float64, 1e-5 in float32).
+      **params: the objective's hyper-parameters (e.g. tau for IPO).
+    """
+    obj = get_objective(objective)
+    beta = check_positive(beta, "beta", allow_zero=True)
+    ridge = check_positive(ridge, "ridge", allow_zero=True)
+    if not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    world = data.world
+    resolved = obj.resolve_params(params)
+    reward = resolve_reward(obj, data, reward, reward_ridge)
+    ctx = make_context(obj, world, reward, resolved)
+    pair_weight, prompt_weight, total = data_weights(obj, data)
+    separable = None
+    if obj.data == "preferences" and pair_weight is not None:
+        separable = comparison_graph_separable(pair_weight)
+
+    if obj.closed_form is not None and ridge == 0.0:
+        policy = obj.closed_form(ctx.reward, world, beta, resolved)
+        logp = policy.logp.expand(data.replicates, *policy.logp.shape[-2:]) if policy.logp.dim() == 2 else policy.logp
+        loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
+        ones = torch.ones(logp.shape[0], dtype=torch.bool, device=logp.device)
+        return FitResult(
+            policy=Policy(logp, world.prompt_dist),
+            objective=obj.name,
+            beta=beta,
+            method="closed_form",
+            converged=ones,
+            iterations=0,
+            grad_norm=torch.zeros(logp.shape[0], dtype=logp.dtype, device=logp.device),
+            separable=separable,
+            reward=None,
+            loss=loss,
+        )
+
+    dtype = data.counts.dtype
+    if tol is None:
+        tol = 1e-10 if dtype == torch.float64 else 1e-5
+    tol = check_positive(tol, "tol", allow_zero=True)
+    shape = (data.replicates, world.n_prompts, world.n_responses)
+    if init is None:
+        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.fits_reward else world.reference.logp
+    else:
+        start = torch.as_tensor(init, dtype=dtype, device=world.device)
+    theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
+    step_cap = 4.0 * max(1.0, 1.0 / world.gamma)  # a trust region: logits move on the scale 1/gamma
+    problem = NewtonProblem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
+    theta, iterations, grad, converged = problem.newton(theta, max_iter=max_iter, tol=tol)
+    logp = torch.log_softmax(theta, dim=-1)
+    grad_norm = grad.abs().amax(dim=(-1, -2))
+    with torch.no_grad():
+        loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
+    fitted_reward = None
+    if obj.fits_reward:
+        fitted_reward = world.gamma * (logp - logp.mean(dim=-1, keepdim=True))
+    return FitResult(
+        policy=Policy(logp, world.prompt_dist),
+        objective=obj.name,
+        beta=beta,
+        method="newton",
+        converged=converged.all(dim=-1),
+        iterations=iterations,
+        grad_norm=grad_norm,
+        separable=separable,
+        reward=fitted_reward,
+        loss=loss,
+    )

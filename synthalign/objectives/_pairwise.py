@@ -1,0 +1,124 @@
+"""Validation and shared pieces of the zoo's pair losses: log-ratios, f-divergence scores, lengths."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from synthalign._checks import as_tensor, check_positive, check_same_shape, safe_log_ratio
+
+DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+
+_PAIR_NAMES = ("logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected")
+_LN2 = math.log(2.0)
+# Margin, in nats above ln(bound / gamma), beyond which chi-PO's clip is saturated for every pair of
+# distinct log-ratios: two distinct floats near m differ by at least 2^-53 m, and
+# e^m · 2^-54 m >= bound / gamma once m >= ln(bound / gamma) + 54 ln 2 (= 37.4).
+_CHIPO_CAP_MARGIN = 40.0
+
+
+def _pair_inputs(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) -> tuple[Tensor, ...]:
+    values = (logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
+    tensors = tuple(as_tensor(value, name) for value, name in zip(values, _PAIR_NAMES, strict=True))
+    check_same_shape(tensors, _PAIR_NAMES)
+    return tensors
+
+
+def _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) -> tuple[Tensor, Tensor]:
+    """(h⁺, h⁻) = (ln π(a⁺)/π0(a⁺), ln π(a⁻)/π0(a⁻))."""
+    lc, lr, rc, rr = _pair_inputs(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
+    return safe_log_ratio(lc, rc), safe_log_ratio(lr, rr)
+
+
+def _difference(a: Tensor, b: Tensor) -> Tensor:
+    """a − b, with two equal infinite scores (two zero-probability responses) read as a tie, 0.
+
+    Only infinite ties are replaced, so the gradient of a finite tie is still (1, −1).
+    """
+    diff = a - b
+    return torch.where(torch.isinf(a) & (a == b), torch.zeros_like(diff), diff)
+
+
+def _check_real(value, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_interval(value, name: str, low: float, high: float, *, low_open: bool, high_open: bool) -> float:
+    value = _check_real(value, name)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value}")
+    return value
+
+
+def _check_divergence(divergence: str, divergence_alpha: float) -> float:
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    return check_positive(divergence_alpha, "divergence_alpha")
+
+
+def _lengths(length, name: str, like: Tensor) -> Tensor | None:
+    if length is None:
+        return None
+    length = as_tensor(length, name, dtype=like.dtype, device=like.device)
+    if (length <= 0).any():
+        raise ValueError(f"{name} must be > 0 (a token count), got min {length.min().item()}")
+    return length
+
+
+def _per_token(score: Tensor, length: Tensor | None) -> Tensor:
+    return score if length is None else score / length
+
+
+def _f_score(log_ratio: Tensor, divergence: str, divergence_alpha: float) -> Tensor:
+    """f'(u) at u = π/π0 = e^h, normalised so that f'(1) = 0 (the additive constant cancels in Δ).
+
+    reverse KL: ln u;  forward KL: 1 − 1/u;  Jensen–Shannon: ln(2u/(1+u));
+    α-divergence (Wang et al. 2023, Table 1): (1 − u^(−α))/α.
+    """
+    if divergence == "reverse_kl":
+        return log_ratio
+    if divergence == "forward_kl":
+        return -torch.expm1(-log_ratio)
+    if divergence == "js_divergence":
+        return _LN2 + F.logsigmoid(log_ratio)
+    return -torch.expm1(-divergence_alpha * log_ratio) / divergence_alpha
+
+
+_DIVERGENCE_DOC = """divergence: the f-divergence of f-DPO (Wang et al. 2023, https://arxiv.org/abs/2309.16240)
+            whose f'(π/π0) replaces the log-ratio h; one of `DIVERGENCES`, default "reverse_kl" (plain h).
+            The scores are f'(u) normalised to f'(1) = 0 as in TRL: forward KL 1 − 1/u, JS ln(2u/(1+u)),
+            α-divergence (1 − u^(−α))/α.  Only "reverse_kl" and "js_divergence" stay finite for
+            arbitrarily small or large ratios; the others are exponential in h.
+        divergence_alpha: α of the α-divergence in the paper's parameterisation (α → 0 is reverse KL,
+            α = 1 forward KL).  TRL's `f_alpha_divergence_coef` is 1 − α."""
+
+
+def _scores(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha):
+    divergence_alpha = _check_divergence(divergence, divergence_alpha)
+    h_chosen, h_rejected = _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
+    return _f_score(h_chosen, divergence, divergence_alpha), _f_score(h_rejected, divergence, divergence_alpha)
+
+
+def _with_doc(doc: str):
+    def decorate(fn):
+        fn.__doc__ = fn.__doc__.replace("{divergence}", doc)
+        return fn
+
+    return decorate
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Logistic (sigmoid) family
+# ----------------------------------------------------------------------------------------------------------------------

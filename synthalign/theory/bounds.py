@@ -1,0 +1,264 @@
+"""The right-hand sides of the paper's finite-class theorems (spec §4): Prop. 12, Thms 4, 6, 7, 14, Prop. 15.
+
+Each takes the sample size n, the confidence δ and the world's constants (R, C_Π, C_ℛ, C_0:
+`synthalign.theory.constants` computes them for a world and a class).  Fitting estimators
+and measuring their errors is left to other modules; an experiment compares the two.
+
+Conventions: a policy is a tensor of log-probabilities [..., X, A], normalized
+over the last dimension, -inf for a zero-probability response; a finite class
+is a tensor [K, X, A]; every quantity is computed in float64.  Functions over a
+class work on blocks of `chunk_size` members (pairs of members for C_0) so that
+memory stays bounded when K × X × A is large; `None` picks a block of about
+2^22 numbers.
+
+Constants (spec §4, Decision).  The proofs of Thms 4, 6, 14 (and, as argued at
+`thm7_bound`, Thm 7) convert a squared preference error into a squared reward
+error with |σ(u) − σ(v)| ≥ ½ e^{−(|u|∨|v|)} |u − v|, which is false (u = 0.001,
+v = 0); Lemma 8 proves it with ¼.  Every bound that goes through this step takes
+`corrected`: `True` (the default, and what synthalign reports) uses Lemma 8's ¼,
+`False` reproduces the constant as printed.  The chain is
+
+    E_{x; a,b∼μ}[(P_π(a≻b|x) − P_π*(a≻b|x))²] ≤ 4 ln(·)/n               (Prop. 12)
+    (P_π − P_π*)² ≥ c² e^{−4γR} (ΔR̄_π(a) − ΔR̄_π(b))²          (Lemma 8 with slope c,
+                                       |u|, |v| ≤ 2γR because |R̄| ≤ γR under A2)
+    E_{a,b∼μ}[(ΔR̄(a) − ΔR̄(b))²] = 2 E_μ[ΔR̄²]     (spec §6.11; ΔR̄ is μ-centred)
+    ⇒ E_μ[ΔR̄_π²] ≤ (4 / (2c²)) e^{4γR} ln(·)/n,
+
+so the squared-reward constant 4/(2c²) is 8 with the printed c = ½ (the "8" of
+Thm 14's intermediate bound; Thms 4, 6 print 16 = 2·8 and Thm 7's reward term
+16 = 2·8) and 32 with c = ¼.  The corrected bounds are exactly 4 = (½ / ¼)²
+times the printed ones in every term that passes through this step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from synthalign._checks import as_tensor, check_positive
+from synthalign.theory.lemmas import _lemma9_factor_of_log
+
+_DTYPE = torch.float64
+
+_LEMMA8_SLOPE = 0.25  # proved in Lemma 8
+
+
+_PRINTED_SLOPE = 0.5  # used by the printed proofs of Thms 4, 6, 7, 14; false near 0
+
+
+_PREFERENCE_CONSTANT = 4.0
+
+
+_THEOREMS = ("prop12", "thm4", "thm6", "thm14", "thm7")
+
+
+def _check_n(n):
+    """n > 0 as a float, or a float64 tensor of sample sizes (the bound is then a tensor)."""
+    if isinstance(n, Tensor):
+        n = as_tensor(n, "n", dtype=_DTYPE)
+        if not (torch.isfinite(n) & (n > 0)).all():
+            raise ValueError(f"n must be finite and > 0, got {n}")
+        return n
+    return check_positive(n, "n")
+
+
+def _check_delta(delta) -> float:
+    try:
+        delta = float(delta)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"delta must be a real number, got {delta!r}") from err
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must lie in the open interval (0, 1), got {delta}")
+    return delta
+
+
+def _check_size(size, name: str) -> float:
+    try:
+        size = float(size)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number, got {size!r}") from err
+    if not (math.isfinite(size) and size >= 1.0):
+        raise ValueError(f"{name} must be a finite number >= 1, got {size}")
+    return size
+
+
+def _check_constant(value, name: str) -> float:
+    """A world constant (R, C_Π, …): >= 0; +inf is allowed and gives an infinite bound."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0 (inf allowed), got {value}")
+    return value
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 709.0 else math.inf
+
+
+def _reward_scale_constant(corrected: bool) -> float:
+    """4/(2c²): E_μ[ΔR̄²] ≤ (4/(2c²)) e^{4γR} × (the ln(·)/n of Prop. 12); 32 corrected, 8 printed."""
+    slope = _LEMMA8_SLOPE if corrected else _PRINTED_SLOPE
+    return _PREFERENCE_CONSTANT / (2.0 * slope**2)
+
+
+def _times(coverage: float, factor: float) -> float:
+    # A trivial class (C = 0) has a zero bound whatever the other factors.
+    return 0.0 if coverage == 0.0 else coverage * factor
+
+
+def _kl_from_reward_error(R: float, gamma: float) -> float:
+    """Thms 4, 6: E_x KL(π*‖π̂) ≤ (½ ∨ ψ(e^{4R})) · 2(2R²e^{4R} + 3)/γ² · E_{π*}[ΔR̄²] (Lemma 9, A2)."""
+    if R == math.inf:
+        return math.inf
+    return _lemma9_factor_of_log(4.0 * R) * 2.0 * (2.0 * R**2 * _exp(4.0 * R) + 3.0) / gamma**2
+
+
+def prop12_bound(n, class_size, delta: float):
+    """Prop. 12 (PMLE, preference scale): E_{x; a,b∼μ}[(P_π̂ − P_π*)²] ≤ 4 ln(|Π|/δ)/n.
+
+    No sigmoid slope enters, so there is no corrected variant.
+    """
+    n = _check_n(n)
+    size = _check_size(class_size, "class_size")
+    delta = _check_delta(delta)
+    return _PREFERENCE_CONSTANT * math.log(size / delta) / n
+
+
+def thm4_bound(n, R: float, C_Pi: float, gamma: float, class_size, delta: float, *, corrected: bool = True):
+    """Thm 4 (PMLE): E_x KL(π*‖π̂) ≤ (½ ∨ ψ(e^{4R})) · 16(2R²e^{4R} + 3) · C_Π e^{4γR}/γ² · ln(|Π|/δ)/n.
+
+    The printed 16 = 2 · 8, where 8 = 4/(2c²) with the proof's slope c = ½
+    (module docstring).  `corrected=True` (default) uses Lemma 8's c = ¼: the
+    16 becomes 64 and the bound is 4 times the printed one.
+    """
+    n = _check_n(n)
+    R = _check_constant(R, "R")
+    C_Pi = _check_constant(C_Pi, "C_Pi")
+    gamma = check_positive(gamma, "gamma")
+    size = _check_size(class_size, "class_size")
+    delta = _check_delta(delta)
+    reward_error = _times(C_Pi, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+    return _times(reward_error, _kl_from_reward_error(R, gamma)) * math.log(size / delta) / n
+
+
+def thm6_bound(
+    n,
+    R: float,
+    C_Pi: float,
+    gamma: float,
+    class_size,
+    reward_class_size,
+    delta: float,
+    *,
+    corrected: bool = True,
+):
+    """Thm 6 (distillation, pairs from μ):
+
+        E_x KL(π*‖π̂) ≤ (½ ∨ ψ(e^{4R})) · 16(2R²e^{4R} + 3) · C_Π e^{4γR}/γ² · [ln(2|Π|/δ) + 2 ln(2|ℛ|/δ)]/n.
+
+    As in Thm 4 the printed 16 = 2 · 4/(2c²) with c = ½; `corrected=True`
+    (default) uses c = ¼, turning 16 into 64 (4 times the printed bound).
+    """
+    n = _check_n(n)
+    R = _check_constant(R, "R")
+    C_Pi = _check_constant(C_Pi, "C_Pi")
+    gamma = check_positive(gamma, "gamma")
+    size = _check_size(class_size, "class_size")
+    reward_size = _check_size(reward_class_size, "reward_class_size")
+    delta = _check_delta(delta)
+    logs = math.log(2.0 * size / delta) + 2.0 * math.log(2.0 * reward_size / delta)
+    reward_error = _times(C_Pi, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+    return _times(reward_error, _kl_from_reward_error(R, gamma)) * logs / n
+
+
+def thm14_intermediate_bound(
+    n,
+    R: float,
+    C_0: float,
+    C_R: float,
+    gamma: float,
+    class_size,
+    reward_class_size,
+    delta: float,
+    *,
+    corrected: bool = True,
+):
+    """Thm 14's intermediate bound (distillation on π0's responses), a bound on E_{x, a∼π*}[(ΔR̄_π̂)²]:
+
+        E_{π*}[(ΔR̄_π̂)²] ≤ 8 e^{4γR} [C_0 ln(2|Π|/δ) + 2 C_ℛ ln(2|ℛ|/δ)]/n.
+
+    The printed 8 is 4/(2c²) with c = ½; `corrected=True` (default) uses c = ¼,
+    turning 8 into 32 (4 times the printed bound).  Thm 14's KL statement is
+    given only up to constants (≲) and is not computed.
+    """
+    n = _check_n(n)
+    R = _check_constant(R, "R")
+    C_0 = _check_constant(C_0, "C_0")
+    C_R = _check_constant(C_R, "C_R")
+    gamma = check_positive(gamma, "gamma")
+    size = _check_size(class_size, "class_size")
+    reward_size = _check_size(reward_class_size, "reward_class_size")
+    delta = _check_delta(delta)
+    scale = _reward_scale_constant(corrected) * _exp(4.0 * gamma * R)
+    weighted = _times(C_0, math.log(2.0 * size / delta)) + _times(C_R, 2.0 * math.log(2.0 * reward_size / delta))
+    return _times(weighted, scale) / n
+
+
+def thm7_bound(
+    n,
+    R: float,
+    C_R: float,
+    gamma: float,
+    class_size,
+    reward_class_size,
+    delta: float,
+    *,
+    corrected: bool = True,
+):
+    """Thm 7 (RKL):
+
+        E_x KL(π*‖π̂) ≤ (1 ∨ 2ψ(e^{4R})) · (16R² ln(2|Π|²/δ)/n + 16 C_ℛ(R²e^{4R} + 1) e^{4γR}/γ² · ln(2|ℛ|/δ)/n).
+
+    The first term is the on-policy step over Π: no preference data and no
+    sigmoid enter it, and it is the same in both variants.  The second term is
+    the error of the reward model fitted on μ's pairs, and it goes through the
+    same ½-slope step as Thms 4, 6, 14.  This is inferred from the structure, as
+    the step is not displayed: with (1 ∨ 2ψ) = 2(½ ∨ ψ) (Lemma 9 after
+    (u + v)² ≤ 2u² + 2v²) the printed second term reads
+
+        2(½ ∨ ψ) · 2 · [(R²e^{4R} + 1)/γ²] · [8 e^{4γR} C_ℛ ln(2|ℛ|/δ)/n],
+
+    whose last bracket is Thm 14's bound on E_{π*}[ΔR̄²] with 8 = 4/(2c²), c = ½.
+    Had the proof used c = ¼ (bracket 32), the factor converting E_{π*}[ΔR̄²]
+    into the squared log-ratio of π_R̂ to π* would be (R²e^{4R} + 1)/(4γ²), which
+    tends to 1/(4γ²) as R → 0; but with μ = π* that squared log-ratio is
+    ≈ Var_{π*}(ΔR̄)/γ² = E_{π*}[ΔR̄²]/γ², so the factor must be at least about
+    1/γ².  The printed 16 therefore comes from c = ½.  `corrected=True`
+    (default) multiplies the second term by 4 (its 16 becomes 64).
+    """
+    n = _check_n(n)
+    R = _check_constant(R, "R")
+    C_R = _check_constant(C_R, "C_R")
+    gamma = check_positive(gamma, "gamma")
+    size = _check_size(class_size, "class_size")
+    reward_size = _check_size(reward_class_size, "reward_class_size")
+    delta = _check_delta(delta)
+    prefactor = 2.0 * _lemma9_factor_of_log(4.0 * R) if R < math.inf else math.inf
+    on_policy = 16.0 * R**2 * math.log(2.0 * size**2 / delta)
+    if R == math.inf:
+        reward_kl = math.inf
+    else:
+        reward_kl = 2.0 * (R**2 * _exp(4.0 * R) + 1.0) / gamma**2
+    reward_error = _times(C_R, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+    reward_term = _times(reward_error, reward_kl) * math.log(2.0 * reward_size / delta)
+    return prefactor * (on_policy + reward_term) / n
+
+
+def prop15_factor(R: float) -> float:
+    """Prop. 15: E_x KL(π̂‖π*) ≤ ((4R ∨ 1) e^{8R+1}/R²) · E_x KL(π*‖π̂); returns the factor (R > 0)."""
+    R = check_positive(R, "R")
+    return max(4.0 * R, 1.0) * _exp(8.0 * R + 1.0) / R**2

@@ -1,0 +1,49 @@
+"""Finite worlds with a known target, their preference law, datasets as counts, sampling, finite classes.
+
+* `synthalign.worlds.policy`: `Policy`, a (batch of) tabular conditional distributions;
+* `synthalign.worlds.tabular`: `World`, the contextual-bandit world (D, pi*, pi0, mu, gamma);
+* `synthalign.worlds.preferences`: the gamma-tilted Bradley–Terry law over the cells (x, a, b);
+* `synthalign.worlds.datasets`: `PreferenceData` / `PairData` (counts over the cells), `PreferenceList`;
+* `synthalign.worlds.sampling`: datasets drawn from a world's law;
+* `synthalign.worlds.classes`: finite policy classes containing pi* (A1).
+"""
+
+from synthalign.worlds.classes import PolicyClass, grid_class, list_class, perturbation_class, reward_class, union_class
+from synthalign.worlds.datasets import CellData, PairData, PreferenceData, PreferenceList, counts_to_list
+from synthalign.worlds.policy import Policy, as_logp, check_distribution
+from synthalign.worlds.preferences import (
+    pair_log_probs,
+    population_pairs,
+    population_preferences,
+    preference_matrix,
+    preference_probability,
+)
+from synthalign.worlds.sampling import sample_cell_counts, sample_pairs, sample_preference_list, sample_preferences
+from synthalign.worlds.tabular import World
+
+__all__ = [
+    "CellData",
+    "PairData",
+    "Policy",
+    "PolicyClass",
+    "PreferenceData",
+    "PreferenceList",
+    "World",
+    "as_logp",
+    "check_distribution",
+    "counts_to_list",
+    "grid_class",
+    "list_class",
+    "pair_log_probs",
+    "perturbation_class",
+    "population_pairs",
+    "population_preferences",
+    "preference_matrix",
+    "preference_probability",
+    "reward_class",
+    "sample_cell_counts",
+    "sample_pairs",
+    "sample_preference_list",
+    "sample_preferences",
+    "union_class",
+]

@@ -1,0 +1,65 @@
+"""The gamma-tilted Bradley–Terry preference law of a world (spec §1), over the cells (x, a, b).
+
+`population_preferences(world)` is the exact law of one labelled pair and
+`population_pairs(world)` that of one unlabelled pair; both are weight tables of the
+same shape as a dataset's counts (`synthalign.worlds.datasets`), so one loss code
+path serves samples and the population alike.  Other preference laws go beside
+this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from synthalign._checks import check_positive, safe_log_ratio
+from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.worlds.policy import Policy, as_logp
+
+
+def preference_probability(logp_a: Tensor, logp_b: Tensor, gamma: float) -> Tensor:
+    """P(a ≻ b | x) = σ(γ ln[π(a|x)/π(b|x)]) = π(a)^γ / (π(a)^γ + π(b)^γ) (spec §1).
+
+    Decision: when both responses have probability zero the ratio 0/0 is read
+    as a tie, P = 1/2 (such pairs have weight zero whenever mu = pi*).
+    """
+    gamma = check_positive(gamma, "gamma")
+    return torch.sigmoid(gamma * safe_log_ratio(logp_a, logp_b))
+
+
+def pair_log_probs(logp: Tensor) -> tuple[Tensor, Tensor]:
+    """Broadcast views of log pi(a|x) over the cells (x, a, b): [..., X, A, 1] and [..., X, 1, A]."""
+    return logp.unsqueeze(-1), logp.unsqueeze(-2)
+
+
+def preference_matrix(world_or_logp, gamma: float | None = None) -> Tensor:
+    """P(i ≻ j | x) for all cells, shape [..., X, A, A], under pi* (or given log-probs)."""
+    if gamma is None:
+        world = world_or_logp
+        logp, gamma = world.target.logp, world.gamma
+    else:
+        logp = as_logp(world_or_logp)
+    first, second = pair_log_probs(logp)
+    return preference_probability(first, second, gamma)
+
+
+def population_preferences(world) -> PreferenceData:
+    """The exact law of one labelled pair (spec §1): 2 D(x) mu(a|x) mu(b|x) P*(a ≻ b | x) on (x, a+ = a, a- = b).
+
+    The cell (a, b) with a ≠ b is reached from two draws: (a, b) with a winning and
+    (b, a) with a winning, hence the factor 2; the diagonal cell (a, a) gets
+    2 D mu(a)² · ½ = D mu(a)², the probability of drawing a twice.  The weights sum to 1.
+    """
+    behavior = world.behavior.probs
+    joint = world.prompt_dist[:, None, None] * behavior[:, :, None] * behavior[:, None, :]
+    counts = 2.0 * joint * preference_matrix(world)
+    return PreferenceData(counts.unsqueeze(0), None, world)
+
+
+def population_pairs(world, policy: Policy | None = None) -> PairData:
+    """The exact law of one unlabelled pair: D(x) p(a|x) p(b|x), p = mu unless `policy` is given."""
+    probs = (policy if policy is not None else world.behavior).probs
+    if probs.dim() != 2:
+        raise ValueError("policy must be a single policy of shape [X, A]")
+    joint = world.prompt_dist[:, None, None] * probs[:, :, None] * probs[:, None, :]
+    return PairData(joint.unsqueeze(0), None, world)
