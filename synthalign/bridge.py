@@ -32,7 +32,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive, safe_log_ratio, weighted_reduce
+from synthalign._checks import as_tensor, check_positive, weighted_reduce
+from synthalign.evaluate import pair_inputs
 from synthalign.registry.protocol import Objective, get_objective
 
 __all__ = ["BATCH_KEYS", "PairTrainer", "make_trainer", "pair_batch_loss", "sequence_logprobs"]
@@ -48,7 +49,6 @@ BATCH_KEYS = (
 """The keys `pair_batch_loss` reads from a batch (others are ignored)."""
 
 _SEQUENCE_FIELDS = ("input_ids", "attention_mask", "completion_mask")
-_REWARD_INPUTS = ("reward_chosen", "reward_rejected", "target_margin")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -262,21 +262,24 @@ def pair_batch_loss(
     if obj.needs_reference and reference is None:
         raise ValueError(f"objective {obj.name!r} needs a reference model: pass reference=...")
     logp_chosen, logp_rejected = _pair_logprobs(policy, batch, average=average)
-    available = {"logp_chosen": logp_chosen, "logp_rejected": logp_rejected, "gamma": gamma}
+    reference_views = None
     if obj.needs_reference:
         with torch.no_grad():
             ref_chosen, ref_rejected = _pair_logprobs(reference, batch, average=average)
-        available["ref_logp_chosen"] = ref_chosen.to(logp_chosen.dtype)
-        available["ref_logp_rejected"] = ref_rejected.to(logp_chosen.dtype)
-    if any(name in _REWARD_INPUTS for name in obj.inputs):
+        reference_views = (ref_chosen.to(logp_chosen.dtype), ref_rejected.to(logp_chosen.dtype))
+    reward_views = None
+    if obj.needs_reward:
         for name, value in (("reward_chosen", reward_chosen), ("reward_rejected", reward_rejected)):
             if value is None:
                 raise ValueError(f"objective {obj.name!r} needs a reward: pass {name}=...")
-            available[name] = _per_pair(value, name, n_pairs, logp_chosen)
-        available["target_margin"] = safe_log_ratio(available["reward_chosen"], available["reward_rejected"])
+        reward_views = (
+            _per_pair(reward_chosen, "reward_chosen", n_pairs, logp_chosen),
+            _per_pair(reward_rejected, "reward_rejected", n_pairs, logp_chosen),
+        )
     if weight is not None:
         weight = _per_pair(weight, "weight", n_pairs, logp_chosen)
-    loss = obj.fn(**{name: available[name] for name in obj.inputs}, **resolved)
+    inputs = pair_inputs(obj, (logp_chosen, logp_rejected), reference=reference_views, reward=reward_views, gamma=gamma)
+    loss = obj.fn(**inputs, **resolved)
     return weighted_reduce(loss, weight, "mean")
 
 

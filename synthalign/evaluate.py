@@ -1,4 +1,15 @@
-"""Exact evaluation of any objective on tabular policies: empirical and population losses.
+"""Evaluating objectives: the one binding of an objective's inputs, and empirical and population losses.
+
+Everything that calls an objective's loss goes through this module: the losses
+below, the Newton solver (`synthalign.estimators.newton`), the finite-class argmin,
+the conformance suite and the transformer bridge.
+
+* `pair_inputs` / `prompt_inputs` are the ONE place an objective's declared input
+  names (`logp_chosen`, `ref_logp_rejected`, `target_margin`, `gamma`, ...; see
+  `synthalign.registry.protocol`) are turned into tensors, from (chosen, rejected)
+  views of the policy, the reference and the reward.  Callers only choose the views:
+  the cells (x, a, b) of a finite world, explicit pairs, or sequences of a language model.
+* `prompt_values` is the ONE place beta · KL(pi(x) ‖ pi0(x)) is added (eq. 1, 5, 12, 15).
 
 One code path serves three uses (../shared/STYLE.md): explicit pairs become
 counts (`PreferenceList.to_counts`), a dataset is its counts, and the
@@ -13,20 +24,175 @@ probabilities.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_positive
+from synthalign._checks import check_positive, safe_log_ratio
 from synthalign.metrics import kl_per_prompt
-from synthalign.registry.protocol import EvalContext, Objective, get_objective
-from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.registry.protocol import Objective, get_objective
+from synthalign.worlds.datasets import CellData, PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import population_pairs, population_preferences
+
+Pair = tuple[Tensor, Tensor]
+"""(chosen view, rejected view) of one source tensor."""
+
+__all__ = [
+    "EvalContext",
+    "cell_inputs",
+    "cell_values",
+    "data_weights",
+    "empirical_loss",
+    "make_context",
+    "pair_inputs",
+    "per_prompt_loss",
+    "population_loss",
+    "prompt_inputs",
+    "prompt_values",
+]
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """Everything an objective may read besides the policy: gamma, ln pi0, R̂ and the hyper-parameters."""
+
+    gamma: float
+    ref_logp: Tensor
+    reward: Tensor | None
+    params: dict
+
+
+# ------------------------------------------------------------------ the binding
+
+
+def pair_inputs(
+    obj: Objective,
+    policy: Pair,
+    *,
+    reference: Pair | None,
+    reward: Pair | None,
+    gamma: float,
+) -> dict[str, Tensor | float]:
+    """The keyword inputs of a pair objective's `fn`, from (chosen, rejected) views of each source.
+
+    `logp_chosen`/`logp_rejected` come from `policy`, `ref_logp_*` from `reference`,
+    `reward_*` from `reward`, `target_margin` = R̂(a⁺) − R̂(a⁻) (two −inf read as a tie,
+    0), `gamma` is the preference temperature.  A source the objective needs but the
+    caller did not give raises ValueError naming it.
+    """
+    sources = {"logp": policy, "ref_logp": reference, "reward": reward}
+    inputs: dict[str, Tensor | float] = {}
+    for name in obj.inputs:
+        if name == "gamma":
+            inputs[name] = gamma
+            continue
+        source, side = ("reward", "margin") if name == "target_margin" else name.rsplit("_", 1)
+        views = sources[source]
+        if views is None:
+            what = {"ref_logp": "a reference (pi0)", "reward": "a reward (pass reward=...)"}[source]
+            raise ValueError(f"objective {obj.name!r} needs {what}")
+        if side == "margin":
+            inputs[name] = safe_log_ratio(*views)
+        else:
+            inputs[name] = views[0] if side == "chosen" else views[1]
+    return inputs
+
+
+def prompt_inputs(
+    obj: Objective, logp: Tensor, *, reference: Tensor | None, reward: Tensor | None, gamma: float
+) -> dict[str, Tensor | float]:
+    """The keyword inputs of a prompt objective's `fn`: the policy rows and what else it declares."""
+    inputs: dict[str, Tensor | float] = {"logp": logp}
+    sources = {"ref_logp": reference, "reward": reward, "gamma": gamma}
+    for name in obj.inputs:
+        if name == "logp":
+            continue
+        if sources[name] is None:
+            raise ValueError(
+                f"objective {obj.name!r} needs {'a reward (pass reward=...)' if name == 'reward' else name}"
+            )
+        inputs[name] = sources[name]
+    return inputs
+
+
+def cell_inputs(
+    obj: Objective,
+    logp: Tensor,
+    ctx: EvalContext,
+    weight: Tensor | None,
+    *,
+    first: Tensor | None = None,
+    second: Tensor | None = None,
+) -> dict[str, Tensor | float]:
+    """`pair_inputs` on every cell (x, a, b) of a finite world: views t[..., :, None] and t[..., None, :].
+
+    `first`/`second` replace the policy's two views (the solver passes full-cell
+    copies to take elementwise derivatives).  Where `weight` is zero, a non-finite
+    source (a zero-probability response) is replaced by 0 in that cell, so unused
+    cells give neither inf·0 nor a NaN gradient; callers weight the result with
+    `torch.where(weight > 0, ...)`.
+    """
+    used = weight > 0 if weight is not None else None
+
+    def views(base: Tensor | None, chosen: Tensor | None = None, rejected: Tensor | None = None) -> Pair | None:
+        if base is None:
+            return None
+        pair = (base.unsqueeze(-1) if chosen is None else chosen, base.unsqueeze(-2) if rejected is None else rejected)
+        # Only a source with a non-finite entry needs masking; the check runs on the small [.., X, A] base.
+        if used is None or torch.isfinite(base).all():
+            return pair
+        masked = []
+        for view in pair:
+            view, mask = torch.broadcast_tensors(view, used)
+            masked.append(torch.where(mask, view, torch.zeros_like(view)))
+        return masked[0], masked[1]
+
+    return pair_inputs(
+        obj,
+        views(logp, first, second),
+        reference=views(ctx.ref_logp),
+        reward=views(ctx.reward),
+        gamma=ctx.gamma,
+    )
+
+
+def cell_values(
+    obj: Objective,
+    logp: Tensor,
+    ctx: EvalContext,
+    weight: Tensor | None,
+    *,
+    first: Tensor | None = None,
+    second: Tensor | None = None,
+) -> Tensor:
+    """A pair objective's elementwise loss on every cell (x, a, b), [..., X, A, A] (see `cell_inputs`)."""
+    return obj.fn(**cell_inputs(obj, logp, ctx, weight, first=first, second=second), **ctx.params)
+
+
+def prompt_values(obj: Objective, logp: Tensor, ctx: EvalContext, beta: float) -> Tensor:
+    """The per-prompt terms of an objective, [..., X]: a prompt objective's loss plus beta · KL(pi(x) ‖ pi0(x)).
+
+    The one place the KL regularizer of eq. 1, 5, 12 and 15 is added; zero for a pair
+    objective at beta = 0.
+    """
+    if obj.kind == "prompt":
+        inputs = prompt_inputs(obj, logp, reference=ctx.ref_logp, reward=ctx.reward, gamma=ctx.gamma)
+        values = obj.fn(**inputs, **ctx.params)
+    else:
+        values = torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
+    if beta > 0:
+        values = values + beta * kl_per_prompt(logp, ctx.ref_logp)
+    return values
+
+
+# ------------------------------------------------------------------ weighted losses
 
 
 def data_weights(obj: Objective, data) -> tuple[Tensor | None, Tensor, Tensor]:
     """(pair weights [R, X, A, A] or None, prompt weights [R, X], total weight [R]) for `obj`."""
-    if not isinstance(data, (PreferenceData, PairData)):
+    if not isinstance(data, CellData):
         raise ValueError(f"data must be PreferenceData or PairData, got {type(data).__name__}")
     if obj.data == "preferences" and not isinstance(data, PreferenceData):
         raise ValueError(f"objective {obj.name!r} needs labelled preferences, got unlabelled pairs")
@@ -56,18 +222,15 @@ def per_prompt_loss(
     ctx: EvalContext,
     beta: float,
 ) -> Tensor:
-    """Σ over cells of prompt x of the weighted loss, plus the prompt terms: [..., X] (not normalized)."""
-    used_prompt = prompt_weight > 0
+    """Σ over cells of prompt x of the weighted loss, plus the weighted prompt terms: [..., X] (not normalized)."""
+    per_prompt = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if obj.kind == "pair":
-        values = obj.pair_values(logp, ctx, pair_weight)
+        values = cell_values(obj, logp, ctx, pair_weight)
         weighted = torch.where(pair_weight > 0, pair_weight * values, torch.zeros_like(values))
         per_prompt = weighted.sum(dim=(-1, -2))
-    else:
-        values = obj.prompt_values(logp, ctx)
-        per_prompt = torch.where(used_prompt, prompt_weight * values, torch.zeros_like(values))
-    if beta > 0:
-        kl = kl_per_prompt(logp, ctx.ref_logp)
-        per_prompt = per_prompt + torch.where(used_prompt, beta * prompt_weight * kl, torch.zeros_like(kl))
+    if obj.kind == "prompt" or beta > 0:
+        values = prompt_values(obj, logp, ctx, beta)
+        per_prompt = per_prompt + torch.where(prompt_weight > 0, prompt_weight * values, torch.zeros_like(values))
     return per_prompt
 
 

@@ -18,8 +18,7 @@ from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
 from synthalign.estimators.fit import resolve_reward
-from synthalign.evaluate import data_weights, make_context, per_prompt_loss
-from synthalign.metrics import kl_per_prompt
+from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.classes import PolicyClass
 from synthalign.worlds.datasets import PairData, PreferenceData
@@ -86,16 +85,13 @@ def argmin_over_class(
             losses = per_prompt_loss(obj, expanded, pair_weight, prompt_weight, ctx, beta).sum(-1)
             chunks.append((losses / total).transpose(0, 1))
             continue
-        unit_ctx = ctx
+        chunk_losses = torch.zeros((), dtype=logp.dtype, device=logp.device)
         if obj.kind == "pair":
-            cell_loss = obj.pair_values(logp, unit_ctx, None).reshape(logp.shape[0], -1)  # [K, cells]
-            pair_part = _weighted_matmul(pair_weight.reshape(R, -1), cell_loss)
-        else:
-            prompt_loss = obj.prompt_values(logp, unit_ctx)  # [K, X]
-            pair_part = _weighted_matmul(prompt_weight, prompt_loss)
-        if beta > 0:
-            pair_part = pair_part + beta * _weighted_matmul(prompt_weight, kl_per_prompt(logp, ctx.ref_logp))
-        chunks.append(pair_part / total.unsqueeze(-1))
+            cell_loss = cell_values(obj, logp, ctx, None).reshape(logp.shape[0], -1)  # [K, cells]
+            chunk_losses = _weighted_matmul(pair_weight.reshape(R, -1), cell_loss)
+        if obj.kind == "prompt" or beta > 0:
+            chunk_losses = chunk_losses + _weighted_matmul(prompt_weight, prompt_values(obj, logp, ctx, beta))  # [K, X]
+        chunks.append(chunk_losses / total.unsqueeze(-1))
     losses = torch.cat(chunks, dim=-1)
     index = losses.argmin(dim=-1)
     return ClassFit(index=index, policy=Policy(logp_all[index], world.prompt_dist), losses=losses)

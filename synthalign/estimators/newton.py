@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import broadcast_shape
-from synthalign.evaluate import EvalContext, per_prompt_loss
-from synthalign.metrics import kl_per_prompt
+from synthalign.evaluate import EvalContext, cell_inputs, cell_values, per_prompt_loss, prompt_values
 from synthalign.registry.protocol import Objective
 
 _LINE_SEARCH_STEPS = 12
@@ -99,7 +98,7 @@ class NewtonProblem:
         first = logp.unsqueeze(-1).expand(cell_shape).clone().requires_grad_(True)
         second = logp.unsqueeze(-2).expand(cell_shape).clone().requires_grad_(True)
         with torch.enable_grad():
-            values = self.obj.pair_values(logp, self.ctx, weight, first=first, second=second)
+            values = cell_values(self.obj, logp, self.ctx, weight, first=first, second=second)
             weighted = torch.where(weight > 0, weight * values, torch.zeros_like(values))
             d_first, d_second = _grads(weighted.sum(), (first, second), create_graph=True)
             d_ff, d_fs = _grads(d_first.sum(), (first, second), retain_graph=True)
@@ -113,8 +112,9 @@ class NewtonProblem:
         # Hessian block of the cell is h'' [[1, −1], [−1, 1]] (zero on the diagonal cells i = j).
         weight = self.pair_weight
         used = weight > 0
-        values = self.obj.pair_values(logp, self.ctx, weight)
-        first, second = self.obj.pair_values(logp, self.ctx, weight, fn=self.obj.margin_derivatives)
+        inputs = cell_inputs(self.obj, logp, self.ctx, weight)
+        values = self.obj.fn(**inputs, **self.ctx.params)
+        first, second = self.obj.margin_derivatives(**inputs, **self.ctx.params)
         zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
         weighted = torch.where(used, weight * values, zero)
         w_first = torch.where(used, weight * first, zero)
@@ -129,13 +129,8 @@ class NewtonProblem:
         with torch.enable_grad():
             logp = torch.log_softmax(theta, dim=-1)
             used = self.prompt_weight > 0
-            value = theta.new_zeros(theta.shape[:-1])
-            if self.obj.kind == "prompt":
-                terms = self.obj.prompt_values(logp, self.ctx)
-                value = value + torch.where(used, self.prompt_weight * terms, torch.zeros_like(terms))
-            if self.beta > 0:
-                kl = kl_per_prompt(logp, self.ctx.ref_logp)
-                value = value + torch.where(used, self.beta * self.prompt_weight * kl, torch.zeros_like(kl))
+            terms = prompt_values(self.obj, logp, self.ctx, self.beta)
+            value = torch.where(used, self.prompt_weight * terms, torch.zeros_like(terms))
             value = value / self.total.unsqueeze(-1)
             (grad,) = _grads(value.sum(), (theta,), create_graph=True)
             columns = [_grads(grad[..., a].sum(), (theta,), retain_graph=True)[0] for a in range(A)]

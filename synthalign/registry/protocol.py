@@ -31,10 +31,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-import torch
 from torch import Tensor
-
-from synthalign._checks import safe_log_ratio
 
 PAIR_INPUTS = (
     "logp_chosen",
@@ -122,88 +119,6 @@ class Objective:
         if missing:
             raise ValueError(f"objective {self.name!r} needs a value for {missing}")
         return resolved
-
-    # --------------------------------------------------------------- evaluation
-
-    def pair_values(
-        self,
-        logp: Tensor,
-        ctx: EvalContext,
-        weight: Tensor | None,
-        *,
-        first: Tensor | None = None,
-        second: Tensor | None = None,
-        fn: Callable | None = None,
-    ) -> Tensor:
-        """Elementwise loss on every cell (x, a, b), [..., X, A, A].
-
-        `first`/`second` default to the broadcast views logp[..., :, None] and
-        logp[..., None, :]; the solver passes full-cell copies to take
-        elementwise derivatives.  Where `weight` is zero, non-finite inputs
-        (zero-probability responses) are replaced by 0 before `fn` is called,
-        so unused cells give neither inf·0 nor a NaN gradient; callers weight
-        the result with `torch.where(weight > 0, ...)`.
-        """
-        inputs = {}
-        first = logp.unsqueeze(-1) if first is None else first
-        second = logp.unsqueeze(-2) if second is None else second
-        # name -> (the small tensor it is built from, the cell view of it)
-        available = {
-            "logp_chosen": lambda: (logp, first),
-            "logp_rejected": lambda: (logp, second),
-            "ref_logp_chosen": lambda: (ctx.ref_logp, ctx.ref_logp.unsqueeze(-1)),
-            "ref_logp_rejected": lambda: (ctx.ref_logp, ctx.ref_logp.unsqueeze(-2)),
-            "reward_chosen": lambda: (ctx.require_reward(self.name), ctx.require_reward(self.name).unsqueeze(-1)),
-            "reward_rejected": lambda: (ctx.require_reward(self.name), ctx.require_reward(self.name).unsqueeze(-2)),
-            "target_margin": lambda: (
-                ctx.require_reward(self.name),
-                _reward_margin(ctx.require_reward(self.name)),
-            ),
-        }
-        used = weight > 0 if weight is not None else None
-        for name in self.inputs:
-            if name == "gamma":
-                inputs[name] = ctx.gamma
-                continue
-            base, value = available[name]()
-            # Unused cells only need masking where an input is not finite (a
-            # zero-probability response); the check runs on the [.., X, A] base.
-            if used is not None and not torch.isfinite(base).all():
-                value, mask = torch.broadcast_tensors(value, used)
-                value = torch.where(mask, value, torch.zeros_like(value))
-            inputs[name] = value
-        return (fn or self.fn)(**inputs, **ctx.params)
-
-    def prompt_values(self, logp: Tensor, ctx: EvalContext) -> Tensor:
-        """Per-prompt loss, [..., X]."""
-        inputs = {"logp": logp}
-        for name in self.inputs:
-            if name == "gamma":
-                inputs[name] = ctx.gamma
-            elif name == "ref_logp":
-                inputs[name] = ctx.ref_logp
-            elif name == "reward":
-                inputs[name] = ctx.require_reward(self.name)
-        return self.fn(**inputs, **ctx.params)
-
-
-@dataclasses.dataclass
-class EvalContext:
-    """Everything an objective may read besides the policy."""
-
-    gamma: float
-    ref_logp: Tensor
-    reward: Tensor | None
-    params: dict
-
-    def require_reward(self, name: str) -> Tensor:
-        if self.reward is None:
-            raise ValueError(f"objective {name!r} needs a reward (pass reward=...)")
-        return self.reward
-
-
-def _reward_margin(reward: Tensor) -> Tensor:
-    return safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))
 
 
 class Registry:
@@ -430,7 +345,6 @@ def list_objectives() -> list[str]:
 
 __all__ = [
     "DEFAULT_REGISTRY",
-    "EvalContext",
     "Objective",
     "Registry",
     "get_objective",

@@ -12,9 +12,16 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import safe_log_ratio
 from synthalign.estimators.fit import fit
-from synthalign.evaluate import empirical_loss, make_context, population_loss
+from synthalign.evaluate import (
+    cell_values,
+    empirical_loss,
+    make_context,
+    pair_inputs,
+    population_loss,
+    prompt_inputs,
+    prompt_values,
+)
 from synthalign.metrics import entropy, forward_kl, kl_per_prompt
 from synthalign.registry.protocol import Objective
 from synthalign.testing.report import CheckOptions, CheckResult
@@ -79,24 +86,20 @@ def _direct_values(
     first: Tensor | None = None,
     second: Tensor | None = None,
 ) -> Tensor:
-    """The objective's own fn on explicit items, without the framework: per pair (prompt, first, second),
-    or per prompt for a prompt objective, plus beta KL(pi(x) ‖ pi0(x)) of the item's prompt.  Shape of `prompt`."""
+    """The objective's own fn on explicit items, without the cell machinery: per pair (prompt, first, second),
+    or per prompt for a prompt objective, plus beta KL(pi(x) ‖ pi0(x)) of the item's prompt (computed here
+    independently of `synthalign.evaluate.prompt_values`).  Shape of `prompt`."""
     ref = world.reference.logp
+
+    def items(table: Tensor | None):
+        if table is None:
+            return None
+        return (table[prompt, first], table[prompt, second]) if obj.kind == "pair" else table[prompt]
+
     if obj.kind == "pair":
-        available = {
-            "logp_chosen": lambda: logp[prompt, first],
-            "logp_rejected": lambda: logp[prompt, second],
-            "ref_logp_chosen": lambda: ref[prompt, first],
-            "ref_logp_rejected": lambda: ref[prompt, second],
-            "reward_chosen": lambda: reward[prompt, first],
-            "reward_rejected": lambda: reward[prompt, second],
-            "target_margin": lambda: safe_log_ratio(reward[prompt, first], reward[prompt, second]),
-        }
+        inputs = pair_inputs(obj, items(logp), reference=items(ref), reward=items(reward), gamma=world.gamma)
     else:
-        available = {"logp": lambda: logp[prompt], "ref_logp": lambda: ref[prompt], "reward": lambda: reward[prompt]}
-    inputs = {name: (world.gamma if name == "gamma" else available[name]()) for name in obj.inputs}
-    if obj.kind == "prompt" and "logp" not in inputs:
-        inputs["logp"] = logp[prompt]
+        inputs = prompt_inputs(obj, items(logp), reference=items(ref), reward=items(reward), gamma=world.gamma)
     values = torch.broadcast_to(obj.fn(**inputs, **opts.params), prompt.shape)
     if opts.beta > 0:
         values = values + opts.beta * kl_per_prompt(logp, ref)[prompt]
@@ -151,7 +154,7 @@ def check_finite_extreme(obj: Objective, opts: CheckOptions) -> CheckResult:
         ctx = make_context(obj, world, reward, obj.resolve_params(opts.params))
         with torch.no_grad():
             logp = torch.log_softmax(theta, dim=-1)
-            values = obj.pair_values(logp, ctx, None) if obj.kind == "pair" else obj.prompt_values(logp, ctx)
+            values = cell_values(obj, logp, ctx, None) if obj.kind == "pair" else prompt_values(obj, logp, ctx, 0.0)
         if not torch.isfinite(values).all():
             problems.append(f"gamma={gamma:g}: {int((~torch.isfinite(values)).sum())} non-finite per-cell values")
     detail = (
@@ -393,7 +396,7 @@ def check_elementwise(obj: Objective, opts: CheckOptions) -> CheckResult:
             # Full-cell copies of the two log-probability arguments, as the Newton solver passes them.
             first = logp.unsqueeze(-1).expand(B, X, A, A).clone()
             second = logp.unsqueeze(-2).expand(B, X, A, A).clone()
-            base = obj.pair_values(logp, ctx, None, first=first, second=second)
+            base = cell_values(obj, logp, ctx, None, first=first, second=second)
             if base.shape != first.shape:
                 return CheckResult(
                     "elementwise", False, f"fn returned shape {tuple(base.shape)} for {tuple(first.shape)} cells"
@@ -407,14 +410,14 @@ def check_elementwise(obj: Objective, opts: CheckOptions) -> CheckResult:
                         if argument == "logp_chosen"
                         else {"first": first, "second": moved}
                     )
-                    out = obj.pair_values(logp, ctx, None, **args)
+                    out = cell_values(obj, logp, ctx, None, **args)
                     changed = torch.broadcast_to(out != base, base.shape).clone()
                     changed.view(-1)[cell] = False
                     if changed.any():
                         leaks.append(f"{argument} of cell {cell} changed {int(changed.sum())} other cells")
             unit, count = "cells", 2 * first.numel()
         else:
-            base = obj.prompt_values(logp, ctx)
+            base = prompt_values(obj, logp, ctx, 0.0)
             if base.shape != logp.shape[:-1]:
                 return CheckResult(
                     "elementwise", False, f"fn returned shape {tuple(base.shape)} for {tuple(logp.shape[:-1])} prompts"
@@ -423,7 +426,7 @@ def check_elementwise(obj: Objective, opts: CheckOptions) -> CheckResult:
                 for x in range(X):
                     moved = logp.clone()
                     moved[b, x] = torch.log_softmax(moved[b, x] + delta * torch.arange(A, dtype=logp.dtype), -1)
-                    changed = torch.broadcast_to(obj.prompt_values(moved, ctx) != base, base.shape).clone()
+                    changed = torch.broadcast_to(prompt_values(obj, moved, ctx, 0.0) != base, base.shape).clone()
                     changed[b, x] = False
                     if changed.any():
                         leaks.append(f"prompt {x} of replicate {b} changed {int(changed.sum())} other prompts")
