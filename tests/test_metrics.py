@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import log_policies, policy_pairs, worlds
 from hypothesis import given
 from hypothesis import strategies as st
 
 import synthalign as sa
+from synthalign.testing.strategies import log_policies, policy_pairs
+from synthalign.testing.strategies import random_worlds as worlds
 
 DTYPE = torch.float64
 
