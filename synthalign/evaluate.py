@@ -251,10 +251,10 @@ def empirical_loss(
     """
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
+    pair_weight, prompt_weight, total = data_weights(obj, data)
     ctx = make_context(obj, data.world, reward, obj.resolve_params(params))
     if obj.needs_reward and ctx.reward is None:
         raise ValueError(f"objective {obj.name!r} needs a reward: pass reward=...")
-    pair_weight, prompt_weight, total = data_weights(obj, data)
     logp = as_logp(policy).to(data.counts.dtype)
     return per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(dim=-1) / total
 
