@@ -7,6 +7,7 @@ worlds, objectives, registry, evaluate, metrics, estimators, sweeps, stats, theo
 
 from synthalign import registry as _registry  # noqa: F401 - declares the built-in objectives
 from synthalign._checks import safe_log_ratio as log_ratio
+from synthalign._version import __version__
 from synthalign.bridge import PairTrainer, make_trainer, pair_batch_loss, sequence_logprobs
 from synthalign.estimators import (
     ClassEstimate,
@@ -99,9 +100,8 @@ from synthalign.worlds import (
     union_class,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "DEFAULT_REGISTRY",
     "TRL_LOSS_TYPES",
     "ZOO_LOSSES",

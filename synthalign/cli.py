@@ -25,7 +25,7 @@ import time
 import types
 import typing
 
-from synthalign.experiments import EXPERIMENTS
+from synthalign.experiments import EXPERIMENTS, load
 from synthalign.experiments._common import OptionError
 
 EXIT_USAGE = 2
@@ -71,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(name: str):
     """The experiment's module, or UsageError when the name is unknown or its module is absent."""
-    from synthalign.experiments import load
-
     if name not in EXPERIMENTS:
         raise UsageError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     module_name = f"synthalign.experiments.{name.replace('-', '_')}"

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from synthalign._version import __version__
+
 SIZES = ("quick", "default", "full")
 """The run sizes every experiment defines: CI-sized, the recorded default, and a larger run."""
 
@@ -95,8 +97,6 @@ def _jsonable(value):
 
 def write_record(args, name: str, results: dict) -> pathlib.Path:
     """Writes `<out>/<name>.json`: every number, the full configuration, version and seed."""
-    from synthalign import __version__
-
     record = {
         "experiment": name,
         "config": _jsonable(args),
