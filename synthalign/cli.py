@@ -26,7 +26,7 @@ import types
 import typing
 
 from synthalign.experiments import EXPERIMENTS, load
-from synthalign.experiments._common import OptionError
+from synthalign.experiments._common import CommonArgs, OptionError
 
 EXIT_USAGE = 2
 
@@ -169,7 +169,7 @@ def _experiment_args(module, options):
         raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
 
-def experiment_args(name: str, argv: list[str]):
+def experiment_args(name: str, argv: list[str]) -> CommonArgs:
     """The `Args` of experiment `name` that `synthalign run NAME *argv` would run with (UsageError if bad)."""
     options = build_parser().parse_args(["run", name, *argv])
     return _experiment_args(_load(name), options)

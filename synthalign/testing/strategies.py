@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -96,7 +97,7 @@ def log_probs(
     max_logit: float = EXTREME_LOGIT,
     neg_inf: bool = False,
     dtype: torch.dtype = torch.float64,
-):
+) -> Any:
     """A hypothesis strategy of normalized log-probability tensors of `shape` (last dim: responses).
 
     The tensors are log_softmax of logits drawn in [−max_logit, max_logit] (by
@@ -124,7 +125,7 @@ def worlds(
     max_logit: float = 5.0,
     zero_probability: bool = False,
     dtype: torch.dtype = torch.float64,
-):
+) -> Any:
     """A hypothesis strategy of valid `World`s with dialable sizes.
 
     Args:
@@ -172,12 +173,12 @@ def worlds(
 
 
 def policies(
-    world_or_shape,
+    world_or_shape: World | Sequence[int] | Any,
     *,
     batch_shape: Sequence[int] = (),
     max_logit: float = 5.0,
     neg_inf: bool = False,
-):
+) -> Any:
     """A hypothesis strategy of tabular `Policy`s of shape [*batch_shape, X, A].
 
     `world_or_shape` is a `World` (the policies then carry its prompt
@@ -204,12 +205,12 @@ def policies(
 
 
 def preference_datasets(
-    world,
+    world: World | Any,
     *,
     n: int | tuple[int, int] = (1, 256),
     replicates: int | tuple[int, int] = (1, 3),
     labelled: bool = True,
-):
+) -> Any:
     """A hypothesis strategy of datasets sampled from `world` (a `World` or a strategy of worlds).
 
     Labelled datasets are `PreferenceData` (`world.sample_preferences`),
@@ -240,12 +241,12 @@ def preference_datasets(
 # ------------------------------------------------------------------ strategies over World.random's parameters
 
 
-def gammas():
+def gammas() -> Any:
     """Preference tilts spanning the paper's range (0 < gamma < 1 in practice) and beyond: [0.05, 4]."""
     return _strategies().floats(min_value=0.05, max_value=4.0, allow_nan=False, allow_infinity=False)
 
 
-def betas():
+def betas() -> Any:
     """KL weights in [0.01, 5]."""
     return _strategies().floats(min_value=0.01, max_value=5.0, allow_nan=False, allow_infinity=False)
 
@@ -255,11 +256,11 @@ def random_worlds(
     max_prompts: int = 4,
     max_responses: int = 6,
     zeros: bool = True,
-    zero_fractions=None,
-    gamma=None,
+    zero_fractions: Any = None,
+    gamma: Any = None,
     behavior_mix: bool = True,
     uniform_prompts: bool = False,
-):
+) -> Any:
     """A strategy of `World.random` worlds with drawn sizes, tilt, distances and zero-probability responses.
 
     It draws the *parameters* of a world (sizes, tilt, how far pi0 and mu sit from pi*,
@@ -292,7 +293,7 @@ def random_worlds(
     return build()
 
 
-def logit_arrays(shape: tuple[int, ...], bound: float = 5.0):
+def logit_arrays(shape: tuple[int, ...], bound: float = 5.0) -> Any:
     """Float64 logits with entries in [-bound, bound], as a numpy array."""
     import numpy as np
     from hypothesis.extra.numpy import arrays
@@ -301,7 +302,7 @@ def logit_arrays(shape: tuple[int, ...], bound: float = 5.0):
     return arrays(np.float64, shape, elements=st.floats(-bound, bound, allow_nan=False, allow_infinity=False))
 
 
-def log_policies(*, n_prompts: int | None = None, n_responses: int | None = None, bound: float = 5.0):
+def log_policies(*, n_prompts: int | None = None, n_responses: int | None = None, bound: float = 5.0) -> Any:
     """Normalized float64 log-probabilities [X, A] with full support (X in 1..3, A in 2..6 unless given)."""
     st = _strategies()
 
@@ -315,7 +316,7 @@ def log_policies(*, n_prompts: int | None = None, n_responses: int | None = None
     return build()
 
 
-def policy_pairs(*, bound: float = 5.0):
+def policy_pairs(*, bound: float = 5.0) -> Any:
     """Two full-support log-policies of the same shape [X, A]."""
     st = _strategies()
 
