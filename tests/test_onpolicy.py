@@ -28,6 +28,7 @@ def test_rkl_on_a_sequence_world():
     assert (sa.forward_kl(tab.target, fitted.policy) < 0.1 * start).all()
 
 
+@pytest.mark.slow
 def test_rlhf_kl_placement_decides_the_limit():
     # RLHF's optimum is π0·exp(R̂/β) (spec §2).  k1 in the reward follows ∇KL(π‖π0) and goes there;
     # k3 in the loss follows ∇KL(π0‖π) and settles elsewhere.
