@@ -153,7 +153,7 @@ def bench_fits(bench: Bench, cases) -> None:
         data = sa.population_pairs(world) if obj.data == "pairs" else sa.population_preferences(world)
         result = {}
 
-        def run(o=objective, d=data, k=kwargs):
+        def run(o=objective, d=data, k=kwargs, result=result):
             result["fit"] = sa.fit(o, d, **k)
 
         times = bench.times(run)
