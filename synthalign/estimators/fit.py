@@ -10,7 +10,6 @@ other objective is minimized by the batched Newton solver of
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import Tensor
