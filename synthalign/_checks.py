@@ -125,3 +125,24 @@ def safe_log_ratio(logp_a: Tensor, logp_b: Tensor) -> Tensor:
         return diff
     both_infinite = torch.isinf(logp_a) & (logp_a == logp_b)
     return torch.where(both_infinite, torch.zeros_like(diff), diff)
+
+
+def safe_difference(a: Tensor, b: Tensor) -> Tensor:
+    """a − b, with two equal infinite scores (two zero-probability responses) read as a tie, 0.
+
+    Only infinite ties are replaced, so the gradient of a finite tie is still (1, −1).
+    """
+    diff = a - b
+    return torch.where(torch.isinf(a) & (a == b), torch.zeros_like(diff), diff)
+
+
+def double_log_ratio(logp_chosen: Tensor, logp_rejected: Tensor, ref_logp_chosen: Tensor, ref_logp_rejected: Tensor):
+    """h⁺ − h⁻ = ln[π(a⁺)π0(a⁻) / (π(a⁻)π0(a⁺))], never NaN for log-probabilities in [−inf, 0].
+
+    Each log-ratio h = ln π/π0 is formed first, with 0/0 (a response neither policy
+    can produce) read as 1 (`safe_log_ratio`), then two equal infinite log-ratios
+    are read as a tie (`safe_difference`): −inf − (−inf) never reaches the loss.
+    """
+    h_chosen = safe_log_ratio(logp_chosen, ref_logp_chosen)
+    h_rejected = safe_log_ratio(logp_rejected, ref_logp_rejected)
+    return safe_difference(h_chosen, h_rejected)

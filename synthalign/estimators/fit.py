@@ -134,6 +134,8 @@ def fit(
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
     ridge = check_positive(ridge, "ridge", allow_zero=True)
+    if obj.needs_reference or beta > 0:  # pi0(a) = 0 becomes e^-1000 (0 in float64): ln(pi/pi0) stays finite
+        data = dataclasses.replace(data, world=data.world.floor_reference(_LOGIT_FLOOR))
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     world = data.world

@@ -236,6 +236,19 @@ class World:
             gamma=self.gamma,
         )
 
+    def floor_reference(self, floor: float) -> World:
+        """A copy whose pi0 gives log-probability `floor` (not -inf) to its zero-probability responses.
+
+        With floor = -1000, e^floor is 0 in float64 while ln(pi / pi0) stays finite for a
+        policy of logits at the same floor: what a tabular softmax fit needs to minimize a
+        reference-relative objective (DPO, IPO, REBEL, ...) or beta · KL(pi ‖ pi0) where pi0
+        has zeros.  Returns `self` when pi0 has none.
+        """
+        logp = self.reference.logp
+        if not torch.isneginf(logp).any():
+            return self
+        return self.replace(reference=Policy(logp.clamp_min(float(floor))))
+
     def replace(self, **changes) -> World:
         """A copy with some fields changed (e.g. `world.replace(gamma=2.0)`), re-validated."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
