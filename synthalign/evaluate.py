@@ -29,7 +29,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_positive, safe_log_ratio
+from synthalign._checks import check_data, check_policy_for_world, check_positive, check_world, safe_log_ratio
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
@@ -249,6 +249,7 @@ def empirical_loss(
 
     `reward` (R̂, needed by distillation, REBEL, RKL, RLHF) is [X, A] or [R, X, A].
     """
+    check_policy_for_world(policy, check_data(data).world)
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
     ctx = make_context(obj, data.world, reward, obj.resolve_params(params))
@@ -277,6 +278,9 @@ def population_loss(
     none is given, the true reward R* = gamma ln pi* is used (spec §6.13).
     The result has the policy's batch shape.
     """
+    check_policy_for_world(policy, check_world(world))
+    if pairs_from is not None:
+        check_policy_for_world(pairs_from, world, "pairs_from")
     obj = get_objective(objective)
     if obj.data == "pairs":
         data = population_pairs(world, pairs_from)

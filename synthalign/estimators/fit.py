@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_positive
+from synthalign._checks import check_data, check_init, check_positive
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
@@ -94,6 +94,7 @@ def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> 
     (see `fit`), so its pull vanishes as 1/n and R̂ stays consistent.  The
     returned `reward` is centred per prompt.
     """
+    check_data(data)
     return fit("reward_model", data, ridge=ridge, **kwargs)
 
 
@@ -131,6 +132,7 @@ def fit(
         in float64, 1e-5 in float32).
       **params: the objective's hyper-parameters (e.g. tau for IPO).
     """
+    check_init(init, check_data(data))
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
     ridge = check_positive(ridge, "ridge", allow_zero=True)
