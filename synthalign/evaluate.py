@@ -30,7 +30,14 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import broadcast_shape, check_positive, safe_log_ratio
+from synthalign._checks import (
+    broadcast_shape,
+    check_data,
+    check_policy_for_world,
+    check_positive,
+    check_world,
+    safe_log_ratio,
+)
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
@@ -334,6 +341,7 @@ def empirical_loss(
 
     `reward` (R̂, needed by distillation, REBEL, RKL, RLHF) is [X, A] or [R, X, A].
     """
+    check_policy_for_world(policy, check_data(data).world)
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
     pair_weight, prompt_weight, total = data_weights(obj, data)
@@ -362,6 +370,9 @@ def population_loss(
     none is given, the true reward R* = gamma ln pi* is used (spec §6.13).
     The result has the policy's batch shape.
     """
+    check_policy_for_world(policy, check_world(world))
+    if pairs_from is not None:
+        check_policy_for_world(pairs_from, world, "pairs_from")
     obj = get_objective(objective)
     if obj.data == "pairs":
         data = population_pairs(world, pairs_from)

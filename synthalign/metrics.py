@@ -12,14 +12,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_same_shape, safe_log_ratio
-from synthalign.worlds.policy import Policy, as_logp
+from synthalign._checks import (
+    InputTypeError,
+    as_tensor,
+    check_logp,
+    check_policy_for_world,
+    check_prompt_dist,
+    check_same_device,
+    check_same_shape,
+    check_world,
+    describe,
+    safe_log_ratio,
+)
+from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 
 
 def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
     if prompt_dist is not None:
-        return prompt_dist
+        logp = policies[0].logp if isinstance(policies[0], Policy) else policies[0]
+        n_prompts = logp.shape[-2] if isinstance(logp, Tensor) and logp.dim() >= 2 else None
+        return check_prompt_dist(prompt_dist, "prompt_dist", n_prompts=n_prompts)
     for policy in policies:
         if isinstance(policy, Policy) and policy.prompt_dist is not None:
             return policy.prompt_dist
@@ -27,10 +40,22 @@ def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
 
 
 def _log_probs(**policies) -> tuple[Tensor, ...]:
-    """The log-probabilities of named policies, checked for NaN and for shapes that broadcast."""
-    logps = tuple(as_logp(policy, name) for name, policy in policies.items())
+    """The log-probabilities of named policies: a Policy, or a tensor checked as normalized log-probabilities
+    [..., X, A]; shapes must broadcast and devices agree."""
+    logps = tuple(_one_logp(policy, name) for name, policy in policies.items())
     check_same_shape(logps, tuple(policies))
+    check_same_device(dict(zip(policies, logps, strict=True)))
     return logps
+
+
+def _one_logp(policy, name: str) -> Tensor:
+    if isinstance(policy, Policy):
+        return policy.logp
+    if not isinstance(policy, Tensor):
+        raise InputTypeError(
+            f"{name} must be a Policy or a tensor of log-probabilities [..., X, A], got {describe(policy)}"
+        )
+    return check_logp(policy, name)
 
 
 def average_over_prompts(per_prompt: Tensor, prompt_dist: Tensor | None) -> Tensor:
@@ -102,13 +127,15 @@ def total_variation(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
 
 def entropy(policy, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x H(pi(·|x))."""
-    return average_over_prompts(entropy_per_prompt(as_logp(policy)), _prompt_dist(prompt_dist, policy))
+    (logp,) = _log_probs(policy=policy)
+    return average_over_prompts(entropy_per_prompt(logp), _prompt_dist(prompt_dist, policy))
 
 
 def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_{x, a~pi} R(x, a); responses of zero probability contribute 0 even where R = −inf."""
-    logp = as_logp(policy)
-    reward = as_tensor(reward, "reward", dtype=logp.dtype, device=logp.device)
+    (logp,) = _log_probs(policy=policy)
+    reward = as_tensor(reward, "reward", dtype=logp.dtype)
+    check_same_device({"policy": logp, "reward": reward})
     check_same_shape((logp, reward), ("policy", "reward"))
     per_prompt = expectation_per_prompt(logp.exp(), reward)
     return average_over_prompts(per_prompt, _prompt_dist(prompt_dist, policy))
@@ -116,7 +143,8 @@ def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None
 
 def preference_squared_error(world, policy) -> Tensor:
     """E_{x; a,b~mu} [(P_pi(a≻b|x) − P_pi*(a≻b|x))²]: the left side of Prop. 12."""
-    logp = as_logp(policy)
+    # P_pi is invariant to adding c(x) to ln pi (spec §6.1): unnormalized log-probabilities are welcome here.
+    logp = check_policy_for_world(policy, check_world(world), normalized=False)
     mu = world.behavior.probs
     pair_weight = world.prompt_dist[:, None, None] * mu[:, :, None] * mu[:, None, :]
     diff = preference_matrix(logp, world.gamma) - preference_matrix(world)
@@ -125,7 +153,9 @@ def preference_squared_error(world, policy) -> Tensor:
 
 def win_rate(world, policy, *, against=None) -> Tensor:
     """E_x Σ_{a,b} pi(a|x) pi0(b|x) P*(a ≻ b | x): how often pi beats pi0 (or `against`) under the true law."""
+    check_policy_for_world(policy, check_world(world))
     opponent = world.reference if against is None else against
+    check_policy_for_world(opponent, world, "against")
     policy_logp, against_logp = _log_probs(policy=policy, against=opponent)
     p, q = policy_logp.exp(), against_logp.exp()
     wins = torch.einsum("...xa,...xb,xab->...x", p, q, preference_matrix(world))

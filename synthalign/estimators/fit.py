@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_positive
+from synthalign._checks import check_data, check_init, check_positive
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
@@ -113,6 +113,7 @@ def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> 
     (see `fit`), so its pull vanishes as 1/n and R̂ stays consistent.  The
     returned `reward` is centred per prompt.
     """
+    check_data(data)
     return fit("reward_model", data, ridge=ridge, **kwargs)
 
 
@@ -150,9 +151,12 @@ def fit(
         in float64, 1e-5 in float32).
       **params: the objective's hyper-parameters (e.g. tau for IPO).
     """
+    check_init(init, check_data(data))
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
     ridge = check_positive(ridge, "ridge", allow_zero=True)
+    if obj.needs_reference or beta > 0:  # pi0(a) = 0 becomes e^-1000 (0 in float64): ln(pi/pi0) stays finite
+        data = dataclasses.replace(data, world=data.world.floor_reference(_LOGIT_FLOOR))
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     world = data.world

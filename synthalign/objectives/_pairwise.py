@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive, check_same_shape, safe_log_ratio
+from synthalign._checks import as_tensor, check_positive, check_same_shape, safe_difference, safe_log_ratio
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
@@ -33,13 +33,7 @@ def _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) 
     return safe_log_ratio(lc, rc), safe_log_ratio(lr, rr)
 
 
-def _difference(a: Tensor, b: Tensor) -> Tensor:
-    """a − b, with two equal infinite scores (two zero-probability responses) read as a tie, 0.
-
-    Only infinite ties are replaced, so the gradient of a finite tie is still (1, −1).
-    """
-    diff = a - b
-    return torch.where(torch.isinf(a) & (a == b), torch.zeros_like(diff), diff)
+_difference = safe_difference
 
 
 def _check_real(value, name: str) -> float:

@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import check_no_nan, check_positive, check_same_shape, safe_log_ratio, weighted_reduce
+from synthalign._checks import (
+    check_no_nan,
+    check_positive,
+    check_same_shape,
+    double_log_ratio,
+    safe_log_ratio,
+    weighted_reduce,
+)
 from synthalign.metrics import entropy_per_prompt, expectation_per_prompt, kl_per_prompt
 
 
@@ -112,8 +119,9 @@ def dpo_loss(
         ref_logp_chosen=ref_logp_chosen,
         ref_logp_rejected=ref_logp_rejected,
     )
-    ref_margin = _margin(ref_logp_chosen, ref_logp_rejected)
-    loss = -F.logsigmoid(gamma * (_margin(logp_chosen, logp_rejected) - ref_margin))
+    # The log-ratios against pi0 first: pi0(a) = 0 on an observed response gives -inf - (-inf) otherwise.
+    h = double_log_ratio(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
+    loss = -F.logsigmoid(gamma * h)
     return weighted_reduce(loss, weight, reduction)
 
 
@@ -145,7 +153,7 @@ def ipo_loss(
         ref_logp_chosen=ref_logp_chosen,
         ref_logp_rejected=ref_logp_rejected,
     )
-    h = _margin(logp_chosen, logp_rejected) - _margin(ref_logp_chosen, ref_logp_rejected)
+    h = double_log_ratio(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     return weighted_reduce(_infinite_residual(h - 1.0 / (2.0 * tau)).square(), weight, reduction)
 
 
@@ -175,7 +183,7 @@ def rebel_loss(
         reward_chosen=reward_chosen,
         reward_rejected=reward_rejected,
     )
-    h = _margin(logp_chosen, logp_rejected) - _margin(ref_logp_chosen, ref_logp_rejected)
+    h = double_log_ratio(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     target = eta * safe_log_ratio(reward_chosen, reward_rejected)
     return weighted_reduce(_infinite_residual(h - target).square(), weight, reduction)
 

@@ -203,6 +203,20 @@ def check_zero_probability(obj: Objective, opts: CheckOptions) -> CheckResult:
         cases.append(
             ("pi = pi* with zeros", zero_world, zero_world.target.logp.clamp_min(-1e300), target_zero, zero_reward)
         )
+        # pi0 with zeros on responses mu proposes (the data covers them): the log-ratios ln(pi/pi0) of the
+        # DPO family are -inf - (-inf) there unless formed per response first.
+        ref_zero = torch.zeros(X, A, dtype=torch.bool)
+        ref_zero[:, 0] = True
+        ref_world = World.from_tensors(
+            target=torch.randn(X, A, generator=generator, dtype=torch.float64),
+            reference=torch.randn(X, A, generator=generator, dtype=torch.float64).masked_fill(ref_zero, -math.inf),
+            behavior=torch.randn(X, A, generator=generator, dtype=torch.float64),
+            gamma=gamma,
+            kind="logits",
+        )
+        ref_reward = ref_world.true_reward if obj.needs_reward else None
+        cases.append(("pi0 zero where mu is not, pi zero there", ref_world, theta, ref_zero, ref_reward))
+        cases.append(("pi = pi0 with zeros where mu is not", ref_world, ref_world.reference.logp, ref_zero, ref_reward))
         for label, w, start, mask, reward in cases:
             theta_leaf = start.clone().requires_grad_(True)
             datasets = {"population": _population_data(obj, w), "sampled": _sample(obj, w, 64, 2, opts.seed)}
@@ -219,6 +233,9 @@ def check_zero_probability(obj: Objective, opts: CheckOptions) -> CheckResult:
                     problems.append(f"{where}: loss is NaN")
                     continue
                 if not torch.isfinite(loss).all():
+                    if label.startswith("pi = pi0") and obj.needs_reference:
+                        # pi = pi0: every ln(pi/pi0) is 0 (0/0 read as 1), so the loss is the finite one of h = 0.
+                        problems.append(f"{where}: loss {loss.detach().tolist()} at pi = pi0, expected finite")
                     continue
                 (grad,) = torch.autograd.grad(loss.sum(), theta_leaf)
                 if torch.isnan(grad).any():

@@ -16,6 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthalign._checks import (
+    FLOAT32_MAX_EXACT,
+    FLOAT_DTYPES,
+    InputTypeError,
+    check_dims,
+    check_floating,
+    check_same_device,
+    check_world,
+    describe,
+)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CellData:
@@ -31,6 +42,37 @@ class CellData:
     counts: Tensor
     n_pairs: int | None
     world: object
+
+    def __post_init__(self):
+        label = f"{type(self).__name__}.counts"
+        check_world(self.world, f"{type(self).__name__}.world")
+        counts = check_floating(self.counts, label, what="counts", allowed=FLOAT_DTYPES)
+        world = self.world
+        check_dims(counts, label, ("R", "X", "A", "A"), X=world.n_prompts, A=world.n_responses)
+        if counts.shape[-1] != counts.shape[-2]:
+            raise ValueError(f"{label} must have shape [R, X, A, A], got {tuple(counts.shape)}")
+        check_same_device({label: counts, "world": world.prompt_dist})
+        n_pairs = self.n_pairs
+        if n_pairs is not None:
+            if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
+                raise InputTypeError(
+                    f"n_pairs must be a positive integer or None (population law), got {describe(n_pairs)}"
+                )
+            if counts.dtype == torch.float32 and n_pairs > FLOAT32_MAX_EXACT:
+                raise ValueError(
+                    f"{label} is float32 but n_pairs = {n_pairs} > 2^24: float32 counts and totals "
+                    "are not exact there; use float64"
+                )
+        if not torch.isfinite(counts).all():
+            raise ValueError(f"{label} must be finite (found NaN or inf)")
+        if (counts < 0).any():
+            raise ValueError(f"{label} must be non-negative; minimum is {counts.min().item():.3g}")
+        totals = counts.sum(dim=(-1, -2, -3))
+        if (totals <= 0).any():
+            empty = int((totals <= 0).nonzero()[0, 0])
+            raise ValueError(
+                f"{label}: replicate {empty} has total weight 0 (an empty dataset); expected at least one pair"
+            )
 
     @property
     def replicates(self) -> int:

@@ -16,9 +16,18 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor
+from synthalign._checks import (
+    InputTypeError,
+    as_tensor,
+    check_distribution,
+    check_floating,
+    check_logp,
+    check_prompt_dist,
+    check_same_device,
+    describe,
+)
 
-_NORMALIZATION_TOL = 1e-6
+__all__ = ["Policy", "as_logp", "check_distribution"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -35,35 +44,33 @@ class Policy:
     prompt_dist: Tensor | None = None
 
     def __post_init__(self):
-        logp = self.logp
-        if logp.dim() < 2:
-            raise ValueError(f"Policy.logp must have shape [..., X, A], got {tuple(logp.shape)}")
-        if torch.isnan(logp).any():
-            raise ValueError("Policy.logp contains NaN")
-        if (logp == float("inf")).any():
-            raise ValueError("Policy.logp contains +inf")
-        total = torch.logsumexp(logp, dim=-1)
-        if not torch.allclose(total, torch.zeros_like(total), atol=_NORMALIZATION_TOL):
-            worst = total.abs().max().item()
-            raise ValueError(f"Policy.logp rows must be normalized (logsumexp = 0); worst |logsumexp| = {worst:.3g}")
+        if not isinstance(self.logp, Tensor):
+            raise InputTypeError(
+                f"Policy.logp must be a torch.Tensor [..., X, A] of log-probabilities, got {describe(self.logp)} "
+                "(Policy.from_probs and Policy.from_logits take lists and numpy arrays)"
+            )
+        check_logp(self.logp, "Policy.logp")
         if self.prompt_dist is not None:
-            check_distribution(self.prompt_dist, "prompt_dist")
-            if self.prompt_dist.shape[-1] != logp.shape[-2]:
-                raise ValueError(f"prompt_dist has {self.prompt_dist.shape[-1]} prompts but logp has {logp.shape[-2]}")
+            prompt_dist = check_prompt_dist(self.prompt_dist, "prompt_dist", n_prompts=self.logp.shape[-2])
+            object.__setattr__(self, "prompt_dist", prompt_dist)
+            check_same_device({"Policy.logp": self.logp, "prompt_dist": self.prompt_dist})
 
     @classmethod
     def from_logits(cls, logits, prompt_dist: Tensor | None = None) -> Policy:
         """The softmax policy of `logits` [..., X, A]; -inf logits give zero probability."""
-        logits = as_tensor(logits, "logits")
+        logits = check_floating(as_tensor(logits, "logits"), "logits", what="logits")
         if (logits == float("inf")).any():
             raise ValueError("logits contain +inf")
+        if logits.dim() >= 1 and torch.isneginf(logits).all(dim=-1).any():
+            raise ValueError(
+                "logits have a row that is all -inf (a distribution needs one response of probability > 0)"
+            )
         return cls(torch.log_softmax(logits, dim=-1), prompt_dist)
 
     @classmethod
     def from_probs(cls, probs, prompt_dist: Tensor | None = None) -> Policy:
         """A policy from probabilities [..., X, A] (validated, then renormalized exactly)."""
-        probs = as_tensor(probs, "probs")
-        check_distribution(probs, "probs")
+        probs = check_distribution(as_tensor(probs, "probs") if not isinstance(probs, Tensor) else probs, "probs")
         logp = torch.log(probs)
         return cls(logp - torch.logsumexp(logp, dim=-1, keepdim=True), prompt_dist)
 
@@ -98,24 +105,12 @@ class Policy:
         return f"Policy(batch_shape={tuple(self.batch_shape)}, X={self.n_prompts}, A={self.n_responses})"
 
 
-def check_distribution(probs: Tensor, name: str, tol: float = _NORMALIZATION_TOL) -> None:
-    """Checks non-negative, finite, normalized along the last dimension."""
-    if not torch.isfinite(probs).all():
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
-    if (probs < 0).any():
-        raise ValueError(f"{name} must be non-negative; minimum is {probs.min().item():.3g}")
-    total = probs.sum(dim=-1)
-    if not torch.allclose(total, torch.ones_like(total), atol=tol):
-        worst = (total - 1).abs().max().item()
-        raise ValueError(f"{name} must sum to 1 over its last dimension; worst |sum - 1| = {worst:.3g}")
-
-
 def as_logp(policy: Policy | Tensor, name: str = "policy") -> Tensor:
     """The log-probability tensor of a Policy, or a tensor taken as log-probabilities."""
     if isinstance(policy, Policy):
         return policy.logp
     if isinstance(policy, Tensor):
-        if torch.isnan(policy).any():
-            raise ValueError(f"{name} contains NaN")
-        return policy
-    raise ValueError(f"{name} must be a Policy or a tensor of log-probabilities, got {type(policy).__name__}")
+        return check_logp(policy, name, normalized=False)
+    raise InputTypeError(
+        f"{name} must be a Policy or a tensor of log-probabilities [..., X, A], got {describe(policy)}"
+    )

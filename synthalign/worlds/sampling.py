@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthalign._checks import check_device, check_policy_for_world, check_world
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells, numpy_generator
 from synthalign.worlds.preferences import population_pairs, population_preferences
 
@@ -39,6 +40,8 @@ def sample_cell_counts(probs: Tensor, n: int, replicates: int, seed=None) -> np.
 
 def sample_preferences(world, n: int, replicates: int = 1, seed=None, *, dtype=None, device=None) -> PreferenceData:
     """`replicates` i.i.d. datasets of n labelled pairs from the world's law (spec §1), as counts."""
+    check_world(world)
+    device = check_device(device)
     law = population_preferences(world).counts[0]
     counts = sample_cell_counts(law, n, replicates, seed)
     counts = torch.from_numpy(counts).to(device=device or world.device, dtype=dtype or world.dtype)
@@ -47,6 +50,10 @@ def sample_preferences(world, n: int, replicates: int = 1, seed=None, *, dtype=N
 
 def sample_pairs(world, n: int, replicates: int = 1, seed=None, *, policy=None, dtype=None, device=None) -> PairData:
     """Unlabelled pairs x ~ D, a, b ~ p(·|x) i.i.d. with p = mu or `policy` (eq. 11 inputs), as counts."""
+    check_world(world)
+    device = check_device(device)
+    if policy is not None:
+        check_policy_for_world(policy, world, "policy")
     law = population_pairs(world, policy).counts[0]
     counts = sample_cell_counts(law, n, replicates, seed)
     counts = torch.from_numpy(counts).to(device=device or world.device, dtype=dtype or world.dtype)
@@ -55,6 +62,8 @@ def sample_pairs(world, n: int, replicates: int = 1, seed=None, *, policy=None, 
 
 def sample_preference_list(world, n: int, replicates: int = 1, seed=None, *, device=None) -> PreferenceList:
     """Labelled pairs as explicit (prompt, chosen, rejected) index tensors [R, n]; O(n) per replicate."""
+    check_world(world)
+    device = check_device(device)
     n = _check_n(n)
     replicates = _check_replicates(replicates)
     if n > 2**26:

@@ -9,13 +9,24 @@ construction; every other module can then trust its tensors.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive
+from synthalign._checks import (
+    FLOAT_DTYPES,
+    InputTypeError,
+    as_tensor,
+    check_device,
+    check_int,
+    check_positive,
+    check_prompt_dist,
+    check_same_device,
+    describe,
+)
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList
-from synthalign.worlds.policy import Policy, check_distribution
+from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import population_preferences
 from synthalign.worlds.sampling import sample_pairs, sample_preference_list, sample_preferences
 
@@ -40,15 +51,15 @@ class World:
 
     def __post_init__(self):
         check_positive(self.gamma, "gamma")
-        if not isinstance(self.prompt_dist, Tensor) or self.prompt_dist.dim() != 1:
-            raise ValueError("prompt_dist must be a 1-D tensor of shape [X]")
-        check_distribution(self.prompt_dist, "prompt_dist")
+        if not isinstance(self.prompt_dist, Tensor):
+            raise InputTypeError(f"prompt_dist must be a 1-D tensor of shape [X], got {describe(self.prompt_dist)}")
+        check_prompt_dist(self.prompt_dist, "prompt_dist")
         n_prompts = self.prompt_dist.shape[0]
         shape = None
         for field in ("target", "reference", "behavior"):
             policy = getattr(self, field)
             if not isinstance(policy, Policy):
-                raise ValueError(f"{field} must be a Policy, got {type(policy).__name__}")
+                raise InputTypeError(f"{field} must be a Policy, got {describe(policy)}")
             if policy.logp.dim() != 2:
                 raise ValueError(f"{field} must have shape [X, A], got {tuple(policy.logp.shape)}")
             if policy.n_prompts != n_prompts:
@@ -56,6 +67,9 @@ class World:
             if shape is not None and policy.logp.shape != shape:
                 raise ValueError(f"{field} has shape {tuple(policy.logp.shape)}, expected {tuple(shape)}")
             shape = policy.logp.shape
+            check_same_device({field: policy.logp, "prompt_dist": self.prompt_dist})
+            if policy.logp.dtype != self.prompt_dist.dtype:
+                raise ValueError(f"{field} has dtype {policy.logp.dtype} but prompt_dist has {self.prompt_dist.dtype}")
             # Policies of a world always carry its prompt distribution.
             if policy.prompt_dist is None or policy.prompt_dist is not self.prompt_dist:
                 object.__setattr__(self, field, Policy(policy.logp, self.prompt_dist))
@@ -86,6 +100,10 @@ class World:
         """
         if kind not in ("probs", "logits"):
             raise ValueError(f"kind must be 'probs' or 'logits', got {kind!r}")
+        _check_dtype(dtype)
+        device = check_device(device)
+        if target is None or reference is None:
+            raise InputTypeError("target and reference are required tensors of shape [X, A]")
         make = Policy.from_probs if kind == "probs" else Policy.from_logits
         policies = {}
         for name, value in (("target", target), ("reference", reference), ("behavior", behavior)):
@@ -123,8 +141,10 @@ class World:
         for each prompt, D uniform, and mu = pi0 (the spec's Decision).
         """
         logit_scale = check_positive(logit_scale, "logit_scale")
-        generator = torch.Generator().manual_seed(int(seed))
-        shape = (int(n_prompts), int(n_responses))
+        seed = check_int(seed, "seed", minimum=0)
+        shape = (check_int(n_prompts, "n_prompts"), check_int(n_responses, "n_responses", minimum=2))
+        _check_dtype(dtype)
+        generator = torch.Generator().manual_seed(seed)
         target = torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
         reference = torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
         return cls.from_tensors(
@@ -162,15 +182,16 @@ class World:
         (None: uniform).
         """
         for name, value in (("reference_mix", reference_mix), ("zero_fraction", zero_fraction)):
+            value = check_positive(value, name, allow_zero=True)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if behavior_mix is not None and not 0.0 <= behavior_mix <= 1.0:
+        if behavior_mix is not None and not 0.0 <= check_positive(behavior_mix, "behavior_mix", allow_zero=True) <= 1.0:
             raise ValueError(f"behavior_mix must lie in [0, 1] or be None, got {behavior_mix}")
-        if n_prompts < 1 or n_responses < 2:
-            raise ValueError(f"need n_prompts >= 1 and n_responses >= 2, got {n_prompts}, {n_responses}")
+        shape = (check_int(n_prompts, "n_prompts"), check_int(n_responses, "n_responses", minimum=2))
         logit_scale = check_positive(logit_scale, "logit_scale")
-        generator = torch.Generator().manual_seed(int(seed))
-        shape = (int(n_prompts), int(n_responses))
+        behavior_tilt = _finite(behavior_tilt, "behavior_tilt")
+        _check_dtype(dtype)
+        generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
 
         def noise():
             return torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
@@ -236,6 +257,19 @@ class World:
             gamma=self.gamma,
         )
 
+    def floor_reference(self, floor: float) -> World:
+        """A copy whose pi0 gives log-probability `floor` (not -inf) to its zero-probability responses.
+
+        With floor = -1000, e^floor is 0 in float64 while ln(pi / pi0) stays finite for a
+        policy of logits at the same floor: what a tabular softmax fit needs to minimize a
+        reference-relative objective (DPO, IPO, REBEL, ...) or beta · KL(pi ‖ pi0) where pi0
+        has zeros.  Returns `self` when pi0 has none.
+        """
+        logp = self.reference.logp
+        if not torch.isneginf(logp).any():
+            return self
+        return self.replace(reference=Policy(logp.clamp_min(float(floor))))
+
     def replace(self, **changes) -> World:
         """A copy with some fields changed (e.g. `world.replace(gamma=2.0)`), re-validated."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -262,3 +296,18 @@ class World:
 
     def __repr__(self) -> str:
         return f"World(X={self.n_prompts}, A={self.n_responses}, gamma={self.gamma}, dtype={self.dtype})"
+
+
+def _check_dtype(dtype) -> None:
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
+
+
+def _finite(value, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

@@ -1,0 +1,61 @@
+"""The shared validation layer (synthalign/_checks.py) and NaN-freedom of the objectives at zero probabilities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import synthalign as sa
+
+NEG_INF = -math.inf
+
+
+def _world_with_reference_zeros(seed: int = 0) -> sa.World:
+    """pi0 gives response 0 of every prompt probability 0 while mu (full support) proposes it."""
+    generator = torch.Generator().manual_seed(seed)
+    reference = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    reference[:, 0] = NEG_INF
+    return sa.World.from_tensors(
+        target=torch.randn(3, 4, generator=generator, dtype=torch.float64),
+        reference=reference,
+        behavior=torch.randn(3, 4, generator=generator, dtype=torch.float64),
+        gamma=0.5,
+        kind="logits",
+    )
+
+
+def test_dpo_double_log_ratio_of_two_zero_responses_is_a_tie():
+    # h⁺ = ln(0/0) read as 0, h⁻ = ln(e^-1 / e^-1) = 0 → margin 0 → −ln σ(0) = ln 2 = 0.693.
+    lc, lr = torch.tensor(NEG_INF, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    loss = sa.dpo_loss(lc, lr, lc, lr, gamma=0.5)
+    assert loss.item() == pytest.approx(math.log(2.0), abs=1e-15)
+
+
+def test_ipo_and_rebel_are_finite_where_pi_and_pi0_share_a_zero():
+    inputs = [torch.tensor(v, dtype=torch.float64) for v in ([NEG_INF, -1.0], [-1.0, NEG_INF], [NEG_INF, -1.0])]
+    inputs.append(torch.tensor([-1.0, NEG_INF], dtype=torch.float64))
+    # h = 0 in both pairs → (0 − 1/(2·0.5))² = 1.
+    assert sa.ipo_loss(*inputs, tau=0.5).item() == pytest.approx(1.0, abs=1e-15)
+    # h = 0, target η (R⁺ − R⁻) = 0.5 · (1 − 0) → residual² = 0.25.
+    rebel = sa.rebel_loss(*inputs, torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]), eta=0.5)
+    assert rebel.item() == pytest.approx(0.25, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", ["dpo", "f_dpo", "length_normalized_dpo", "online_dpo"])
+def test_population_loss_at_pi0_with_covered_zeros_is_ln2(name):
+    # pi = pi0: every ln(pi/pi0) is 0, so each cell's DPO-type loss is −ln σ(0) = ln 2, and so is the mean.
+    world = _world_with_reference_zeros()
+    loss = sa.population_loss(name, world, world.reference)
+    assert loss.item() == pytest.approx(math.log(2.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["dpo", "ipo", "rebel"])
+def test_fit_reference_relative_objective_where_pi0_has_covered_zeros(name):
+    world = _world_with_reference_zeros()
+    result = sa.fit(name, world.population_preferences())
+    assert bool(result.converged.all())
+    assert torch.isfinite(result.loss).all()
+    # pi0(a) = 0 keeps pi(a) = 0 (in float64): the DPO family cannot move mass outside pi0's support.
+    assert float(result.policy.probs[..., 0].max()) == 0.0
