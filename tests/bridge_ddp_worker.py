@@ -46,12 +46,7 @@ def train(objective: str, accelerator, **kwargs) -> list[torch.Tensor]:
             trainer(prompts, weight=weight)
             continue
         chosen, rejected = (torch.randint(world.n_sequences, (7,), generator=generator) for _ in range(2))
-        batch = {}
-        for side, ids in (("chosen", chosen), ("rejected", rejected)):
-            for field, tensor in zip(
-                ("input_ids", "attention_mask", "completion_mask"), policy.sequences(prompts, ids)
-            ):
-                batch[f"{side}_{field}"] = tensor
+        batch = policy.pair_batch(prompts, chosen, rejected)
         trainer(batch, weight=weight, prompts=prompts)
     return [p.detach().clone() for p in accelerator.unwrap_model(trainer.model).parameters()]
 

@@ -118,6 +118,14 @@ class LMPolicy(ModuleAutoregressive):
         completion_mask = torch.cat([torch.zeros_like(ones), in_response], dim=-1).long()
         return input_ids, attention_mask, completion_mask
 
+    def pair_batch(self, prompts: Tensor, chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
+        """The bridge's batch (`BATCH_KEYS`) of pairs (x, a⁺, a⁻) given as prompts and sequence ids [B]."""
+        batch = {}
+        for side, ids in (("chosen", chosen), ("rejected", rejected)):
+            fields = ("input_ids", "attention_mask", "completion_mask")
+            batch.update({f"{side}_{f}": t for f, t in zip(fields, self.sequences(prompts, ids), strict=True)})
+        return batch
+
     def log_prob(self, prompts: Tensor, responses: Tensor) -> Tensor:
         """ln pi(a|x) for prompts [..., B] and sequence ids [..., B, m] (or [..., B]), one forward pass."""
         if not isinstance(prompts, Tensor) or prompts.dtype != torch.int64:

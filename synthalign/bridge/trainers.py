@@ -238,14 +238,7 @@ class OnPolicyPairTrainer(PairTrainer):
             uniform = torch.rand(first.shape, generator=self.generator, dtype=torch.float64, device=device)
             first_wins = uniform < torch.sigmoid(logit)
             first, second = torch.where(first_wins, first, second), torch.where(first_wins, second, first)
-        batch = {}
-        for side, ids in (("chosen", first), ("rejected", second)):
-            for field, tensor in zip(
-                ("input_ids", "attention_mask", "completion_mask"),
-                self.pair_policy.sequences(prompts, ids),
-                strict=True,
-            ):
-                batch[f"{side}_{field}"] = tensor
+        batch = self.pair_policy.pair_batch(prompts, first, second)
         rewards = (None, None)
         if self.objective.needs_reward:
             rewards = (self.reward[prompts, first], self.reward[prompts, second])
