@@ -88,7 +88,8 @@ def pair_terms(
     reward_rejected: Tensor | None = None,
     average: bool = False,
 ) -> Tensor:
-    """The per-pair losses ℓ_i of a resolved objective on a batch, [B] (no reduction)."""
+    """The per-pair losses ℓ_i of a resolved objective on a batch, [B] (no reduction; per chosen token
+    for a "token_mean" objective, whose pairs `pair_weights` weighs by their token counts)."""
     n_pairs = check_batch(batch)
     if average and obj.length_convention != "sum":
         raise ValueError(
@@ -122,7 +123,11 @@ def pair_terms(
         extra["length_chosen"] = length_chosen
         if obj.length_convention == "per_token":
             extra["length_rejected"] = length_rejected
-    return obj.fn(**inputs, **params, **extra)
+    losses = obj.fn(**inputs, **params, **extra)
+    if obj.length_convention == "token_mean":
+        # fn gives each pair's summed loss; per token, weighed by w·|a⁺| (`pair_weights`), it averages over tokens.
+        losses = losses / extra["length_chosen"]
+    return losses
 
 
 def pair_batch_loss(
