@@ -8,7 +8,16 @@ worlds, objectives, registry, evaluate, metrics, estimators, sweeps, stats, theo
 from synthalign import registry as _registry  # noqa: F401 - declares the built-in objectives
 from synthalign._checks import safe_log_ratio as log_ratio
 from synthalign._version import __version__
-from synthalign.bridge import PairTrainer, make_trainer, pair_batch_loss, sequence_logprobs
+from synthalign.bridge import (
+    LMPolicy,
+    OnPolicyPairTrainer,
+    OnPolicyTrainer,
+    PairTrainer,
+    make_trainer,
+    mass_outside,
+    pair_batch_loss,
+    sequence_logprobs,
+)
 from synthalign.estimators import (
     ClassEstimate,
     ClassFit,
@@ -127,9 +136,12 @@ __all__ = [
     "ClassFit",
     "FitResult",
     "GradientRow",
+    "LMPolicy",
     "ModuleAutoregressive",
     "Objective",
     "OnPolicyFit",
+    "OnPolicyPairTrainer",
+    "OnPolicyTrainer",
     "PairData",
     "PairTrainer",
     "Policy",
@@ -194,6 +206,7 @@ __all__ = [
     "list_objectives",
     "log_ratio",
     "make_trainer",
+    "mass_outside",
     "nca_pair_loss",
     "objective",
     "online_dpo_loss",

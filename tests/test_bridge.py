@@ -165,7 +165,7 @@ def test_pair_batch_loss_equals_tabular_empirical_loss(name, params, policy_mode
         policy_model,
         one_token_batch(prompt, chosen, rejected),
         reference=reference_model if objective.needs_reference else None,
-        gamma=GAMMA,
+        gamma=GAMMA if "gamma" in objective.inputs else None,  # IPO (tau) and REBEL (eta) take none
         **rewards,
         **params,
     )
@@ -466,7 +466,7 @@ def test_pair_batch_loss_rejects_bad_inputs(case, policy_model):
 @pytest.mark.parametrize(
     ("objective", "reference", "kwargs", "name"),
     [
-        ("rkl", None, {}, "prompt objective"),
+        ("rkl", None, {}, "world must be a SequenceWorld"),
         ("dpo", None, {}, "reference"),
         ("pmle", None, {"gamma": -1.0}, "gamma"),
         ("pmle", None, {"max_grad_norm": 0.0}, "max_grad_norm"),

@@ -35,6 +35,8 @@ transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
 tokenizers = pytest.importorskip("tokenizers")
 
+import synthalign as sa  # noqa: E402
+from synthalign.bridge.trl import from_trl_batch  # noqa: E402
 from synthalign.objectives import zoo  # noqa: E402
 
 trl_utils = pytest.importorskip("trl.trainer.utils")
@@ -100,9 +102,7 @@ def tiny_parts():
     vocab = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i + 2 for i in range(30)}}
     word_level = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<pad>"))
     word_level.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>"
-    )
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>")
     config = transformers.LlamaConfig(
         vocab_size=32,
         hidden_size=16,
@@ -132,8 +132,7 @@ def make_trainer(tiny_parts, tmp_path):
             save_strategy="no",
             logging_strategy="no",
             per_device_train_batch_size=2,
-            precompute_ref_log_probs=True,
-            **config,
+            **{"precompute_ref_log_probs": True, **config},
         )
         return trl.DPOTrainer(
             model=transformers.LlamaForCausalLM(model_config),
@@ -173,8 +172,9 @@ def _pairs(dtype=torch.float64, seed=0):
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(LENGTH_CHOSEN + LENGTH_REJECTED, dtype=dtype)
     # Per-sequence log-probs in [-3, -0.1] nats per token; log-ratios of either sign.
-    logps = [-(0.1 + 2.9 * torch.rand(12, generator=generator, dtype=torch.float64)).to(dtype) * lengths
-             for _ in range(2)]
+    logps = [
+        -(0.1 + 2.9 * torch.rand(12, generator=generator, dtype=torch.float64)).to(dtype) * lengths for _ in range(2)
+    ]
     logp_chosen, logp_rejected = logps[0].split(6)
     ref_logp_chosen, ref_logp_rejected = logps[1].split(6)
     tensors = [t.clone().requires_grad_(True) for t in (logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)]
@@ -274,8 +274,9 @@ def test_ipo_per_sequence_convention_matches_trl_on_one_token_completions(make_t
     ones = torch.ones(2 * len(LENGTH_CHOSEN), dtype=torch.float64)
     length_chosen = torch.tensor(LENGTH_CHOSEN, dtype=torch.float64)
     length_rejected = torch.tensor(LENGTH_REJECTED, dtype=torch.float64)
-    loss = zoo.f_ipo_loss(*inputs, gamma=GAMMA, length_chosen=length_chosen, length_rejected=length_rejected,
-                          normalize_length=False)
+    loss = zoo.f_ipo_loss(
+        *inputs, gamma=GAMMA, length_chosen=length_chosen, length_rejected=length_rejected, normalize_length=False
+    )
     _compare((loss.detach(), _grads(loss, inputs)), trl_loss(trainer, inputs, ones), **TOLERANCE)
     # ...and the per-token (TRL) form differs from it once completions are longer than one token.
     per_token = zoo.f_ipo_loss(*inputs, gamma=GAMMA, length_chosen=length_chosen, length_rejected=length_rejected)
@@ -341,7 +342,11 @@ def _cpo_loss(loss_type, avg_chosen, avg_rejected, *, beta, label_smoothing=0.0,
     # cpo_loss reads only these attributes; its inputs are per-token averages for "simpo" and "ipo"
     # (CPOTrainer sets average_log_prob for them) and sums otherwise.
     state = types.SimpleNamespace(
-        beta=beta, alpha=0.0, loss_type=loss_type, label_smoothing=label_smoothing, simpo_gamma=simpo_gamma,
+        beta=beta,
+        alpha=0.0,
+        loss_type=loss_type,
+        label_smoothing=label_smoothing,
+        simpo_gamma=simpo_gamma,
         accelerator=types.SimpleNamespace(device=torch.device("cpu")),
     )
     losses, _, _ = cpo_module.CPOTrainer.cpo_loss(state, avg_chosen, avg_rejected)
@@ -352,10 +357,12 @@ def _cpo_loss(loss_type, avg_chosen, avg_rejected, *, beta, label_smoothing=0.0,
 def test_simpo_matches_trl_cpo(beta, simpo_gamma):
     inputs, lengths = _pairs()
     length_chosen, length_rejected = lengths.split(len(LENGTH_CHOSEN))
-    theirs = _cpo_loss("simpo", inputs[0] / length_chosen, inputs[1] / length_rejected, beta=beta,
-                       simpo_gamma=simpo_gamma)
-    ours = zoo.simpo_loss(*inputs, gamma=beta, target_margin=simpo_gamma, length_chosen=length_chosen,
-                          length_rejected=length_rejected)
+    theirs = _cpo_loss(
+        "simpo", inputs[0] / length_chosen, inputs[1] / length_rejected, beta=beta, simpo_gamma=simpo_gamma
+    )
+    ours = zoo.simpo_loss(
+        *inputs, gamma=beta, target_margin=simpo_gamma, length_chosen=length_chosen, length_rejected=length_rejected
+    )
     _compare((ours.detach(), _grads(ours, inputs)), (theirs.detach(), _grads(theirs, inputs)), **TOLERANCE)
 
 
@@ -373,6 +380,50 @@ def test_reference_free_losses_match_trl_cpo(loss_type):
         ours = zoo.hinge_loss(*policy, zero_ref, zero_ref, gamma=GAMMA)
     else:
         theirs = _cpo_loss("ipo", policy[0] / length_chosen, policy[1] / length_rejected, beta=GAMMA)
-        ours = zoo.f_ipo_loss(*policy, zero_ref, zero_ref, gamma=GAMMA, length_chosen=length_chosen,
-                              length_rejected=length_rejected)
+        ours = zoo.f_ipo_loss(
+            *policy, zero_ref, zero_ref, gamma=GAMMA, length_chosen=length_chosen, length_rejected=length_rejected
+        )
     _compare((ours.detach(), _grads(ours, policy)), (theirs.detach(), _grads(theirs, policy)), **TOLERANCE)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The bridge itself on a real tiny model, against DPOTrainer on the same batch
+# ----------------------------------------------------------------------------------------------------------------------
+
+# TRL options a loss type needs, and the matching hyper-parameters of the registered objective.
+_BRIDGE_OPTIONS = {
+    "exo_pair": ({"label_smoothing": 1e-3}, {"label_smoothing": 1e-3}),
+    "robust": ({"label_smoothing": 0.125}, {"label_smoothing": 0.125}),
+    "discopop": ({"discopop_tau": 0.5}, {"tau": 0.5}),
+}
+_REGISTERED = {fn.__name__: name for name, fn in zoo.ZOO_LOSSES.items()}
+BRIDGE_LOSS_TYPES = sorted(
+    loss_type for loss_type, fn in zoo.TRL_LOSS_TYPES.items() if _REGISTERED.get(fn) in sa.list_objectives()
+)
+
+
+def test_only_batch_level_losses_are_left_out_of_the_bridge():
+    # "aot" and "aot_unpaired" sort the margins of a batch: no per-pair loss, so not registered.
+    assert set(zoo.TRL_LOSS_TYPES) - set(BRIDGE_LOSS_TYPES) == {"aot", "aot_unpaired"}
+
+
+@pytest.mark.parametrize("loss_type", BRIDGE_LOSS_TYPES)
+def test_bridge_on_a_real_model_matches_trl_dpo_trainer(make_trainer, loss_type):
+    trl_options, params = _BRIDGE_OPTIONS.get(loss_type, ({}, {}))
+    trainer = make_trainer(beta=GAMMA, loss_type=[loss_type], precompute_ref_log_probs=False, **trl_options)
+    batch = next(iter(trainer.get_train_dataloader()))
+    theirs = trainer.compute_loss(trainer.model, batch)
+    objective = sa.get_objective(_REGISTERED[zoo.TRL_LOSS_TYPES[loss_type]])
+    gamma = {"gamma": GAMMA} if "gamma" in objective.inputs else {}
+    reference = trainer.ref_model if objective.needs_reference else None
+    ours = sa.pair_batch_loss(objective, trainer.model, from_trl_batch(batch), reference=reference, **gamma, **params)
+    parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+    their_grads = torch.autograd.grad(theirs, parameters, allow_unused=True)
+    our_grads = torch.autograd.grad(ours, parameters, allow_unused=True)
+    torch.testing.assert_close(ours.detach(), theirs.detach(), **TOLERANCE)
+    assert any(g is not None and g.abs().max() > 1e-4 for g in our_grads)
+    for mine, trls in zip(our_grads, their_grads, strict=True):
+        if mine is None or trls is None:
+            assert mine is None or not mine.any()
+            continue
+        torch.testing.assert_close(mine, trls, atol=1e-6, rtol=1e-5)

@@ -45,6 +45,7 @@ PAIR_INPUTS = (
 )
 PROMPT_INPUTS = ("logp", "ref_logp", "reward", "gamma")
 DATA_KINDS = ("preferences", "pairs", "prompts")
+LENGTH_CONVENTIONS = ("sum", "per_token", "token_mean")
 _REWARD_INPUTS = {"reward_chosen", "reward_rejected", "target_margin", "reward"}
 
 
@@ -82,6 +83,12 @@ class Objective:
         default, used by the conformance suite when none are given.
       known_failures: {check name: reason} for conformance checks known to fail,
         run as strict xfails by `parametrize_with_checks`.
+      length_convention: how a response of several tokens enters the loss (one token on a
+        finite world, where all three coincide): "sum" (ln pi(a|x) is the sum over its tokens),
+        "per_token" (`fn` also takes the token counts `length_chosen`, `length_rejected` and
+        divides by them itself; set for losses whose signature has them) or "token_mean" (as
+        "per_token", and the batch mean is over tokens: pair i weighs w_i · |a⁺_i|, TRL's SFT).
+        `synthalign.bridge` applies it.
     """
 
     name: str
@@ -99,6 +106,7 @@ class Objective:
     fits_reward: bool = False
     example_params: Mapping[str, object] = dataclasses.field(default_factory=dict)
     known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    length_convention: str = "sum"
 
     @property
     def needs_reward(self) -> bool:
@@ -305,6 +313,8 @@ def objective_from_loss(
     fn.__name__ = fn.__qualname__ = f"{name}_objective"
     fn.__doc__ = loss.__doc__
     data = declaration.pop("data", "preferences")
+    if any(name in signature.parameters for name in _LENGTH_KEYWORDS):
+        declaration.setdefault("length_convention", "per_token")
     _check_declaration(data, declaration.get("swap_symmetry"), declaration.get("consistent"))
     declaration.setdefault("reference", f"{loss.__module__}.{loss.__name__}")
     obj = _make(name, fn, "pair", data, inputs, params, **declaration)
@@ -328,6 +338,8 @@ def _make(name, fn, kind, data, inputs, params, **declaration) -> Objective:
     if kind == "pair" and data == "prompts":
         raise ValueError(f"objective {name!r} takes pairs: use data='preferences' or 'pairs'")
     obj = Objective(name=name, fn=fn, kind=kind, data=data, inputs=tuple(inputs), params=params, **declaration)
+    if obj.length_convention not in LENGTH_CONVENTIONS:
+        raise ValueError(f"length_convention must be one of {LENGTH_CONVENTIONS}, got {obj.length_convention!r}")
     if data == "pairs" and not obj.needs_reward:
         raise ValueError(f"objective {obj.name!r} uses unlabelled pairs, so it must take a reward input")
     return obj

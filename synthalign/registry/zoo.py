@@ -17,7 +17,9 @@ Conventions:
   `reward_bound` of chi-PO have none and must be passed (``sa.fit("chipo", data, reward_bound=1.0)``;
   the conformance suite uses each declaration's `example_params`).  SimPO's target margin is the
   hyper-parameter `margin`, because `target_margin` names the reward margin input of the protocol.
-* On a finite world a response is one token, so the length arguments keep their default of 1.
+* On a finite world a response is one token, so the length arguments keep their default of 1.  A loss
+  whose signature takes them declares `length_convention="per_token"` (SFT: "token_mean"), and the
+  bridge passes the token counts of real sequences.
 
 Not registered, because the objective protocol cannot express them (`NOT_REGISTERED`):
 
@@ -71,7 +73,8 @@ DECLARATIONS: dict[str, dict] = {
     "apo_down": {"reference": "D'Oosterlinck et al. 2024"},
     "kto_pair": {"reference": "Ethayarajh et al. 2024"},
     "chipo": {"example_params": {"reward_bound": 1.0}, "reference": "Huang et al. 2024"},
-    "sft": {"consistent": False, "expected_minimizer": sft_minimizer},
+    # TRL's SFT term is a mean over the chosen tokens of the batch, not over pairs.
+    "sft": {"consistent": False, "expected_minimizer": sft_minimizer, "length_convention": "token_mean"},
 }
 """What each registered zoo loss declares beyond its signature (`Objective` fields, plus `rename`)."""
 

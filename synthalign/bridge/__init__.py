@@ -1,0 +1,36 @@
+"""The bridge from tabular worlds to transformer policies: the same objective code on a causal LM.
+
+* `synthalign.bridge.sequences`: token ids with masks, `sequence_logprobs` (torch only);
+* `synthalign.bridge.policy`: `LMPolicy`, a causal LM as a policy of a `SequenceWorld` (log-probs,
+  batched sampling, the exact table over every sequence) and `mass_outside`;
+* `synthalign.bridge.losses`: `pair_batch_loss` (registered pair objectives with their length
+  conventions, through `synthalign.evaluate.pair_inputs`) and the on-policy KL term;
+* `synthalign.bridge.trainers`: `make_trainer` and the trainers on `accelerate` (offline pairs,
+  on-policy pairs, RKL/RLHF), with globally normalized weights and exact micro-batching;
+* `synthalign.bridge.trl`: TRL's preference format in, and a registered objective inside TRL's
+  `DPOTrainer`.
+
+`transformers`, `accelerate` and `trl` are imported only where used; a missing one raises an
+ImportError naming the extra that installs it (``pip install 'synthalign[bridge]'``).
+"""
+
+from synthalign.bridge.losses import kl_surrogate, pair_batch_loss, pair_weights
+from synthalign.bridge.policy import LMPolicy, default_prompt_tokens, mass_outside
+from synthalign.bridge.sequences import BATCH_KEYS, sequence_logprobs
+from synthalign.bridge.trainers import OnPolicyPairTrainer, OnPolicyTrainer, PairTrainer, make_trainer, shard
+
+__all__ = [
+    "BATCH_KEYS",
+    "LMPolicy",
+    "OnPolicyPairTrainer",
+    "OnPolicyTrainer",
+    "PairTrainer",
+    "default_prompt_tokens",
+    "kl_surrogate",
+    "make_trainer",
+    "mass_outside",
+    "pair_batch_loss",
+    "pair_weights",
+    "sequence_logprobs",
+    "shard",
+]
