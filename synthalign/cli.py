@@ -8,6 +8,10 @@
 `run(args)`, prints its `summary(results)` table and the files it wrote.  Bad
 input (an unknown experiment, --replicates 0, a device that is not available,
 an unknown --set field) is reported as one line on stderr with exit status 2.
+
+This is the only argument parser of synthalign: `python experiments/NAME.py [options]`
+calls `main(["run", NAME, *options])`, so both take the same options.  The values
+of the shared options are validated once, by `synthalign.experiments._common.CommonArgs`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import time
 import types
 import typing
 
-from synthalign.experiments import EXPERIMENTS
+from synthalign.experiments import EXPERIMENTS, load
+from synthalign.experiments._common import CommonArgs, OptionError
 
 EXIT_USAGE = 2
 
@@ -35,26 +40,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="synthalign", description="Validate the theory of LLM alignment objectives on synthetic worlds."
@@ -66,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", help="experiment name (see `synthalign list`)")
     run.add_argument("--out", default=None, help="folder for the JSON record and plots (default: runs/<experiment>)")
     run.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="torch device (default: cpu)")
-    run.add_argument("--replicates", type=_positive_int, default=None, help="replicate datasets per point")
-    run.add_argument("--seed", type=_seed, default=0, help="master seed (default: 0)")
+    run.add_argument("--replicates", type=int, default=None, help="replicate datasets per point (>= 2)")
+    run.add_argument("--seed", type=int, default=0, help="master seed, >= 0 (default: 0)")
     size = run.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick", help="CI-sized run")
     size.add_argument("--full", dest="size", action="store_const", const="full", help="larger run for the record")
@@ -86,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(name: str):
     """The experiment's module, or UsageError when the name is unknown or its module is absent."""
-    from synthalign.experiments import load
-
     if name not in EXPERIMENTS:
         raise UsageError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     module_name = f"synthalign.experiments.{name.replace('-', '_')}"
@@ -148,14 +131,6 @@ def _overrides(args_class, items: list[str]) -> dict:
     return values
 
 
-def _check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda requested but CUDA is not available (torch.cuda.is_available() is False)")
-
-
 def _files_written(out: pathlib.Path, before: dict) -> list[pathlib.Path]:
     if not out.is_dir():
         return []
@@ -175,9 +150,7 @@ def _list() -> int:
     return 0
 
 
-def _run(options) -> int:
-    module = _load(options.experiment)
-    _check_device(options.device)
+def _experiment_args(module, options):
     out = pathlib.Path(options.out if options.out is not None else pathlib.Path("runs") / options.experiment)
     settings = {
         "out": str(out),
@@ -189,9 +162,23 @@ def _run(options) -> int:
     }
     settings.update(_overrides(module.Args, options.overrides))
     try:
-        args = module.Args(**settings)
+        return module.Args(**settings)
+    except OptionError as err:
+        raise UsageError(f"--{err.field.replace('_', '-')}: {str(err).splitlines()[0]}") from None
     except (ValueError, TypeError) as err:
         raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+
+def experiment_args(name: str, argv: list[str]) -> CommonArgs:
+    """The `Args` of experiment `name` that `synthalign run NAME *argv` would run with (UsageError if bad)."""
+    options = build_parser().parse_args(["run", name, *argv])
+    return _experiment_args(_load(name), options)
+
+
+def _run(options) -> int:
+    module = _load(options.experiment)
+    args = _experiment_args(module, options)
+    out = pathlib.Path(args.out)
     before = {path: path.stat().st_mtime_ns for path in out.iterdir()} if out.is_dir() else {}
     start = time.perf_counter()
     results = module.run(args)

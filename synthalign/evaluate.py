@@ -25,11 +25,19 @@ probabilities.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_data, check_policy_for_world, check_positive, check_world, safe_log_ratio
+from synthalign._checks import (
+    broadcast_shape,
+    check_data,
+    check_policy_for_world,
+    check_positive,
+    check_world,
+    safe_log_ratio,
+)
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
@@ -40,7 +48,11 @@ Pair = tuple[Tensor, Tensor]
 """(chosen view, rejected view) of one source tensor."""
 
 __all__ = [
+    "CELL_BLOCK",
+    "CellBlock",
     "EvalContext",
+    "cell_block_inputs",
+    "cell_blocks",
     "cell_inputs",
     "cell_values",
     "data_weights",
@@ -51,6 +63,7 @@ __all__ = [
     "population_loss",
     "prompt_inputs",
     "prompt_values",
+    "weighted_cell_sum",
 ]
 
 
@@ -117,29 +130,73 @@ def prompt_inputs(
     return inputs
 
 
-def cell_inputs(
+CELL_BLOCK = 2**17
+"""Cells per block (1 MiB of float64): per-cell temporaries are this large, not [R, X, A, A]."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CellBlock:
+    """A block of the cells (x, a, b) of a finite world: prompts `prompts`, chosen responses `rows`, all b."""
+
+    prompts: slice
+    rows: slice
+
+
+def cell_blocks(batch: tuple[int, ...] | None, n_prompts: int, n_responses: int, budget: int | None = None):
+    """Blocks covering the [*batch, X, A, A] cells, each of about `budget` elements (at least one row).
+
+    Yields, for each group of prompts, the list of its row blocks: the sums over one
+    prompt group are complete once its row blocks are done.  `budget` defaults to `CELL_BLOCK`.
+    """
+    budget = CELL_BLOCK if budget is None else budget
+    if batch is None:  # shapes that do not broadcast: one block, so the objective's own check reports them
+        yield [CellBlock(slice(0, n_prompts), slice(0, n_responses))]
+        return
+    batch_size = math.prod(batch)
+    per_prompt = batch_size * n_responses * n_responses
+    if per_prompt <= budget:
+        step = max(1, budget // per_prompt)
+        for start in range(0, n_prompts, step):
+            yield [CellBlock(slice(start, min(start + step, n_prompts)), slice(0, n_responses))]
+        return
+    rows = max(1, budget // (batch_size * n_responses))
+    for x in range(n_prompts):
+        yield [CellBlock(slice(x, x + 1), slice(a, min(a + rows, n_responses))) for a in range(0, n_responses, rows)]
+
+
+def cells_batch(logp: Tensor, ctx: EvalContext, weight: Tensor | None) -> tuple[int, ...]:
+    """The batch shape of the cell table of `logp` against the weights and the context's sources."""
+    shapes = [logp.shape[:-2]]
+    for source in (ctx.ref_logp, ctx.reward):
+        if source is not None:
+            shapes.append(source.shape[:-2])
+    if weight is not None:
+        shapes.append(weight.shape[:-3])
+    return broadcast_shape(*shapes)
+
+
+def cell_block_inputs(
     obj: Objective,
     logp: Tensor,
     ctx: EvalContext,
     weight: Tensor | None,
+    block: CellBlock | None = None,
     *,
     first: Tensor | None = None,
     second: Tensor | None = None,
 ) -> dict[str, Tensor | float]:
-    """`pair_inputs` on every cell (x, a, b) of a finite world: views t[..., :, None] and t[..., None, :].
-
-    `first`/`second` replace the policy's two views (the solver passes full-cell
-    copies to take elementwise derivatives).  Where `weight` is zero, a non-finite
-    source (a zero-probability response) is replaced by 0 in that cell, so unused
-    cells give neither inf·0 nor a NaN gradient; callers weight the result with
-    `torch.where(weight > 0, ...)`.
-    """
-    used = weight > 0 if weight is not None else None
+    """`cell_inputs` on one block of cells: views t[..., prompts, rows, None] and t[..., prompts, None, :]."""
+    prompts, rows = (slice(None), slice(None)) if block is None else (block.prompts, block.rows)
+    used = weight[..., prompts, rows, :] > 0 if weight is not None else None
 
     def views(base: Tensor | None, chosen: Tensor | None = None, rejected: Tensor | None = None) -> Pair | None:
         if base is None:
             return None
-        pair = (base.unsqueeze(-1) if chosen is None else chosen, base.unsqueeze(-2) if rejected is None else rejected)
+        base = base[..., prompts, :]
+        pair = (
+            base[..., rows].unsqueeze(-1) if chosen is None else chosen,
+            base.unsqueeze(-2) if rejected is None else rejected,
+        )
         # Only a source with a non-finite entry needs masking; the check runs on the small [.., X, A] base.
         if used is None or torch.isfinite(base).all():
             return pair
@@ -158,6 +215,26 @@ def cell_inputs(
     )
 
 
+def cell_inputs(
+    obj: Objective,
+    logp: Tensor,
+    ctx: EvalContext,
+    weight: Tensor | None,
+    *,
+    first: Tensor | None = None,
+    second: Tensor | None = None,
+) -> dict[str, Tensor | float]:
+    """`pair_inputs` on every cell (x, a, b) of a finite world: views t[..., :, None] and t[..., None, :].
+
+    `first`/`second` replace the policy's two views (the solver passes full-cell
+    copies to take elementwise derivatives).  Where `weight` is zero, a non-finite
+    source (a zero-probability response) is replaced by 0 in that cell, so unused
+    cells give neither inf·0 nor a NaN gradient; callers weight the result with
+    `torch.where(weight > 0, ...)`.  `cell_block_inputs` gives the same on a block.
+    """
+    return cell_block_inputs(obj, logp, ctx, weight, first=first, second=second)
+
+
 def cell_values(
     obj: Objective,
     logp: Tensor,
@@ -169,6 +246,23 @@ def cell_values(
 ) -> Tensor:
     """A pair objective's elementwise loss on every cell (x, a, b), [..., X, A, A] (see `cell_inputs`)."""
     return obj.fn(**cell_inputs(obj, logp, ctx, weight, first=first, second=second), **ctx.params)
+
+
+def weighted_cell_sum(obj: Objective, logp: Tensor, ctx: EvalContext, weight: Tensor) -> Tensor:
+    """Σ_(a, b) weight · ℓ(x, a, b) per prompt, [..., X], one block of cells at a time.
+
+    A cell of weight zero contributes 0 whatever its loss (even inf or NaN).
+    """
+    X, A = logp.shape[-2:]
+    sums = []
+    for group in cell_blocks(cells_batch(logp, ctx, weight), X, A):
+        total = 0.0
+        for block in group:
+            values = obj.fn(**cell_block_inputs(obj, logp, ctx, weight, block), **ctx.params)
+            w = weight[..., block.prompts, block.rows, :]
+            total = total + torch.where(w > 0, w * values, 0.0).sum(dim=(-1, -2))
+        sums.append(total)
+    return torch.cat(sums, dim=-1)
 
 
 def prompt_values(obj: Objective, logp: Tensor, ctx: EvalContext, beta: float) -> Tensor:
@@ -225,9 +319,7 @@ def per_prompt_loss(
     """Σ over cells of prompt x of the weighted loss, plus the weighted prompt terms: [..., X] (not normalized)."""
     per_prompt = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if obj.kind == "pair":
-        values = cell_values(obj, logp, ctx, pair_weight)
-        weighted = torch.where(pair_weight > 0, pair_weight * values, torch.zeros_like(values))
-        per_prompt = weighted.sum(dim=(-1, -2))
+        per_prompt = weighted_cell_sum(obj, logp, ctx, pair_weight)
     if obj.kind == "prompt" or beta > 0:
         values = prompt_values(obj, logp, ctx, beta)
         per_prompt = per_prompt + torch.where(prompt_weight > 0, prompt_weight * values, torch.zeros_like(values))
@@ -252,10 +344,10 @@ def empirical_loss(
     check_policy_for_world(policy, check_data(data).world)
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
+    pair_weight, prompt_weight, total = data_weights(obj, data)
     ctx = make_context(obj, data.world, reward, obj.resolve_params(params))
     if obj.needs_reward and ctx.reward is None:
         raise ValueError(f"objective {obj.name!r} needs a reward: pass reward=...")
-    pair_weight, prompt_weight, total = data_weights(obj, data)
     logp = as_logp(policy).to(data.counts.dtype)
     return per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(dim=-1) / total
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ __all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope"]
 _STATISTICS = ("mean", "median")
 
 
-def check_ns(ns) -> tuple[int, ...]:
+def check_ns(ns: Sequence[int]) -> tuple[int, ...]:
     try:
         values = [int(n) for n in ns]
     except (TypeError, ValueError) as err:
@@ -46,7 +46,7 @@ def check_ns(ns) -> tuple[int, ...]:
     return tuple(values)
 
 
-def check_seed(seed) -> int:
+def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return int(seed)
@@ -125,7 +125,7 @@ def _ols_slopes(log_n: np.ndarray, log_stat: np.ndarray) -> tuple[np.ndarray, np
 
 def fit_slope(
     ns: Sequence[int],
-    values,
+    values: Tensor | np.ndarray | Sequence[Sequence[float]],
     *,
     statistic: str | float = "mean",
     confidence: float = 0.95,
@@ -229,7 +229,7 @@ class Verdict:
 
 def check_rate(
     ns: Sequence[int],
-    values,
+    values: Tensor | np.ndarray | Sequence[Sequence[float]],
     expected: float = -1.0,
     *,
     faster_than: float | None = None,
@@ -287,8 +287,8 @@ def check_rate(
 
 def check_bound(
     ns: Sequence[int],
-    values,
-    bound,
+    values: Tensor | np.ndarray | Sequence[Sequence[float]],
+    bound: float | Sequence[float] | Callable[[int], float],
     *,
     delta: float,
     label: str = "bound",

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import random_log_policy
 from scipy import optimize
 
 import synthalign as sa
 from synthalign import objectives
+from synthalign.testing.strategies import random_log_policy
 
 DTYPE = torch.float64
 CONSISTENCY_TOL = 1e-8

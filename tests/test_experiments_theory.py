@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from synthalign import cli
 from synthalign.experiments import onpolicy_gap, prop15, rates, strong_base
 
 
@@ -195,6 +196,8 @@ def test_experiment_args_reject_bad_input(module):
 
 @pytest.mark.parametrize("module", [rates, onpolicy_gap, strong_base, prop15])
 def test_experiment_command_line(module):
-    args = module.parse_args(["--size", "quick", "--replicates", "3", "--no-plot", "--radius", "0.1", "0.2"])
+    # The one dialect of `synthalign run NAME` and `python experiments/NAME.py` (synthalign.cli).
+    argv = ["--quick", "--replicates", "3", "--set", "plot=false", "--set", "radius=0.1,0.2"]
+    args = cli.experiment_args(module.NAME, argv)
     assert args.size == "quick" and args.n_replicates == 3 and args.plot is False
     assert args.radius == (0.1, 0.2)

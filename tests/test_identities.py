@@ -12,11 +12,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import betas, gammas, log_policies, logit_arrays, policy_pairs, random_log_policy, worlds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import synthalign as sa
+from synthalign.testing.strategies import betas, gammas, log_policies, logit_arrays, policy_pairs, random_log_policy
+from synthalign.testing.strategies import random_worlds as worlds
 
 DTYPE = torch.float64
 # Population consistency: the fitted policy must reach pi* to a forward KL below this.
@@ -41,7 +42,7 @@ def logit_tensor(draw, shape=None, bound=5.0):
 # --------------------------------------------------------------------------- §6.1
 
 
-@given(logits=logit_tensor(), gamma=gammas, data=st.data())
+@given(logits=logit_tensor(), gamma=gammas(), data=st.data())
 def test_1_tilted_bradley_terry(logits, gamma, data):
     logp = torch.log_softmax(logits, -1)
     P = sa.preference_matrix(logp, gamma)
@@ -60,7 +61,7 @@ def test_1_tilted_bradley_terry(logits, gamma, data):
 # --------------------------------------------------------------------------- §6.2
 
 
-@given(reward=logit_tensor(), gamma=gammas)
+@given(reward=logit_tensor(), gamma=gammas())
 def test_2_reward_induced_policy_preferences_do_not_depend_on_gamma(reward, gamma):
     # pi_R ∝ exp(R/γ): P_{pi_R}(a ≻ b) = σ(R(a) − R(b)) for every γ > 0
     policy = sa.reward_policy(reward, gamma)
@@ -76,7 +77,7 @@ def test_2_reward_induced_policy_preferences_do_not_depend_on_gamma(reward, gamm
     logp_a=logit_tensor(shape=(5,), bound=8.0),
     logp_b=logit_tensor(shape=(5,), bound=8.0),
     target_margin=logit_tensor(shape=(5,), bound=8.0),
-    gamma=gammas,
+    gamma=gammas(),
 )
 def test_3_distillation_is_soft_bce_minus_entropy_with_gradient_sigmoid_minus_target(
     logp_a, logp_b, target_margin, gamma
@@ -127,7 +128,7 @@ def _label_form_nll(margin_ab, label):
     logp=logit_tensor(shape=(2, 6), bound=6.0),
     ref=logit_tensor(shape=(2, 6), bound=6.0),
     target_margin=logit_tensor(shape=(6,), bound=6.0),
-    gamma=gammas,
+    gamma=gammas(),
 )
 def test_4_swapping_the_pair_and_flipping_the_label_leaves_the_likelihood_unchanged(logp, ref, target_margin, gamma):
     a, b = -logp[0].abs(), -logp[1].abs()
@@ -196,8 +197,8 @@ def _stationary(loss_of_theta, theta, tol):
 @given(
     reward=logit_tensor(shape=(3, 5)),
     ref=logit_tensor(shape=(3, 5)),
-    gamma=gammas,
-    beta=st.one_of(st.just(0.0), betas),
+    gamma=gammas(),
+    beta=st.one_of(st.just(0.0), betas()),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_5_rkl_closed_form_is_the_exact_minimizer(reward, ref, gamma, beta, seed):
@@ -219,7 +220,7 @@ def test_5_rkl_closed_form_is_the_exact_minimizer(reward, ref, gamma, beta, seed
     _perturbation_check(loss, closed.logp, seed)
 
 
-@given(reward=logit_tensor(shape=(3, 5)), ref=logit_tensor(shape=(3, 5)), beta=betas, seed=st.integers(0, 2**31 - 1))
+@given(reward=logit_tensor(shape=(3, 5)), ref=logit_tensor(shape=(3, 5)), beta=betas(), seed=st.integers(0, 2**31 - 1))
 def test_5_rlhf_closed_form_is_the_exact_minimizer(reward, ref, beta, seed):
     ref_logp = torch.log_softmax(ref, -1)
     closed = sa.rlhf_policy(reward, ref_logp, beta)
@@ -261,7 +262,7 @@ def test_5_closed_forms_with_zero_probability_reference_responses():
 # --------------------------------------------------------------------------- §6.6 and §6.8
 
 
-@given(logp=log_policies(n_prompts=3, n_responses=5), reward=logit_tensor(shape=(3, 5)), gamma=gammas)
+@given(logp=log_policies(n_prompts=3, n_responses=5), reward=logit_tensor(shape=(3, 5)), gamma=gammas())
 def test_6_rkl_at_beta_zero_is_kl_to_the_reward_policy_minus_log_partition(logp, reward, gamma):
     # E_π[−R/γ] − H(π) = KL(π ‖ π_R) − ln Σ_a e^{R(a)/γ}
     lhs = sa.rkl_loss(logp, reward, gamma=gamma, reduction="none") / gamma
@@ -292,7 +293,7 @@ def test_8_ideal_rkl_is_the_reverse_kl_to_the_target(world, seed):
 # --------------------------------------------------------------------------- §6.7
 
 
-@given(world=worlds(zeros=False), beta=betas, data=st.data())
+@given(world=worlds(zeros=False), beta=betas(), data=st.data())
 def test_7_rlhf_optimum_with_the_true_reward_is_pi0_times_tilted_target(world, beta, data):
     shift = torch.from_numpy(data.draw(logit_arrays((world.n_prompts, 1), 10.0)))
     reward = world.true_reward + shift  # R̂ = γ ln π* + c(x)

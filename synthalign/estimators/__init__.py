@@ -4,19 +4,36 @@
 * `synthalign.estimators.newton`: the batched damped Newton solver over tabular softmax logits;
 * `synthalign.estimators.finite_class`: argmins over an explicit finite class (the theorems' setting).
 
-Stochastic-gradient and on-policy estimators (samples of the policy itself) go beside these.
+* `synthalign.estimators.onpolicy`: stochastic-gradient estimators from samples of the policy itself;
+* `synthalign.estimators.gradient_check`: their exact expected gradients on enumerable spaces.
 """
 
 from synthalign.estimators.finite_class import ClassEstimate, ClassFit, argmin_over_class, fit_over_class
 from synthalign.estimators.fit import FitResult, comparison_graph_separable, fit, fit_reward_model
+from synthalign.estimators.gradient_check import (
+    GradientRow,
+    exact_gradient_variance,
+    expected_gradient,
+    gradient_law,
+    gradient_table,
+)
+from synthalign.estimators.onpolicy import OnPolicyFit, onpolicy_pair_fit, score_function_fit
 
 __all__ = [
     "ClassEstimate",
     "ClassFit",
     "FitResult",
+    "GradientRow",
+    "OnPolicyFit",
     "argmin_over_class",
     "comparison_graph_separable",
+    "exact_gradient_variance",
+    "expected_gradient",
     "fit",
     "fit_over_class",
     "fit_reward_model",
+    "gradient_law",
+    "gradient_table",
+    "onpolicy_pair_fit",
+    "score_function_fit",
 ]

@@ -2,10 +2,22 @@
 
 `LogitObjective.derivatives(theta)` returns the per-(replicate, prompt) value, the gradient
 [R, X, A] and the A × A Hessian blocks [R, X, A, A] of the objective (plus the optional
-ridge) in the logits; the objective's values come from `synthalign.evaluate`.  Pair
-objectives that declare `margin_derivatives` get analytic derivatives; others, and
-the prompt terms, get them by automatic differentiation.  The solvers
+ridge) in the logits; the objective's values come from `synthalign.evaluate`.  The solvers
 (`synthalign.estimators.newton`) only consume them.
+
+Cost and memory.  The pair terms are computed one block of cells at a time
+(`synthalign.evaluate.cell_blocks`) and written into the one Hessian tensor in place;
+every term that is not elementwise in the cells is a diagonal plus a low-rank
+update, applied once as a batched rank-k product.  So a call costs O(R·X·A²) and
+holds the Hessian plus O(block) temporaries.
+
+* Pair objectives that declare `margin_derivatives` get analytic derivatives; since they
+  depend on the policy only through log-ratios, their derivatives in logp are those in theta.
+  Other pair objectives get elementwise derivatives by automatic differentiation, one
+  block at a time, pushed through logp = theta − logsumexp(theta).
+* The prompt terms of the paper's prompt objectives (RKL, RLHF, forward KL) and beta · KL
+  are analytic (`_prompt_form`); any other prompt objective is differentiated by autograd,
+  its Hessian in one batched backward pass.
 """
 
 from __future__ import annotations
@@ -15,8 +27,15 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._checks import broadcast_shape
-from synthalign.evaluate import EvalContext, cell_inputs, cell_values, per_prompt_loss, prompt_values
+from synthalign.evaluate import (
+    EvalContext,
+    cell_block_inputs,
+    cell_blocks,
+    cells_batch,
+    per_prompt_loss,
+    prompt_values,
+)
+from synthalign.metrics import expectation_per_prompt
 from synthalign.registry.protocol import Objective
 
 __all__ = ["LogitObjective"]
@@ -56,93 +75,222 @@ class LogitObjective:
         return (self.ridge / self.total).unsqueeze(-1).to(theta.dtype)
 
     def derivatives(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(values [R, X], gradient [R, X, A], Hessian [R, X, A, A]) in the logits."""
+        """(values [R, X], gradient [R, X, A], Hessian [R, X, A, A]) in the logits.
+
+        The Hessian is diag(d) + (pair block terms) − Σ_k u_k v_kᵀ: the pair terms are
+        written block by block, `d` and the rank-k factors (u_k, v_k) collected from the
+        other terms, and both applied once at the end.
+        """
         A = theta.shape[-1]
         theta = theta.detach()
         probs = torch.softmax(theta, dim=-1)
         logp = torch.log_softmax(theta, dim=-1)
-        scale = self.total.unsqueeze(-1)
-        value = theta.new_zeros(theta.shape[:-1])
-        grad = torch.zeros_like(theta)
-        hess = theta.new_zeros(*theta.shape, A)
+        inverse_total = (1.0 / self.total).to(theta.dtype)
+        batch = theta.shape[:-2]
+        if self.pair_weight is not None:
+            batch = torch.Size(cells_batch(logp, self.ctx, self.pair_weight))
+        hess = theta.new_zeros(*batch, *theta.shape[-2:], A)
+        value = theta.new_zeros(*batch, theta.shape[-2])
+        grad = theta.new_zeros(*batch, *theta.shape[-2:])
+        diag = torch.zeros_like(grad)
+        low_rank: list[tuple[Tensor, Tensor]] = []
 
         if self.obj.kind == "pair":
-            # Elementwise derivatives of the pair loss in its two log-probability
-            # arguments, assembled into the gradient and Hessian in logp, then
-            # pushed through logp = theta − logsumexp(theta).
-            g_logp, h_logp, pair_value = self._pair_derivatives(logp)
-            value = value + pair_value / scale
-            g_logp, h_logp = g_logp / scale.unsqueeze(-1), h_logp / scale[..., None, None]
-            g_sum = g_logp.sum(dim=-1, keepdim=True)
-            grad = grad + g_logp - probs * g_sum
-            row = h_logp.sum(dim=-1, keepdim=True)  # H 1
-            col = h_logp.sum(dim=-2, keepdim=True)  # 1ᵀ H
-            both = row.sum(dim=-2, keepdim=True)
-            p_col, p_row = probs.unsqueeze(-1), probs.unsqueeze(-2)
-            jhj = h_logp - row * p_row - p_col * col + p_col * both * p_row
-            softmax_hess = torch.diag_embed(probs) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
-            hess = hess + jhj - g_sum.unsqueeze(-1) * softmax_hess
+            scale = inverse_total.reshape(-1, *[1] * 3) if inverse_total.dim() else inverse_total
+            if self.obj.margin_derivatives is not None:
+                self._margin_pair_derivatives(logp, scale, value, grad, diag, hess)
+            else:
+                self._autograd_pair_derivatives(logp, probs, scale, value, grad, diag, hess, low_rank)
 
         if self.obj.kind == "prompt" or self.beta > 0:
-            p_value, p_grad, p_hess = self._prompt_derivatives(theta)
-            value, grad, hess = value + p_value, grad + p_grad, hess + p_hess
+            p_value, p_grad, p_diag, p_low_rank, p_hess = self._prompt_derivatives(theta, probs, logp)
+            value, grad, diag = value + p_value, grad + p_grad, diag + p_diag
+            low_rank.extend(p_low_rank)
+            if p_hess is not None:
+                hess = hess + p_hess
 
         if self.ridge > 0:
             centred = theta - theta.mean(dim=-1, keepdim=True)
             ridge = self._ridge_weight(theta)
             value = value + 0.5 * ridge * centred.square().sum(dim=-1)
             grad = grad + ridge.unsqueeze(-1) * centred
-            eye = torch.eye(A, dtype=theta.dtype, device=theta.device)
-            hess = hess + ridge[..., None, None] * (eye - 1.0 / A)
+            # ridge · (I − 11ᵀ/A)
+            diag = diag + ridge.unsqueeze(-1)
+            ones = torch.ones_like(theta)
+            low_rank.append((ones * (ridge.unsqueeze(-1) / A), ones))
+
+        hess.diagonal(dim1=-2, dim2=-1).add_(diag)
+        _subtract_low_rank(hess, low_rank)
         return value, grad, hess
 
-    def _pair_derivatives(self, logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(gradient [.., X, A], Hessian [.., X, A, A] in logp, weighted pair loss per prompt [.., X])."""
-        weight = self.pair_weight
-        if self.obj.margin_derivatives is not None:
-            return self._margin_pair_derivatives(logp)
-        cell_shape = broadcast_shape(logp.unsqueeze(-1).shape, weight.shape)
-        first = logp.unsqueeze(-1).expand(cell_shape).clone().requires_grad_(True)
-        second = logp.unsqueeze(-2).expand(cell_shape).clone().requires_grad_(True)
-        with torch.enable_grad():
-            values = cell_values(self.obj, logp, self.ctx, weight, first=first, second=second)
-            weighted = torch.where(weight > 0, weight * values, torch.zeros_like(values))
-            d_first, d_second = _grads(weighted.sum(), (first, second), create_graph=True)
-            d_ff, d_fs = _grads(d_first.sum(), (first, second), retain_graph=True)
-            (d_ss,) = _grads(d_second.sum(), (second,))
-        grad = d_first.detach().sum(dim=-1) + d_second.detach().sum(dim=-2)
-        hess = torch.diag_embed(d_ff.sum(dim=-1) + d_ss.sum(dim=-2)) + d_fs + d_fs.transpose(-1, -2)
-        return grad, hess, weighted.detach().sum(dim=(-1, -2))
-
-    def _margin_pair_derivatives(self, logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _margin_pair_derivatives(self, logp, scale, value, grad, diag, hess) -> None:
         # ℓ(cell i, j) = h(Δ_ij), Δ_ij = l_i − l_j: ∂/∂l_i = h', ∂/∂l_j = −h', and the
         # Hessian block of the cell is h'' [[1, −1], [−1, 1]] (zero on the diagonal cells i = j).
+        # ℓ is unchanged by adding a constant to l, so these are also its derivatives in theta.
         weight = self.pair_weight
-        used = weight > 0
-        inputs = cell_inputs(self.obj, logp, self.ctx, weight)
-        values = self.obj.fn(**inputs, **self.ctx.params)
-        first, second = self.obj.margin_derivatives(**inputs, **self.ctx.params)
-        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
-        weighted = torch.where(used, weight * values, zero)
-        w_first = torch.where(used, weight * first, zero)
-        w_second = torch.where(used, weight * second, zero)
-        grad = w_first.sum(dim=-1) - w_first.sum(dim=-2)
-        hess = torch.diag_embed(w_second.sum(dim=-1) + w_second.sum(dim=-2)) - w_second - w_second.transpose(-1, -2)
-        return grad, hess, weighted.sum(dim=(-1, -2))
+        X, A = logp.shape[-2:]
+        for group in cell_blocks(tuple(hess.shape[:-3]), X, A):
+            for block in group:
+                prompts, rows = block.prompts, block.rows
+                inputs = cell_block_inputs(self.obj, logp, self.ctx, weight, block)
+                values = self.obj.fn(**inputs, **self.ctx.params)
+                first, second = self.obj.margin_derivatives(**inputs, **self.ctx.params)
+                w = weight[..., prompts, rows, :]
+                used = w > 0
+                w = w * scale
+                value[..., prompts] += torch.where(used, w * values, 0.0).sum(dim=(-1, -2))
+                w_first = torch.where(used, w * first, 0.0)
+                w_second = torch.where(used, w * second, 0.0)
+                grad[..., prompts, rows] += w_first.sum(dim=-1)
+                grad[..., prompts, :] -= w_first.sum(dim=-2)
+                diag[..., prompts, rows] += w_second.sum(dim=-1)
+                diag[..., prompts, :] += w_second.sum(dim=-2)
+                hess[..., prompts, rows, :] -= w_second
+                hess[..., prompts, :, rows] -= w_second.transpose(-1, -2)
 
-    def _prompt_derivatives(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _autograd_pair_derivatives(self, logp, probs, scale, value, grad, diag, hess, low_rank) -> None:
+        # Elementwise derivatives of the pair loss in its two log-probability arguments
+        # (cells are independent, so one backward pass per block gives them all),
+        # assembled into the gradient g and Hessian H in logp, then pushed through
+        # logp = theta − logsumexp(theta) (J = I − 1pᵀ):
+        #   ∇θ = g − p Σg,   ∇²θ = JᵀHJ − Σg (diag p − ppᵀ),
+        # where JᵀHJ = H − r pᵀ − p rᵀ + (1ᵀr) ppᵀ with r = H1 (H is symmetric).
+        weight = self.pair_weight
+        X, A = logp.shape[-2:]
+        row_sum = torch.zeros_like(grad)
+        for group in cell_blocks(tuple(hess.shape[:-3]), X, A):
+            for block in group:
+                prompts, rows = block.prompts, block.rows
+                w = weight[..., prompts, rows, :]
+                base = logp[..., prompts, :]
+                cell_shape = torch.broadcast_shapes(base[..., rows].unsqueeze(-1).shape, w.shape)
+                first = base[..., rows].unsqueeze(-1).expand(cell_shape).clone().requires_grad_(True)
+                second = base.unsqueeze(-2).expand(cell_shape).clone().requires_grad_(True)
+                with torch.enable_grad():
+                    inputs = cell_block_inputs(self.obj, logp, self.ctx, weight, block, first=first, second=second)
+                    values = self.obj.fn(**inputs, **self.ctx.params)
+                    weighted = torch.where(w > 0, (w * scale) * values, 0.0)
+                    d_first, d_second = _grads(weighted.sum(), (first, second), create_graph=True)
+                    d_ff, d_fs = _grads(d_first.sum(), (first, second), retain_graph=True)
+                    (d_ss,) = _grads(d_second.sum(), (second,))
+                value[..., prompts] += weighted.detach().sum(dim=(-1, -2))
+                grad[..., prompts, rows] += d_first.detach().sum(dim=-1)
+                grad[..., prompts, :] += d_second.detach().sum(dim=-2)
+                cell_diag_rows, cell_diag_cols = d_ff.sum(dim=-1), d_ss.sum(dim=-2)
+                diag[..., prompts, rows] += cell_diag_rows
+                diag[..., prompts, :] += cell_diag_cols
+                hess[..., prompts, rows, :] += d_fs
+                hess[..., prompts, :, rows] += d_fs.transpose(-1, -2)
+                row_sum[..., prompts, rows] += cell_diag_rows + d_fs.sum(dim=-1)
+                row_sum[..., prompts, :] += cell_diag_cols + d_fs.sum(dim=-2)
+        g_sum = grad.sum(dim=-1, keepdim=True)
+        grad -= probs * g_sum
+        total = row_sum.sum(dim=-1, keepdim=True) + g_sum
+        diag -= g_sum * probs
+        low_rank.append((row_sum, probs.expand_as(row_sum)))
+        low_rank.append((probs.expand_as(row_sum), row_sum - total * probs))
+
+    def _prompt_derivatives(self, theta: Tensor, probs: Tensor, logp: Tensor):
+        """(value, gradient, diagonal, rank-k factors, dense Hessian or None) of the weighted prompt terms."""
+        used = self.prompt_weight > 0
+        per_prompt = torch.where(used, self.prompt_weight * (1.0 / self.total).unsqueeze(-1), 0.0).to(theta.dtype)
+        form = _prompt_form(self.obj, self.ctx, logp, self.beta)
+        if form is None:
+            return self._autograd_prompt_derivatives(theta, per_prompt)
+        linear, entropy, cross = form
+        value = torch.where(used, prompt_values(self.obj, logp, self.ctx, self.beta), 0.0) * per_prompt
+        # F = Σ_a p_a c_a + κ Σ_a p_a l_a − Σ_a t_a l_a, with c = `linear`, κ = `entropy`, t = `cross`:
+        #   ∇θ F = u − t + p Σt,  u = p ⊙ (c + κ l − Σ p (c + κ l)),
+        #   ∇²θ F = diag(u) − u pᵀ − p uᵀ + (κ + Σt)(diag p − ppᵀ).
+        # Where p = 0 the term p_a c_a is 0 (as in `expectation_per_prompt`), whatever c_a is.
+        centred = torch.zeros_like(logp) if linear is None else torch.where(probs > 0, linear, 0.0)
+        if entropy is not None:
+            centred = centred + entropy.unsqueeze(-1) * logp
+        u = probs * (centred - expectation_per_prompt(probs, centred).unsqueeze(-1))
+        curvature = torch.zeros_like(logp[..., :1]) if entropy is None else entropy.unsqueeze(-1)
+        grad = u
+        if cross is not None:
+            mass = cross.sum(dim=-1, keepdim=True)
+            grad = grad - cross + probs * mass
+            curvature = curvature + mass
+        weight = per_prompt.unsqueeze(-1)
+        grad, u = grad * weight, u * weight
+        curvature = curvature * weight
+        diag = u + curvature * probs
+        probs = probs.expand_as(u)
+        return value, grad, diag, [(u, probs), (probs, u + curvature * probs)], None
+
+    def _autograd_prompt_derivatives(self, theta: Tensor, per_prompt: Tensor):
+        # A prompt objective without an analytic form: gradient by autograd, and all A
+        # Hessian columns in one backward pass batched over the unit vectors.
         A = theta.shape[-1]
         theta = theta.clone().requires_grad_(True)
         with torch.enable_grad():
             logp = torch.log_softmax(theta, dim=-1)
-            used = self.prompt_weight > 0
             terms = prompt_values(self.obj, logp, self.ctx, self.beta)
-            value = torch.where(used, self.prompt_weight * terms, torch.zeros_like(terms))
-            value = value / self.total.unsqueeze(-1)
+            value = torch.where(per_prompt > 0, terms, 0.0) * per_prompt
             (grad,) = _grads(value.sum(), (theta,), create_graph=True)
-            columns = [_grads(grad[..., a].sum(), (theta,), retain_graph=True)[0] for a in range(A)]
-        hess = torch.stack(columns, dim=-1)
-        return value.detach(), grad.detach(), hess
+            if not grad.requires_grad:
+                hess = torch.zeros(*grad.shape, A, dtype=theta.dtype, device=theta.device)
+            else:
+                units = torch.eye(A, dtype=theta.dtype, device=theta.device).reshape(A, *[1] * (grad.dim() - 1), A)
+                (columns,) = torch.autograd.grad(
+                    grad, theta, grad_outputs=units.expand(A, *grad.shape), is_grads_batched=True, allow_unused=True
+                )
+                if columns is None:
+                    columns = torch.zeros(A, *grad.shape, dtype=theta.dtype, device=theta.device)
+                hess = columns.movedim(0, -1)
+        zero = torch.zeros_like(grad)
+        return value.detach(), grad.detach(), zero, [], hess.detach()
+
+
+def _prompt_form(obj: Objective, ctx: EvalContext, logp: Tensor, beta: float):
+    """(c, κ, t) with prompt terms = Σ_a p_a c_a + κ Σ_a p_a ln p_a − Σ_a t_a ln p_a (+ const), or None.
+
+    Known for the paper's prompt objectives and for beta · KL(pi ‖ pi0) = beta Σ p (ln p − ln pi0);
+    None for any other prompt objective (then `_autograd_prompt_derivatives`).
+    """
+    linear = entropy = cross = None
+    if obj.kind == "prompt":
+        form = _paper_prompt_forms().get(obj.fn)
+        if form is None:
+            return None
+        linear, entropy, cross = form(ctx)
+    if beta > 0:
+        prior = -beta * ctx.ref_logp.to(logp.dtype)
+        linear = prior if linear is None else linear + prior
+        kl = torch.full(logp.shape[:-1], beta, dtype=logp.dtype, device=logp.device)
+        entropy = kl if entropy is None else entropy + kl
+    return linear, entropy, cross
+
+
+def _paper_prompt_forms() -> dict:
+    """The paper's prompt objectives by loss function: ctx -> (c, κ, t) (see `_prompt_form`)."""
+    from synthalign.registry import paper
+
+    def rkl(ctx):  # −E_p R̂ − γ H(p) (eq. 15)
+        gamma = torch.full(ctx.reward.shape[:-1], float(ctx.gamma), dtype=ctx.reward.dtype, device=ctx.reward.device)
+        return -ctx.reward, gamma, None
+
+    def rlhf(ctx):  # −E_p R̂ (eq. 1; beta · KL is added by the framework)
+        return -ctx.reward, None, None
+
+    def forward_kl(ctx):  # −Σ_a pi_R(a) ln p(a), pi_R ∝ exp(R̂ / γ)
+        return None, None, torch.softmax(ctx.reward / ctx.gamma, dim=-1)
+
+    return {paper._rkl.fn: rkl, paper._rlhf.fn: rlhf, paper._forward_kl.fn: forward_kl}
+
+
+def _subtract_low_rank(hess: Tensor, factors: list[tuple[Tensor, Tensor]]) -> None:
+    """hess −= Σ_k u_k v_kᵀ in place, as one batched product (no temporary the size of `hess`)."""
+    if not factors:
+        return
+    A = hess.shape[-1]
+    batch = hess.shape[:-2]
+    left = torch.stack([u.expand(*batch, A) for u, _ in factors], dim=-1).reshape(-1, A, len(factors))
+    right = torch.stack([v.expand(*batch, A) for _, v in factors], dim=-2).reshape(-1, len(factors), A)
+    flat = hess.view(-1, A, A)
+    flat.baddbmm_(left, right, alpha=-1.0)
 
 
 def _grads(output: Tensor, inputs, **kwargs):

@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive
+from synthalign._checks import as_tensor, check_positive, safe_log_ratio
 from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
+from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.classes import PolicyClass
 from synthalign.worlds.datasets import PairData, PreferenceData
@@ -50,11 +52,15 @@ def argmin_over_class(
     """pi_hat = argmin over the K candidates of the empirical objective, for every replicate (A1's setting).
 
     With a reward shared by all replicates the losses are one matrix product,
-    counts [R, cells] @ per-cell losses [cells, K]; with a per-replicate reward
-    [R, X, A] they are an einsum.  Candidates are processed `chunk_size` at a
-    time so memory stays O(chunk_size × cells) (with a per-replicate reward the
-    chunk shrinks so that chunk × R × cells stays near 2^24 elements).  A cell of positive weight
-    where a candidate's loss is +inf makes that candidate's loss +inf.
+    counts [R, cells] @ per-cell losses [cells, K].  With a per-replicate reward
+    [R, X, A] they are still matrix products for the objectives whose loss is affine
+    in a function of the reward (distillation, RKL, RLHF: `_reward_affine_form`), and
+    the losses of every (candidate, replicate) cell otherwise.  Candidates are
+    processed at most `chunk_size` at a time, fewer when needed so that a chunk's
+    cell tables stay near 2^22 elements (2^24 for chunk × R × cells in the
+    per-cell case): memory is O(chunk × cells) beyond the data and the [R, K]
+    losses.  A cell of positive weight where a candidate's loss is +inf makes that
+    candidate's loss +inf.
     """
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
@@ -71,14 +77,21 @@ def argmin_over_class(
     pair_weight, prompt_weight, total = data_weights(obj, data)
     per_replicate_reward = ctx.reward is not None and ctx.reward.dim() == 3
     R = data.replicates
-    if per_replicate_reward:
+    cells = world.n_prompts * world.n_responses**2
+    # Per-candidate cell tables of [chunk, cells] stay near a quarter of the budget.
+    chunk_size = max(1, min(chunk_size, _CELL_BUDGET // (4 * cells)))
+    affine = _reward_affine_form(obj, ctx) if per_replicate_reward else None
+    if per_replicate_reward and affine is None:
         # Cells then depend on the replicate: keep a chunk's [chunk, R, X, A, A] tensors near
         # _CELL_BUDGET elements whatever R is.
-        cells = R * world.n_prompts * world.n_responses**2
-        chunk_size = max(1, min(chunk_size, _CELL_BUDGET // cells))
+        chunk_size = max(1, min(chunk_size, _CELL_BUDGET // (R * cells)))
+    reward_terms = affine(pair_weight, prompt_weight) if affine is not None else None
     chunks = []
     for start in range(0, logp_all.shape[0], chunk_size):
         logp = logp_all[start : start + chunk_size]
+        if reward_terms is not None:
+            chunks.append(reward_terms(logp, beta) / total.unsqueeze(-1))
+            continue
         if per_replicate_reward:
             # [K, R, X, A] policies against [R, ...] rewards: cells depend on the replicate.
             expanded = logp.unsqueeze(1)
@@ -95,6 +108,69 @@ def argmin_over_class(
     losses = torch.cat(chunks, dim=-1)
     index = losses.argmin(dim=-1)
     return ClassFit(index=index, policy=Policy(logp_all[index], world.prompt_dist), losses=losses)
+
+
+def _reward_affine_form(obj: Objective, ctx):
+    """For an objective whose loss is affine in a function of the reward, the per-replicate losses as matmuls.
+
+    Returns `terms(pair_weight, prompt_weight)` -> `losses(logp [K, X, A], beta)` -> [R, K] (summed, not
+    normalized), or None when the objective is not one of these or the reward is not finite.
+
+    * distillation (eq. 11): with p̃ = σ(t), t = R̂(a) − R̂(b) and m = γ ln[π(a)/π(b)],
+      KL(Bern(p̃) ‖ Bern(σ(m))) = −H(p̃) + p̃ · (−ln σ(m)) + (1 − p̃) · (−ln σ(−m)):
+      two products [R, cells] @ [cells, K] plus a constant per replicate;
+    * RKL and RLHF (eq. 15, 1): −E_π R̂ + (terms of π alone): one product [R, X·A] @ [X·A, K]
+      plus the reward-free terms, one product [R, X] @ [X, K].
+    """
+    from synthalign.registry import paper
+
+    kind = {paper._distillation.fn: "distillation", paper._rkl.fn: "linear", paper._rlhf.fn: "linear"}.get(obj.fn)
+    if kind is None or not bool(torch.isfinite(ctx.reward).all()):
+        return None
+    reward = ctx.reward
+    R = reward.shape[0]
+
+    if kind == "distillation":
+
+        def terms(pair_weight, prompt_weight):
+            target = safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))  # [R, X, A, A]
+            weight = pair_weight.expand_as(target)
+            positive = (weight * torch.sigmoid(target)).reshape(R, -1)
+            negative = (weight * torch.sigmoid(-target)).reshape(R, -1)
+            # −H(Bern(σ(t))) = σ(t) ln σ(t) + σ(−t) ln σ(−t), each term 0 where its probability is 0
+            # (as in `bernoulli_kl_logits`).
+            p_pos, p_neg = torch.sigmoid(target), torch.sigmoid(-target)
+            minus_entropy = torch.where(p_pos > 0, p_pos * F.logsigmoid(target), 0.0) + torch.where(
+                p_neg > 0, p_neg * F.logsigmoid(-target), 0.0
+            )
+            constant = (weight * minus_entropy).reshape(R, -1).sum(dim=-1, keepdim=True)
+
+            def losses(logp, beta):
+                margin = ctx.gamma * safe_log_ratio(logp.unsqueeze(-1), logp.unsqueeze(-2)).reshape(logp.shape[0], -1)
+                out = _weighted_matmul(positive, -F.logsigmoid(margin)) + _weighted_matmul(
+                    negative, -F.logsigmoid(-margin)
+                )
+                out = out + constant
+                if beta > 0:
+                    out = out + _weighted_matmul(prompt_weight, beta * kl_per_prompt(logp, ctx.ref_logp))
+                return out
+
+            return losses
+
+        return terms
+
+    free = dataclasses.replace(ctx, reward=torch.zeros_like(reward[0]))
+
+    def terms(pair_weight, prompt_weight):
+        weighted_reward = (prompt_weight.unsqueeze(-1) * reward).reshape(R, -1)  # [R, X·A]
+
+        def losses(logp, beta):
+            expected = _weighted_matmul(weighted_reward, -logp.exp().reshape(logp.shape[0], -1))
+            return expected + _weighted_matmul(prompt_weight, prompt_values(obj, logp, free, beta))
+
+        return losses
+
+    return terms
 
 
 def _weighted_matmul(weight: Tensor, values: Tensor) -> Tensor:
@@ -145,8 +221,10 @@ def fit_over_class(
     pi_hat = argmin over Π of the objective with R̂; for RKL at β = 0 this is π_R̂
     whenever π_R̂ ∈ Π (A5), and for distillation too (π_R̂ has loss 0).
 
-    The replicates that picked the same R̂ share one argmin over Π (one matrix
-    product), so the work is one pass over Π per distinct R̂, never per replicate.
+    For distillation, RKL and RLHF the loss is affine in a function of R̂, so all
+    replicates, each with its own R̂, take one pass over Π (`argmin_over_class`).
+    For other objectives the replicates that picked the same R̂ share one argmin
+    over Π, one pass per distinct R̂, never per replicate.
 
     Args:
       objective: a registered name or an `Objective`.
@@ -180,6 +258,13 @@ def fit_over_class(
     reward_fit = argmin_over_class("reward_model", labelled, reward_logp, chunk_size=chunk_size)
     gamma = data.world.gamma
     rewards = gamma * reward_logp[reward_fit.index]  # [R, X, A]
+    ctx = make_context(obj, data.world, rewards, obj.resolve_params(params))
+    if _reward_affine_form(obj, ctx) is not None:
+        fit = argmin_over_class(obj, data, candidates, beta=beta, reward=rewards, chunk_size=chunk_size, **params)
+        index = fit.losses.argmin(dim=-1)
+        return ClassEstimate(
+            index=index, policy=fit.policy, losses=fit.losses, reward_index=reward_fit.index, reward=rewards
+        )
     losses = torch.empty(data.replicates, candidates.shape[0], dtype=data.counts.dtype, device=data.counts.device)
     for member in torch.unique(reward_fit.index).tolist():
         rows = (reward_fit.index == member).nonzero().squeeze(-1)

@@ -10,7 +10,6 @@ other objective is minimized by the batched Newton solver of
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import Tensor
@@ -65,15 +64,35 @@ def comparison_graph_separable(counts: Tensor) -> Tensor:
 
     Zermelo/Ford condition: the Bradley–Terry likelihood has a finite maximizer
     iff, for every split of the responses into two groups, each group beats the
-    other at least once.  Computed by boolean transitive closure (log2 A matrix
-    products).
+    other at least once.  A prompt whose cells all have positive weight (the
+    population law) is connected at once; the others are checked by one
+    strongly-connected-components search (scipy.sparse.csgraph, O(A + edges))
+    over all their graphs, laid side by side as one block-diagonal graph.
     """
     A = counts.shape[-1]
-    reach = (counts > 0) | torch.eye(A, dtype=torch.bool, device=counts.device)
-    for _ in range(max(1, math.ceil(math.log2(A)))):
-        reach_f = reach.to(torch.float32)
-        reach = (reach_f @ reach_f) > 0
-    return ~reach.all(dim=(-1, -2))
+    wins = counts > 0
+    batch = wins.shape[:-2]
+    off_diagonal = ~torch.eye(A, dtype=torch.bool, device=counts.device)
+    complete = (wins | ~off_diagonal).all(dim=(-1, -2))
+    separable = torch.zeros(batch, dtype=torch.bool, device=counts.device)
+    pending = (~complete).nonzero()
+    if len(pending) == 0 or A == 1:
+        return separable
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graphs = wins[tuple(pending.T)] & off_diagonal  # [G, A, A]
+    graph, source, target = (t.cpu().numpy() for t in graphs.nonzero(as_tuple=True))
+    n_nodes = graphs.shape[0] * A
+    adjacency = coo_matrix(
+        (np.ones(len(source), dtype=np.int8), (graph * A + source, graph * A + target)), shape=(n_nodes, n_nodes)
+    )
+    _, labels = connected_components(adjacency, directed=True, connection="strong")
+    labels = torch.from_numpy(labels.reshape(-1, A))
+    connected = (labels == labels[:, :1]).all(dim=-1).to(counts.device)
+    separable[tuple(pending.T)] = ~connected
+    return separable
 
 
 def resolve_reward(obj: Objective, data, reward, reward_ridge: float) -> Tensor | None:

@@ -9,6 +9,7 @@ printing a short table.  `synthalign run <name>` drives them.
 from __future__ import annotations
 
 import importlib
+import types
 
 EXPERIMENTS = {
     "fig1": "Figure 1: RLHF with beta tuned per n saturates while RKL keeps falling (spec §5)",
@@ -23,7 +24,7 @@ EXPERIMENTS = {
 }
 
 
-def load(name: str):
+def load(name: str) -> types.ModuleType:
     """The module of experiment `name`; ValueError naming the known ones otherwise."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")

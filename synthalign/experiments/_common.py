@@ -1,22 +1,42 @@
-"""Shared plumbing of the experiment scripts: output folder, JSON record, plot saving."""
+"""What every experiment shares: its common options (validated once), the output folder, the JSON record, plots.
+
+Parsing a command line into these options is `synthalign.cli`'s job, and only its.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import pathlib
 import platform
 import time
-import typing
 
 import torch
+
+from synthalign._version import __version__
+
+SIZES = ("quick", "default", "full")
+"""The run sizes every experiment defines: CI-sized, the recorded default, and a larger run."""
+
+DEVICES = ("cpu", "cuda")
+
+
+class OptionError(ValueError):
+    """A bad value of one option; `field` names it (the CLI reports it as ``--field``)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclasses.dataclass
 class CommonArgs:
-    """Options every experiment takes (the CLI fills them)."""
+    """Options every experiment takes, validated here once for all of them.
+
+    An experiment's `Args` adds its own fields and, in its `__post_init__`, calls
+    ``super().__post_init__()`` before validating them.
+    """
 
     out: str = "runs"
     """folder for the JSON record and PNG plots"""
@@ -30,6 +50,29 @@ class CommonArgs:
     """'quick' (CI-sized), 'default', or 'full' (for the record)"""
     progress: bool = True
     """show a progress bar on long sweeps"""
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise OptionError("size", f"size must be one of {SIZES}, got {self.size!r}")
+        replicates = self.replicates
+        if replicates is not None and (
+            isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 2
+        ):
+            raise OptionError(
+                "replicates", f"replicates must be an integer >= 2 (a spread needs data), got {replicates!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OptionError("seed", f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.device not in DEVICES:
+            raise OptionError("device", f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise OptionError(
+                "device", "device cuda requested but CUDA is not available (torch.cuda.is_available() is False)"
+            )
+        if not isinstance(self.out, (str, pathlib.Path)) or not str(self.out):
+            raise OptionError("out", f"out must be a folder path, got {self.out!r}")
+        if not isinstance(self.progress, bool):
+            raise OptionError("progress", f"progress must be True or False, got {self.progress!r}")
 
 
 def output_dir(args) -> pathlib.Path:
@@ -54,8 +97,6 @@ def _jsonable(value):
 
 def write_record(args, name: str, results: dict) -> pathlib.Path:
     """Writes `<out>/<name>.json`: every number, the full configuration, version and seed."""
-    from synthalign import __version__
-
     record = {
         "experiment": name,
         "config": _jsonable(args),
@@ -78,23 +119,3 @@ def save_figure(fig, args, filename: str) -> pathlib.Path:
 
     plt.close(fig)
     return path
-
-
-def args_from_command_line(args_type, argv=None, *, prog: str, description: str):
-    """An `args_type` dataclass from the command line: one --option per field (tuples take several values)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    hints = typing.get_type_hints(args_type)
-    for field in dataclasses.fields(args_type):
-        kind = hints[field.name]
-        flag = f"--{field.name.replace('_', '-')}"
-        options = [t for t in typing.get_args(kind) if t is not type(None)]
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-            continue
-        if options and typing.get_origin(options[0]) is tuple:  # tuple[...] | None
-            kind, options = options[0], typing.get_args(options[0])
-        if typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=options[0], nargs="+", default=field.default)
-        else:
-            parser.add_argument(flag, type=options[0] if options else kind, default=field.default)
-    return args_type(**vars(parser.parse_args(argv)))

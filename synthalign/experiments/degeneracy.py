@@ -40,7 +40,7 @@ from torch import Tensor
 
 import synthalign as sa
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
-from synthalign.experiments.fig1 import kl_target_reference, rlhf_population_floor
+from synthalign.theory.references import kl_target_reference, rlhf_population_floor
 
 NAME = "degeneracy"
 _SIZES = {
@@ -82,10 +82,7 @@ class Args(CommonArgs):
     """write the PNG plot"""
 
     def __post_init__(self):
-        if self.size not in _SIZES:
-            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
-        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
-            raise ValueError(f"replicates must be an integer >= 2, got {self.replicates!r}")
+        super().__post_init__()
         for name in ("logit_scale", "beta_min", "beta_max", "schedule_power", "ridge_sum", "mass_shift"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -438,12 +435,3 @@ def summary(results: dict) -> str:
                     f"min log p {report['min_observed_logp']['median']:7.1f}  loss change {change:.2g}"
                 )
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    """`python experiments/degeneracy.py [options]` = `synthalign run degeneracy [options]`."""
-    import sys
-
-    from synthalign.cli import main as cli_main
-
-    return cli_main(["run", NAME, *(sys.argv[1:] if argv is None else argv)])

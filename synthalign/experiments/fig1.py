@@ -46,7 +46,14 @@ from torch import Tensor
 
 import synthalign as sa
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
-from synthalign.metrics import average_over_prompts
+from synthalign.theory.references import (
+    closed_form_coefficients,
+    closed_form_forward_kl,
+    closed_form_logits,
+    kl_target_reference,
+    rkl_asymptotic_constant,
+    rlhf_population_floor,
+)
 
 NAME = "fig1"
 METHODS = ("rlhf", "rkl")
@@ -89,10 +96,7 @@ class Args(CommonArgs):
     """write the PNG plots"""
 
     def __post_init__(self):
-        if self.size not in _SIZES:
-            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
-        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
-            raise ValueError(f"replicates must be an integer >= 2 (a median needs data), got {self.replicates!r}")
+        super().__post_init__()
         if not isinstance(self.log2_n_min, int) or self.log2_n_min < 1:
             raise ValueError(f"log2_n_min must be a positive integer, got {self.log2_n_min!r}")
         top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
@@ -131,146 +135,6 @@ class Args(CommonArgs):
     def betas(self) -> list[float]:
         count = self.n_betas if self.n_betas is not None else _SIZES[self.size][2]
         return np.geomspace(self.beta_min, self.beta_max, count).tolist()
-
-
-# ----------------------------------------------------------------------------- estimators
-
-
-def closed_form_coefficients(method: str, betas: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
-    """(weight of ln pi0, weight of R̂) in the log of the closed-form optimum, one pair per beta (spec §2).
-
-    RLHF (eq. 1): p ∝ pi0 · exp(R̂/beta) → (1, 1/beta), beta > 0.
-    RKL (eq. 15): p ∝ pi0^(beta/(beta+gamma)) · exp(R̂/(beta+gamma)) → (beta/(beta+gamma), 1/(beta+gamma));
-    at beta = 0 this is pi_R̂ and pi0 drops out (as in `synthalign.rkl_policy`).
-    """
-    if method == "rlhf":
-        if bool((betas <= 0).any()):
-            raise ValueError("RLHF's closed form needs beta > 0")
-        return torch.ones_like(betas), 1.0 / betas
-    if method == "rkl":
-        if bool((betas < 0).any()):
-            raise ValueError("RKL's closed form needs beta >= 0")
-        return betas / (betas + gamma), 1.0 / (betas + gamma)
-    raise ValueError(f"method must be 'rlhf' or 'rkl', got {method!r}")
-
-
-def closed_form_logits(reward: Tensor, ref_logp: Tensor, ref_weight: Tensor, reward_scale: Tensor) -> Tensor:
-    """Unnormalized log-probabilities ref_weight · ln pi0 + reward_scale · R̂: [B, *reward.shape]."""
-    shape = (-1,) + (1,) * reward.dim()
-    ref_weight, reward_scale = ref_weight.view(shape), reward_scale.view(shape)
-    # 0 · ln pi0 must be 0 even where pi0 = 0 (RKL at beta = 0 ignores pi0).
-    prior = torch.where(ref_weight > 0, ref_weight * ref_logp, torch.zeros_like(ref_weight * ref_logp))
-    return prior + reward_scale * reward
-
-
-def closed_form_forward_kl(world: sa.World, reward: Tensor, ref_weight: Tensor, reward_scale: Tensor) -> Tensor:
-    """E_x KL(pi* ‖ p_b) for p_b ∝ pi0^ref_weight_b · exp(reward_scale_b · R̂), every b and replicate: [B, R].
-
-    With z the unnormalized log-probabilities, KL(pi* ‖ p) = Σ_a pi* ln pi* − Σ_a pi* z_a + logsumexp_a z_a,
-    and Σ_a pi* z_a = ref_weight · (pi*·ln pi0) + reward_scale · (pi*·R̂) needs no [B, R, X, A] tensor:
-    only the logsumexp does.  Equals `synthalign.forward_kl` of the normalized policies.
-    """
-    target = world.target.probs
-    ref_logp = world.reference.logp
-    normalizer = torch.logsumexp(closed_form_logits(reward, ref_logp, ref_weight, reward_scale), dim=-1)  # [B, R, X]
-    shape = (-1,) + (1,) * (reward.dim() - 1)
-    ref_weight, reward_scale = ref_weight.view(shape), reward_scale.view(shape)
-    target_ref = ref_weight * _expectation(target, ref_logp)  # [B, 1, X]
-    target_ref = torch.where(ref_weight > 0, target_ref, torch.zeros_like(target_ref))
-    per_prompt = _expectation(target, world.target.logp) - target_ref - reward_scale * _expectation(target, reward)
-    return average_over_prompts(per_prompt + normalizer, world.prompt_dist)
-
-
-def _expectation(probs: Tensor, values: Tensor) -> Tensor:
-    """Σ_a p(a) v(a) per prompt, with 0 · v = 0 where v = −inf."""
-    return (probs * torch.where(probs > 0, values, torch.zeros_like(values))).sum(dim=-1)
-
-
-# ----------------------------------------------------------------------------- exact references
-
-
-def rlhf_population_floor(world: sa.World, *, tol: float = 1e-13, max_iter: int = 200) -> tuple[float, float]:
-    """(min over beta of E_x KL(pi* ‖ pi0 · pi*^(gamma/beta)/Z), the minimizing beta) — spec §6.7.
-
-    With t = gamma/beta the KL is f(t) = E_x[Σ π* ln π* − Σ π*(ln π0 + t ln π*) + ln Z_x(t)],
-    convex in t with f'(t) = E_x[E_{q_t} ln π* − E_{π*} ln π*] and f''(t) = E_x Var_{q_t}(ln π*),
-    q_t ∝ π0 π*^t.  The minimizer over t ≥ 0 is found by Newton's method on f', kept inside
-    a bracket [low, high] with f'(low) < 0 ≤ f'(high) (bisection when a step leaves it);
-    t = 0 (beta = inf) is pi0 itself.  Responses with pi* = 0 get q_t = 0 for t > 0.
-    """
-    target, ref, dist = world.target.logp, world.reference.logp, world.prompt_dist
-    target_p = target.exp()
-    support = target_p > 0
-    log_target = torch.where(support, target, torch.zeros_like(target))
-    target_mean = float((dist * _expectation(target_p, target)).sum())
-
-    def policy(t: float) -> Tensor:
-        logits = torch.where(support, ref + t * log_target, torch.full_like(ref, -math.inf)) if t > 0 else ref
-        return torch.log_softmax(logits, dim=-1)
-
-    def derivatives(t: float) -> tuple[float, float]:
-        probs = policy(t).exp()
-        mean = _expectation(probs, target)
-        second = (probs * (log_target - mean.unsqueeze(-1)).square()).sum(dim=-1)
-        return float((dist * mean).sum()) - target_mean, float((dist * second).sum())
-
-    def kl_at(t: float) -> float:
-        return float((dist * _expectation(target_p, target - policy(t))).sum())
-
-    slope, _ = derivatives(0.0)
-    if slope >= 0:
-        return kl_at(0.0), math.inf
-    low, high = 0.0, 1.0
-    while derivatives(high)[0] < 0:
-        low, high = high, 2.0 * high
-        if high > 1e12:
-            return kl_at(high), world.gamma / high
-    t = 0.5 * (low + high)
-    for _ in range(max_iter):
-        slope, curvature = derivatives(t)
-        if slope < 0:
-            low = t
-        else:
-            high = t
-        step = t - slope / curvature if curvature > 0 else math.nan
-        t_next = step if low < step < high else 0.5 * (low + high)
-        if abs(t_next - t) <= tol * max(1.0, t) or high - low <= tol * max(1.0, t):
-            t = t_next
-            break
-        t = t_next
-    return kl_at(t), world.gamma / t
-
-
-def kl_target_reference(world: sa.World) -> float:
-    """E_x KL(pi* ‖ pi0): what beta -> inf (the policy pi0 itself) achieves."""
-    target = world.target.logp
-    return float((world.prompt_dist * _expectation(target.exp(), target - world.reference.logp)).sum())
-
-
-def rkl_asymptotic_constant(world: sa.World) -> float:
-    """c such that E KL(pi* ‖ pi_R̂) ≈ c/n for the Bradley–Terry MLE R̂ (RKL at beta = 0).
-
-    √n (theta_hat − theta*) → N(0, I⁺) per prompt on the centred logits, and
-    KL(pi* ‖ softmax(theta)) ≈ ½ δᵀ F δ, so E KL ≈ (1/2n) Σ_x tr(F_x I_x⁺).  I_x is
-    the Hessian of the population reward-model loss at the truth (the expected
-    Hessian of one pair's loss, independent of the labels): gamma² L(W) with
-    W_ab = (c_ab + c_ba) σ(m)σ(−m) on the population cells c.
-    """
-    law = sa.population_preferences(world).counts[0]
-    law = law / law.sum()
-    theta = world.target.logp
-    margin = world.gamma * (theta.unsqueeze(-1) - theta.unsqueeze(-2))
-    curvature = (law + law.transpose(-1, -2)) * torch.sigmoid(margin) * torch.sigmoid(-margin)
-    fisher = world.gamma**2 * (torch.diag_embed(curvature.sum(dim=-1)) - curvature)
-    A = world.n_responses
-    ones = torch.full((A, A), 1.0 / A, dtype=fisher.dtype, device=fisher.device)
-    # (I + 11ᵀ/A)⁻¹ = I⁺ + 11ᵀ/A on a connected graph, and F 1 = 0, so the trace is tr(F I⁺).
-    inverse = torch.linalg.inv(fisher + ones)
-    probs = world.target.probs
-    hessian_kl = world.prompt_dist[:, None, None] * (
-        torch.diag_embed(probs) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
-    )
-    return 0.5 * float(torch.einsum("xab,xba->", hessian_kl, inverse))
 
 
 # ----------------------------------------------------------------------------- experiment
@@ -483,12 +347,3 @@ def summary(results: dict) -> str:
             f"RKL beta=0 asymptote {res['rkl_asymptotic_constant']:.4g}/n"
         )
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    """`python experiments/fig1.py [options]` = `synthalign run fig1 [options]`."""
-    import sys
-
-    from synthalign.cli import main as cli_main
-
-    return cli_main(["run", NAME, *(sys.argv[1:] if argv is None else argv)])

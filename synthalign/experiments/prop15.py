@@ -37,7 +37,7 @@ import torch
 import synthalign as sa
 from synthalign.bounds import boundedness_constant, centred_reward, prop15_factor
 from synthalign.estimators.finite_class import fit_over_class
-from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.worlds.classes import perturbation_class
 
 NAME = "prop15"
@@ -79,10 +79,7 @@ class Args(CommonArgs):
     """write the PNG plot"""
 
     def __post_init__(self):
-        if self.size not in _SIZES:
-            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
-        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
-            raise ValueError(f"replicates must be an int >= 2, got {self.replicates!r}")
+        super().__post_init__()
         top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
         if not isinstance(self.log2_n_min, int) or not 1 <= self.log2_n_min < top <= 40:
             raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
@@ -302,15 +299,3 @@ def summary(results: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def parse_args(argv=None) -> Args:
-    """Args from the command line: one --option per field of Args."""
-    return args_from_command_line(Args, argv, prog="experiments/prop15.py", description=__doc__.splitlines()[0])
-
-
-def main(argv=None) -> dict:
-    """`python experiments/prop15.py [options]`: runs, prints the summary, returns the results."""
-    results = run(parse_args(argv))
-    print(summary(results))
-    return results

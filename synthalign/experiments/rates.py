@@ -44,9 +44,10 @@ import torch
 
 import synthalign as sa
 from synthalign.bounds import world_constants
-from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.stats import check_bound, check_rate, fit_slope
 from synthalign.sweeps import rate_sweep
+from synthalign.theory.references import rkl_asymptotic_constant
 from synthalign.worlds.classes import perturbation_class, union_class
 
 NAME = "rates"
@@ -106,10 +107,7 @@ class Args(CommonArgs):
     """write the PNG plots"""
 
     def __post_init__(self):
-        if self.size not in _SIZES:
-            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
-        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
-            raise ValueError(f"replicates must be an int >= 2, got {self.replicates!r}")
+        super().__post_init__()
         top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
         if not isinstance(self.log2_n_min, int) or not 1 <= self.log2_n_min < top <= 40:
             raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
@@ -179,8 +177,6 @@ def tabular_estimators(args: Args) -> dict:
 
 def run_tabular(args: Args) -> dict:
     """Part A: mean forward KL against n and its fitted slope, per method."""
-    from synthalign.experiments.fig1 import rkl_asymptotic_constant
-
     world = sa.World.random(
         args.n_prompts,
         args.n_responses,
@@ -412,15 +408,3 @@ def summary(results: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def parse_args(argv=None) -> Args:
-    """Args from the command line: one --option per field of Args."""
-    return args_from_command_line(Args, argv, prog="experiments/rates.py", description=__doc__.splitlines()[0])
-
-
-def main(argv=None) -> dict:
-    """`python experiments/rates.py [options]`: runs, prints the summary, returns the results."""
-    results = run(parse_args(argv))
-    print(summary(results))
-    return results

@@ -44,7 +44,7 @@ import torch
 import synthalign as sa
 from synthalign.bounds import centred_reward, world_constants
 from synthalign.estimators.finite_class import fit_over_class
-from synthalign.experiments._common import CommonArgs, args_from_command_line, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.metrics import average_over_prompts
 from synthalign.stats import check_bound
 from synthalign.worlds.classes import perturbation_class
@@ -94,10 +94,7 @@ class Args(CommonArgs):
     """write the PNG plot"""
 
     def __post_init__(self):
-        if self.size not in _SIZES:
-            raise ValueError(f"size must be one of {tuple(_SIZES)}, got {self.size!r}")
-        if self.replicates is not None and (not isinstance(self.replicates, int) or self.replicates < 2):
-            raise ValueError(f"replicates must be an int >= 2, got {self.replicates!r}")
+        super().__post_init__()
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"n must be a positive int, got {self.n!r}")
         if any(not 0 <= m <= 1 for m in self.reference_mixes) or not self.reference_mixes:
@@ -322,15 +319,3 @@ def summary(results: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def parse_args(argv=None) -> Args:
-    """Args from the command line: one --option per field of Args."""
-    return args_from_command_line(Args, argv, prog="experiments/strong_base.py", description=__doc__.splitlines()[0])
-
-
-def main(argv=None) -> dict:
-    """`python experiments/strong_base.py [options]`: runs, prints the summary, returns the results."""
-    results = run(parse_args(argv))
-    print(summary(results))
-    return results

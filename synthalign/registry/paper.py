@@ -85,10 +85,17 @@ def _dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamm
     )
 
 
-def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
+def _squared_residual_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, target):
+    """d/dΔ and d²/dΔ² of (h − target)² with h = Δ − ln[pi0(a⁺)/pi0(a⁻)], Δ = ln[pi(a⁺)/pi(a⁻)]: 2(h − t), 2."""
     h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
-    residual = h - 1.0 / (2.0 * tau)
+    residual = h - target
     return 2.0 * residual, torch.full_like(residual, 2.0)
+
+
+def _ipo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
+    return _squared_residual_derivatives(
+        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, 1.0 / (2.0 * tau)
+    )
 
 
 @objective(
@@ -105,9 +112,8 @@ def _ipo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=
 def _rebel_derivatives(
     logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected, *, eta=1.0
 ):
-    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
-    residual = h - eta * safe_log_ratio(reward_chosen, reward_rejected)
-    return 2.0 * residual, torch.full_like(residual, 2.0)
+    target = eta * safe_log_ratio(reward_chosen, reward_rejected)
+    return _squared_residual_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, target)
 
 
 @objective(

@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.tabular import World
 
-__all__ = ["EXTREME_GAMMAS", "EXTREME_LOGIT", "log_probs", "policies", "preference_datasets", "worlds"]
+__all__ = [
+    "EXTREME_GAMMAS",
+    "EXTREME_LOGIT",
+    "betas",
+    "gammas",
+    "log_policies",
+    "log_probs",
+    "logit_arrays",
+    "policies",
+    "policy_pairs",
+    "preference_datasets",
+    "random_log_policy",
+    "random_worlds",
+    "worlds",
+]
 
 # The extreme-but-valid inputs every objective must survive (logits up to ±1e4, gamma over six decades).
 EXTREME_LOGIT = 1e4
@@ -81,7 +97,7 @@ def log_probs(
     max_logit: float = EXTREME_LOGIT,
     neg_inf: bool = False,
     dtype: torch.dtype = torch.float64,
-):
+) -> Any:
     """A hypothesis strategy of normalized log-probability tensors of `shape` (last dim: responses).
 
     The tensors are log_softmax of logits drawn in [−max_logit, max_logit] (by
@@ -109,7 +125,7 @@ def worlds(
     max_logit: float = 5.0,
     zero_probability: bool = False,
     dtype: torch.dtype = torch.float64,
-):
+) -> Any:
     """A hypothesis strategy of valid `World`s with dialable sizes.
 
     Args:
@@ -157,12 +173,12 @@ def worlds(
 
 
 def policies(
-    world_or_shape,
+    world_or_shape: World | Sequence[int] | Any,
     *,
     batch_shape: Sequence[int] = (),
     max_logit: float = 5.0,
     neg_inf: bool = False,
-):
+) -> Any:
     """A hypothesis strategy of tabular `Policy`s of shape [*batch_shape, X, A].
 
     `world_or_shape` is a `World` (the policies then carry its prompt
@@ -189,12 +205,12 @@ def policies(
 
 
 def preference_datasets(
-    world,
+    world: World | Any,
     *,
     n: int | tuple[int, int] = (1, 256),
     replicates: int | tuple[int, int] = (1, 3),
     labelled: bool = True,
-):
+) -> Any:
     """A hypothesis strategy of datasets sampled from `world` (a `World` or a strategy of worlds).
 
     Labelled datasets are `PreferenceData` (`world.sample_preferences`),
@@ -220,3 +236,103 @@ def preference_datasets(
     if not isinstance(world, World):
         raise ValueError(f"world must be a World or a strategy of worlds, got {type(world).__name__}")
     return for_world(world)
+
+
+# ------------------------------------------------------------------ strategies over World.random's parameters
+
+
+def gammas() -> Any:
+    """Preference tilts spanning the paper's range (0 < gamma < 1 in practice) and beyond: [0.05, 4]."""
+    return _strategies().floats(min_value=0.05, max_value=4.0, allow_nan=False, allow_infinity=False)
+
+
+def betas() -> Any:
+    """KL weights in [0.01, 5]."""
+    return _strategies().floats(min_value=0.01, max_value=5.0, allow_nan=False, allow_infinity=False)
+
+
+def random_worlds(
+    *,
+    max_prompts: int = 4,
+    max_responses: int = 6,
+    zeros: bool = True,
+    zero_fractions: Any = None,
+    gamma: Any = None,
+    behavior_mix: bool = True,
+    uniform_prompts: bool = False,
+) -> Any:
+    """A strategy of `World.random` worlds with drawn sizes, tilt, distances and zero-probability responses.
+
+    It draws the *parameters* of a world (sizes, tilt, how far pi0 and mu sit from pi*,
+    zero-probability responses of pi*, a non-uniform D) and a seed, so a failing example
+    shrinks to a small world with simple settings.  `zero_fractions` and `gamma` are
+    strategies that replace the defaults (zero_fraction 0 or 0.4 when `zeros`, else 0;
+    gamma from `gammas()`).
+    """
+    st = _strategies()
+
+    @st.composite
+    def build(draw):
+        prompt_concentration = None if uniform_prompts else draw(st.one_of(st.none(), st.floats(0.5, 5.0)))
+        fractions = zero_fractions
+        if fractions is None:
+            fractions = st.sampled_from([0.0, 0.0, 0.4]) if zeros else st.just(0.0)
+        return World.random(
+            draw(st.integers(1, max_prompts)),
+            draw(st.integers(2, max_responses)),
+            gamma=draw(gamma if gamma is not None else gammas()),
+            logit_scale=draw(st.floats(0.1, 2.0)),
+            reference_mix=draw(st.floats(0.0, 1.0)),
+            behavior_mix=draw(st.one_of(st.none(), st.floats(0.0, 1.0))) if behavior_mix else None,
+            behavior_tilt=draw(st.floats(-0.5, 0.5)),
+            zero_fraction=draw(fractions),
+            prompt_concentration=prompt_concentration,
+            seed=draw(st.integers(0, 2**31 - 1)),
+        )
+
+    return build()
+
+
+def logit_arrays(shape: tuple[int, ...], bound: float = 5.0) -> Any:
+    """Float64 logits with entries in [-bound, bound], as a numpy array."""
+    import numpy as np
+    from hypothesis.extra.numpy import arrays
+
+    st = _strategies()
+    return arrays(np.float64, shape, elements=st.floats(-bound, bound, allow_nan=False, allow_infinity=False))
+
+
+def log_policies(*, n_prompts: int | None = None, n_responses: int | None = None, bound: float = 5.0) -> Any:
+    """Normalized float64 log-probabilities [X, A] with full support (X in 1..3, A in 2..6 unless given)."""
+    st = _strategies()
+
+    @st.composite
+    def build(draw):
+        X = n_prompts if n_prompts is not None else draw(st.integers(1, 3))
+        A = n_responses if n_responses is not None else draw(st.integers(2, 6))
+        logits = torch.from_numpy(draw(logit_arrays((X, A), bound)))
+        return torch.log_softmax(logits, dim=-1)
+
+    return build()
+
+
+def policy_pairs(*, bound: float = 5.0) -> Any:
+    """Two full-support log-policies of the same shape [X, A]."""
+    st = _strategies()
+
+    @st.composite
+    def build(draw):
+        X = draw(st.integers(1, 3))
+        A = draw(st.integers(2, 6))
+        return (
+            draw(log_policies(n_prompts=X, n_responses=A, bound=bound)),
+            draw(log_policies(n_prompts=X, n_responses=A, bound=bound)),
+        )
+
+    return build()
+
+
+def random_log_policy(shape: tuple[int, ...], seed: int, scale: float = 1.0) -> Tensor:
+    """Seeded random log-probabilities [..., X, A] (float64), for tests that need one fixed policy."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(torch.randn(shape, generator=generator, dtype=torch.float64) * scale, dim=-1)

@@ -11,12 +11,34 @@ Every function returns a `Policy`; none fits anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_matrix
+from synthalign.worlds.tabular import World
+
+__all__ = [
+    "dpo_minimizer",
+    "forward_kl_minimizer",
+    "gamma_ipo_minimizer",
+    "ipo_minimizer",
+    "ipo_tilt",
+    "rebel_minimizer",
+    "reward_policy",
+    "rkl_minimizer",
+    "rkl_policy",
+    "rlhf_minimizer",
+    "rlhf_policy",
+    "sft_minimizer",
+    "target_minimizer",
+    "tilted_reference",
+    "win_rate_against_behavior",
+]
 
 
 def reward_policy(reward: Tensor, gamma: float, prompt_dist: Tensor | None = None) -> Policy:
@@ -67,22 +89,22 @@ def _normalize(logits: Tensor) -> Tensor:
 # `Objective.expected_minimizer`; all at beta = 0 with mu of full support.
 
 
-def tilted_reference(world, log_tilt: Tensor) -> Policy:
+def tilted_reference(world: World, log_tilt: Tensor) -> Policy:
     """pi ∝ pi0 · exp(log_tilt), the shape of every DPO-family minimizer."""
     return Policy(torch.log_softmax(world.reference.logp + log_tilt, dim=-1), world.prompt_dist)
 
 
-def win_rate_against_behavior(world) -> Tensor:
+def win_rate_against_behavior(world: World) -> Tensor:
     """P*(a ≻ mu | x) = Σ_b mu(b|x) P*(a ≻ b | x), [X, A]."""
     return torch.einsum("xab,xb->xa", preference_matrix(world), world.behavior.probs)
 
 
-def target_minimizer(reward, world, beta, params) -> Policy:
+def target_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """pi* itself: the minimizer of a consistent objective (spec §6.13)."""
     return Policy(world.target.logp, world.prompt_dist)
 
 
-def dpo_minimizer(reward, world, beta, params) -> Policy:
+def dpo_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """DPO's population minimizer (eq. 6): pi ∝ pi0 · pi*.
 
     DPO is logistic in gamma (u(a⁺) − u(a⁻)) with u = ln pi − ln pi0 while the labels
@@ -92,7 +114,7 @@ def dpo_minimizer(reward, world, beta, params) -> Policy:
     return tilted_reference(world, world.target.logp)
 
 
-def ipo_tilt(world, tau: float) -> Tensor:
+def ipo_tilt(world: World, tau: float) -> Tensor:
     """ln(pi/pi0) − E_mu ln(pi/pi0) at IPO's minimizer: (2 P*(a ≻ mu) − 1)/(2 tau).
 
     With u = ln pi − ln pi0 and c = 1/(2 tau), setting the derivative in u_a of
@@ -102,22 +124,22 @@ def ipo_tilt(world, tau: float) -> Tensor:
     return (2.0 * win_rate_against_behavior(world) - 1.0) / (2.0 * tau)
 
 
-def ipo_minimizer(reward, world, beta, params) -> Policy:
+def ipo_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """IPO's population minimizer (Azar et al. 2024): pi ∝ pi0 · exp((2 P*(a ≻ mu) − 1)/(2 tau))."""
     return tilted_reference(world, ipo_tilt(world, params["tau"]))
 
 
-def gamma_ipo_minimizer(reward, world, beta, params) -> Policy:
+def gamma_ipo_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """IPO's minimizer with tau = the world's gamma (the zoo's f-IPO with the reverse KL)."""
     return tilted_reference(world, ipo_tilt(world, world.gamma))
 
 
-def rebel_minimizer(reward, world, beta, params) -> Policy:
+def rebel_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """REBEL's minimizer (eq. 10): pi ∝ pi0 · exp(eta R̂); the squared loss is 0 when h(a, b) = eta (R̂(a) − R̂(b))."""
     return tilted_reference(world, params["eta"] * reward)
 
 
-def sft_minimizer(reward, world, beta, params) -> Policy:
+def sft_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """pi ∝ mu · P*(· ≻ mu): SFT on the chosen responses.
 
     The population loss −Σ_a w_a ln pi(a) with w_a = Σ_b mu(a) mu(b) P*(a ≻ b) (the
@@ -127,19 +149,19 @@ def sft_minimizer(reward, world, beta, params) -> Policy:
     return Policy(torch.log_softmax(logits, dim=-1), world.prompt_dist)
 
 
-def rlhf_minimizer(reward, world, beta, params) -> Policy:
+def rlhf_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """RLHF's optimum pi0 · exp(R̂ / beta) (eq. 1); beta > 0."""
     if beta <= 0:
         raise ValueError("RLHF's optimum needs beta > 0 (at beta = 0 it is the argmax of the reward)")
     return rlhf_policy(reward, world.reference, beta)
 
 
-def rkl_minimizer(reward, world, beta, params) -> Policy:
+def rkl_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """RKL's optimum (eq. 15): prior smoothing of pi0 with R̂."""
     return rkl_policy(reward, world.reference, world.gamma, beta)
 
 
-def forward_kl_minimizer(reward, world, beta, params) -> Policy:
+def forward_kl_minimizer(reward: Tensor | None, world: World, beta: float, params: Mapping[str, Any]) -> Policy:
     """argmin_pi KL(pi_R̂ ‖ pi) = pi_R̂ (spec §2, last note); defined at beta = 0 only."""
     if beta != 0:
         raise ValueError("the forward-KL estimator is defined at beta = 0 only")

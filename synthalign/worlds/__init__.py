@@ -5,9 +5,18 @@
 * `synthalign.worlds.preferences`: the gamma-tilted Bradley–Terry law over the cells (x, a, b);
 * `synthalign.worlds.datasets`: `PreferenceData` / `PairData` (counts over the cells), `PreferenceList`;
 * `synthalign.worlds.sampling`: datasets drawn from a world's law;
-* `synthalign.worlds.classes`: finite policy classes containing pi* (A1).
+* `synthalign.worlds.classes`: finite policy classes containing pi* (A1);
+* `synthalign.worlds.sequence`: `SequenceWorld`, token sequences up to length L, enumerated;
+* `synthalign.worlds.autoregressive`: tabular softmax, per-prefix and module policies with sampling;
+* `synthalign.worlds.torch_sampling`: device-native count and pair sampling in torch.
 """
 
+from synthalign.worlds.autoregressive import (
+    ModuleAutoregressive,
+    PrefixModel,
+    TabularAutoregressive,
+    TabularSoftmax,
+)
 from synthalign.worlds.classes import PolicyClass, grid_class, list_class, perturbation_class, reward_class, union_class
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData, PreferenceList, counts_to_list
 from synthalign.worlds.policy import Policy, as_logp, check_distribution
@@ -19,15 +28,28 @@ from synthalign.worlds.preferences import (
     preference_probability,
 )
 from synthalign.worlds.sampling import sample_cell_counts, sample_pairs, sample_preference_list, sample_preferences
+from synthalign.worlds.sequence import SequenceSpace, SequenceWorld
 from synthalign.worlds.tabular import World
+from synthalign.worlds.torch_sampling import (
+    sample_counts,
+    sample_pairs_torch,
+    sample_preference_list_torch,
+    sample_preferences_torch,
+)
 
 __all__ = [
     "CellData",
+    "ModuleAutoregressive",
     "PairData",
     "Policy",
     "PolicyClass",
     "PreferenceData",
     "PreferenceList",
+    "PrefixModel",
+    "SequenceSpace",
+    "SequenceWorld",
+    "TabularAutoregressive",
+    "TabularSoftmax",
     "World",
     "as_logp",
     "check_distribution",
@@ -42,8 +64,12 @@ __all__ = [
     "preference_probability",
     "reward_class",
     "sample_cell_counts",
+    "sample_counts",
     "sample_pairs",
+    "sample_pairs_torch",
     "sample_preference_list",
+    "sample_preference_list_torch",
     "sample_preferences",
+    "sample_preferences_torch",
     "union_class",
 ]

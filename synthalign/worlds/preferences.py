@@ -16,6 +16,8 @@ from synthalign._checks import check_positive, safe_log_ratio
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
 
+_TABLE_BLOCK = 2**17  # cells filled at once by `population_preferences`
+
 
 def preference_probability(logp_a: Tensor, logp_b: Tensor, gamma: float) -> Tensor:
     """P(a ≻ b | x) = σ(γ ln[π(a|x)/π(b|x)]) = π(a)^γ / (π(a)^γ + π(b)^γ) (spec §1).
@@ -51,9 +53,20 @@ def population_preferences(world) -> PreferenceData:
     2 D mu(a)² · ½ = D mu(a)², the probability of drawing a twice.  The weights sum to 1.
     """
     behavior = world.behavior.probs
-    joint = world.prompt_dist[:, None, None] * behavior[:, :, None] * behavior[:, None, :]
-    counts = 2.0 * joint * preference_matrix(world)
-    return PreferenceData(counts.unsqueeze(0), None, world)
+    logp = world.target.logp
+    X, A = logp.shape
+    counts = torch.empty(1, X, A, A, dtype=logp.dtype, device=logp.device)
+    # Filled a block of rows at a time, in place, so that no temporary is the size of the table.
+    rows = max(1, _TABLE_BLOCK // A)
+    weight = 2.0 * world.prompt_dist[:, None] * behavior  # 2 D(x) mu(a|x)
+    for x in range(X):
+        for start in range(0, A, rows):
+            block = counts[0, x, start : start + rows]
+            torch.sub(logp[x, start : start + rows, None], logp[x, None, :], out=block)
+            block.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))  # two zeros tie (safe_log_ratio)
+            block.mul_(world.gamma).sigmoid_()
+            block.mul_(weight[x, start : start + rows, None]).mul_(behavior[x, None, :])
+    return PreferenceData(counts, None, world)
 
 
 def population_pairs(world, policy: Policy | None = None) -> PairData:

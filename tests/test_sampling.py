@@ -1,4 +1,4 @@
-"""Tests of `synthalign.data`: the preference law, the count sampler, explicit pair lists."""
+"""Tests of `synthalign.worlds.sampling`: the count sampler and explicit pair lists against their exact law."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import random_log_policy, worlds
-from hypothesis import given
 from scipy import stats
 
 import synthalign as sa
+from synthalign.testing.strategies import random_log_policy
 
 DTYPE = torch.float64
 # Significance level of every goodness-of-fit test below: at a fixed seed a correct sampler
@@ -61,48 +60,6 @@ def law_of(world) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- population law
-
-
-@given(world=worlds())
-def test_population_law_is_d_mu_mu_times_bradley_terry(world):
-    data = world.population_preferences()
-    assert data.is_population and data.n_pairs is None and data.counts.shape == (1, *law_of(world).shape)
-    np.testing.assert_allclose(data.counts[0].numpy(), law_of(world), rtol=1e-10, atol=1e-300)
-    assert data.counts.sum().item() == pytest.approx(1.0, abs=1e-12)
-    # the labels split each ordered draw (a, b): weight(a≻b) + weight(b≻a) = D mu(a) mu(b) · 1
-    counts = data.counts[0]
-    both = counts + counts.transpose(-1, -2)
-    mu = world.behavior.probs
-    expected = 2 * world.prompt_dist[:, None, None] * mu[:, :, None] * mu[:, None, :]
-    torch.testing.assert_close(both, expected, rtol=1e-12, atol=1e-15)
-    # unlabelled pairs from mu
-    pairs = sa.population_pairs(world)
-    torch.testing.assert_close(pairs.counts[0], expected / 2, rtol=1e-12, atol=1e-15)
-    # prompt marginal of the labelled law is D
-    torch.testing.assert_close(data.prompt_counts[0], world.prompt_dist, rtol=1e-12, atol=1e-15)
-
-
-def test_preference_probability_at_zero_probabilities():
-    logp = torch.log(torch.tensor([[0.5, 0.5, 0.0, 0.0]], dtype=DTYPE))
-    P = sa.preference_matrix(logp, 0.5)[0]
-    assert P[0, 2].item() == 1.0 and P[2, 0].item() == 0.0  # a positive response always beats a zero one
-    assert P[2, 3].item() == 0.5  # two zero-probability responses tie (Decision)
-    assert P[0, 1].item() == 0.5
-    with pytest.raises(ValueError, match="gamma"):
-        sa.preference_probability(logp[0, 0], logp[0, 1], 0.0)
-
-
-def test_population_pairs_from_a_given_policy():
-    world = sa.World.random(3, 4, seed=0)
-    policy = sa.Policy(random_log_policy((3, 4), seed=1))
-    pairs = sa.population_pairs(world, policy)
-    p = policy.probs
-    torch.testing.assert_close(pairs.counts[0], world.prompt_dist[:, None, None] * p[:, :, None] * p[:, None, :])
-    with pytest.raises(ValueError, match="policy"):
-        sa.population_pairs(world, sa.Policy(random_log_policy((2, 3, 4), seed=1)))
-
-
-# --------------------------------------------------------------------------- sampler
 
 
 def test_counts_are_integers_summing_to_n_with_seeded_replicates():
@@ -182,52 +139,6 @@ def test_preference_list_follows_the_law():
     same = world.sample_preference_list(20_000, replicates=2, seed=5)
     assert torch.equal(same.chosen, pairs.chosen)
     assert not torch.equal(world.sample_preference_list(20_000, replicates=2, seed=6).chosen, pairs.chosen)
-
-
-def test_counts_and_lists_round_trip_exactly():
-    world = sa.World.random(3, 4, seed=2, zero_fraction=0.4)
-    data = world.sample_preferences(500, replicates=3, seed=1)
-    pairs = data.to_list(seed=9)
-    assert pairs.n_pairs == 500 and pairs.replicates == 3
-    back = pairs.to_counts()
-    assert torch.equal(back.counts, data.counts) and back.n_pairs == 500
-    # the order is a seeded shuffle: same seed, same order; another seed, another order
-    assert torch.equal(data.to_list(seed=9).chosen, pairs.chosen)
-    assert not torch.equal(data.to_list(seed=10).prompt, pairs.prompt)
-    # list -> counts -> list -> counts
-    listed = world.sample_preference_list(200, replicates=2, seed=3)
-    again = listed.to_counts().to_list(seed=0).to_counts()
-    assert torch.equal(again.counts, listed.to_counts().counts)
-    with pytest.raises(ValueError, match="population"):
-        world.population_preferences().to_list()
-
-
-def test_loss_on_counts_equals_the_average_over_explicit_pairs():
-    # one code path: the empirical loss of the counts is the plain mean of the per-pair losses
-    world = sa.World.random(3, 4, seed=6)
-    pairs = world.sample_preference_list(300, replicates=2, seed=4)
-    logp = random_log_policy((3, 4), seed=2)
-    losses = sa.empirical_loss("pmle", pairs.to_counts(), logp)
-    for r in range(2):
-        chosen = logp[pairs.prompt[r], pairs.chosen[r]]
-        rejected = logp[pairs.prompt[r], pairs.rejected[r]]
-        direct = sa.pmle_loss(chosen, rejected, gamma=world.gamma)
-        assert losses[r].item() == pytest.approx(direct.item(), rel=1e-12)
-
-
-def test_preference_data_container():
-    world = sa.World.random(2, 3, seed=0)
-    data = world.sample_preferences(50, replicates=4, seed=0)
-    assert data.replicates == 4 and not data.is_population
-    one = data[2]
-    assert one.counts.shape == (1, 2, 3, 3) and torch.equal(one.counts[0], data.counts[2])
-    assert data[1:3].replicates == 2
-    torch.testing.assert_close(data.prompt_counts, data.counts.sum(dim=(-1, -2)))
-    assert torch.equal(data.prompt_counts.sum(-1), torch.full((4,), 50.0, dtype=DTYPE))
-    assert data.to(dtype=torch.float32).counts.dtype == torch.float32
-
-
-# --------------------------------------------------------------------------- bad inputs
 
 
 @pytest.mark.parametrize("n", [0, -3, 1.5, "10", True, None, math.nan, 2**53 + 1, 2**63])

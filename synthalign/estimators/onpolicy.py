@@ -1,0 +1,414 @@
+"""On-policy and stochastic-gradient estimators, batched over replicates, trained with a torch optimizer.
+
+Where `synthalign.estimators.fit` minimizes an exact (population or count) loss, the
+estimators here only see *samples of the current policy* and follow a stochastic
+gradient, as RL code does:
+
+* `score_function_fit`: RKL (eq. 15) and RLHF (eq. 1) by the score-function gradient
+  (REINFORCE, or RLOO with its leave-one-out baseline), the KL(π‖π0) term estimated per
+  sample by k1, k2 or k3 (spec §6 item 14) placed in the reward or in the loss, or
+  computed exactly; the entropy term of eq. 15 likewise;
+* `onpolicy_pair_fit`: a registered pair objective on pairs drawn from the current
+  policy π_t — preference distillation (eq. 11/12 with μ = π_t, Algorithm 1, spec §2
+  note) scored by R̂, or an objective on labelled pairs (e.g. online DPO, eq. 6) labelled
+  by the true preference law of spec §1.
+
+Both run on a tabular `World` (softmax logits [R, X, A]) and on a `SequenceWorld`
+(per-prefix logits [R, X, P, V], ancestral sampling).  Every replicate has its own
+parameters and its own samples; the summed loss gives each replicate its own gradient,
+and Adam/SGD act per coordinate, so R replicates are R independent runs in one program.
+What the expected value of each stochastic gradient is, exactly, is
+`synthalign.estimators.gradient_check`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from synthalign._checks import check_positive
+from synthalign.metrics import entropy_per_prompt, kl_per_prompt
+from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS, kl_estimator
+from synthalign.registry.protocol import Objective, get_objective
+from synthalign.worlds.autoregressive import TabularAutoregressive, TabularSoftmax
+from synthalign.worlds.policy import Policy
+from synthalign.worlds.sequence import SequenceWorld
+from synthalign.worlds.tabular import World
+from synthalign.worlds.torch_sampling import make_generator
+
+ESTIMATORS = ("reinforce", "rloo")
+PLACEMENTS = ("reward", "loss", "exact")
+SCORE_FUNCTION_OBJECTIVES = ("rkl", "rlhf")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OnPolicyFit:
+    """The result of an on-policy run.
+
+    Attributes:
+      policy: the final policies over the (enumerated) response set, [R, X, N].
+      parameters: the final logits ([R, X, A] or [R, X, P, V]).
+      losses: the surrogate loss of each replicate at every step, [steps, R].
+      samples_per_step: responses drawn per prompt per step.
+    """
+
+    policy: Policy
+    parameters: Tensor
+    losses: Tensor
+    samples_per_step: int
+
+
+def tabular_view(world) -> World:
+    """The tabular world of a `World` or of a `SequenceWorld` (its enumeration)."""
+    if isinstance(world, SequenceWorld):
+        return world.as_tabular()
+    if isinstance(world, World):
+        return world
+    raise ValueError(f"world must be a World or a SequenceWorld, got {type(world).__name__}")
+
+
+def make_parametrization(world, logits: Tensor):
+    """The policy parametrization of a world: tabular softmax on a `World`, per-prefix on a `SequenceWorld`."""
+    if isinstance(world, SequenceWorld):
+        return TabularAutoregressive(logits, world.space)
+    return TabularSoftmax(logits)
+
+
+def initial_logits(world, replicates: int, init: Tensor | None = None) -> Tensor:
+    """Leaf logits [R, ...] starting from `init` (default pi0's logits), one copy per replicate."""
+    if init is None:
+        init = world.reference if isinstance(world, SequenceWorld) else world.reference.logp
+    init = torch.as_tensor(init, dtype=world.dtype, device=world.device)
+    base_dims = 3 if isinstance(world, SequenceWorld) else 2
+    if init.dim() == base_dims:
+        init = init.expand(replicates, *init.shape)
+    if init.shape[0] != replicates or init.dim() != base_dims + 1:
+        raise ValueError(f"init must have the parameter shape, with or without a leading replicates = {replicates}")
+    # -inf logits (zero-probability responses of pi0) would give NaN gradients; start them very low instead.
+    return init.clamp_min(-50.0).clone().requires_grad_(True)
+
+
+def _check_choice(value: str, options: tuple[str, ...], name: str) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def sample_reward(
+    logp: Tensor,
+    ref_logp: Tensor,
+    reward: Tensor,
+    *,
+    entropy_coef: float,
+    beta: float,
+    kl_kind: str,
+    kl_placement: str,
+    entropy_placement: str,
+) -> Tensor:
+    """The per-sample reward that multiplies the score ∇ln π(a) (all detached):
+
+        r(a) = R̂(x,a) − c·ln π(a) [entropy in the reward] − β·k(a) [KL in the reward]
+
+    with c the entropy coefficient of eq. 15 (γ; 0 for RLHF) and k the KL estimator of
+    spec §6 item 14 on r = π0/π.
+    """
+    logp, ref_logp = logp.detach(), ref_logp.detach()
+    value = reward.detach().to(logp.dtype)
+    if entropy_placement == "reward" and entropy_coef:
+        value = value - entropy_coef * logp
+    if kl_placement == "reward" and beta:
+        value = value - beta * kl_estimator(logp, ref_logp, kl_kind)
+    return value
+
+
+def loss_terms(
+    logp: Tensor,
+    ref_logp: Tensor,
+    *,
+    entropy_coef: float,
+    beta: float,
+    kl_kind: str,
+    kl_placement: str,
+    entropy_placement: str,
+) -> Tensor:
+    """The per-sample terms differentiated directly (samples held fixed):
+
+    c·ln π(a) [entropy in the loss: the k1 estimate of −H] + β·k(a) [KL in the loss].
+    """
+    value = torch.zeros_like(logp)
+    if entropy_placement == "loss" and entropy_coef:
+        value = value + entropy_coef * logp
+    if kl_placement == "loss" and beta:
+        value = value + beta * kl_estimator(logp, ref_logp, kl_kind)
+    return value
+
+
+def score_function_surrogate(
+    logp: Tensor,
+    ref_logp: Tensor,
+    reward: Tensor,
+    *,
+    estimator: str = "rloo",
+    entropy_coef: float = 0.0,
+    beta: float = 0.0,
+    kl_kind: str = "k1",
+    kl_placement: str = "reward",
+    entropy_placement: str = "reward",
+) -> Tensor:
+    """Per-prompt surrogate whose gradient is the score-function estimate, from m samples [..., m].
+
+        REINFORCE: (1/m) Σ_i [ −sg(r_i) ln π(a_i) + ℓ_i ]
+        RLOO:      (1/m) Σ_i [ −sg(r_i − (1/(m−1)) Σ_{j≠i} r_j) ln π(a_i) + ℓ_i ]
+
+    with r from `sample_reward` and ℓ from `loss_terms`.  Its expected gradient, exactly:
+    `synthalign.estimators.gradient_check.expected_gradient`.  Returns [...].
+    """
+    _check_choice(estimator, ESTIMATORS, "estimator")
+    options = dict(
+        entropy_coef=entropy_coef,
+        beta=beta,
+        kl_kind=kl_kind,
+        kl_placement=kl_placement,
+        entropy_placement=entropy_placement,
+    )
+    r = sample_reward(logp, ref_logp, reward, **options)
+    m = logp.shape[-1]
+    if estimator == "rloo":
+        if m < 2:
+            raise ValueError(f"RLOO needs at least 2 samples per prompt, got {m}")
+        r = r - (r.sum(dim=-1, keepdim=True) - r) / (m - 1)
+    surrogate = -r * logp + loss_terms(logp, ref_logp, **options)
+    return surrogate.mean(dim=-1)
+
+
+def _score_function_objective(objective, gamma: float) -> tuple[Objective, float]:
+    obj = get_objective(objective)
+    if obj.name not in SCORE_FUNCTION_OBJECTIVES:
+        raise ValueError(
+            f"the score-function estimator samples {SCORE_FUNCTION_OBJECTIVES} only; {obj.name!r} is a {obj.kind} "
+            f"objective (pair objectives: onpolicy_pair_fit)"
+        )
+    return obj, (gamma if obj.name == "rkl" else 0.0)
+
+
+def _exact_terms(table: Tensor, ref_logp: Tensor, *, entropy_coef, beta, kl_placement, entropy_placement) -> Tensor:
+    """Per-prompt terms computed on the full table: −c·H(π) and β·KL(π‖π0) where placed "exact"."""
+    value = torch.zeros(table.shape[:-1], dtype=table.dtype, device=table.device)
+    if entropy_placement == "exact" and entropy_coef:
+        value = value - entropy_coef * entropy_per_prompt(table)
+    if kl_placement == "exact" and beta:
+        value = value + beta * kl_per_prompt(table, ref_logp)
+    return value
+
+
+def _check_reward(reward, tab: World) -> Tensor:
+    if reward is None:
+        return tab.true_reward.clamp_min(-1e3 * tab.gamma)
+    reward = torch.as_tensor(reward, dtype=tab.dtype, device=tab.device)
+    if reward.shape[-2:] != (tab.n_prompts, tab.n_responses) or torch.isnan(reward).any():
+        raise ValueError(f"reward must have shape [..., {tab.n_prompts}, {tab.n_responses}] without NaN")
+    return reward
+
+
+def _gather(table: Tensor, ids: Tensor) -> Tensor:
+    """table [(R,) X, N] at ids [R, X, m] → [R, X, m]."""
+    return torch.gather(table.expand(ids.shape[0], *table.shape[-2:]), -1, ids)
+
+
+def score_function_fit(
+    world,
+    objective: str = "rkl",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    estimator: str = "rloo",
+    kl_estimator: str = "k1",
+    kl_placement: str = "reward",
+    entropy_placement: str = "reward",
+    samples: int = 8,
+    steps: int = 200,
+    lr: float = 0.1,
+    replicates: int = 1,
+    seed: int = 0,
+    init: Tensor | None = None,
+) -> OnPolicyFit:
+    """Minimizes RKL (eq. 15) or RLHF (eq. 1) from samples of the current policy, for R replicates.
+
+    Each step draws `samples` responses per prompt and replicate from π_t, forms the
+    `score_function_surrogate`, weighs prompts by D and takes one Adam step.  `reward` is
+    R̂ over the (enumerated) responses, [(R,) X, N]; default the true reward γ ln π*.
+    """
+    tab = tabular_view(world)
+    _check_choice(kl_estimator, KL_ESTIMATOR_KINDS, "kl_estimator")
+    _check_choice(kl_placement, PLACEMENTS, "kl_placement")
+    _check_choice(entropy_placement, PLACEMENTS, "entropy_placement")
+    beta = check_positive(beta, "beta", allow_zero=True)
+    _, entropy_coef = _score_function_objective(objective, tab.gamma)
+    reward = _check_reward(reward, tab)
+    logits = initial_logits(world, replicates, init)
+    policy = make_parametrization(world, logits)
+    optimizer = torch.optim.Adam([logits], lr=check_positive(lr, "lr"))
+    generator = make_generator(seed, tab.device)
+    prompts = torch.arange(tab.n_prompts, device=tab.device).expand(replicates, -1)
+    ref = tab.reference.logp
+    options = dict(
+        entropy_coef=entropy_coef,
+        beta=beta,
+        kl_placement=kl_placement,
+        entropy_placement=entropy_placement,
+    )
+    needs_table = "exact" in (kl_placement, entropy_placement)
+    losses = []
+    for _ in range(int(steps)):
+        ids = policy.sample(prompts, samples, generator)
+        logp = policy.log_prob(prompts, ids)
+        per_prompt = score_function_surrogate(
+            logp, _gather(ref, ids), _gather(reward, ids), estimator=estimator, kl_kind=kl_estimator, **options
+        )
+        if needs_table:
+            per_prompt = per_prompt + _exact_terms(policy.table(), ref, **options)
+        loss = (per_prompt * tab.prompt_dist).sum(dim=-1)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    with torch.no_grad():
+        table = policy.table()
+    return OnPolicyFit(Policy(table, tab.prompt_dist), logits.detach(), torch.stack(losses), int(samples))
+
+
+def _pair_objective(objective) -> Objective:
+    obj = get_objective(objective)
+    if obj.kind != "pair":
+        raise ValueError(
+            f"onpolicy_pair_fit samples pairs for pair objectives; {obj.name!r} is a prompt objective "
+            f"(use score_function_fit)"
+        )
+    return obj
+
+
+def pair_inputs(
+    obj: Objective,
+    logp_a: Tensor,
+    logp_b: Tensor,
+    ref_a: Tensor,
+    ref_b: Tensor,
+    reward_a: Tensor | None,
+    reward_b: Tensor | None,
+    gamma: float,
+) -> dict[str, Tensor]:
+    """The inputs `obj.fn` takes, for pairs (a, b) with a the chosen (or first) response."""
+    available = {
+        "logp_chosen": logp_a,
+        "logp_rejected": logp_b,
+        "ref_logp_chosen": ref_a,
+        "ref_logp_rejected": ref_b,
+        "reward_chosen": reward_a,
+        "reward_rejected": reward_b,
+        "target_margin": None if reward_a is None else reward_a - reward_b,
+        "gamma": gamma,
+    }
+    inputs = {name: available[name] for name in obj.inputs}
+    missing = [name for name, value in inputs.items() if value is None]
+    if missing:
+        raise ValueError(f"objective {obj.name!r} needs a reward (pass reward=...) for {missing}")
+    return inputs
+
+
+def onpolicy_pair_fit(
+    world,
+    objective: str | Objective = "distillation",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    pairs: int = 8,
+    steps: int = 200,
+    lr: float = 0.1,
+    replicates: int = 1,
+    seed: int = 0,
+    init: Tensor | None = None,
+    **params,
+) -> OnPolicyFit:
+    """A pair objective trained on pairs drawn from the current policy π_t, for R replicates.
+
+    Each step draws `pairs` pairs (a, b) ~ π_t(·|x) i.i.d. per prompt (no gradient
+    through the draw).  Objectives on unlabelled pairs (data "pairs", e.g. distillation,
+    eq. 11/12 with μ = π_t: Algorithm 1) see them in draw order with R̂; objectives on
+    labelled pairs (data "preferences", e.g. online DPO, eq. 6) get a label from the true
+    law P*(a ≻ b | x) = σ(γ ln[π*(a|x)/π*(b|x)]) (spec §1).  β·KL(π‖π0) is exact on the
+    table.  Prompts are weighed by D.
+    """
+    tab = tabular_view(world)
+    obj = _pair_objective(objective)
+    beta = check_positive(beta, "beta", allow_zero=True)
+    resolved = obj.resolve_params(params)
+    reward = _check_reward(reward, tab) if (obj.needs_reward or reward is not None) else None
+    logits = initial_logits(world, replicates, init)
+    policy = make_parametrization(world, logits)
+    optimizer = torch.optim.Adam([logits], lr=check_positive(lr, "lr"))
+    generator = make_generator(seed, tab.device)
+    prompts = torch.arange(tab.n_prompts, device=tab.device).expand(replicates, -1)
+    ref, target = tab.reference.logp, tab.target.logp
+    losses = []
+    for _ in range(int(steps)):
+        draws = policy.sample(prompts, 2 * pairs, generator)
+        first, second = draws[..., :pairs], draws[..., pairs:]
+        if obj.data == "preferences":
+            p_first = torch.sigmoid(tab.gamma * (_gather(target, first) - _gather(target, second)))
+            uniform = torch.rand(first.shape, generator=generator, dtype=torch.float64, device=tab.device)
+            first_wins = uniform < p_first
+            first, second = torch.where(first_wins, first, second), torch.where(first_wins, second, first)
+        logp_a, logp_b = policy.log_prob(prompts, first), policy.log_prob(prompts, second)
+        rewards = (None, None) if reward is None else (_gather(reward, first), _gather(reward, second))
+        inputs = pair_inputs(obj, logp_a, logp_b, _gather(ref, first), _gather(ref, second), *rewards, tab.gamma)
+        per_prompt = obj.fn(**inputs, **resolved).mean(dim=-1)
+        if beta:
+            per_prompt = per_prompt + beta * kl_per_prompt(policy.table(), ref)
+        loss = (per_prompt * tab.prompt_dist).sum(dim=-1)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    with torch.no_grad():
+        table = policy.table()
+    return OnPolicyFit(Policy(table, tab.prompt_dist), logits.detach(), torch.stack(losses), 2 * int(pairs))
+
+
+def sampled_score_function_gradients(
+    world,
+    logits: Tensor,
+    objective: str = "rkl",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    estimator: str = "reinforce",
+    kl_estimator: str = "k1",
+    kl_placement: str = "reward",
+    entropy_placement: str = "reward",
+    samples: int = 1,
+    replicates: int = 1000,
+    seed: int = 0,
+) -> Tensor:
+    """`replicates` independent one-step score-function gradients at `logits` (no replicate dim), [R, |θ|].
+
+    Used to measure the sampled-gradient mean and variance against their exact values.
+    """
+    tab = tabular_view(world)
+    _, entropy_coef = _score_function_objective(objective, tab.gamma)
+    reward = _check_reward(reward, tab)
+    leaf = logits.detach().expand(replicates, *logits.shape).clone().requires_grad_(True)
+    policy = make_parametrization(world, leaf)
+    prompts = torch.arange(tab.n_prompts, device=tab.device).expand(replicates, -1)
+    ids = policy.sample(prompts, samples, make_generator(seed, tab.device))
+    logp = policy.log_prob(prompts, ids)
+    ref = tab.reference.logp
+    options = dict(entropy_coef=entropy_coef, beta=beta, kl_placement=kl_placement, entropy_placement=entropy_placement)
+    per_prompt = score_function_surrogate(
+        logp, _gather(ref, ids), _gather(reward, ids), estimator=estimator, kl_kind=kl_estimator, **options
+    )
+    if "exact" in (kl_placement, entropy_placement):
+        per_prompt = per_prompt + _exact_terms(policy.table(), ref, **options)
+    (gradient,) = torch.autograd.grad((per_prompt * tab.prompt_dist).sum(), leaf)
+    return gradient.reshape(replicates, -1)

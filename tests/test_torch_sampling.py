@@ -1,0 +1,123 @@
+"""Device-native samplers against their exact laws (chi-square), at small and huge n, tabular and sequence worlds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import synthalign as sa
+from synthalign.worlds.sequence import SequenceWorld
+from synthalign.worlds.torch_sampling import (
+    sample_categorical,
+    sample_counts,
+    sample_indices,
+    sample_pairs_torch,
+    sample_preference_list_torch,
+    sample_preferences_torch,
+)
+
+
+def _pearson(counts: torch.Tensor, probs: torch.Tensor, n: float) -> np.ndarray:
+    """Per-replicate Pearson statistic Σ_c (N_c − n p_c)² / (n p_c) over the cells with p_c > 0."""
+    probs = probs.reshape(-1)
+    keep = probs > 0
+    expected = n * probs[keep]
+    return ((counts[:, keep] - expected) ** 2 / expected).sum(dim=-1).numpy()
+
+
+@pytest.mark.parametrize("n", [2**12, 2**40])
+def test_counts_per_replicate_pearson_is_chi_square(n):
+    # At large n p_c each replicate's Pearson statistic is χ²(C − 1); the R = 400 statistics are
+    # compared with that law by Kolmogorov–Smirnov.
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.05, 0.35, 0.0], dtype=torch.float64)
+    counts = sample_counts(probs, n, replicates=400, generator=0)
+    assert torch.equal(counts.sum(-1), torch.full((400,), float(n), dtype=torch.float64))
+    assert (counts[:, 5] == 0).all()
+    assert stats.kstest(_pearson(counts, probs, n), stats.chi2(df=4).cdf).pvalue > 1e-3
+
+
+def test_counts_small_n_cell_marginals_are_binomial():
+    # n = 3: the count of each cell is Binomial(3, p_c); chi-square of its histogram over R = 20000 replicates.
+    probs = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    counts = sample_counts(probs, 3, replicates=20_000, generator=1)
+    for cell, p in enumerate(probs.tolist()):
+        observed = np.bincount(counts[:, cell].long().numpy(), minlength=4)
+        expected = stats.binom(3, p).pmf(np.arange(4)) * 20_000
+        assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_counts_keep_tiny_cells_over_a_million_cells():
+    # 10^6 cells; the last 10^5 hold total mass 1e-4 (1e-9 each), which a float32 running sum past
+    # ~1 cannot resolve (its spacing there is 6e-8).  Their pooled count over R = 20 replicates of
+    # n = 2^30 is Binomial(20·2^30, 1e-4): mean 2.147e6, sd 1465; assert within 5 sd.
+    probs = torch.full((10**6,), (1 - 1e-4) / 900_000, dtype=torch.float64)
+    probs[900_000:] = 1e-9
+    counts = sample_counts(probs, 2**30, replicates=20, generator=2)
+    pooled = counts[:, 900_000:].sum().item()
+    mean = 20 * 2**30 * 1e-4
+    assert abs(pooled - mean) < 5 * (mean * (1 - 1e-4)) ** 0.5
+
+
+def test_counts_same_seed_same_numbers():
+    probs = torch.rand(1000, dtype=torch.float64)
+    first = sample_counts(probs, 10**6, replicates=3, generator=5)
+    assert torch.equal(first, sample_counts(probs, 10**6, replicates=3, generator=5))
+    assert not torch.equal(first, sample_counts(probs, 10**6, replicates=3, generator=6))
+
+
+def test_preference_counts_on_a_sequence_world():
+    # The labelled-pair law over the N² cells of an enumerated sequence world (N = 15: V = 3, L = 3).
+    world = SequenceWorld.random(vocab_size=3, max_length=3, n_prompts=2, seed=0).as_tabular()
+    law = world.population_preferences().counts[0]
+    data = sample_preferences_torch(world, 2**24, replicates=200, generator=3)
+    assert isinstance(data, sa.PreferenceData) and data.counts.shape == (200, 2, 15, 15)
+    df = int((law > 0).sum()) - 1
+    assert stats.kstest(_pearson(data.counts.reshape(200, -1), law, 2**24), stats.chi2(df=df).cdf).pvalue > 1e-3
+    torch.testing.assert_close(
+        sa.population_loss("pmle", world, world.target),
+        sa.empirical_loss("pmle", data, world.target).mean(),
+        rtol=1e-3,
+        atol=0,
+    )
+
+
+def test_pairs_from_a_policy():
+    world = sa.World.random(2, 3, seed=0)
+    data = sample_pairs_torch(world, 2**20, replicates=100, generator=4, policy=world.target)
+    law = sa.population_pairs(world, world.target).counts[0]
+    assert stats.kstest(_pearson(data.counts.reshape(100, -1), law, 2**20), stats.chi2(df=17).cdf).pvalue > 1e-3
+
+
+def test_explicit_lists_follow_the_law():
+    world = sa.World.random(2, 3, seed=1)
+    pairs = sample_preference_list_torch(world, 50_000, replicates=2, generator=5)
+    counts = pairs.to_counts().counts.reshape(2, -1)
+    law = world.population_preferences().counts[0]
+    statistic = _pearson(counts, law, 50_000)
+    assert (stats.chi2(df=17).sf(statistic) > 1e-3).all()
+
+
+def test_indices_and_categorical_agree_with_probabilities():
+    probs = torch.tensor([0.6, 0.0, 0.3, 0.1], dtype=torch.float64)
+    draws = sample_indices(probs, 40_000, replicates=1, generator=0)[0]
+    observed = torch.bincount(draws, minlength=4).numpy()
+    assert observed[1] == 0
+    assert stats.chisquare(observed[[0, 2, 3]], 40_000 * probs[[0, 2, 3]].numpy()).pvalue > 1e-3
+    draws = sample_categorical(probs.log(), generator=1, n_samples=40_000)
+    observed = torch.bincount(draws, minlength=4).numpy()
+    assert observed[1] == 0
+    assert stats.chisquare(observed[[0, 2, 3]], 40_000 * probs[[0, 2, 3]].numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"n": 0}, "n"), ({"n": 2**54}, "n"), ({"replicates": 0}, "replicates"), ({"generator": "a"}, "seed")],
+)
+def test_bad_input(kwargs, name):
+    arguments = {"probs": torch.ones(3, dtype=torch.float64), "n": 10, "replicates": 1, "generator": 0, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        sample_counts(**arguments)
+    with pytest.raises(ValueError, match="probs"):
+        sample_counts(torch.tensor([1.0, -1.0]), 10)
