@@ -214,10 +214,12 @@ def check_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_world(world, name: str = "world"):
-    """A `World` (duck-typed on its fields so that this module imports nothing of synthalign)."""
+def check_world(world, name: str = "world", *, duck: bool = False):
+    """A `World`; with `duck`, anything with `target` and `sample_preferences` (a wrapper of a World)."""
     from synthalign.worlds.tabular import World
 
+    if duck and hasattr(world, "target") and callable(getattr(world, "sample_preferences", None)):
+        return world
     if not isinstance(world, World):
         raise InputTypeError(f"{name} must be a synthalign World, got {describe(world)}")
     return world
@@ -240,6 +242,32 @@ def check_policy_for_world(policy, world, name: str = "policy", *, normalized: b
     check_dims(logp, name, ("X", "A"), batch=True, X=world.n_prompts, A=world.n_responses)
     check_same_device({name: logp, "world": world.prompt_dist})
     return logp
+
+
+def check_array_like(value, name: str) -> None:
+    """A tensor, numpy array or (nested) sequence of real numbers; refuses other types and non-numbers."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise InputTypeError(f"{name} must be an array of numbers, got {describe(value)}")
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must hold real numbers, got dtype {value.dtype}")
+        return
+    try:
+        array = np.asarray(value)
+        if np.iscomplexobj(array):
+            raise ValueError(f"{name} must hold real numbers, got a complex array")
+        array.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be an array of real numbers, got {describe(value)}") from err
+
+
+def check_reward(reward, world, name: str = "reward") -> None:
+    """R̂ for `world`: real, NaN-free, shape [..., X, A], on the world's device (None is allowed)."""
+    if reward is None:
+        return
+    tensor = as_tensor(reward, name)
+    check_dims(tensor, name, ("X", "A"), batch=True, X=world.n_prompts, A=world.n_responses)
+    check_same_device({name: tensor, "world": world.prompt_dist})
 
 
 def check_init(init, data) -> None:

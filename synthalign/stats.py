@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthalign._checks import check_array_like
+
 __all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope"]
 
 _STATISTICS = ("mean", "median")
@@ -252,6 +254,7 @@ def check_rate(
 
     The remaining arguments are `fit_slope`'s.
     """
+    check_array_like(values, "values")
     expected = float(expected)
     if not math.isfinite(expected):
         raise ValueError(f"expected must be finite, got {expected}")
@@ -304,6 +307,7 @@ def check_bound(
       delta: the failure probability δ in (0, 1).
       label: what the bound is (e.g. "Thm 4 (corrected)"), for the reason.
     """
+    check_array_like(values, "values")
     ns_tuple = check_ns(ns)
     if isinstance(values, Tensor):
         values = values.detach().cpu().to(torch.float64).numpy()

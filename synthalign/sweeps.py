@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthalign._checks import check_world
 from synthalign.estimators.finite_class import ClassFit, fit_over_class
 from synthalign.estimators.fit import FitResult, fit
 from synthalign.metrics import forward_kl
@@ -176,6 +177,7 @@ def rate_sweep(
       progress: show a tqdm bar over n.
       **fit_kwargs: passed to `synthalign.fit` (e.g. ridge=...).
     """
+    check_world(world, duck=True)
     ns = check_ns(ns)
     if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
         raise ValueError(f"replicates must be a positive int, got {replicates!r}")

@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_data, check_init, check_positive
+from synthalign._checks import check_data, check_init, check_positive, check_reward
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
@@ -152,6 +152,7 @@ def fit(
       **params: the objective's hyper-parameters (e.g. tau for IPO).
     """
     check_init(init, check_data(data))
+    check_reward(reward, data.world)
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
     ridge = check_positive(ridge, "ridge", allow_zero=True)

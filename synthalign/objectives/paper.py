@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from synthalign._checks import (
-    check_no_nan,
+    as_tensor,
     check_positive,
     check_same_shape,
     double_log_ratio,
@@ -34,10 +34,12 @@ from synthalign._checks import (
 from synthalign.metrics import entropy_per_prompt, expectation_per_prompt, kl_per_prompt
 
 
-def _check_inputs(**tensors: Tensor) -> None:
-    names, values = tuple(tensors), tuple(tensors.values())
+def _check_inputs(**tensors: Tensor) -> tuple[Tensor, ...]:
+    """The inputs as real tensors (lists and numpy arrays converted), NaN-free, with shapes that broadcast."""
+    names = tuple(tensors)
+    values = tuple(as_tensor(value, name) for name, value in tensors.items())
     check_same_shape(values, names)
-    check_no_nan(values, names)
+    return values
 
 
 def _margin(logp_chosen: Tensor, logp_rejected: Tensor) -> Tensor:
@@ -48,7 +50,7 @@ def reward_model_loss(
     reward_chosen: Tensor, reward_rejected: Tensor, *, weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
     """Bradley–Terry reward-model loss (eq. 9): −ln σ(R(x,a+) − R(x,a−))."""
-    _check_inputs(reward_chosen=reward_chosen, reward_rejected=reward_rejected)
+    reward_chosen, reward_rejected = _check_inputs(reward_chosen=reward_chosen, reward_rejected=reward_rejected)
     loss = -F.logsigmoid(safe_log_ratio(reward_chosen, reward_rejected))
     return weighted_reduce(loss, weight, reduction)
 
@@ -66,7 +68,7 @@ def pmle_loss(
     Eq. 5 adds β KL(π ‖ π0), see `kl_penalty`.
     """
     gamma = check_positive(gamma, "gamma")
-    _check_inputs(logp_chosen=logp_chosen, logp_rejected=logp_rejected)
+    logp_chosen, logp_rejected = _check_inputs(logp_chosen=logp_chosen, logp_rejected=logp_rejected)
     loss = -F.logsigmoid(gamma * _margin(logp_chosen, logp_rejected))
     return weighted_reduce(loss, weight, reduction)
 
@@ -96,7 +98,7 @@ def distillation_loss(
     β KL(π ‖ π0), see `kl_penalty`.
     """
     gamma = check_positive(gamma, "gamma")
-    _check_inputs(logp_a=logp_a, logp_b=logp_b, target_margin=target_margin)
+    logp_a, logp_b, target_margin = _check_inputs(logp_a=logp_a, logp_b=logp_b, target_margin=target_margin)
     loss = bernoulli_kl_logits(target_margin, gamma * _margin(logp_a, logp_b))
     return weighted_reduce(loss, weight, reduction)
 
@@ -113,7 +115,7 @@ def dpo_loss(
 ) -> Tensor:
     """DPO (eq. 6): −ln σ(γ ln[π(a+)/π(a−)] − γ ln[π0(a+)/π0(a−)])."""
     gamma = check_positive(gamma, "gamma")
-    _check_inputs(
+    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected = _check_inputs(
         logp_chosen=logp_chosen,
         logp_rejected=logp_rejected,
         ref_logp_chosen=ref_logp_chosen,
@@ -147,7 +149,7 @@ def ipo_loss(
 ) -> Tensor:
     """IPO (Azar et al. 2024, arXiv 2310.12036): (ln[π(a+)π0(a−) / (π(a−)π0(a+))] − 1/(2τ))²."""
     tau = check_positive(tau, "tau")
-    _check_inputs(
+    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected = _check_inputs(
         logp_chosen=logp_chosen,
         logp_rejected=logp_rejected,
         ref_logp_chosen=ref_logp_chosen,
@@ -175,7 +177,7 @@ def rebel_loss(
     π0 uses π0 there.  Its minimizer is π ∝ π0 · exp(η R̂).
     """
     eta = check_positive(eta, "eta")
-    _check_inputs(
+    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected = _check_inputs(
         logp_chosen=logp_chosen,
         logp_rejected=logp_rejected,
         ref_logp_chosen=ref_logp_chosen,
@@ -192,7 +194,7 @@ def kl_penalty(
     logp: Tensor, ref_logp: Tensor, *, prompt_weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
     """KL(π(·|x) ‖ π0(·|x)) per prompt, computed exactly on the finite space (eq. 1, 5, 12, 15)."""
-    _check_inputs(logp=logp, ref_logp=ref_logp)
+    logp, ref_logp = _check_inputs(logp=logp, ref_logp=ref_logp)
     return weighted_reduce(kl_per_prompt(logp, ref_logp), prompt_weight, reduction)
 
 
@@ -212,7 +214,7 @@ def rkl_loss(
     D_n as counts (or D for the population loss).
     """
     gamma = check_positive(gamma, "gamma")
-    _check_inputs(logp=logp, reward=reward)
+    logp, reward = _check_inputs(logp=logp, reward=reward)
     per_prompt = -expectation_per_prompt(logp.exp(), reward) - gamma * entropy_per_prompt(logp)
     per_prompt = per_prompt + _beta_kl(logp, ref_logp, beta)
     return weighted_reduce(per_prompt, prompt_weight, reduction)
@@ -228,7 +230,7 @@ def rlhf_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """RLHF (eq. 1) as a loss, per prompt: −E_{a~π} R̂(x,a) + β KL(π(x) ‖ π0(x))."""
-    _check_inputs(logp=logp, reward=reward)
+    logp, reward = _check_inputs(logp=logp, reward=reward)
     per_prompt = -expectation_per_prompt(logp.exp(), reward) + _beta_kl(logp, ref_logp, beta)
     return weighted_reduce(per_prompt, prompt_weight, reduction)
 
@@ -239,5 +241,5 @@ def _beta_kl(logp: Tensor, ref_logp: Tensor | None, beta: float) -> Tensor:
         return torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
     if ref_logp is None:
         raise ValueError("ref_logp is required when beta > 0")
-    _check_inputs(logp=logp, ref_logp=ref_logp)
+    logp, ref_logp = _check_inputs(logp=logp, ref_logp=ref_logp)
     return beta * kl_per_prompt(logp, ref_logp)

@@ -19,6 +19,7 @@ from torch import Tensor
 from synthalign._checks import (
     InputTypeError,
     as_tensor,
+    check_dims,
     check_distribution,
     check_floating,
     check_logp,
@@ -59,6 +60,7 @@ class Policy:
     def from_logits(cls, logits, prompt_dist: Tensor | None = None) -> Policy:
         """The softmax policy of `logits` [..., X, A]; -inf logits give zero probability."""
         logits = check_floating(as_tensor(logits, "logits"), "logits", what="logits")
+        check_dims(logits, "logits", ("X", "A"), batch=True)
         if (logits == float("inf")).any():
             raise ValueError("logits contain +inf")
         if logits.dim() >= 1 and torch.isneginf(logits).all(dim=-1).any():
@@ -71,6 +73,7 @@ class Policy:
     def from_probs(cls, probs, prompt_dist: Tensor | None = None) -> Policy:
         """A policy from probabilities [..., X, A] (validated, then renormalized exactly)."""
         probs = check_distribution(as_tensor(probs, "probs") if not isinstance(probs, Tensor) else probs, "probs")
+        check_dims(probs, "probs", ("X", "A"), batch=True)
         logp = torch.log(probs)
         return cls(logp - torch.logsumexp(logp, dim=-1, keepdim=True), prompt_dist)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_device, check_policy_for_world, check_world
+from synthalign._checks import FLOAT_DTYPES, check_device, check_policy_for_world, check_world
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells, numpy_generator
 from synthalign.worlds.preferences import population_pairs, population_preferences
 
@@ -42,6 +42,7 @@ def sample_preferences(world, n: int, replicates: int = 1, seed=None, *, dtype=N
     """`replicates` i.i.d. datasets of n labelled pairs from the world's law (spec §1), as counts."""
     check_world(world)
     device = check_device(device)
+    _check_dtype(dtype)
     law = population_preferences(world).counts[0]
     counts = sample_cell_counts(law, n, replicates, seed)
     counts = torch.from_numpy(counts).to(device=device or world.device, dtype=dtype or world.dtype)
@@ -52,6 +53,7 @@ def sample_pairs(world, n: int, replicates: int = 1, seed=None, *, policy=None, 
     """Unlabelled pairs x ~ D, a, b ~ p(·|x) i.i.d. with p = mu or `policy` (eq. 11 inputs), as counts."""
     check_world(world)
     device = check_device(device)
+    _check_dtype(dtype)
     if policy is not None:
         check_policy_for_world(policy, world, "policy")
     law = population_pairs(world, policy).counts[0]
@@ -89,3 +91,8 @@ def _check_replicates(replicates) -> int:
     if not isinstance(replicates, (int, np.integer)) or isinstance(replicates, bool) or replicates < 1:
         raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
     return int(replicates)
+
+
+def _check_dtype(dtype) -> None:
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype holds counts and must be torch.float64 or torch.float32, got {dtype!r}")

@@ -112,6 +112,14 @@ class World:
             tensor = as_tensor(value, name, dtype=dtype, device=device)
             if tensor.dim() != 2:
                 raise ValueError(f"{name} must have shape [X, A], got {tuple(tensor.shape)}")
+            if name != "target" and tensor.shape != policies["target"].logp.shape:
+                target_shape = tuple(policies["target"].logp.shape)
+                what = (
+                    f"{tensor.shape[0]} prompts"
+                    if tensor.shape[0] != target_shape[0]
+                    else f"shape {tuple(tensor.shape)}"
+                )
+                raise ValueError(f"{name} has {what} but target has shape {target_shape}: both must be [X, A]")
             try:
                 policies[name] = make(tensor)
             except ValueError as err:
