@@ -54,7 +54,7 @@ CONFIGS = tuple(
 TRUE_LAW = ("∇KL(π‖π0)", "∇(−H)")
 _SIZES = {
     # size: (replicates, steps, variance_draws)
-    "quick": (8, 150, 2000),
+    "quick": (8, 70, 1000),
     "default": (32, 400, 20000),
     "full": (128, 1000, 100000),
 }
@@ -85,13 +85,13 @@ class Args(CommonArgs):
     samples: int = 8
     """responses drawn per prompt per step (training and the variance)"""
     steps: int | None = None
-    """Adam steps of each training run; None: 150 quick, 400 default, 1000 full"""
+    """Adam steps of each training run; None: 70 quick, 400 default, 1000 full"""
     lr: float = 0.05
     """Adam learning rate"""
     law_tol: float = 1e-10
     """relative error under which an expected gradient equals a candidate law"""
     variance_draws: int | None = None
-    """sampled gradients per row for the empirical variance; None: 2000 quick, 20000 default, 1e5 full"""
+    """sampled gradients per row for the empirical variance; None: 1000 quick, 20000 default, 1e5 full"""
     plot: bool = True
     """write the PNG plot"""
 
