@@ -21,6 +21,8 @@ EXPERIMENTS = {
         "unregularized PMLE/DPO are blind where there is no data (§2)"
     ),
     "prop15": "Reverse KL against forward KL, and Prop. 15's factor",
+    "gradient-estimators": "What REINFORCE/RLOO with k1/k2/k3 KL estimators in the loss or reward follow (§6.14)",
+    "onpolicy-rates": "Does RKL trained by stochastic gradients attain O(1/n), and at which sampling budget per step?",
 }
 
 

@@ -1,0 +1,436 @@
+"""Gradient estimators: what REINFORCE and RLOO with k1/k2/k3 KL estimators follow, exactly (spec §6 item 14).
+
+For RKL (eq. 15) and RLHF (eq. 1) with beta > 0 and the true reward R* = γ ln π*, on a tabular
+world (`World.random`) and a sequence world (`SequenceWorld.random`, per-prefix logits), every
+score-function estimator (REINFORCE, RLOO) × KL estimator (k1, k2, k3) × placement (in the loss,
+in the reward), and the exact KL(π‖π0) on the table as the control.  The entropy term of eq. 15
+is −γ ln π in the reward throughout (its correct placement).  Per row:
+
+1. The exact expected gradient at a random point θ (π0's logits plus N(0, point_scale²) noise:
+   at θ = π0 every KL gradient vanishes and the laws cannot be told apart), summed over the
+   finite space (`gradient_check.gradient_law`): its relative error to the law the library
+   declares for it, and its cosine and relative error to the true gradient of the objective.
+2. The exact trace of the covariance of one step's gradient with m = `samples` draws per
+   prompt.  REINFORCE averages m i.i.d. terms: tr Cov_a(u)/m (`exact_gradient_variance`).
+   RLOO's is a U-statistic of order 2 with the symmetric kernel
+       k(a, b) = −½ (r(a) − r(b)) (∇ln π(a) − ∇ln π(b)) + ½ (∇ℓ(a) + ∇ℓ(b)),
+   so Var = 2/(m(m−1)) · [2(m−2) ζ1 + ζ2], ζ1 = tr Cov_a E_b k(a, b), ζ2 = tr Cov_{a,b} k(a, b)
+   (Hoeffding), computed here over the enumerated pairs.  Both are checked against the
+   sample covariance of `variance_draws` sampled gradients.
+3. Training from π0 with `score_function_fit` (Adam, `steps` steps of `samples` draws per prompt,
+   `replicates` independent runs): the final forward KL to the objective's optimum (the closed
+   forms of spec §2: prior smoothing for RKL, π0·exp(R/β) for RLHF) and to π*, mean ± s.e.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+
+import synthalign as sa
+from synthalign.estimators.gradient_check import exact_gradient_variance, expected_gradient, gradient_law
+from synthalign.estimators.onpolicy import (
+    loss_terms,
+    make_parametrization,
+    sample_reward,
+    sampled_score_function_gradients,
+    score_function_fit,
+)
+from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+
+NAME = "gradient-estimators"
+OBJECTIVES = ("rkl", "rlhf")
+WORLDS = ("tabular", "sequence")
+ESTIMATORS = ("reinforce", "rloo")
+CONFIGS = tuple(
+    [(kind, placement) for kind in ("k1", "k2", "k3") for placement in ("reward", "loss")] + [("exact", "exact")]
+)
+"""(KL estimator, placement); ("exact", "exact") is KL(π‖π0) computed on the table, the control."""
+TRUE_LAW = ("∇KL(π‖π0)", "∇(−H)")
+_SIZES = {
+    # size: (replicates, steps, variance_draws)
+    "quick": (8, 70, 1000),
+    "default": (32, 400, 20000),
+    "full": (128, 1000, 100000),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the gradient-estimators experiment (CommonArgs plus these)."""
+
+    tabular_prompts: int = 3
+    """|X| of the tabular world"""
+    tabular_responses: int = 4
+    """|A| of the tabular world"""
+    vocab_size: int = 3
+    """V of the sequence world (EOS included)"""
+    max_length: int = 3
+    """L of the sequence world"""
+    sequence_prompts: int = 2
+    """|X| of the sequence world"""
+    gamma: float = 0.5
+    """preference tilt of both worlds (the entropy coefficient of eq. 15)"""
+    logit_scale: float = 1.0
+    """logit scale of pi* and pi0 in both worlds"""
+    beta: float = 0.5
+    """weight of KL(pi ‖ pi0) in both objectives"""
+    point_scale: float = 1.0
+    """the exact gradients are taken at pi0's logits plus N(0, point_scale²) noise"""
+    samples: int = 8
+    """responses drawn per prompt per step (training and the variance)"""
+    steps: int | None = None
+    """Adam steps of each training run; None: 70 quick, 400 default, 1000 full"""
+    lr: float = 0.05
+    """Adam learning rate"""
+    law_tol: float = 1e-10
+    """relative error under which an expected gradient equals a candidate law"""
+    variance_draws: int | None = None
+    """sampled gradients per row for the empirical variance; None: 1000 quick, 20000 default, 1e5 full"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("tabular_prompts", "tabular_responses", "sequence_prompts", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(name, f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+            raise OptionError("vocab_size", f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
+        if self.tabular_responses < 2:
+            raise OptionError("tabular_responses", f"tabular_responses must be >= 2, got {self.tabular_responses}")
+        for name in ("gamma", "logit_scale", "beta", "point_scale", "lr", "law_tol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise OptionError(name, f"{name} must be a positive number, got {value!r}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
+            raise OptionError("samples", f"samples must be an integer >= 2 (RLOO needs two), got {self.samples!r}")
+        for name in ("steps", "variance_draws"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+                raise OptionError(name, f"{name} must be an integer >= 2 or None, got {value!r}")
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][0]
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps if self.steps is not None else _SIZES[self.size][1]
+
+    @property
+    def n_draws(self) -> int:
+        return self.variance_draws if self.variance_draws is not None else _SIZES[self.size][2]
+
+
+# ----------------------------------------------------------------------------- worlds and the point θ
+
+
+def make_worlds(args: Args) -> dict:
+    tabular = sa.World.random(
+        args.tabular_prompts,
+        args.tabular_responses,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        seed=args.seed,
+        device=args.device,
+    )
+    sequence = sa.SequenceWorld.random(
+        vocab_size=args.vocab_size,
+        max_length=args.max_length,
+        n_prompts=args.sequence_prompts,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        seed=args.seed,
+        device=args.device,
+    )
+    return {"tabular": tabular, "sequence": sequence}
+
+
+def evaluation_point(world, args: Args, seed: int) -> torch.Tensor:
+    """π0's logits plus N(0, point_scale²) noise: a generic θ ≠ π0, where the KL laws differ."""
+    base = world.reference if isinstance(world, sa.SequenceWorld) else world.reference.logp
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(base.shape, generator=generator, dtype=torch.float64) * args.point_scale
+    return base + noise.to(device=base.device, dtype=base.dtype)
+
+
+def optimum(world, objective: str, beta: float) -> sa.Policy:
+    """The exact minimizer of eq. 15 / eq. 1 with R* over the (enumerated) responses (spec §2)."""
+    tab = world.as_tabular() if isinstance(world, sa.SequenceWorld) else world
+    if objective == "rkl":
+        return sa.rkl_policy(tab.true_reward, tab.reference, tab.gamma, beta)
+    return sa.rlhf_policy(tab.true_reward, tab.reference, beta)
+
+
+# ----------------------------------------------------------------------------- exact variance
+
+
+def exact_variance(
+    world,
+    logits: torch.Tensor,
+    objective: str,
+    *,
+    beta: float,
+    estimator: str,
+    kl_estimator: str,
+    kl_placement: str,
+    samples: int,
+) -> float:
+    """tr Cov of one step's score-function gradient with `samples` draws per prompt, exactly.
+
+    REINFORCE: tr Cov_a(u)/m with u(a) = −r(a)∇ln π(a) + ∇ℓ(a); RLOO: Hoeffding's variance of
+    the order-2 U-statistic with the kernel of the module docstring.  Prompts are independent
+    and weighed by D: the total is Σ_x D(x)² · (that of prompt x).  The "exact" placement adds a
+    deterministic term, hence no variance.
+    """
+    tab = world.as_tabular() if isinstance(world, sa.SequenceWorld) else world
+    entropy_coef = tab.gamma if objective == "rkl" else 0.0
+    options = dict(entropy_coef=entropy_coef, beta=beta, kl_placement=kl_placement, entropy_placement="reward")
+    ref, reward = tab.reference.logp, tab.true_reward.clamp_min(-1e3 * tab.gamma)
+    base = logits.detach()
+    table = make_parametrization(world, base).table()
+    prob = table.exp()
+    r = sample_reward(table, ref, reward, kl_kind=kl_estimator, **options)  # [X, N], detached
+
+    def log_prob(theta):
+        return make_parametrization(world, theta).table()
+
+    def pathwise(theta):
+        return loss_terms(make_parametrization(world, theta).table(), ref, kl_kind=kl_estimator, **options)
+
+    score = torch.autograd.functional.jacobian(log_prob, base, vectorize=True).reshape(*prob.shape, -1)
+    path = torch.autograd.functional.jacobian(pathwise, base, vectorize=True).reshape(*prob.shape, -1)
+    support = (prob > 0).unsqueeze(-1)
+    score, path = torch.where(support, score, 0.0), torch.where(support, path, 0.0)
+    r = torch.where(prob > 0, r, 0.0)
+    m = samples
+    if estimator == "reinforce":
+        u = -r.unsqueeze(-1) * score + path  # [X, N, |θ|]
+        mean = (prob.unsqueeze(-1) * u).sum(dim=1, keepdim=True)
+        per_prompt = (prob * (u - mean).square().sum(dim=-1)).sum(dim=1) / m
+    else:
+        # k(a, b) [X, N, N, |θ|]
+        dr = r.unsqueeze(-1) - r.unsqueeze(-2)
+        ds = score.unsqueeze(2) - score.unsqueeze(1)
+        kernel = -0.5 * dr.unsqueeze(-1) * ds + 0.5 * (path.unsqueeze(2) + path.unsqueeze(1))
+        pair = prob.unsqueeze(-1) * prob.unsqueeze(-2)  # [X, N, N]
+        mean = (pair.unsqueeze(-1) * kernel).sum(dim=(1, 2))  # [X, |θ|]
+        zeta2 = (pair * (kernel - mean[:, None, None]).square().sum(dim=-1)).sum(dim=(1, 2))
+        conditional = (prob.unsqueeze(1).unsqueeze(-1) * kernel).sum(dim=2)  # E_b k(a, b), [X, N, |θ|]
+        zeta1 = (prob * (conditional - mean[:, None]).square().sum(dim=-1)).sum(dim=1)
+        per_prompt = 2.0 / (m * (m - 1)) * (2 * (m - 2) * zeta1 + zeta2)
+    return float((tab.prompt_dist.square() * per_prompt).sum())
+
+
+# ----------------------------------------------------------------------------- one row
+
+
+def row_seed(args: Args, *parts: int) -> int:
+    return int(np.random.SeedSequence([args.seed, *parts]).generate_state(1)[0])
+
+
+def measure_row(world, point, objective, estimator, kind, placement, args: Args, seed: int) -> dict:
+    kl_kind = "k1" if kind == "exact" else kind
+    kwargs = dict(beta=args.beta, estimator=estimator, kl_estimator=kl_kind, kl_placement=placement)
+    law = gradient_law(world, point, objective, entropy_placement="reward", tol=args.law_tol, **kwargs)
+    expected = expected_gradient(world, point, objective, entropy_placement="reward", **kwargs)
+    variance = exact_variance(world, point, objective, samples=args.samples, **kwargs)
+    library_variance = None
+    if estimator == "reinforce" and placement != "exact":
+        library_variance = float(
+            exact_gradient_variance(
+                world,
+                point,
+                objective,
+                beta=args.beta,
+                kl_estimator=kl_kind,
+                kl_placement=placement,
+                samples=args.samples,
+            )
+        )
+    draws = sampled_score_function_gradients(
+        world,
+        point,
+        objective,
+        entropy_placement="reward",
+        samples=args.samples,
+        replicates=args.n_draws,
+        seed=seed,
+        **kwargs,
+    )
+    deviation = (draws - draws.mean(dim=0)).square().sum(dim=-1) * args.n_draws / (args.n_draws - 1)
+    sampled_mean_error = float((draws.mean(dim=0) - expected).norm() / expected.norm())
+
+    fitted = score_function_fit(
+        world,
+        objective,
+        entropy_placement="reward",
+        samples=args.samples,
+        steps=args.n_steps,
+        lr=args.lr,
+        replicates=args.n_replicates,
+        seed=seed + 1,
+        **kwargs,
+    )
+    tab = world.as_tabular() if isinstance(world, sa.SequenceWorld) else world
+    to_optimum = sa.forward_kl(optimum(world, objective, args.beta), fitted.policy)
+    to_target = sa.forward_kl(tab.target, fitted.policy)
+    sqrt_r = math.sqrt(args.n_replicates)
+    return {
+        "estimator": estimator,
+        "kl_estimator": kind,
+        "kl_placement": placement,
+        "declared": list(law.declared),
+        "matched": [list(m) for m in law.matched],
+        "declared_relative_error": law.relative_errors[law.declared],
+        "as_declared": law.as_declared,
+        "cosine": law.true_cosine,
+        "relative_error": law.true_relative_error,
+        "expected_gradient_norm": float(expected.norm()),
+        "variance": variance,
+        "variance_per_sample": variance * args.samples,
+        "library_variance": library_variance,
+        "sampled_variance": float(deviation.mean()),
+        "sampled_variance_se": float(deviation.std() / math.sqrt(args.n_draws)),
+        "sampled_mean_relative_error": sampled_mean_error,
+        "kl_to_optimum": to_optimum.tolist(),
+        "kl_to_optimum_mean": float(to_optimum.mean()),
+        "kl_to_optimum_se": float(to_optimum.std() / sqrt_r),
+        "kl_to_target": to_target.tolist(),
+        "kl_to_target_mean": float(to_target.mean()),
+        "kl_to_target_se": float(to_target.std() / sqrt_r),
+    }
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str):
+    """Runs the block with one intra-op CPU thread, then restores the setting.
+
+    Every tensor here is tiny; on a 2-core machine shared with other work a second
+    intra-op thread costs far more in synchronization than it saves (a training step of
+    the sequence world measured over ten times slower with 2 threads under load).
+    """
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args: Args) -> dict:
+    """Every (world, objective, estimator, KL estimator, placement) row; writes the JSON and PNG."""
+    with _one_cpu_thread(args.device):
+        return _run(args)
+
+
+def _run(args: Args) -> dict:
+    start = time.perf_counter()
+    results = {"replicates": args.n_replicates, "steps": args.n_steps, "samples": args.samples, "worlds": {}}
+    for w_index, (world_name, world) in enumerate(make_worlds(args).items()):
+        point = evaluation_point(world, args, seed=row_seed(args, w_index))
+        tab = world.as_tabular() if isinstance(world, sa.SequenceWorld) else world
+        entry = {
+            "n_prompts": tab.n_prompts,
+            "n_responses": tab.n_responses,
+            "n_parameters": int(point.numel()),
+            "kl_target_reference": float(sa.forward_kl(tab.target, tab.reference)),
+            "objectives": {},
+        }
+        for o_index, objective in enumerate(OBJECTIVES):
+            best = optimum(world, objective, args.beta)
+            rows = []
+            for e_index, estimator in enumerate(ESTIMATORS):
+                for c_index, (kind, placement) in enumerate(CONFIGS):
+                    seed = row_seed(args, w_index, o_index, e_index, c_index)
+                    rows.append(measure_row(world, point, objective, estimator, kind, placement, args, seed))
+            entry["objectives"][objective] = {
+                "kl_target_optimum": float(sa.forward_kl(tab.target, best)),
+                "kl_optimum_reference": float(sa.forward_kl(best, tab.reference)),
+                "rows": rows,
+            }
+        results["worlds"][world_name] = entry
+    all_rows = [row for w in results["worlds"].values() for o in w["objectives"].values() for row in o["rows"]]
+    results["all_as_declared"] = all(row["as_declared"] for row in all_rows)
+    results["worst_declared_relative_error"] = max(row["declared_relative_error"] for row in all_rows)
+    results["seconds"] = time.perf_counter() - start
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def label(row: dict) -> str:
+    where = "exact KL" if row["kl_placement"] == "exact" else f"{row['kl_estimator']} in {row['kl_placement']}"
+    return f"{row['estimator']}: {where}"
+
+
+def plot(results: dict, args: Args) -> None:
+    """gradient_estimators.png: final forward KL to the optimum per row (± s.e.), one panel per world × objective."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(WORLDS), len(OBJECTIVES), figsize=(12, 8), squeeze=False)
+    for i, world_name in enumerate(WORLDS):
+        for j, objective in enumerate(OBJECTIVES):
+            ax = axes[i][j]
+            rows = results["worlds"][world_name]["objectives"][objective]["rows"]
+            y = np.arange(len(rows))
+            means = [row["kl_to_optimum_mean"] for row in rows]
+            errors = [row["kl_to_optimum_se"] for row in rows]
+            colors = ["tab:green" if row["cosine"] > 1 - 1e-9 else "tab:red" for row in rows]
+            ax.barh(y, means, xerr=errors, color=colors, alpha=0.8)
+            ax.set_yticks(y, [f"{label(row)} (cos {row['cosine']:.2f})" for row in rows], fontsize=7)
+            ax.set_xscale("log")
+            ax.invert_yaxis()
+            ax.set_title(f"{world_name} world, {objective}: KL(opt ‖ pi) after {results['steps']} steps", fontsize=9)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.suptitle(
+        f"green: expected gradient = true gradient; red: it is not ({results['samples']} samples per step, "
+        f"{results['replicates']} runs, mean ± s.e.)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    save_figure(fig, args, "gradient_estimators.png")
+
+
+def summary(results: dict) -> str:
+    """One line per row: its declared law, cosine and relative error, variance, final KL ± s.e."""
+    lines = [
+        f"{results['samples']} samples per step, {results['steps']} Adam steps, {results['replicates']} runs; "
+        f"every expected gradient equals its declared law: {results['all_as_declared']} "
+        f"(worst relative error {results['worst_declared_relative_error']:.1e})"
+    ]
+    header = (
+        f"{'row':>22} | {'declared law':>26} | {'cosine':>7} | {'rel.err':>7} | {'tr Cov (m)':>10} | "
+        f"{'KL(opt‖pi) ± s.e.':>21} | {'KL(pi*‖pi) ± s.e.':>21}"
+    )
+    for world_name, entry in results["worlds"].items():
+        for objective, block in entry["objectives"].items():
+            lines += [
+                f"{world_name} world ({entry['n_responses']} responses, {entry['n_parameters']} parameters), "
+                f"{objective}: KL(pi* ‖ optimum) = {block['kl_target_optimum']:.4f}",
+                header,
+            ]
+            for row in block["rows"]:
+                lines.append(
+                    f"{label(row):>22} | {row['declared'][0]:>26} | {row['cosine']:7.4f} | "
+                    f"{row['relative_error']:7.3f} | {row['variance']:10.4g} | "
+                    f"{row['kl_to_optimum_mean']:10.3g} ± {row['kl_to_optimum_se']:8.2g} | "
+                    f"{row['kl_to_target_mean']:10.3g} ± {row['kl_to_target_se']:8.2g}"
+                )
+    lines.append(f"{results['seconds']:.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,410 @@
+"""On-policy rates: does RKL trained by stochastic gradients attain the O(1/n) of its population objective?
+
+A `SequenceWorld` (token sequences up to length L, pi*, pi0 = mu per-prefix tabular models,
+gamma-tilted preferences over whole sequences).  For every n = 2^k and R replicate datasets
+of n labelled pairs from mu (counts over the enumerated world, `.as_tabular()`):
+
+Exact estimators (Newton or closed form on the enumerated world, beta = 0):
+  * PMLE (eq. 4) and DPO (eq. 6): `sa.fit`.  DPO is not consistent: its population minimizer
+    is pi0·pi*/Z (spec §2), so its error is measured to that policy (and to pi* for the record);
+  * R̂ = the Bradley–Terry MLE (eq. 9, `sa.fit_reward_model`, no ridge: the sweep starts at an n
+    where every comparison graph is connected — the separable fraction is recorded);
+  * distillation on the pairs of D_n (pairs from mu, eq. 11) with soft labels from R̂: `sa.fit`;
+  * RKL (eq. 15, beta = 0): its exact minimizer pi_R̂ (closed form) — the reference curve.
+
+Stochastic estimators (per-prefix logits from pi0, Adam, samples of the current policy only):
+  * RKL by RLOO score-function gradients with the entropy in the reward (`score_function_fit`);
+  * distillation on pairs from the current policy pi_t (Algorithm 1, `onpolicy_pair_fit`).
+  Both have the same exact minimizer as RKL: pi_R̂ (distillation's loss is 0 there whatever
+  full-support law draws the pairs).  So the optimization error of a run is KL(pi_R̂ ‖ pi_sgd),
+  measured on the same data, and its statistical error is the reference curve.  Each is run at
+  every sampling budget m (responses per prompt per step; distillation draws m/2 pairs) with the
+  same steps and step-size schedule (Adam restarted at each lr of `lr_schedule`), all n ×
+  replicates in one batched run.  The optimization error does not fall with n, so the rate can
+  only appear where it is below the statistical error; the record gives both at every n.
+
+Slopes of the mean forward KL against n with bootstrap CIs (`check_rate`, expected −1, CI width
+at most `max_ci_width`) for every curve; for each stochastic method, the smallest budget whose
+slope passes is "the budget at which the rate appears".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+
+import synthalign as sa
+from synthalign.estimators.onpolicy import onpolicy_pair_fit, score_function_fit
+from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.stats import check_rate, fit_slope
+
+NAME = "onpolicy-rates"
+EXACT = ("pmle", "dpo", "distillation_mu", "rkl_exact")
+STOCHASTIC = ("rkl_sgd", "distillation_pit")
+LABELS = {
+    "pmle": "PMLE (Newton)",
+    "dpo": "DPO (Newton), to pi0·pi*",
+    "distillation_mu": "distillation, pairs from mu (Newton)",
+    "rkl_exact": "RKL exact minimizer pi_R̂",
+    "rkl_sgd": "RKL, RLOO stochastic gradients",
+    "distillation_pit": "distillation, pairs from pi_t (SGD)",
+}
+COLORS = {
+    "pmle": "tab:green",
+    "dpo": "tab:purple",
+    "distillation_mu": "tab:orange",
+    "rkl_exact": "black",
+    "rkl_sgd": "tab:blue",
+    "distillation_pit": "tab:red",
+}
+_SIZES = {
+    # size: (largest log2 n, replicates, sampling budgets, steps)
+    "quick": (12, 8, (4, 32), 90),
+    "default": (17, 24, (2, 4, 16, 64), 300),
+    "full": (19, 100, (2, 4, 16, 64, 256), 900),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the onpolicy-rates experiment (CommonArgs plus these)."""
+
+    vocab_size: int = 3
+    """V of the sequence world (EOS included)"""
+    max_length: int = 3
+    """L of the sequence world"""
+    n_prompts: int = 2
+    """|X| of the sequence world"""
+    gamma: float = 0.5
+    """preference tilt (and RKL's entropy coefficient)"""
+    logit_scale: float = 0.5
+    """logit scale of pi*'s and pi0's next-token logits"""
+    log2_n_min: int = 10
+    """smallest n is 2^log2_n_min (where R̂'s maximum likelihood exists in (almost) every dataset)"""
+    log2_n_max: int | None = None
+    """largest n is 2^log2_n_max; None: 12 quick, 17 default, 19 full"""
+    budgets: tuple[int, ...] | None = None
+    """sampling budgets m (responses per prompt per step); None: (4, 32) quick, (2, 4, 16, 64) default"""
+    steps: int | None = None
+    """Adam steps of each stochastic run, split evenly over lr_schedule; None: 90 quick, 300 default"""
+    lr_schedule: tuple[float, ...] = (0.1, 0.03, 0.01)
+    """Adam learning rates, one phase each (Adam restarts at each)"""
+    solver_tol: float = 1e-10
+    """Newton gradient tolerance of the exact fits"""
+    expected_slope: float = -1.0
+    """the rate of the population objectives (Thms 4, 6, 7)"""
+    max_ci_width: float = 0.5
+    """check_rate's widest conclusive CI"""
+    n_boot: int = 2000
+    """bootstrap resamples of each slope's CI"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("n_prompts", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(name, f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+            raise OptionError("vocab_size", f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
+        for name in ("gamma", "logit_scale", "solver_tol", "max_ci_width"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise OptionError(name, f"{name} must be a positive number, got {value!r}")
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        if not isinstance(self.log2_n_min, int) or not isinstance(top, int) or not 1 <= self.log2_n_min < top <= 30:
+            raise OptionError("log2_n_max", f"need 1 <= log2_n_min < log2_n_max <= 30, got {self.log2_n_min}, {top}")
+        if self.budgets is not None:
+            self.budgets = tuple(self.budgets)
+            if not self.budgets or any(
+                isinstance(m, bool) or not isinstance(m, int) or m < 2 or m % 2 for m in self.budgets
+            ):
+                raise OptionError("budgets", f"budgets must be even integers >= 2 (m/2 pairs), got {self.budgets!r}")
+        self.lr_schedule = tuple(float(lr) for lr in self.lr_schedule)
+        if not self.lr_schedule or not all(math.isfinite(lr) and lr > 0 for lr in self.lr_schedule):
+            raise OptionError("lr_schedule", f"lr_schedule must be positive numbers, got {self.lr_schedule!r}")
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < len(self.lr_schedule)
+        ):
+            raise OptionError("steps", f"steps must be an integer >= len(lr_schedule), got {self.steps!r}")
+        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 100:
+            raise OptionError("n_boot", f"n_boot must be an integer >= 100, got {self.n_boot!r}")
+
+    @property
+    def ns(self) -> list[int]:
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        return [2**k for k in range(self.log2_n_min, top + 1)]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+
+    @property
+    def sampling_budgets(self) -> tuple[int, ...]:
+        return self.budgets if self.budgets is not None else _SIZES[self.size][2]
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps if self.steps is not None else _SIZES[self.size][3]
+
+
+# ----------------------------------------------------------------------------- the exact fits, per n
+
+
+def exact_fits(world: sa.SequenceWorld, args: Args) -> dict:
+    """Every exact estimator on the same datasets; R̂ per dataset for the stochastic runs."""
+    tab = world.as_tabular()
+    dpo_limit = sa.Policy.from_logits(tab.reference.logp + tab.target.logp)
+    values = {name: [] for name in EXACT}
+    values["dpo_to_target"] = []
+    rewards, separable, converged = [], [], []
+    for n in args.ns:
+        data = tab.sample_preferences(n, args.n_replicates, seed=np.random.SeedSequence([args.seed, n]))
+        separable.append(float(sa.comparison_graph_separable(data.counts).any(dim=-1).double().mean()))
+        reward_fit = sa.fit_reward_model(data, ridge=0.0, tol=args.solver_tol)
+        reward = reward_fit.reward
+        pmle = sa.fit("pmle", data, tol=args.solver_tol)
+        dpo = sa.fit("dpo", data, tol=args.solver_tol)
+        distillation = sa.fit("distillation", data, reward=reward, tol=args.solver_tol)
+        rkl = sa.fit("rkl", data, reward=reward)  # closed form pi_R̂ at beta = 0
+        converged.append(all(bool(f.converged.all()) for f in (reward_fit, pmle, dpo, distillation)))
+        values["pmle"].append(sa.forward_kl(tab.target, pmle.policy))
+        values["dpo"].append(sa.forward_kl(dpo_limit, dpo.policy))
+        values["dpo_to_target"].append(sa.forward_kl(tab.target, dpo.policy))
+        values["distillation_mu"].append(sa.forward_kl(tab.target, distillation.policy))
+        values["rkl_exact"].append(sa.forward_kl(tab.target, rkl.policy))
+        rewards.append(reward)
+    return {
+        "values": {name: torch.stack(v) for name, v in values.items()},  # [len(ns), R]
+        "reward": torch.cat(rewards),  # [len(ns)·R, X, N], n-major
+        "minimizer": sa.reward_policy(torch.cat(rewards), tab.gamma, tab.prompt_dist),
+        "separable_fraction": separable,
+        "newton_converged": converged,
+    }
+
+
+# ----------------------------------------------------------------------------- the stochastic runs
+
+
+def train(world, method: str, reward: torch.Tensor, budget: int, args: Args, seed: int):
+    """One batched run over every (n, replicate): Adam restarted at each lr of the schedule."""
+    replicates = reward.shape[0]
+    phase_steps = [args.n_steps // len(args.lr_schedule)] * len(args.lr_schedule)
+    phase_steps[-1] += args.n_steps - sum(phase_steps)
+    init, losses = None, []
+    for phase, (lr, steps) in enumerate(zip(args.lr_schedule, phase_steps, strict=True)):
+        phase_seed = int(np.random.SeedSequence([seed, phase]).generate_state(1)[0])
+        common = dict(reward=reward, steps=steps, lr=lr, replicates=replicates, seed=phase_seed, init=init)
+        if method == "rkl_sgd":
+            fitted = score_function_fit(
+                world, "rkl", estimator="rloo", entropy_placement="reward", samples=budget, **common
+            )
+        else:
+            fitted = onpolicy_pair_fit(world, "distillation", pairs=budget // 2, **common)
+        init, losses = fitted.parameters, losses + [fitted.losses]
+    return fitted.policy, torch.cat(losses)
+
+
+def curve(ns, values: torch.Tensor, args: Args) -> dict:
+    slope = fit_slope(ns, values, n_boot=args.n_boot, seed=args.seed)
+    verdict = check_rate(
+        ns, values, args.expected_slope, max_ci_width=args.max_ci_width, n_boot=args.n_boot, seed=args.seed
+    )
+    sqrt_r = math.sqrt(values.shape[1])
+    return {
+        "mean": values.mean(dim=1).tolist(),
+        "se": (values.std(dim=1) / sqrt_r).tolist(),
+        "median": values.median(dim=1).values.tolist(),
+        "values": values.tolist(),
+        "slope": dataclasses.asdict(slope),
+        "verdict": verdict.to_dict(),
+    }
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str):
+    """Runs the block with one intra-op CPU thread, then restores the setting.
+
+    Every tensor here is tiny; on a 2-core machine shared with other work a second
+    intra-op thread costs far more in synchronization than it saves (a training step of
+    the sequence world measured over ten times slower with 2 threads under load).
+    """
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args: Args) -> dict:
+    """Exact and stochastic estimators over n; writes onpolicy_rates.json and onpolicy_rates.png."""
+    with _one_cpu_thread(args.device):
+        return _run(args)
+
+
+def _run(args: Args) -> dict:
+    start = time.perf_counter()
+    world = sa.SequenceWorld.random(
+        vocab_size=args.vocab_size,
+        max_length=args.max_length,
+        n_prompts=args.n_prompts,
+        gamma=args.gamma,
+        logit_scale=args.logit_scale,
+        seed=args.seed,
+        device=args.device,
+    )
+    tab = world.as_tabular()
+    ns, replicates = args.ns, args.n_replicates
+    exact = exact_fits(world, args)
+    results = {
+        "ns": ns,
+        "replicates": replicates,
+        "world": {
+            "vocab_size": args.vocab_size,
+            "max_length": args.max_length,
+            "n_prompts": tab.n_prompts,
+            "n_sequences": tab.n_responses,
+            "gamma": tab.gamma,
+            "kl_target_reference": float(sa.forward_kl(tab.target, tab.reference)),
+            "min_behavior_probability": float(tab.behavior.logp.exp().min()),
+        },
+        "separable_fraction": exact["separable_fraction"],
+        "newton_converged": exact["newton_converged"],
+        "exact_seconds": time.perf_counter() - start,
+        "exact": {name: curve(ns, exact["values"][name], args) for name in EXACT},
+        "dpo_to_target_mean": exact["values"]["dpo_to_target"].mean(dim=1).tolist(),
+        "stochastic": {},
+    }
+    statistical = exact["values"]["rkl_exact"]
+    for m_index, method in enumerate(STOCHASTIC):
+        per_budget = {}
+        for b_index, budget in enumerate(args.sampling_budgets):
+            seed = int(np.random.SeedSequence([args.seed, 1000 + m_index, b_index]).generate_state(1)[0])
+            policy, losses = train(world, method, exact["reward"], budget, args, seed)
+            to_target = sa.forward_kl(tab.target, policy).reshape(len(ns), replicates)
+            optimization = sa.forward_kl(exact["minimizer"], policy).reshape(len(ns), replicates)
+            entry = curve(ns, to_target, args)
+            entry["optimization_error_mean"] = optimization.mean(dim=1).tolist()
+            entry["optimization_error_se"] = (optimization.std(dim=1) / math.sqrt(replicates)).tolist()
+            entry["optimization_over_statistical"] = (optimization.mean(dim=1) / statistical.mean(dim=1)).tolist()
+            entry["final_loss_mean"] = float(losses[-1].mean())
+            entry["responses_per_step"] = budget * tab.n_prompts
+            per_budget[str(budget)] = entry
+        passing = [int(b) for b, e in per_budget.items() if e["verdict"]["passed"]]
+        results["stochastic"][method] = {
+            "budgets": per_budget,
+            "rate_appears_at_budget": min(passing) if passing else None,
+        }
+    results["steps"] = args.n_steps
+    results["lr_schedule"] = list(args.lr_schedule)
+    results["seconds"] = time.perf_counter() - start
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    """onpolicy_rates.png: (left) forward KL against n, every method; (right) optimization against statistical error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    ns = np.asarray(results["ns"], dtype=float)
+    for name, entry in results["exact"].items():
+        s = entry["slope"]
+        style = "-" if name == "rkl_exact" else "o-"
+        left.plot(
+            ns,
+            entry["mean"],
+            style,
+            ms=3,
+            color=COLORS[name],
+            lw=2 if name == "rkl_exact" else 1,
+            label=f"{LABELS[name]}: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+        )
+    for method, block in results["stochastic"].items():
+        budgets = list(block["budgets"])
+        for i, budget in enumerate(budgets):
+            entry = block["budgets"][budget]
+            s = entry["slope"]
+            alpha = 0.35 + 0.65 * (i + 1) / len(budgets)
+            left.plot(
+                ns,
+                entry["mean"],
+                "s--",
+                ms=3,
+                color=COLORS[method],
+                alpha=alpha,
+                label=f"{LABELS[method]}, m={budget}: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+            )
+            right.plot(
+                ns,
+                entry["optimization_error_mean"],
+                "s--",
+                ms=3,
+                color=COLORS[method],
+                alpha=alpha,
+                label=f"{LABELS[method]}, m={budget}",
+            )
+    right.plot(ns, results["exact"]["rkl_exact"]["mean"], "k-", lw=2, label="statistical error KL(pi* ‖ pi_R̂)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("n (preference pairs)")
+        ax.grid(True, which="both", alpha=0.3)
+    left.set_ylabel("mean E_x KL(pi* ‖ pi_hat)")
+    left.set_title(
+        f"sequence world, {results['world']['n_sequences']} sequences, {results['replicates']} datasets per n",
+        fontsize=9,
+    )
+    right.set_ylabel("mean KL(pi_R̂ ‖ pi_sgd)")
+    right.set_title(f"optimization error after {results['steps']} steps (lr {results['lr_schedule']})", fontsize=9)
+    left.legend(fontsize=6)
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    save_figure(fig, args, "onpolicy_rates.png")
+
+
+def summary(results: dict) -> str:
+    """Slopes with CIs per method and budget; the budget at which each stochastic method attains the rate."""
+    w = results["world"]
+    ns = results["ns"]
+    lines = [
+        f"sequence world V={w['vocab_size']}, L={w['max_length']}, X={w['n_prompts']} ({w['n_sequences']} sequences), "
+        f"n = {ns[0]}..{ns[-1]}, {results['replicates']} datasets per n; separable at the smallest n: "
+        f"{results['separable_fraction'][0]:.3f}",
+        f"{'method':>40} | {'slope':>7} | {'95% CI':^18} | {'mean at n_max':>13} | {'opt/stat at n_max':>17} | verdict",
+    ]
+    for name, entry in results["exact"].items():
+        s = entry["slope"]
+        ok = "pass" if entry["verdict"]["passed"] else "FAIL"
+        lines.append(
+            f"{LABELS[name]:>40} | {s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | "
+            f"{entry['mean'][-1]:13.3g} | {'':>17} | {ok}"
+        )
+    for method, block in results["stochastic"].items():
+        for budget, entry in block["budgets"].items():
+            s = entry["slope"]
+            ok = "pass" if entry["verdict"]["passed"] else "FAIL"
+            name = f"{LABELS[method]}, m={budget}"
+            lines.append(
+                f"{name:>40} | {s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | "
+                f"{entry['mean'][-1]:13.3g} | {entry['optimization_over_statistical'][-1]:17.3g} | {ok}"
+            )
+        lines.append(f"{'':>40}   rate appears at budget m = {block['rate_appears_at_budget']}")
+    lines.append(f"{results['steps']} steps, lr {results['lr_schedule']}; {results['seconds']:.1f} s")
+    return "\n".join(lines)
