@@ -117,16 +117,20 @@ from synthalign.worlds import (
     sample_preferences_torch,
     union_class,
 )
+from synthalign.worlds.laws import BradleyTerry, GeneralLaw, LinkLaw, PreferenceLaw, thurstone
 
 __all__ = [
     "__version__",
     "DEFAULT_REGISTRY",
     "TRL_LOSS_TYPES",
     "ZOO_LOSSES",
+    "BradleyTerry",
     "ClassEstimate",
     "ClassFit",
     "FitResult",
+    "GeneralLaw",
     "GradientRow",
+    "LinkLaw",
     "ModuleAutoregressive",
     "Objective",
     "OnPolicyFit",
@@ -135,6 +139,7 @@ __all__ = [
     "Policy",
     "PolicyClass",
     "PreferenceData",
+    "PreferenceLaw",
     "PreferenceList",
     "PrefixModel",
     "Registry",
@@ -234,6 +239,7 @@ __all__ = [
     "sppo_loss",
     "squared_hellinger",
     "tabular_estimator",
+    "thurstone",
     "total_variation",
     "union_class",
     "win_rate",
