@@ -84,6 +84,7 @@ from synthalign.registry import DEFAULT_REGISTRY, Objective, Registry, get_objec
 from synthalign.stats import SlopeFit, Verdict, check_bound, check_rate, fit_slope
 from synthalign.sweeps import SweepResult, class_estimator, rate_sweep, tabular_estimator
 from synthalign.theory.closed_forms import reward_policy, rkl_policy, rlhf_policy
+from synthalign.theory.games import best_response, duality_gap, regularized_nash, von_neumann_winner
 from synthalign.worlds import (
     ModuleAutoregressive,
     PairData,
@@ -158,6 +159,7 @@ __all__ = [
     "argmin_over_class",
     "bco_pair_loss",
     "bernoulli_kl_logits",
+    "best_response",
     "check_bound",
     "check_rate",
     "chipo_loss",
@@ -168,6 +170,7 @@ __all__ = [
     "discopop_loss",
     "distillation_loss",
     "dpo_loss",
+    "duality_gap",
     "empirical_loss",
     "entropy",
     "entropy_per_prompt",
@@ -215,6 +218,7 @@ __all__ = [
     "preference_squared_error",
     "rate_sweep",
     "rebel_loss",
+    "regularized_nash",
     "reverse_kl",
     "reward_class",
     "reward_model_loss",
@@ -242,6 +246,7 @@ __all__ = [
     "thurstone",
     "total_variation",
     "union_class",
+    "von_neumann_winner",
     "win_rate",
     "xpo_loss",
 ]
