@@ -27,6 +27,7 @@ from synthalign.estimators import (
     onpolicy_pair_fit,
     score_function_fit,
 )
+from synthalign.estimators.nash import NASH_METHODS, NashTrace, nash_iterations
 from synthalign.evaluate import empirical_loss, population_loss
 from synthalign.metrics import (
     entropy,
@@ -123,6 +124,7 @@ from synthalign.worlds.laws import BradleyTerry, GeneralLaw, LinkLaw, Preference
 __all__ = [
     "__version__",
     "DEFAULT_REGISTRY",
+    "NASH_METHODS",
     "TRL_LOSS_TYPES",
     "ZOO_LOSSES",
     "BradleyTerry",
@@ -133,6 +135,7 @@ __all__ = [
     "GradientRow",
     "LinkLaw",
     "ModuleAutoregressive",
+    "NashTrace",
     "Objective",
     "OnPolicyFit",
     "PairData",
@@ -202,6 +205,7 @@ __all__ = [
     "list_objectives",
     "log_ratio",
     "make_trainer",
+    "nash_iterations",
     "nca_pair_loss",
     "objective",
     "online_dpo_loss",
