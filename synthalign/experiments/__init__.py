@@ -21,6 +21,9 @@ EXPERIMENTS = {
         "unregularized PMLE/DPO are blind where there is no data (§2)"
     ),
     "prop15": "Reverse KL against forward KL, and Prop. 15's factor",
+    "general-preferences": (
+        "Duality gaps of Nash-MD, online IPO, SPPO, extragradient and DPO/RKL on random and cyclic P"
+    ),
 }
 
 
