@@ -27,6 +27,7 @@ from synthalign.estimators import (
     onpolicy_pair_fit,
     score_function_fit,
 )
+from synthalign.estimators.misspecification import approximation_floor, feature_reward_fit, overoptimization_curve
 from synthalign.estimators.nash import NASH_METHODS, NashTrace, nash_iterations
 from synthalign.evaluate import empirical_loss, population_loss
 from synthalign.metrics import (
@@ -159,6 +160,7 @@ __all__ = [
     "aot_unpaired_loss",
     "apo_down_loss",
     "apo_zero_loss",
+    "approximation_floor",
     "argmin_over_class",
     "bco_pair_loss",
     "bernoulli_kl_logits",
@@ -184,6 +186,7 @@ __all__ = [
     "expected_reward",
     "f_dpo_loss",
     "f_ipo_loss",
+    "feature_reward_fit",
     "fit",
     "fit_over_class",
     "fit_reward_model",
@@ -210,6 +213,7 @@ __all__ = [
     "objective",
     "online_dpo_loss",
     "onpolicy_pair_fit",
+    "overoptimization_curve",
     "pair_batch_loss",
     "pair_log_probs",
     "perturbation_class",

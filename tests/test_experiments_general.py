@@ -12,7 +12,8 @@ from synthalign.experiments import general_preferences
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("general_preferences")
-    args = general_preferences.Args(size="quick", out=str(out), progress=False)
+    # The quick size with fewer iterations and one n, to keep the default suite short.
+    args = general_preferences.Args(size="quick", out=str(out), progress=False, iterations=25, log2_n_max=6)
     return out, general_preferences.run(args)
 
 

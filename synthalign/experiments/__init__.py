@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "general-preferences": (
         "Duality gaps of Nash-MD, online IPO, SPPO, extragradient and DPO/RKL on random and cyclic P"
     ),
+    "misspecification": "A restricted reward class leaves a floor under the 1/n rate; reward over-optimization",
 }
 
 
