@@ -36,6 +36,8 @@ from synthalign.estimators import (
     onpolicy_pair_fit,
     score_function_fit,
 )
+from synthalign.estimators.misspecification import approximation_floor, feature_reward_fit, overoptimization_curve
+from synthalign.estimators.nash import NASH_METHODS, NashTrace, nash_iterations
 from synthalign.evaluate import empirical_loss, population_loss
 from synthalign.metrics import (
     entropy,
@@ -93,6 +95,7 @@ from synthalign.registry import DEFAULT_REGISTRY, Objective, Registry, get_objec
 from synthalign.stats import SlopeFit, Verdict, check_bound, check_rate, fit_slope
 from synthalign.sweeps import SweepResult, class_estimator, rate_sweep, tabular_estimator
 from synthalign.theory.closed_forms import reward_policy, rkl_policy, rlhf_policy
+from synthalign.theory.games import best_response, duality_gap, regularized_nash, von_neumann_winner
 from synthalign.worlds import (
     ModuleAutoregressive,
     PairData,
@@ -126,18 +129,24 @@ from synthalign.worlds import (
     sample_preferences_torch,
     union_class,
 )
+from synthalign.worlds.laws import BradleyTerry, GeneralLaw, LinkLaw, PreferenceLaw, thurstone
 
 __all__ = [
     "__version__",
     "DEFAULT_REGISTRY",
+    "NASH_METHODS",
     "TRL_LOSS_TYPES",
     "ZOO_LOSSES",
+    "BradleyTerry",
     "ClassEstimate",
     "ClassFit",
     "FitResult",
+    "GeneralLaw",
     "GradientRow",
     "LMPolicy",
+    "LinkLaw",
     "ModuleAutoregressive",
+    "NashTrace",
     "Objective",
     "OnPolicyFit",
     "OnPolicyPairTrainer",
@@ -147,6 +156,7 @@ __all__ = [
     "Policy",
     "PolicyClass",
     "PreferenceData",
+    "PreferenceLaw",
     "PreferenceList",
     "PrefixModel",
     "Registry",
@@ -162,9 +172,11 @@ __all__ = [
     "aot_unpaired_loss",
     "apo_down_loss",
     "apo_zero_loss",
+    "approximation_floor",
     "argmin_over_class",
     "bco_pair_loss",
     "bernoulli_kl_logits",
+    "best_response",
     "check_bound",
     "check_rate",
     "chipo_loss",
@@ -175,6 +187,7 @@ __all__ = [
     "discopop_loss",
     "distillation_loss",
     "dpo_loss",
+    "duality_gap",
     "empirical_loss",
     "entropy",
     "entropy_per_prompt",
@@ -185,6 +198,7 @@ __all__ = [
     "expected_reward",
     "f_dpo_loss",
     "f_ipo_loss",
+    "feature_reward_fit",
     "fit",
     "fit_over_class",
     "fit_reward_model",
@@ -207,10 +221,12 @@ __all__ = [
     "log_ratio",
     "make_trainer",
     "mass_outside",
+    "nash_iterations",
     "nca_pair_loss",
     "objective",
     "online_dpo_loss",
     "onpolicy_pair_fit",
+    "overoptimization_curve",
     "pair_batch_loss",
     "pair_log_probs",
     "perturbation_class",
@@ -223,6 +239,7 @@ __all__ = [
     "preference_squared_error",
     "rate_sweep",
     "rebel_loss",
+    "regularized_nash",
     "reverse_kl",
     "reward_class",
     "reward_model_loss",
@@ -247,8 +264,10 @@ __all__ = [
     "sppo_loss",
     "squared_hellinger",
     "tabular_estimator",
+    "thurstone",
     "total_variation",
     "union_class",
+    "von_neumann_winner",
     "win_rate",
     "xpo_loss",
 ]

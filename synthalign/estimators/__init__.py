@@ -5,7 +5,8 @@
 * `synthalign.estimators.finite_class`: argmins over an explicit finite class (the theorems' setting).
 
 * `synthalign.estimators.onpolicy`: stochastic-gradient estimators from samples of the policy itself;
-* `synthalign.estimators.gradient_check`: their exact expected gradients on enumerable spaces.
+* `synthalign.estimators.gradient_check`: their exact expected gradients on enumerable spaces;
+* `synthalign.estimators.nash`: Nash-MD, online IPO, SPPO and extragradient on a general law, exact and sampled.
 """
 
 from synthalign.estimators.finite_class import ClassEstimate, ClassFit, argmin_over_class, fit_over_class
@@ -17,13 +18,17 @@ from synthalign.estimators.gradient_check import (
     gradient_law,
     gradient_table,
 )
+from synthalign.estimators.nash import NASH_METHODS, NASH_TARGETS, NashTrace, nash_iterations
 from synthalign.estimators.onpolicy import OnPolicyFit, onpolicy_pair_fit, score_function_fit
 
 __all__ = [
+    "NASH_METHODS",
+    "NASH_TARGETS",
     "ClassEstimate",
     "ClassFit",
     "FitResult",
     "GradientRow",
+    "NashTrace",
     "OnPolicyFit",
     "argmin_over_class",
     "comparison_graph_separable",
@@ -34,6 +39,7 @@ __all__ = [
     "fit_reward_model",
     "gradient_law",
     "gradient_table",
+    "nash_iterations",
     "onpolicy_pair_fit",
     "score_function_fit",
 ]

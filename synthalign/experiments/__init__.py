@@ -23,6 +23,10 @@ EXPERIMENTS = {
     "prop15": "Reverse KL against forward KL, and Prop. 15's factor",
     "gradient-estimators": "What REINFORCE/RLOO with k1/k2/k3 KL estimators in the loss or reward follow (§6.14)",
     "onpolicy-rates": "Does RKL trained by stochastic gradients attain O(1/n), and at which sampling budget per step?",
+    "general-preferences": (
+        "Duality gaps of Nash-MD, online IPO, SPPO, extragradient and DPO/RKL on random and cyclic P"
+    ),
+    "misspecification": "A restricted reward class leaves a floor under the 1/n rate; reward over-optimization",
 }
 
 

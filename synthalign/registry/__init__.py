@@ -6,7 +6,7 @@
 `synthalign.evaluate`'s job.
 """
 
-from synthalign.registry import paper, zoo  # noqa: F401 - fill DEFAULT_REGISTRY
+from synthalign.registry import nash, paper, zoo  # noqa: F401 - fill DEFAULT_REGISTRY
 from synthalign.registry.protocol import (
     DATA_KINDS,
     DEFAULT_REGISTRY,

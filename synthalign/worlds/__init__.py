@@ -3,6 +3,7 @@
 * `synthalign.worlds.policy`: `Policy`, a (batch of) tabular conditional distributions;
 * `synthalign.worlds.tabular`: `World`, the contextual-bandit world (D, pi*, pi0, mu, gamma);
 * `synthalign.worlds.preferences`: the gamma-tilted Bradley–Terry law over the cells (x, a, b);
+* `synthalign.worlds.laws`: other preference laws (links, Thurstone, general and cyclic P) a world can carry;
 * `synthalign.worlds.datasets`: `PreferenceData` / `PairData` (counts over the cells), `PreferenceList`;
 * `synthalign.worlds.sampling`: datasets drawn from a world's law;
 * `synthalign.worlds.classes`: finite policy classes containing pi* (A1);
@@ -19,6 +20,7 @@ from synthalign.worlds.autoregressive import (
 )
 from synthalign.worlds.classes import PolicyClass, grid_class, list_class, perturbation_class, reward_class, union_class
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData, PreferenceList, counts_to_list
+from synthalign.worlds.laws import BradleyTerry, GeneralLaw, LinkLaw, PreferenceLaw, thurstone
 from synthalign.worlds.policy import Policy, as_logp, check_distribution
 from synthalign.worlds.preferences import (
     pair_log_probs,
@@ -38,12 +40,16 @@ from synthalign.worlds.torch_sampling import (
 )
 
 __all__ = [
+    "BradleyTerry",
     "CellData",
+    "GeneralLaw",
+    "LinkLaw",
     "ModuleAutoregressive",
     "PairData",
     "Policy",
     "PolicyClass",
     "PreferenceData",
+    "PreferenceLaw",
     "PreferenceList",
     "PrefixModel",
     "SequenceSpace",
@@ -71,5 +77,6 @@ __all__ = [
     "sample_preference_list_torch",
     "sample_preferences",
     "sample_preferences_torch",
+    "thurstone",
     "union_class",
 ]

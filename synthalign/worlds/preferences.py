@@ -35,9 +35,12 @@ def pair_log_probs(logp: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def preference_matrix(world_or_logp, gamma: float | None = None) -> Tensor:
-    """P(i ≻ j | x) for all cells, shape [..., X, A, A], under pi* (or given log-probs)."""
+    """P(i ≻ j | x) for all cells, shape [..., X, A, A]: the world's law (spec §1's under pi* unless
+    `world.law` names another, `synthalign.worlds.laws`), or spec §1's law of given log-probs."""
     if gamma is None:
         world = world_or_logp
+        if getattr(world, "law", None) is not None:
+            return world.law.matrix(world)
         logp, gamma = world.target.logp, world.gamma
     else:
         logp = as_logp(world_or_logp)

@@ -26,6 +26,7 @@ from synthalign._checks import (
     describe,
 )
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList
+from synthalign.worlds.laws import PreferenceLaw
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import population_preferences
 from synthalign.worlds.sampling import sample_pairs, sample_preference_list, sample_preferences
@@ -41,6 +42,8 @@ class World:
       reference: pi0, the reference (SFT) policy of every KL(pi || pi0) term.
       behavior: mu, the policy that draws the two responses of each pair.
       gamma: the preference tilt (spec §1), > 0.
+      law: the preference law labelling pairs (`synthalign.worlds.laws`); None is spec §1's
+        gamma-tilted Bradley–Terry law of pi*.
     """
 
     prompt_dist: Tensor
@@ -48,6 +51,7 @@ class World:
     reference: Policy
     behavior: Policy
     gamma: float
+    law: PreferenceLaw | None = None
 
     def __post_init__(self):
         check_positive(self.gamma, "gamma")
@@ -74,6 +78,10 @@ class World:
             if policy.prompt_dist is None or policy.prompt_dist is not self.prompt_dist:
                 object.__setattr__(self, field, Policy(policy.logp, self.prompt_dist))
         object.__setattr__(self, "gamma", float(self.gamma))
+        if self.law is not None:
+            if not isinstance(self.law, PreferenceLaw):
+                raise ValueError(f"law must be a PreferenceLaw or None, got {type(self.law).__name__}")
+            self.law.validate(self)
 
     # ------------------------------------------------------------------ constructors
 
@@ -263,6 +271,7 @@ class World:
             reference=Policy(self.reference.logp.to(device=device, dtype=dtype)),
             behavior=Policy(self.behavior.logp.to(device=device, dtype=dtype)),
             gamma=self.gamma,
+            law=None if self.law is None else self.law.to(device=device, dtype=dtype),
         )
 
     def floor_reference(self, floor: float) -> World:
@@ -303,7 +312,8 @@ class World:
         return sample_preference_list(self, n, replicates=replicates, seed=seed, **kwargs)
 
     def __repr__(self) -> str:
-        return f"World(X={self.n_prompts}, A={self.n_responses}, gamma={self.gamma}, dtype={self.dtype})"
+        law = "" if self.law is None else f", law={self.law!r}"
+        return f"World(X={self.n_prompts}, A={self.n_responses}, gamma={self.gamma}{law}, dtype={self.dtype})"
 
 
 def _check_dtype(dtype) -> None:

@@ -1,0 +1,253 @@
+"""General preferences: the exact duality gap of Nash-style methods and of DPO/RKL on random and cyclic P.
+
+Worlds: X prompts, A responses, a random pi0 (logits N(0, 1)), D uniform, and two preference
+families (`synthalign.worlds.laws.GeneralLaw`): "random" (σ of a Gaussian skew-symmetric matrix,
+scale `random_scale`) and "cyclic" (a planted Condorcet cycle over all responses, `cycle_strength`,
+on transitive scores of scale `transitive_scale`).  The game is the β-regularized preference game
+(`synthalign.theory.games`); its unique equilibrium π_β is computed exactly by Newton's method.
+
+Measured (`synthalign.estimators.nash`):
+
+* against iterations: the exact duality gap of Nash-MD, online IPO and extragradient (β-regularized
+  game, last iterate) and of SPPO (the β = 0 game, average iterate, its own target) over
+  `iterations` steps of exact win rates;
+* against n: the same after `iterations` steps when every win-rate vector is estimated from n
+  labelled pairs (median and 10–90% band over replicates);
+* DPO and RKL on the same law with pairs from mu = pi0: their population minimizers (the BT
+  projection of P, `tests/test_nash.py`) and fits from n offline pairs, whose β-regularized gap
+  stays away from 0 — they target the BT projection, not the equilibrium.  RKL uses R̂ fitted on
+  the same pairs (ridge `ridge`) and β; DPO is unregularized (eq. 6).
+
+Expected: extragradient's gap falls linearly to float64 zero; online IPO converges more slowly at
+the step size it tolerates; Nash-MD with a constant step stalls at an O(η) bias; SPPO's average
+gap falls like 1/T (its last iterate does not converge on cyclic P); sampled gaps fall with n to
+the exact floor; DPO and RKL stay at a constant gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+
+import synthalign as sa
+from synthalign.estimators.nash import NASH_METHODS, nash_iterations
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.theory.games import duality_gap, regularized_nash
+from synthalign.worlds.laws import GeneralLaw
+
+NAME = "general-preferences"
+FAMILIES = ("random", "cyclic")
+OFFLINE = ("dpo", "rkl")
+COLORS = {
+    "nash_md": "tab:orange",
+    "online_ipo": "tab:blue",
+    "sppo": "tab:purple",
+    "extragradient": "tab:green",
+    "dpo": "tab:red",
+    "rkl": "tab:brown",
+}
+_SIZES = {
+    # size: (iterations, largest log2 n, replicates)
+    "quick": (40, 8, 4),
+    "default": (400, 16, 16),
+    "full": (1000, 20, 64),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the general-preferences experiment (CommonArgs plus these)."""
+
+    n_prompts: int = 4
+    """|X|"""
+    n_responses: int = 6
+    """|A|"""
+    beta: float = 0.1
+    """KL weight of the regularized game (and of RKL)"""
+    gamma: float = 0.5
+    """the world's gamma (the temperature of DPO's margin)"""
+    random_scale: float = 2.0
+    """scale of the Gaussian skew-symmetric logits of the random family"""
+    cycle_strength: float = 2.0
+    """logit strength of the planted cycle"""
+    transitive_scale: float = 0.5
+    """scale of the transitive scores under the cycle"""
+    eta: float = 1.0
+    """step size of Nash-MD, SPPO and extragradient"""
+    eta_ipo: float = 0.05
+    """step size of online IPO (gradient descent in the logits; larger steps diverge)"""
+    iterations: int | None = None
+    """iterations; None: 40 quick, 400 default, 1000 full"""
+    log2_n_min: int = 6
+    """smallest n (pairs per win-rate evaluation) is 2^log2_n_min"""
+    log2_n_max: int | None = None
+    """largest n is 2^log2_n_max; None: 8 quick, 16 default, 20 full"""
+    ridge: float = 1e-2
+    """ridge of R̂ for RKL fitted from n pairs"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("beta", "gamma", "random_scale", "cycle_strength", "eta", "eta_ipo", "ridge"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.eta * self.beta > 1:
+            raise ValueError(f"eta * beta must be at most 1 (Nash-MD's mixture), got {self.eta * self.beta:g}")
+        if self.n_prompts < 1 or self.n_responses < 3:
+            raise ValueError(f"need n_prompts >= 1 and n_responses >= 3, got {self.n_prompts}, {self.n_responses}")
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][1]
+        if not 1 <= self.log2_n_min <= top <= 40:
+            raise ValueError(f"need 1 <= log2_n_min <= log2_n_max <= 40, got {self.log2_n_min}, {top}")
+
+    @property
+    def n_iterations(self) -> int:
+        return self.iterations if self.iterations is not None else _SIZES[self.size][0]
+
+    @property
+    def ns(self) -> list[int]:
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][1]
+        return [2**k for k in range(self.log2_n_min, top + 1, 2)]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][2]
+
+
+def make_world(args: Args, family: str) -> sa.World:
+    """pi0 random, D uniform, the family's law; pi* and mu are pi0 (the law ignores pi*)."""
+    generator = torch.Generator().manual_seed(args.seed)
+    logits = torch.randn(args.n_prompts, args.n_responses, generator=generator, dtype=torch.float64)
+    if family == "random":
+        law = GeneralLaw.random(args.n_prompts, args.n_responses, scale=args.random_scale, seed=args.seed + 1)
+    else:
+        law = GeneralLaw.cyclic(
+            args.n_prompts,
+            args.n_responses,
+            strength=args.cycle_strength,
+            transitive_scale=args.transitive_scale,
+            seed=args.seed + 1,
+        )
+    world = sa.World.from_tensors(target=logits, reference=logits, gamma=args.gamma, kind="logits")
+    return world.replace(law=law).to(device=args.device)
+
+
+def _gap(trace) -> torch.Tensor:
+    """The gap each method is judged by: SPPO's average in the β = 0 game, the others' last iterate at β."""
+    return trace.average_gap_unregularized if trace.method == "sppo" else trace.gap
+
+
+def _quantiles(values: torch.Tensor) -> dict:
+    q = torch.quantile(values, torch.tensor([0.1, 0.5, 0.9], dtype=values.dtype, device=values.device))
+    return {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
+
+
+def _offline_gaps(world, data, args) -> torch.Tensor:
+    """β-regularized gaps of DPO and RKL fitted on `data` (population law or counts), [2, R]."""
+    matrix = sa.preference_matrix(world)
+    reward = sa.fit_reward_model(data, ridge=0.0 if data.is_population else args.ridge).reward
+    fits = {"dpo": sa.fit("dpo", data), "rkl": sa.fit("rkl", data, beta=args.beta, reward=reward)}
+    return torch.stack(
+        [
+            duality_gap(
+                fits[name].policy, matrix, beta=args.beta, reference=world.reference, prompt_dist=world.prompt_dist
+            )
+            for name in OFFLINE
+        ]
+    )
+
+
+def run(args: Args) -> dict:
+    start = time.time()
+    T = args.n_iterations
+    results = {"families": {}, "ns": args.ns, "iterations": T}
+    for family in FAMILIES:
+        world = make_world(args, family)
+        matrix = sa.preference_matrix(world)
+        nash = regularized_nash(matrix, world.reference, args.beta)
+        nash_gap = float(duality_gap(nash, matrix, beta=args.beta, reference=world.reference))
+        entry = {"equilibrium_gap": nash_gap, "curves": {}, "vs_n": {}, "final": {}}
+        for method in NASH_METHODS:
+            eta = args.eta_ipo if method == "online_ipo" else args.eta
+            exact = nash_iterations(method, matrix, world.reference, beta=args.beta, eta=eta, iterations=T)
+            entry["curves"][method] = _gap(exact)[:, 0].tolist()
+            entry["final"][method] = float(_gap(exact)[-1, 0])
+            rows = []
+            for n in args.ns:
+                sampled = nash_iterations(
+                    method,
+                    matrix,
+                    world.reference,
+                    beta=args.beta,
+                    eta=eta,
+                    iterations=T,
+                    n_pairs=n,
+                    replicates=args.n_replicates,
+                    seed=args.seed * 1000 + n,
+                )
+                rows.append({"n": n, **_quantiles(_gap(sampled)[-1])})
+            entry["vs_n"][method] = rows
+        population = _offline_gaps(world, world.population_preferences(), args)
+        for index, name in enumerate(OFFLINE):
+            entry["final"][name] = float(population[index, 0])
+            entry["vs_n"][name] = []
+        for n in args.ns:
+            data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 1000 + n)
+            gaps = _offline_gaps(world, data, args)
+            for index, name in enumerate(OFFLINE):
+                entry["vs_n"][name].append({"n": n, **_quantiles(gaps[index])})
+        results["families"][family] = entry
+    results["seconds"] = time.time() - start
+    write_record(args, NAME, results)
+    if args.plot:
+        plot(results, args)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for row, family in enumerate(FAMILIES):
+        entry = results["families"][family]
+        ax = axes[row, 0]
+        for method, curve in entry["curves"].items():
+            ax.semilogy([max(g, 1e-17) for g in curve], color=COLORS[method], label=method)
+        for name in OFFLINE:
+            ax.axhline(entry["final"][name], color=COLORS[name], ls="--", label=f"{name} (population)")
+        ax.set(title=f"{family} P: exact gap vs iterations", xlabel="iteration", ylabel="duality gap")
+        ax.legend(fontsize=7)
+        ax = axes[row, 1]
+        for method, rows in entry["vs_n"].items():
+            ns = [r["n"] for r in rows]
+            ax.loglog(ns, [r["median"] for r in rows], "o-", color=COLORS[method], label=method)
+            ax.fill_between(ns, [r["q10"] for r in rows], [r["q90"] for r in rows], color=COLORS[method], alpha=0.15)
+        ax.set(title=f"{family} P: gap after {results['iterations']} iterations vs n", xlabel="n pairs per evaluation")
+        ax.legend(fontsize=7)
+    fig.suptitle("SPPO: average iterate, beta = 0 game; others: last iterate, beta-regularized game")
+    save_figure(fig, args, "general_preferences.png")
+
+
+def summary(results: dict) -> str:
+    """The duality-gap table: method × family, exact after T iterations and sampled at the largest n."""
+    largest = results["ns"][-1]
+    lines = [
+        f"duality gap after {results['iterations']} iterations (exact | median at n = {largest} per evaluation)",
+        f"{'method':>14} | " + " | ".join(f"{family:>22}" for family in FAMILIES),
+    ]
+    for method in (*NASH_METHODS, *OFFLINE):
+        cells = []
+        for family in FAMILIES:
+            entry = results["families"][family]
+            sampled = entry["vs_n"][method][-1]["median"]
+            cells.append(f"{entry['final'][method]:10.2e} | {sampled:9.2e}")
+        lines.append(f"{method:>14} | " + " | ".join(cells))
+    lines.append(f"{results['seconds']:.1f} s")
+    return "\n".join(lines)

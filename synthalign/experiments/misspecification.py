@@ -1,0 +1,207 @@
+"""Misspecification: a restricted reward class leaves a floor under the 1/n rate, and reward over-optimization.
+
+World: `World.random` (X prompts, A responses, mu = pi0, pi* independent).  Reward classes: linear
+features ℛ_d = {φ_{:d}(x, a)·w} with φ one N(0, 1) draw [X, A, d_max] whose first d columns are used, so
+the classes are nested; plus the tabular class (one-hot features, realizable: floor 0).  For each class:
+
+* the exact floor KL(π* ‖ π_{R̂∞}) with R̂∞ the population BT fit in the class
+  (`synthalign.estimators.misspecification.approximation_floor`);
+* the measured error E KL(π* ‖ π_{R̂n}) over n = 2^k, `replicates` datasets each (the RKL estimator at
+  β = 0 is π_{R̂n} itself, spec §2), fitted by least squares as floor + c/n on the upper half of the n
+  grid (the expansion floor + c/n + O(n^{-3/2}) is asymptotic); 95% intervals for both by a bootstrap
+  over replicates (the same resampled replicates at every n).
+
+Over-optimization (Gao, Schulman, Hilton 2023): with the misspecified R̂∞ of the smallest class, RLHF's
+optimum π_β ∝ π0 exp(R̂∞/β) over a decreasing β grid: KL(π_β ‖ π0) against the proxy gain in R̂∞, the gold
+gain in R* = γ ln π*, the true win rate P(π_β ≻ π0) and KL(π* ‖ π_β) — all exact.
+
+Expected: the fitted floor's interval covers the exact floor for every class, and the tabular class has
+floor 0.  The floor need not shrink as the linear class grows: R̂∞ is the Bradley–Terry projection of the
+law under mu ⊗ mu, not the KL projection of π*, so a class that fits the preferences better can induce a
+π_{R̂∞} farther from π* in KL(π* ‖ ·).  The proxy gain grows monotonically with KL while the gold gain and
+the true win rate need not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+
+import synthalign as sa
+from synthalign.estimators.misspecification import (
+    approximation_floor,
+    feature_reward_fit,
+    overoptimization_curve,
+    random_features,
+)
+from synthalign.experiments._common import CommonArgs, save_figure, write_record
+
+NAME = "misspecification"
+_SIZES = {
+    # size: (largest log2 n, replicates, bootstrap resamples)
+    "quick": (12, 20, 200),
+    "default": (16, 200, 1000),
+    "full": (20, 1000, 2000),
+}
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the misspecification experiment (CommonArgs plus these)."""
+
+    n_prompts: int = 4
+    """|X|"""
+    n_responses: int = 8
+    """|A|"""
+    gamma: float = 0.5
+    """preference tilt"""
+    logit_scale: float = 1.0
+    """logit scale of pi* and pi0"""
+    dims: tuple[int, ...] = (2, 4, 8)
+    """feature dimensions of the linear reward classes (nested: the first d columns of one draw)"""
+    log2_n_min: int = 6
+    """smallest n is 2^log2_n_min"""
+    log2_n_max: int | None = None
+    """largest n is 2^log2_n_max; None: 12 quick, 16 default, 20 full"""
+    ridge: float = 1e-3
+    """ridge of the reward fits on the summed loss (keeps separable small samples finite)"""
+    betas: tuple[float, ...] = tuple(float(b) for b in np.logspace(1, -2, 13))
+    """beta grid of the over-optimization curve"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.dims = tuple(int(d) for d in self.dims)
+        if not self.dims or min(self.dims) < 1:
+            raise ValueError(f"dims must be positive integers, got {self.dims!r}")
+        for name in ("gamma", "logit_scale", "ridge"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        if not 1 <= self.log2_n_min < top <= 40:
+            raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
+
+    @property
+    def ns(self) -> list[int]:
+        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
+        return [2**k for k in range(self.log2_n_min, top + 1)]
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+
+
+def floor_rate_fit(ns, errors: np.ndarray, resamples: int, seed: int) -> dict:
+    """Least squares of the mean error on [1, 1/n]: floor + c/n, with 95% bootstrap intervals over replicates.
+
+    errors [len(ns), R]; the bootstrap resamples replicate indices (the same at every n, as the datasets
+    of one replicate index are independent across n but identically drawn).
+    """
+    design = np.stack([np.ones(len(ns)), 1.0 / np.asarray(ns, dtype=float)], axis=1)
+
+    def solve(mean):
+        return np.linalg.lstsq(design, mean, rcond=None)[0]
+
+    floor, slope = solve(errors.mean(axis=1))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, errors.shape[1], size=(resamples, errors.shape[1]))
+    boot = np.stack([solve(errors[:, pick].mean(axis=1)) for pick in picks])  # resamples × 2, tiny solves
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    return {"floor": floor, "floor_ci": [low[0], high[0]], "c": slope, "c_ci": [low[1], high[1]]}
+
+
+def run(args: Args) -> dict:
+    start = time.time()
+    world = sa.World.random(
+        args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed
+    ).to(device=args.device)
+    X, A = args.n_prompts, args.n_responses
+    big = random_features(X, A, max(args.dims), seed=args.seed + 1).to(world.device)
+    classes = {f"linear d={d}": big[..., :d] for d in args.dims}
+    classes["tabular"] = torch.eye(X * A, dtype=world.dtype, device=world.device).reshape(X, A, X * A)
+    resamples = _SIZES[args.size][2]
+    results = {"ns": args.ns, "fit_ns": args.ns[len(args.ns) // 2 :], "classes": {}}
+    for name, features in classes.items():
+        exact = approximation_floor(world, features)
+        errors = []
+        for n in args.ns:
+            data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 100003 + n)
+            fit = feature_reward_fit(data, features, ridge=args.ridge)
+            policy = sa.reward_policy(fit.reward, world.gamma, world.prompt_dist)
+            errors.append(sa.forward_kl(world.target, policy).cpu().numpy())
+        errors = np.stack(errors)
+        upper = len(args.ns) // 2
+        decomposition = floor_rate_fit(args.ns[upper:], errors[upper:], resamples, args.seed)
+        results["classes"][name] = {
+            "dim": int(features.shape[-1]),
+            "exact_floor": exact["floor"],
+            "mean_error": errors.mean(axis=1).tolist(),
+            "q10": np.quantile(errors, 0.1, axis=1).tolist(),
+            "q90": np.quantile(errors, 0.9, axis=1).tolist(),
+            **decomposition,
+            "floor_covered": bool(decomposition["floor_ci"][0] <= exact["floor"] <= decomposition["floor_ci"][1]),
+        }
+    smallest = classes[f"linear d={min(args.dims)}"]
+    misspecified = approximation_floor(world, smallest)["reward"]
+    curve = overoptimization_curve(world, misspecified, list(args.betas))
+    logp = torch.stack([sa.rlhf_policy(misspecified, world.reference, b).logp for b in args.betas])
+    gold = world.true_reward.clamp_min(-1e300)
+    curve["gold_gain"] = ((logp.exp() - world.reference.probs) * gold).sum(-1) @ world.prompt_dist
+    results["overoptimization"] = {k: v.tolist() for k, v in curve.items()}
+    results["seconds"] = time.time() - start
+    write_record(args, NAME, results)
+    if args.plot:
+        plot(results, args)
+    return results
+
+
+def plot(results: dict, args: Args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ns = np.asarray(results["ns"], dtype=float)
+    for index, (name, entry) in enumerate(results["classes"].items()):
+        color = f"C{index}"
+        left.loglog(ns, entry["mean_error"], "o", color=color, label=f"{name}: floor {entry['exact_floor']:.3g}")
+        left.fill_between(ns, entry["q10"], entry["q90"], color=color, alpha=0.15)
+        fit_ns = np.asarray(results["fit_ns"], dtype=float)
+        left.loglog(fit_ns, np.maximum(entry["floor"] + entry["c"] / fit_ns, 1e-12), "-", color=color)
+        if entry["exact_floor"] > 0:
+            left.axhline(entry["exact_floor"], color=color, ls=":")
+    left.set(xlabel="n", ylabel="KL(pi* || pi_R̂n)", title="floor + c/n (lines: least-squares fit; dotted: exact floor)")
+    left.legend(fontsize=7)
+    curve = results["overoptimization"]
+    right.plot(curve["kl_reference"], curve["proxy_gain"], "o-", label="proxy gain E R̂ − E_pi0 R̂")
+    right.plot(curve["kl_reference"], curve["gold_gain"], "s-", label="gold gain E R* − E_pi0 R*")
+    right.plot(curve["kl_reference"], np.asarray(curve["true_win_rate"]) - 0.5, "^-", label="true win rate − 1/2")
+    right.set(xlabel="KL(pi_beta || pi0)", title="over-optimization: RLHF with the misspecified R̂∞")
+    right.legend(fontsize=7)
+    save_figure(fig, args, "misspecification.png")
+
+
+def summary(results: dict) -> str:
+    lines = [
+        "error = floor + c/n (95% bootstrap intervals) against the exact floor KL(pi* || pi_R̂∞)",
+        f"{'class':>14} | {'exact floor':>11} | {'fitted floor':>12} {'interval':>24} | {'c':>8} {'interval':>20}",
+    ]
+    for name, e in results["classes"].items():
+        lines.append(
+            f"{name:>14} | {e['exact_floor']:11.4g} | {e['floor']:12.4g} [{e['floor_ci'][0]:10.4g}, "
+            f"{e['floor_ci'][1]:10.4g}] | {e['c']:8.3g} [{e['c_ci'][0]:8.3g}, {e['c_ci'][1]:8.3g}]"
+        )
+    curve = results["overoptimization"]
+    best = int(np.argmax(curve["gold_gain"]))
+    lines.append(
+        f"over-optimization: gold gain peaks at KL {curve['kl_reference'][best]:.3g} (beta {curve['beta'][best]:.3g}); "
+        f"true win rate at the smallest beta {curve['true_win_rate'][-1]:.3f}; {results['seconds']:.1f} s"
+    )
+    return "\n".join(lines)

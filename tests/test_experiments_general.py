@@ -1,0 +1,42 @@
+"""The general-preferences experiment at its quick size: record, figure and what its numbers must satisfy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synthalign.experiments import general_preferences
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("general_preferences")
+    # The quick size with fewer iterations and one n, to keep the default suite short.
+    args = general_preferences.Args(size="quick", out=str(out), progress=False, iterations=25, log2_n_max=6)
+    return out, general_preferences.run(args)
+
+
+def test_record_and_figure_are_written(results):
+    out, values = results
+    record = json.loads((out / "general-preferences.json").read_text())
+    assert record["experiment"] == "general-preferences"
+    assert (out / "general_preferences.png").exists()
+    assert set(record["results"]["families"]) == {"random", "cyclic"}
+    assert "extragradient" in general_preferences.summary(values)
+
+
+def test_gaps_are_nonnegative_and_zero_only_at_the_equilibrium(results):
+    _, values = results
+    for entry in values["families"].values():
+        # The exact equilibrium's gap is 0 to float64 rounding of numbers of size 1/beta = 10.
+        assert abs(entry["equilibrium_gap"]) <= 1e-13 * 10
+        for curve in entry["curves"].values():
+            assert min(curve) >= -1e-13 * 10
+        for rows in entry["vs_n"].values():
+            assert all(row["q10"] >= -1e-13 * 10 for row in rows)
+        # DPO and RKL target the BT projection, not the equilibrium: a gap bounded away from 0.
+        assert entry["final"]["dpo"] > 1e-3 and entry["final"]["rkl"] > 1e-3
+        # Extragradient contracts: after the quick run's iterations its gap is far below the start.
+        curve = entry["curves"]["extragradient"]
+        assert curve[-1] < 1e-2 * curve[0]
