@@ -42,18 +42,6 @@ def test_record_has_every_curve(quick):
     assert stored["separable_fraction"][0] == 0.0  # R̂'s maximum likelihood exists in every dataset
 
 
-def test_exact_estimators_share_pi_r_hat(quick):
-    # In the full tabular class over the enumerated sequences, PMLE's objective is eq. 9 on pi_R and
-    # distillation's loss is 0 at pi_R̂ = the RKL minimizer: the same policy up to the Newton tolerance
-    # (1e-10 in the gradient, so the logits agree to ~1e-10 / λ_min ≈ 1e-7 and the KL to far better than
-    # the 1e-4 relative asserted here, the same argument as the rates experiment's).
-    results, _ = quick
-    exact = results["exact"]
-    reference = np.asarray(exact["rkl_exact"]["values"])
-    for name in ("pmle", "distillation_mu"):
-        np.testing.assert_allclose(np.asarray(exact[name]["values"]), reference, rtol=1e-4)
-
-
 def test_more_samples_per_step_lower_the_optimization_error(quick):
     # The optimization error KL(pi_R̂ ‖ pi_sgd) is measured against the exact minimizer of the same
     # empirical objective.  At every n the largest budget's mean is below the smallest budget's by more
@@ -101,3 +89,9 @@ def test_default_size_claims(tmp_path):
         assert largest["verdict"]["passed"], f"{method}: {largest['verdict']['reason']}"
         assert max(largest["optimization_over_statistical"]) < 1.0
         assert block["rate_appears_at_budget"] is not None
+        # The smallest budget does not attain it, and the record says why: its optimization error, which
+        # does not fall with n, exceeds the statistical error at the largest n (both against the exact
+        # minimizer pi_R̂ of the same data), so the curve flattens onto the optimization floor.
+        smallest = list(budgets.values())[0]
+        assert smallest["verdict"]["ci_low"] > onpolicy_rates.Args.expected_slope, method  # the CI lies above -1
+        assert smallest["optimization_over_statistical"][-1] > 1.0, method

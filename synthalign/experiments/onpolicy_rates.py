@@ -64,7 +64,7 @@ COLORS = {
 }
 _SIZES = {
     # size: (largest log2 n, replicates, sampling budgets, steps)
-    "quick": (12, 8, (4, 32), 90),
+    "quick": (12, 8, (2, 32), 90),
     "default": (17, 24, (2, 4, 16, 64), 300),
     "full": (19, 100, (2, 4, 16, 64, 256), 900),
 }
@@ -89,7 +89,7 @@ class Args(CommonArgs):
     log2_n_max: int | None = None
     """largest n is 2^log2_n_max; None: 12 quick, 17 default, 19 full"""
     budgets: tuple[int, ...] | None = None
-    """sampling budgets m (responses per prompt per step); None: (4, 32) quick, (2, 4, 16, 64) default"""
+    """sampling budgets m (responses per prompt per step); None: (2, 32) quick, (2, 4, 16, 64) default"""
     steps: int | None = None
     """Adam steps of each stochastic run, split evenly over lr_schedule; None: 90 quick, 300 default"""
     lr_schedule: tuple[float, ...] = (0.1, 0.03, 0.01)
