@@ -247,6 +247,37 @@ def test_pairs_two_responses_by_hand():
     assert value == pytest.approx(0.58 / 0.34, rel=1e-12)
 
 
+def test_pairs_reference_centring_by_hand():
+    # Same class; d = ln π − ln π' for the pair (0.9, 0.1) vs (0.6, 0.4): d = (ln 1.5, ln 0.25) =
+    # (0.405465, −1.386294).  Centred under π0 = (½, ½): c = −0.490415, d − c = (0.895880, −0.895880),
+    # so numerator = denominator = 0.802601 (both weights sum to 1): ratio 1 for every pair (d − c is
+    # ±k with two responses).  Centred under μ the same pair gives 0.58/0.34 (the test above).
+    target = logp_of([[0.9, 0.1]])
+    policy_class = logp_of([[[0.9, 0.1]], [[0.6, 0.4]], [[0.3, 0.7]]])
+    under_mu = coverage_coefficient_pairs(policy_class, target, UNIFORM, ONE_PROMPT, 1.0, behavior_logp=MU)
+    under_pi0 = coverage_coefficient_pairs(
+        policy_class, target, UNIFORM, ONE_PROMPT, 1.0, behavior_logp=MU, centring="reference"
+    )
+    assert under_pi0 == pytest.approx(1.0, rel=1e-12)
+    assert under_mu == pytest.approx(0.58 / 0.34, rel=1e-12)
+    with pytest.raises(ValueError, match="centring"):
+        coverage_coefficient_pairs(policy_class, target, UNIFORM, ONE_PROMPT, 1.0, centring="pi")
+
+
+def test_world_constants_report_both_centrings_of_c0():
+    target, behavior, reference, policy_class, dist = random_world(4, members=4, prompts=2, responses=3)
+    constants = world_constants(target, behavior, reference, dist, 0.5, policy_class)
+    assert constants.C_0 == coverage_coefficient_pairs(
+        policy_class, target, reference, dist, 0.5, behavior_logp=behavior
+    )
+    assert constants.C_0_reference == coverage_coefficient_pairs(
+        policy_class, target, reference, dist, 0.5, centring="reference"
+    )
+    assert constants.C_0 != constants.C_0_reference  # mu != pi0 here
+    same = world_constants(target, reference, reference, dist, 0.5, policy_class)
+    assert same.C_0 == same.C_0_reference
+
+
 def test_pairs_default_centring_is_reference():
     target, _, reference, policy_class, dist = random_world(5, members=4, prompts=2, responses=3)
     implicit = coverage_coefficient_pairs(policy_class, target, reference, dist, 1.0)

@@ -10,11 +10,13 @@ other objective is minimized by the batched Newton solver of
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
 
 from synthalign._checks import check_data, check_init, check_positive, check_reward
+from synthalign.estimators.certificate import Certificate, certify
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
@@ -33,15 +35,21 @@ class FitResult:
       objective: objective name.
       beta: KL weight used.
       method: "closed_form" or "newton".
-      converged: [R] bool: for every prompt the gradient is below `tol` or the Newton
-        decrement is at float resolution (always True for closed forms).
+      converged: [R] bool: the policy is certified to be *the* minimizer: the first-order
+        optimality condition on the simplex holds to `tol` (Frank–Wolfe gap and logit
+        gradient, `synthalign.estimators.certificate`), the minimizer is unique and its
+        logits are finite.  `status` says why not, otherwise.
+      status: one of "optimal", "non_unique", "no_finite_minimizer", "not_converged"
+        per replicate (`Certificate.status`).
+      certificate: the full `Certificate` (gap per prompt, the direction of divergence,
+        the range of the mass on unobserved responses over the minimizer set).
       iterations: Newton iterations run (0 for closed forms).
       grad_norm: [R] largest absolute gradient entry at the end.
       separable: [R, X] bool for labelled-pair objectives: the comparison graph of
         prompt x is not strongly connected (some response unobserved, or a group
         of responses never loses to the rest).  A logistic-type loss (PMLE, DPO,
-        reward model) then has no finite minimizer at beta = 0 without a ridge:
-        the logits fitted there grow until the gradient falls below `tol`.
+        reward model) then has no finite minimizer at beta = 0 without a ridge
+        (status "no_finite_minimizer" or, with blind directions, "non_unique").
       reward: for a reward-model objective (`fits_reward`), R̂ = gamma · (centred
         log-probabilities), [R, X, A].
       loss: [R] the objective (without the ridge) at the fitted policy.
@@ -52,11 +60,23 @@ class FitResult:
     beta: float
     method: str
     converged: Tensor
+    status: tuple[str, ...]
+    certificate: Certificate
     iterations: int
     grad_norm: Tensor
     separable: Tensor | None
     reward: Tensor | None
     loss: Tensor
+
+
+def _default_start(world, beta: float) -> Tensor:
+    """pi0's log-probabilities; at beta = 0 its zeros at the prompt's smallest nonzero log-probability."""
+    logp = world.reference.logp
+    if beta > 0:
+        return logp
+    finite = torch.isfinite(logp)
+    smallest = torch.where(finite, logp, torch.full_like(logp, math.inf)).amin(dim=-1, keepdim=True)
+    return torch.where(finite, logp, smallest)
 
 
 def comparison_graph_separable(counts: Tensor) -> Tensor:
@@ -144,9 +164,12 @@ def fit(
         the population law) in the mean loss: a pull worth `ridge` pseudo-pairs
         that vanishes as n grows.  It keeps logistic-type fits finite on
         separable data.
-      init: initial logits [X, A] or [R, X, A]; default pi0's log-probabilities
-        (clipped at −1000, i.e. probability 0 in float64), and zeros for a
-        reward-model objective (`fits_reward`).
+      init: initial logits [X, A] or [R, X, A]; default pi0's log-probabilities —
+        at beta > 0 clipped at −1000 (probability 0 in float64, where the KL forbids
+        mass), at beta = 0 with pi0's zeros raised to the prompt's smallest nonzero
+        log-probability (the loss does not forbid them, and a start at probability 0
+        has no gradient to leave it) — and zeros for a reward-model objective
+        (`fits_reward`).
       max_iter, tol: Newton iteration cap and gradient tolerance (default 1e-10
         in float64, 1e-5 in float32).
       **params: the objective's hyper-parameters (e.g. tau for IPO).
@@ -169,37 +192,43 @@ def fit(
     if obj.data == "preferences" and pair_weight is not None:
         separable = comparison_graph_separable(pair_weight)
 
+    dtype = data.counts.dtype
+    if tol is None:
+        tol = 1e-10 if dtype == torch.float64 else 1e-5
+    tol = check_positive(tol, "tol", allow_zero=True)
+    step_cap = 4.0 * max(1.0, 1.0 / world.gamma)  # a trust region: logits move on the scale 1/gamma
+    problem = NewtonProblem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
+
     if obj.closed_form is not None and ridge == 0.0:
         policy = obj.closed_form(ctx.reward, world, beta, resolved)
         logp = policy.logp.expand(data.replicates, *policy.logp.shape[-2:]) if policy.logp.dim() == 2 else policy.logp
         loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
-        ones = torch.ones(logp.shape[0], dtype=torch.bool, device=logp.device)
+        theta = logp.clamp_min(_LOGIT_FLOOR)
+        _, grad, _ = problem.derivatives(theta)
+        certificate = certify(problem, theta, grad, tol=tol, prompt_dist=world.prompt_dist)
         return FitResult(
             policy=Policy(logp, world.prompt_dist),
             objective=obj.name,
             beta=beta,
             method="closed_form",
-            converged=ones,
+            converged=certificate.converged,
+            status=certificate.status,
+            certificate=certificate,
             iterations=0,
-            grad_norm=torch.zeros(logp.shape[0], dtype=logp.dtype, device=logp.device),
+            grad_norm=certificate.grad_norm,
             separable=separable,
             reward=None,
             loss=loss,
         )
 
-    dtype = data.counts.dtype
-    if tol is None:
-        tol = 1e-10 if dtype == torch.float64 else 1e-5
-    tol = check_positive(tol, "tol", allow_zero=True)
     shape = (data.replicates, world.n_prompts, world.n_responses)
     if init is None:
-        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.fits_reward else world.reference.logp
+        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.fits_reward else _default_start(world, beta)
     else:
         start = torch.as_tensor(init, dtype=dtype, device=world.device)
     theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
-    step_cap = 4.0 * max(1.0, 1.0 / world.gamma)  # a trust region: logits move on the scale 1/gamma
-    problem = NewtonProblem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
-    theta, iterations, grad, converged = problem.newton(theta, max_iter=max_iter, tol=tol)
+    theta, iterations, grad, _ = problem.newton(theta, max_iter=max_iter, tol=tol)
+    certificate = certify(problem, theta, grad, tol=tol, prompt_dist=world.prompt_dist)
     logp = torch.log_softmax(theta, dim=-1)
     grad_norm = grad.abs().amax(dim=(-1, -2))
     with torch.no_grad():
@@ -212,7 +241,9 @@ def fit(
         objective=obj.name,
         beta=beta,
         method="newton",
-        converged=converged.all(dim=-1),
+        converged=certificate.converged,
+        status=certificate.status,
+        certificate=certificate,
         iterations=iterations,
         grad_norm=grad_norm,
         separable=separable,

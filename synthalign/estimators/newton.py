@@ -13,6 +13,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from synthalign.estimators.certificate import best_mass_move, reduced_gradient
 from synthalign.estimators.derivatives import LogitObjective
 
 _LINE_SEARCH_STEPS = 12
@@ -26,21 +27,24 @@ class NewtonProblem(LogitObjective):
     step_cap: float
 
     def newton(self, theta: Tensor, *, max_iter: int, tol: float) -> tuple[Tensor, int, Tensor, Tensor]:
-        """Damped Newton with a batched Armijo line search; returns (theta, iterations, gradient, converged).
+        """Damped Newton with a batched Armijo line search; returns (theta, iterations, gradient, certified).
 
-        A problem (one replicate and prompt) stops when its largest gradient entry
-        is at most `tol`; when it sits at float resolution — Newton decrement
-        gᵀH⁻¹g (twice the predicted decrease) below 10·eps·(1 + |f|) while the
-        gradient no longer halves, three iterations in a row (a gradient noise
-        floor above `tol`); or when no step length passes the line search.  The
-        first two count as converged; a stalled problem is reported not converged.
+        A problem (one replicate and prompt) stops when the certificate of
+        `synthalign.estimators.certificate` holds: its largest logit gradient is at
+        most `tol` — or sits at float resolution (Newton decrement gᵀH⁻¹g below
+        10·eps·(1 + |f|) while the gradient no longer halves, three iterations in a
+        row) — *and* no move of mass onto one response lowers the objective by more
+        than `tol` (`mass_move_gap`); or when no step length passes the line search
+        (then `certify` says whether the certificate holds there).  A problem that is
+        stationary in the logits but fails the second half takes the best mass move
+        (a Frank–Wolfe step) instead of a Newton step.
         """
         shape = theta.shape[:-1]
         done = torch.zeros(shape, dtype=torch.bool, device=theta.device)
-        converged = torch.zeros_like(done)
         precision_streak = torch.zeros(shape, dtype=torch.long, device=theta.device)
         previous_norm = torch.full(shape, float("inf"), dtype=theta.dtype, device=theta.device)
         grad = torch.zeros_like(theta)
+        kl_weight = self.beta * self.prompt_weight / self.total.unsqueeze(-1) if self.beta > 0 else None
         iterations = 0
         for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
             value, grad, hess = self.derivatives(theta)
@@ -49,38 +53,66 @@ class NewtonProblem(LogitObjective):
                     "the objective is infinite at the starting point (the data put weight on responses the "
                     "initial policy gives probability 0); pass init=..."
                 )
-            direction = _newton_direction(grad, hess)
+            logp = torch.log_softmax(theta, dim=-1)
+            reduced = reduced_gradient(grad, logp, kl_weight, self.ctx.ref_logp)
+            direction = _hessian_direction(grad, hess)
+            kkt, usable = _kkt_direction(grad, hess, logp, reduced)
             decrement = -(grad * direction).sum(dim=-1)
             grad_norm = grad.abs().amax(dim=-1)
-            small_gradient = grad_norm <= tol
             at_precision = decrement.abs() <= 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
             stuck = at_precision & (grad_norm > 0.5 * previous_norm)
             previous_norm = grad_norm
             precision_streak = torch.where(stuck, precision_streak + 1, torch.zeros_like(precision_streak))
-            finished = small_gradient | (precision_streak >= 3)
-            converged = converged | (finished & ~done)
+            stationary = (grad_norm <= tol) | (precision_streak >= 3)
+            # The certificate's second half, checked only where the first holds (it costs 6 batched evaluations).
+            # Where it fails, Newton is stuck at a point whose logit gradient hides a response that wants
+            # mass: the best of those moves (a Frank–Wolfe step with a line search over t) is taken
+            # instead of a Newton step.
+            finished = stationary & ~done
+            moved = torch.zeros_like(finished)
+            if finished.any():
+                gap, moved_logp = best_mass_move(self.values, theta)
+                moved = finished & (gap > tol)
+                finished = finished & (gap <= tol)
+                theta_moved = torch.where(moved.unsqueeze(-1), moved_logp, theta)
             done = done | finished
             if bool(done.all()):
                 break
             active = ~done
-            direction = torch.where(active.unsqueeze(-1), direction, torch.zeros_like(direction))
-            largest = direction.abs().amax(dim=-1, keepdim=True)
-            direction = direction * torch.clamp(self.step_cap / largest.clamp_min(1e-300), max=1.0)
-            slope = (grad * direction).sum(dim=-1)
-            theta, stalled = self._line_search(theta, direction, value, slope, active)
-            done = done | stalled
+            theta_h, stalled_h, value_h = self._capped_step(theta, direction, grad, value, active)
+            # The KKT step is capped per logit: a response of tiny mass that wants mass moves by up to
+            # step_cap whatever the losers' (much longer) moves are.
+            kkt = kkt.clamp(-self.step_cap, self.step_cap)
+            usable = usable & ((grad * kkt).sum(dim=-1) < 0)
+            theta_k, stalled_k, value_k = self._capped_step(theta, kkt, grad, value, active & usable)
+            # The KKT step wins ties: its decrease is invisible in float64 exactly when it matters
+            # (moving a response from mass e^-80 towards its optimum changes f by ~e^-80).
+            noise = 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
+            take_kkt = usable & ~stalled_k & (stalled_h | (value_k <= value_h + noise))
+            theta = torch.where(take_kkt.unsqueeze(-1), theta_k, theta_h)
+            done = done | (stalled_h & ~take_kkt & ~moved)
+            if moved.any():
+                theta = torch.where(moved.unsqueeze(-1), theta_moved, theta)
         else:
             _, grad, _ = self.derivatives(theta)
-            converged = converged | (grad.abs().amax(dim=-1) <= tol)
-        return theta, iterations, grad, converged
+        return theta, iterations, grad, done
 
-    def _line_search(self, theta, direction, value, slope, active) -> tuple[Tensor, Tensor]:
+    def _capped_step(self, theta, direction, grad, value, active) -> tuple[Tensor, Tensor, Tensor]:
+        """The direction capped at `step_cap` in its largest logit move, then line-searched."""
+        direction = torch.where(active.unsqueeze(-1), direction, torch.zeros_like(direction))
+        largest = direction.abs().amax(dim=-1, keepdim=True)
+        direction = direction * torch.clamp(self.step_cap / largest.clamp_min(1e-300), max=1.0)
+        slope = (grad * direction).sum(dim=-1)
+        return self._line_search(theta, direction, value, slope, active)
+
+    def _line_search(self, theta, direction, value, slope, active) -> tuple[Tensor, Tensor, Tensor]:
         """Per-problem backtracking: halve the step of the problems that fail Armijo, up to 12 times.
 
-        Returns the new logits and the active problems where no step was accepted.
+        Returns the new logits, the active problems where no step was accepted, and the new values.
         """
         step = torch.ones_like(value)
         pending = active.clone()
+        accepted = value.clone()
         with torch.no_grad():
             for _ in range(_LINE_SEARCH_STEPS):
                 trial = self.values(theta + step.unsqueeze(-1) * direction)
@@ -88,16 +120,52 @@ class NewtonProblem(LogitObjective):
                 # Newton keeps shrinking the gradient once decreases fall below eps·|f|.
                 noise = 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
                 ok = (trial <= value + _ARMIJO * step * slope + noise) & torch.isfinite(trial)
+                accepted = torch.where(pending & ok, trial, accepted)
                 pending = pending & ~ok
                 if not pending.any():
                     break
                 step = torch.where(pending, 0.5 * step, step)
             # A problem that never met the condition does not move.
             step = torch.where(pending | ~active, torch.zeros_like(step), step)
-        return theta + step.unsqueeze(-1) * direction, pending
+        return theta + step.unsqueeze(-1) * direction, pending, accepted
 
 
-def _newton_direction(grad: Tensor, hess: Tensor) -> Tensor:
+def _kkt_direction(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:
+    """Newton on the KKT residual per block, and [..] bool where it is a finite descent direction.
+
+    In the logits a response's row of the gradient and Hessian both carry its mass
+    pi_a (g = pi ∘ v), so a response of tiny mass whose objective wants mass (v_a < 0)
+    is invisible to −H⁻¹g once pi_a is below the regularization floor.  Newton on the
+    residual v itself removes the factor: since ∂g/∂theta = diag(pi) ∂v/∂theta +
+    diag(v)(diag(pi) − pi piᵀ), the step Δ with ∂v/∂theta Δ = −v in the rows where
+    v_a < 0 solves M Δ = −g with M = H − diag(min(v, 0))(diag(pi) − pi piᵀ); the rows
+    are scaled by their largest entry (which removes pi_a) and the gauge (M 1 = 0) is
+    fixed by not moving the most probable response.  At a KKT point v = 0 on the
+    support and M = H, so the local quadratic rate is kept.  Returns None where that
+    step is not a finite descent direction (`NewtonProblem.newton` then takes the
+    Hessian step alone; elsewhere it line-searches both and keeps the better).
+    """
+    A = grad.shape[-1]
+    probs = logp.exp()
+    wanting = torch.where(torch.isfinite(reduced), reduced.clamp_max(0.0), torch.zeros_like(reduced))
+    jacobian = torch.diag_embed(probs) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
+    system = hess - wanting.unsqueeze(-1) * jacobian
+    rhs = -grad
+    pinned = torch.nn.functional.one_hot(probs.argmax(dim=-1), A).to(torch.bool)
+    eye = torch.eye(A, dtype=hess.dtype, device=hess.device).expand_as(system)
+    system = torch.where(pinned.unsqueeze(-1) | pinned.unsqueeze(-2), eye, system)
+    rhs = torch.where(pinned, torch.zeros_like(rhs), rhs)
+    row_scale = system.abs().amax(dim=-1).clamp_min(1e-300)
+    system, rhs = system / row_scale.unsqueeze(-1), rhs / row_scale
+    solution, info = torch.linalg.solve_ex(system, rhs.unsqueeze(-1))
+    kkt = solution.squeeze(-1)
+    kkt = kkt - kkt.mean(dim=-1, keepdim=True)
+    slope = (grad * kkt).sum(dim=-1)
+    usable = (info == 0) & torch.isfinite(kkt).all(dim=-1) & (slope < 0)
+    return torch.where(usable.unsqueeze(-1), kkt, torch.zeros_like(kkt)), usable
+
+
+def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     """Newton direction −H⁻¹g per block, the gauge direction (adding a constant to the logits) projected out.
 
     Blocks are solved by Cholesky of H + (s/A)·11ᵀ + 1e-12·s·I (s the block's

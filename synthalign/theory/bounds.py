@@ -234,8 +234,9 @@ def thm7_bound(
 
     whose last bracket is Thm 14's bound on E_{π*}[ΔR̄²] with 8 = 4/(2c²), c = ½.
     Had the proof used c = ¼ (bracket 32), the factor converting E_{π*}[ΔR̄²]
-    into the squared log-ratio of π_R̂ to π* would be (R²e^{4R} + 1)/(4γ²), which
-    tends to 1/(4γ²) as R → 0; but with μ = π* that squared log-ratio is
+    into the squared log-ratio of π_R̂ to π* would be (R²e^{4R} + 1)/(2γ²)
+    (2(½ ∨ ψ) · F · 32 = 2(½ ∨ ψ) · 16(R²e^{4R} + 1)/γ²), which tends to 1/(2γ²)
+    as R → 0; but with μ = π* that squared log-ratio is
     ≈ Var_{π*}(ΔR̄)/γ² = E_{π*}[ΔR̄²]/γ², so the factor must be at least about
     1/γ².  The printed 16 therefore comes from c = ½.  `corrected=True`
     (default) multiplies the second term by 4 (its 16 becomes 64).

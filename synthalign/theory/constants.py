@@ -268,15 +268,25 @@ def coverage_coefficient_pairs(
     gamma: float,
     *,
     behavior_logp=None,
+    centring: str = "mu",
     chunk_size: int | None = None,
 ) -> float:
     """The pairwise coverage coefficient C_0 of Thm 14 (spec §3):
 
         C_0 = max_{π, π' ∈ Π} E_{x∼𝒟, a∼π*}[(ΔR̄_π − ΔR̄_π')²] / E_{x∼𝒟, a∼π0}[(ΔR̄_π − ΔR̄_π')²].
 
-    ΔR̄_π − ΔR̄_π' = R̄_π − R̄_π' (π* cancels), computed as γ(d − E_μ d) with
-    d = ln π − ln π'.  The centring is μ's, as in every R̄ (spec §1);
-    `behavior_logp=None` takes μ = π0, the setting of Thm 14.  The ratio is
+    ΔR̄_π − ΔR̄_π' = R̄_π − R̄_π' (π* cancels), computed as γ(d − E_c d) with
+    d = ln π − ln π' and the centre c:
+
+    * `centring="mu"` (default): c = μ, as in every R̄ of the spec (§1, §3);
+      `behavior_logp=None` takes μ = π0, the setting of Thm 14;
+    * `centring="reference"`: c = π0.  Thm 14's proof bounds the distillation
+      error on π0's responses, where the quantity controlled by the data is
+      E_{π0}[(d − E_{π0} d)²], a variance under π0; the step that moves it to π*
+      needs the ratio with that centring.  When μ = π0 the two coincide; when
+      μ ≠ π0 they differ (the π0-centred denominator is the smallest over all
+      centres, Var_{π0} d ≤ E_{π0}[(d − c)²], so neither ratio bounds the other
+      in general), and `world_constants` reports both.  The ratio is
     symmetric in (π, π'), so each unordered pair of distinct members is visited
     once; 0/0 pairs are skipped and a zero denominator under a positive
     numerator gives inf, as in `coverage_coefficient`.  O(K²) pairs, in blocks
@@ -287,6 +297,10 @@ def coverage_coefficient_pairs(
     target_logp = _log_policy(target_logp, "target_logp", ndim=2)
     reference_logp = _log_policy(reference_logp, "reference_logp", ndim=2)
     behavior_logp = reference_logp if behavior_logp is None else _log_policy(behavior_logp, "behavior_logp", ndim=2)
+    if centring not in ("mu", "reference"):
+        raise ValueError(f"centring must be 'mu' or 'reference', got {centring!r}")
+    if centring == "reference":
+        behavior_logp = reference_logp
     shape = target_logp.shape
     _match(class_logp, "class_logp", shape, "target_logp")
     _match(reference_logp, "reference_logp", shape, "target_logp")
@@ -329,7 +343,11 @@ class WorldConstants:
         Π when A1 and A5 hold).
       C_Pi: coverage of the policy class Π (Def. 3).
       C_R: coverage of the reward-induced class 𝒫_γ(ℛ) (A5), or None.
-      C_0: Thm 14's pairwise coverage over Π (π* vs π0), or None.
+      C_0: Thm 14's pairwise coverage over Π (π* vs π0), μ-centred as the spec
+        defines it, or None.
+      C_0_reference: the same with the π0 centring of Thm 14's proof
+        (`coverage_coefficient_pairs(centring="reference")`), or None; equal to
+        C_0 when μ = π0.
       class_size: |Π|.
       reward_class_size: |ℛ|, or None.
       gamma: the preference tilt γ.
@@ -344,13 +362,15 @@ class WorldConstants:
     reward_class_size: int | None
     gamma: float
     realizable: bool = True
+    C_0_reference: float | None = None
 
-    def bound(self, theorem: str, n, delta: float, *, corrected: bool = True):
+    def bound(self, theorem: str, n, delta: float, *, corrected: bool = True, c0_centring: str = "mu"):
         """The right-hand side of `theorem` ("prop12", "thm4", "thm6", "thm14", "thm7") at n, δ.
 
-        "thm14" is Thm 14's intermediate bound on E_{π*}[(ΔR̄_π̂)²]; "prop12" is in
-        preference scale; the others bound E_x KL(π*‖π̂).  `corrected` is ignored
-        by "prop12", which has no sigmoid step.
+        "thm14" is Thm 14's intermediate bound on E_{π*}[(ΔR̄_π̂)²], with C_0 centred
+        as `c0_centring` says ("mu": `C_0`, "reference": `C_0_reference`); "prop12"
+        is in preference scale; the others bound E_x KL(π*‖π̂).  `corrected` is
+        ignored by "prop12", which has no sigmoid step.
         """
         if theorem not in _THEOREMS:
             raise ValueError(f"theorem must be one of {_THEOREMS}, got {theorem!r}")
@@ -368,12 +388,15 @@ class WorldConstants:
             return thm7_bound(
                 n, self.R, self.C_R, self.gamma, self.class_size, self.reward_class_size, delta, corrected=corrected
             )
-        if self.C_0 is None:
+        if c0_centring not in ("mu", "reference"):
+            raise ValueError(f"c0_centring must be 'mu' or 'reference', got {c0_centring!r}")
+        c0 = self.C_0 if c0_centring == "mu" else self.C_0_reference
+        if c0 is None:
             raise ValueError("theorem 'thm14' needs C_0: call world_constants with compute_c0=True")
         return thm14_intermediate_bound(
             n,
             self.R,
-            self.C_0,
+            c0,
             self.C_R,
             self.gamma,
             self.class_size,
@@ -413,7 +436,8 @@ def world_constants(
       reward_class_logp: 𝒫_γ(ℛ) as normalized log-probabilities of the reward-induced
         policies π_R ∝ e^{R/γ}, [M, X, A]; every constant here is invariant to
         the per-prompt normalizer.  None leaves C_ℛ and |ℛ| unset.
-      compute_c0: compute C_0 (O(K²) pairs; centred with μ, weighted by π* vs π0).
+      compute_c0: compute C_0 (O(K²) pairs, weighted by π* vs π0) with both centrings:
+        μ's (`C_0`) and π0's (`C_0_reference`, computed again only when μ ≠ π0).
       chunk_size: members (pairs for C_0) per block.
     """
     target_logp = _log_policy(target_logp, "target_logp", ndim=2)
@@ -435,7 +459,7 @@ def world_constants(
             reward_class_logp, target_logp, behavior_logp, prompt_dist, gamma, chunk_size=chunk_size
         )
     reference_logp = _log_policy(reference_logp, "reference_logp", ndim=2)
-    C_0 = None
+    C_0 = C_0_reference = None
     if compute_c0:
         C_0 = coverage_coefficient_pairs(
             policy_class_logp,
@@ -446,6 +470,20 @@ def world_constants(
             behavior_logp=behavior_logp,
             chunk_size=chunk_size,
         )
+        same = torch.equal(_log_policy(behavior_logp, "behavior_logp", ndim=2), reference_logp)
+        C_0_reference = (
+            C_0
+            if same
+            else coverage_coefficient_pairs(
+                policy_class_logp,
+                target_logp,
+                reference_logp,
+                prompt_dist,
+                gamma,
+                centring="reference",
+                chunk_size=chunk_size,
+            )
+        )
     return WorldConstants(
         R=R,
         C_Pi=C_Pi,
@@ -455,4 +493,5 @@ def world_constants(
         reward_class_size=None if reward_class_logp is None else reward_class_logp.shape[0],
         gamma=gamma,
         realizable=_contains(policy_class_logp, target_logp, _chunk(chunk_size, target_logp.numel())),
+        C_0_reference=C_0_reference,
     )
