@@ -33,7 +33,40 @@ import torch
 
 from synthalign._version import __version__
 
-__all__ = ["SweepStore", "config_key", "run_items", "world_fingerprint"]
+__all__ = ["SweepStore", "atomic_write", "check_writable_dir", "config_key", "run_items", "world_fingerprint"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Writes a file through `write(temporary path)` then `os.replace`: readers see the old file or the new one.
+
+    A kill mid-write leaves at most a stray `.<name>.tmp-<pid>` beside it, never a truncated `path`.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        with temporary.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """Checks that `path` is a writable folder or can be created as one, before any work starts.
+
+    Nothing is created: the nearest existing ancestor must be a writable folder.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is not a writable folder: {str(existing)!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {str(path)!r} is not a writable folder: {str(existing)!r} is not writable")
+    return path
 
 
 def _canonical(value):

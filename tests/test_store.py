@@ -150,3 +150,28 @@ def test_store_refuses_an_unwritable_directory(tmp_path):
         SweepStore(target / "sub")
     with pytest.raises(ValueError, match="executor"):
         sa.rate_sweep(sa.World.random(2, 3), "pmle", (8,), replicates=2, executor=object())
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_dies(tmp_path):
+    from synthalign.store import atomic_write
+
+    path = tmp_path / "rates.json"
+    atomic_write(path, lambda temporary: temporary.write_text('{"old": 1}'))
+
+    def dies_midway(temporary):
+        temporary.write_text('{"new"')  # half a record, then the process is interrupted
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies_midway)
+    assert path.read_text() == '{"old": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rates.json"]  # no temporary left behind
+
+
+def test_unwritable_out_is_refused_before_any_work(tmp_path):
+    from synthalign.experiments._common import CommonArgs, OptionError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OptionError, match="not a writable folder"):
+        CommonArgs(out=str(blocker / "sub"))
