@@ -21,6 +21,7 @@ from synthalign.estimators.fit import FitResult, fit
 from synthalign.metrics import forward_kl
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.stats import SlopeFit, Verdict, check_bound, check_ns, check_rate, check_seed, fit_slope
+from synthalign.store import SweepStore, run_items, world_fingerprint
 from synthalign.worlds.policy import Policy
 
 __all__ = [
@@ -155,6 +156,9 @@ def rate_sweep(
     reward_class=None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     progress: bool = False,
+    store: SweepStore | str | None = None,
+    fresh: bool = False,
+    executor=None,
     **fit_kwargs,
 ) -> SweepResult:
     """The error of an estimator at every n of `ns`, on `replicates` independent datasets each.
@@ -174,7 +178,14 @@ def rate_sweep(
       extra_metrics: other (target, estimate) -> [R] metrics recorded on the same fits.
       beta: KL weight for objective estimators.
       quantiles: the per-n quantiles to summarize.
-      progress: show a tqdm bar over n.
+      progress: show a tqdm bar over n (serial runs).
+      store: a `synthalign.store.SweepStore` (or its directory): each n is a work item keyed by
+        the hash of the sweep's full configuration and the library version, persisted (JSON lines)
+        as it finishes; a rerun after a kill recomputes only the items that had not finished.
+      fresh: ignore (and replace) what `store` holds for this sweep.
+      executor: any `concurrent.futures.Executor`-style backend (`submit(fn, *args)` returning a
+        future with `result()`): a process pool, a Dask `distributed.Client`, Ray, submitit.  The
+        items (one per n) run there; the record is bit-identical to the serial one.
       **fit_kwargs: passed to `synthalign.fit` (e.g. ridge=...).
     """
     check_world(world, duck=True)
@@ -182,22 +193,46 @@ def rate_sweep(
     if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
         raise ValueError(f"replicates must be a positive int, got {replicates!r}")
     seed = check_seed(seed)
-    estimate, name = _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs)
+    if store is not None and not isinstance(store, SweepStore):
+        store = SweepStore(store)
+    _, name = _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs)
     metrics = {getattr(metric, "__name__", "metric"): metric, **dict(extra_metrics or {})}
-    columns: dict[str, list[Tensor]] = {key: [] for key in metrics}
-    iterator = ns
-    if progress:
+    spec = (estimator, beta, candidates, reward_class, dict(fit_kwargs))
+    sweep_config = {
+        "world": world_fingerprint(world) if hasattr(world, "prompt_dist") else repr(world),
+        "estimator": name if isinstance(estimator, (str, Objective)) else estimator,
+        "beta": beta,
+        "candidates": candidates,
+        "reward_class": reward_class,
+        "fit_kwargs": dict(fit_kwargs),
+        "metrics": list(metrics.values()),
+        "metric_names": list(metrics),
+        "replicates": replicates,
+        "seed": seed,
+    }
+    items = [(world, spec, metrics, n, replicates, seed) for n in ns]
+    configs = [{**sweep_config, "n": n} for n in ns]
+    item_fn = _sweep_item
+    if progress and executor is None:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(ns, desc=name, leave=False)
-    for n in iterator:
-        data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([seed, n]))
-        policy = _as_policy(estimate(data))
-        for key, fn in metrics.items():
-            value = torch.as_tensor(fn(world.target, policy), dtype=torch.float64).reshape(-1)
-            if value.numel() != replicates:
-                raise ValueError(f"metric {key!r} returned {value.numel()} values for {replicates} replicates")
-            columns[key].append(value.cpu())
+        bar = tqdm(total=len(ns), desc=name, leave=False)
+
+        def item_fn(*args):
+            result = _sweep_item(*args)
+            bar.update()
+            return result
+
+    results = run_items(
+        item_fn,
+        items,
+        configs,
+        sweep_config={**sweep_config, "ns": list(ns)},
+        store=store,
+        fresh=fresh,
+        executor=executor,
+    )
+    columns = {key: [torch.tensor(result[key], dtype=torch.float64) for result in results] for key in metrics}
     stacked = {key: torch.stack(v) for key, v in columns.items()}
     main = next(iter(metrics))
     values = stacked.pop(main)
@@ -212,6 +247,21 @@ def rate_sweep(
         quantiles={float(q): _quantile(values, q) for q in quantiles},
         extra=stacked,
     )
+
+
+def _sweep_item(world, spec, metrics, n: int, replicates: int, seed: int) -> dict[str, list[float]]:
+    """One work item of `rate_sweep`: the datasets of size n, one batched fit, every metric (JSON-ready)."""
+    estimator, beta, candidates, reward_class, fit_kwargs = spec
+    estimate, _ = _resolve_estimator(estimator, beta, candidates, reward_class, dict(fit_kwargs))
+    data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([seed, n]))
+    policy = _as_policy(estimate(data))
+    result = {}
+    for key, fn in metrics.items():
+        value = torch.as_tensor(fn(world.target, policy), dtype=torch.float64).reshape(-1)
+        if value.numel() != replicates:
+            raise ValueError(f"metric {key!r} returned {value.numel()} values for {replicates} replicates")
+        result[key] = value.cpu().tolist()
+    return result
 
 
 def _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs):

@@ -15,6 +15,7 @@ import time
 import torch
 
 from synthalign._version import __version__
+from synthalign.store import atomic_write, check_writable_dir
 
 SIZES = ("quick", "default", "full")
 """The run sizes every experiment defines: CI-sized, the recorded default, and a larger run."""
@@ -71,6 +72,10 @@ class CommonArgs:
             )
         if not isinstance(self.out, (str, pathlib.Path)) or not str(self.out):
             raise OptionError("out", f"out must be a folder path, got {self.out!r}")
+        try:
+            check_writable_dir(self.out)  # before any work, not after an hour of it
+        except ValueError as err:
+            raise OptionError("out", str(err)) from err
         if not isinstance(self.progress, bool):
             raise OptionError("progress", f"progress must be True or False, got {self.progress!r}")
 
@@ -108,13 +113,13 @@ def write_record(args, name: str, results: dict) -> pathlib.Path:
         "results": _jsonable(results),
     }
     path = output_dir(args) / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2))
-    return path
+    text = json.dumps(record, indent=2)
+    return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
 def save_figure(fig, args, filename: str) -> pathlib.Path:
     path = output_dir(args) / filename
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, bbox_inches="tight", format=path.suffix[1:]))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
