@@ -78,7 +78,7 @@ class Args(CommonArgs):
     eta: float = 1.0
     """step size of Nash-MD, SPPO and extragradient"""
     eta_ipo: float = 0.05
-    """step size of online IPO (gradient descent in the logits; larger steps diverge)"""
+    """step size of online IPO (gradient descent in the logits, a different scale from the mirror steps)"""
     iterations: int | None = None
     """iterations; None: 40 quick, 400 default, 1000 full"""
     log2_n_min: int = 6

@@ -15,7 +15,9 @@ over cells, both count samplers and every loss take it unchanged; `law=None` is 
   matrix), with ties (pairs at exactly 1/2), and with planted Condorcet cycles of chosen strength.
 
 Targets under these laws (von Neumann winners, KL-regularized Nash equilibria, duality gaps) are
-`synthalign.theory.games`'s.
+`synthalign.theory.games`'s.  Under a law other than spec §1's, `World.true_reward` (γ ln π*) is not the
+law's reward — none may exist — so objectives that need R̂ should be given one fitted on the law's data
+(`synthalign.fit_reward_model`) rather than the population default.
 """
 
 from __future__ import annotations
