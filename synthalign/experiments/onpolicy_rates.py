@@ -173,7 +173,11 @@ def exact_fits(world: sa.SequenceWorld, args: Args) -> dict:
         dpo = sa.fit("dpo", data, tol=args.solver_tol)
         distillation = sa.fit("distillation", data, reward=reward, tol=args.solver_tol)
         rkl = sa.fit("rkl", data, reward=reward)  # closed form pi_R̂ at beta = 0
-        converged.append(all(bool(f.converged.all()) for f in (reward_fit, pmle, dpo, distillation)))
+        # A dataset whose comparison graph is not strongly connected has no finite BT maximizer: there the
+        # certificate says so (status "no_finite_minimizer") instead of claiming convergence.
+        finite = ~sa.comparison_graph_separable(data.counts).any(dim=-1)
+        fits = (reward_fit, pmle, dpo, distillation)
+        converged.append(all(bool(f.converged[finite].all()) for f in fits))
         values["pmle"].append(sa.forward_kl(tab.target, pmle.policy))
         values["dpo"].append(sa.forward_kl(dpo_limit, dpo.policy))
         values["dpo_to_target"].append(sa.forward_kl(tab.target, dpo.policy))

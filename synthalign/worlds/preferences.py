@@ -58,6 +58,8 @@ def population_preferences(world) -> PreferenceData:
     behavior = world.behavior.probs
     logp = world.target.logp
     X, A = logp.shape
+    # Another law (synthalign.worlds.laws) gives its own matrix P[x, a, b]; spec §1's is built below.
+    law = world.law.matrix(world) if getattr(world, "law", None) is not None else None
     counts = torch.empty(1, X, A, A, dtype=logp.dtype, device=logp.device)
     # Filled a block of rows at a time, in place, so that no temporary is the size of the table.
     rows = max(1, _TABLE_BLOCK // A)
@@ -65,9 +67,12 @@ def population_preferences(world) -> PreferenceData:
     for x in range(X):
         for start in range(0, A, rows):
             block = counts[0, x, start : start + rows]
-            torch.sub(logp[x, start : start + rows, None], logp[x, None, :], out=block)
-            block.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))  # two zeros tie (safe_log_ratio)
-            block.mul_(world.gamma).sigmoid_()
+            if law is not None:
+                block.copy_(law[x, start : start + rows])
+            else:
+                torch.sub(logp[x, start : start + rows, None], logp[x, None, :], out=block)
+                block.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))  # two zeros tie
+                block.mul_(world.gamma).sigmoid_()
             block.mul_(weight[x, start : start + rows, None]).mul_(behavior[x, None, :])
     return PreferenceData(counts, None, world)
 
