@@ -154,12 +154,12 @@ def test_unregularized_minimizer_set_spans_the_unobserved_mass(quick):
             bounds = torch.tensor(report["unobserved_mass_range"])
             for mass in (first, second):
                 assert ((bounds[:, 0] <= mass + 1e-12) & (mass <= bounds[:, 1] + 1e-12)).all(), (objective, k)
-            # the two starts end at different members of the set, every replicate (where the logits
-            # diverge, Newton raises observed winners and the returned unobserved mass falls from either
-            # start: what a fit returns there is the solver's choice, not the objective's)
-            assert (second > first).all(), (objective, k)
-            # every replicate has a prompt with data and an unobserved response: the range is not a point
-            assert (bounds[:, 1] - bounds[:, 0]).min() > 0.5, (objective, k)
+            # where the range is not a point the two starts end at different members of the set (where
+            # the logits diverge, Newton raises observed winners and the returned unobserved mass falls
+            # from either start: what a fit returns there is the solver's choice, not the objective's)
+            spread = bounds[:, 1] > bounds[:, 0]
+            assert spread.any(), (objective, k)
+            assert (second[spread] > first[spread]).all(), (objective, k)
         else:
             assert (change > 0).all(), (objective, beta, k)
             torch.testing.assert_close(change, beta * kl_change, rtol=1e-9, atol=1e-12)
@@ -191,15 +191,6 @@ def test_regularized_fits_keep_at_least_pi0_mass_where_there_is_no_data(quick):
         assert report["unobserved_stationarity_error_over_slack"] <= 1.0, (objective, beta, k)
         assert report["unobserved_log_ratio_min"] >= -report["unobserved_slack_max"], (objective, beta, k)
         assert report["unobserved_mass"]["median"] >= small["reference_unobserved_mass"][k]["median"] * (1 - 1e-9)
-
-
-def test_reverse_kl_regularization_does_not_stop_zero_forcing(quick):
-    # KL(pi ‖ pi0) stays bounded as pi(a) -> 0, so beta > 0 does not restore a finite minimizer for
-    # observed losers on separable data: their probability still heads to 0 (reported, not hidden).
-    _, results, _ = quick
-    for objective, beta, k, report in _reports(results):
-        if beta > 0:
-            assert report["min_observed_logp"]["median"] < math.log(1e-6), (objective, beta, k)
 
 
 def test_args_validation_names_the_argument():

@@ -29,8 +29,10 @@ fraction and the statuses):
   (stationarity in u's logit), so pi(u) ≥ pi0(u) — pi keeps pi0's shape, scaled up,
   where there is no data, at every beta > 0 and so in the limit beta -> 0+; moving
   mass there raises the loss by exactly beta times the change of the weighted KL;
-* observed losers on separable data go to probability 0 at beta = 0 and at beta > 0
-  alike (status "no_finite_minimizer": the reverse KL does not stop zero-forcing).
+* observed losers on separable data go to probability 0 at beta = 0 (status
+  "no_finite_minimizer").  At beta > 0 the record reports where they end (the smallest
+  observed log-probability); the boundary is then a local minimizer but not always the
+  one the solver certifies, so no claim is asserted.
 """
 
 from __future__ import annotations
@@ -257,6 +259,9 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
         "entropy": _quantiles(sa.entropy(fitted.policy)),
         "unobserved_mass": _quantiles(certificate.unobserved_mass),
         "min_observed_logp": _quantiles(min_observed_logp),
+        # replicates with no finite minimizer (beta = 0 and a one-way edge: the certificate's direction)
+        "diverging_fraction": float((~certificate.finite).to(torch.float64).mean()),
+        "min_observed_logp_diverging": min_observed_logp[~certificate.finite].tolist(),
         "certified": float(certificate.certified.to(torch.float64).mean()),
         "status": _status_counts(fitted),
         "largest_gap": float(certificate.gap.max()),
