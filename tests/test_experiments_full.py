@@ -30,3 +30,20 @@ def test_rates_default_slopes_and_bounds(tmp_path):
         assert verdict["passed"], f"{method}: {verdict['reason']}"
         assert results["finite"]["methods"][method]["verdict"]["passed"], method
     assert results["all_bounds_hold"]
+
+
+def test_degeneracy_default_claims(tmp_path):
+    # The quick-size claims of tests/test_degeneracy.py, on the default record.
+    import test_degeneracy as quick_claims
+
+    from synthalign.experiments import degeneracy
+
+    args = degeneracy.Args(out=str(tmp_path), progress=False)
+    run = (args, degeneracy.run(args), tmp_path)
+    for claim in (
+        quick_claims.test_every_small_data_figure_comes_from_a_certified_fit,
+        quick_claims.test_unregularized_minimizer_set_spans_the_unobserved_mass,
+        quick_claims.test_unregularized_fits_drive_observed_losers_to_zero,
+        quick_claims.test_regularized_fits_keep_at_least_pi0_mass_where_there_is_no_data,
+    ):
+        claim(run)

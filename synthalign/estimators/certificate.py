@@ -30,9 +30,11 @@ The certificate also says what kind of optimum was reached (`certify`):
   DPO, the reward model) on a comparison graph with a one-way edge between its strongly
   connected components (Zermelo/Ford) decreases along the recession direction d that
   lowers every response by the number of responses strictly above it; the logits
-  diverge along d and the policy tends to a point on the boundary of the simplex.  At
-  beta > 0 this remains so when gamma < 1: the loss's pull ∝ pi_l^(gamma − 1) beats the
-  KL's ln pi_l as pi_l → 0.
+  diverge along d and the policy tends to a point on the boundary of the simplex
+  (beta = 0 only).  At beta > 0 with gamma < 1 the boundary is still a local minimizer
+  (the loss's pull ∝ pi_l^(gamma − 1) beats the KL's ln pi_l as pi_l → 0), but the KL
+  can make an interior point another one and the objective is convex neither in the
+  logits nor in the probabilities, so no such claim is made there.
 * "non_unique": the objective is blind to a direction — shifting the logits of a weakly
   connected component of the observed comparisons (an unobserved response is one) leaves
   every value unchanged, or a prompt carries no weight at all.  At beta = 0 every
@@ -255,7 +257,7 @@ def certify(problem, theta: Tensor, grad: Tensor, *, tol: float, prompt_dist: Te
     divergence = None
     finite = torch.ones_like(certified)
     likelihood = problem.obj.kind == "pair" and problem.obj.swap_symmetry == "likelihood"
-    if weight is not None and likelihood and problem.ridge == 0 and (problem.beta == 0 or problem.ctx.gamma < 1):
+    if weight is not None and likelihood and problem.ridge == 0 and problem.beta == 0:
         divergence = divergence_direction(weight)
         finite = ~(divergence != 0).any(dim=-1).any(dim=-1)
 

@@ -13,19 +13,26 @@ pi0 · pi*^(gamma/beta) (spec §6.7), not pi* for any beta:
 
 Part B — PMLE (eq. 4/5) and DPO (eq. 6) on small datasets.  Most prompts'
 comparison graphs are then separable (`fit(...).separable`) and some responses
-never appear in a pair:
+never appear in a pair.  Every figure comes from a fit whose optimality
+certificate holds (`FitResult.certificate`; the record keeps the certified
+fraction and the statuses):
 
-* at beta = 0 the loss depends only on log-ratios between observed responses:
-  moving any amount of mass onto unobserved responses leaves it unchanged, so
-  where that mass goes is decided by the solver, not by the data; and on
-  separable data there is no finite minimizer — observed losers are driven to
-  probability ~0 and the forward KL explodes;
+* at beta = 0 the loss depends only on log-ratios between observed responses, so
+  the minimizer set is not a point: the mass on unobserved responses ranges over
+  the whole interval the certificate derives (0 to 1 on prompts with data), and two
+  solver starts (pi0's logits, and the first fit with its mass moved onto the unobserved
+  responses) reach certified minimizers of the same loss with unobserved mass near 0
+  and near 1.  "PMLE starves unobserved responses" is therefore no property of
+  the objective, only of a start;
 * with beta > 0 the loss sees the unobserved responses: at the optimum every
-  unobserved u of a prompt with data satisfies ln(pi(u)/pi0(u)) = KL(pi ‖ pi0)
-  (stationarity in u's logit), i.e. pi keeps pi0's shape where there is no data,
-  and moving mass there raises the loss by exactly beta times the change of the
-  weighted KL.  The reverse KL does not, however, keep observed losers away from
-  0 (it is zero-forcing): that degeneracy remains at beta > 0 and is reported.
+  unobserved u of a prompt with data satisfies ln(pi(u)/pi0(u)) = KL(pi ‖ pi0) ≥ 0
+  (stationarity in u's logit), so pi(u) ≥ pi0(u) — pi keeps pi0's shape, scaled up,
+  where there is no data, at every beta > 0 and so in the limit beta -> 0+; moving
+  mass there raises the loss by exactly beta times the change of the weighted KL;
+* observed losers on separable data go to probability 0 at beta = 0 (status
+  "no_finite_minimizer").  At beta > 0 the record reports where they end (the smallest
+  observed log-probability); the boundary is then a local minimizer but not always the
+  one the solver certifies, so no claim is asserted.
 """
 
 from __future__ import annotations
@@ -75,9 +82,9 @@ class Args(CommonArgs):
     """part B's beta > 0 values; None: (1.0,) quick, (0.1, 1.0) default, (0.01, 0.1, 1.0) full"""
     mass_shift: float = 20.0
     """logit added to the unobserved responses to show the beta = 0 loss is blind to them"""
-    max_iter: int = 50
-    """Newton iterations of part B's fits (on separable data the logits diverge; the few replicates
-    still above tolerance after ~30 iterations stall there, and the bounds use their actual gradient)"""
+    max_iter: int = 300
+    """Newton iterations of part B's fits (each stops when its certificate holds; the record keeps
+    the certified fraction)"""
     plot: bool = True
     """write the PNG plot"""
 
@@ -210,20 +217,33 @@ def _mass(probs: Tensor, mask: Tensor, prompt_dist: Tensor) -> Tensor:
     return (prompt_dist * (probs * mask).sum(dim=-1)).sum(dim=-1)
 
 
+def _status_counts(fitted) -> dict:
+    return {status: fitted.status.count(status) for status in sorted(set(fitted.status))}
+
+
 def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, objective: str, beta: float) -> dict:
-    """Fits `objective` with KL weight beta on every replicate and measures what happens off the data."""
+    """Fits `objective` with KL weight beta on every replicate and measures what happens off the data.
+
+    Every figure is read off a certified fit (`FitResult.certificate`): the record keeps the
+    certified fraction and the statuses.  At beta = 0 the fit is repeated from a second start
+    (the fitted logits with `mass_shift` added on the unobserved responses of prompts with
+    data) to show the minimizer set: the same loss, a different unobserved mass, both inside
+    the range the certificate derives.
+    """
     fitted = sa.fit(objective, data, beta=beta, max_iter=args.max_iter)
+    certificate = fitted.certificate
     logp = fitted.policy.logp  # [R, X, A]
     unobserved = unobserved_responses(data.counts)
     prompt_weight = data.prompt_counts  # [R, X]
     with_data = prompt_weight > 0
     observed = ~unobserved & with_data.unsqueeze(-1)
+    relevant = unobserved & with_data.unsqueeze(-1)
 
     # Where observed losers went: the smallest log-probability among observed responses.
     min_observed_logp = torch.where(observed, logp, torch.full_like(logp, math.inf)).amin(dim=(-1, -2))
 
     # Move (almost) all the mass of every prompt with data onto its unobserved responses.
-    shift = args.mass_shift * (unobserved & with_data.unsqueeze(-1)).to(logp.dtype)
+    shift = args.mass_shift * relevant.to(logp.dtype)
     moved = torch.log_softmax(logp + shift, dim=-1)
     loss_before = sa.empirical_loss(objective, data, logp, beta=beta)
     loss_after = sa.empirical_loss(objective, data, moved, beta=beta)
@@ -231,33 +251,55 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
     ref_logp = world.reference.logp
     kl_change = (share * (sa.kl_per_prompt(moved, ref_logp) - sa.kl_per_prompt(logp, ref_logp))).sum(dim=-1)
 
-    # Stationarity in an unobserved logit: pi_u (ln(pi_u/pi0_u) − KL) · beta · w_x/n = gradient_u.
-    kl_prompt = sa.kl_per_prompt(logp, ref_logp)  # [R, X]
-    gap = (logp - ref_logp - kl_prompt.unsqueeze(-1)).abs()
-    relevant = unobserved & with_data.unsqueeze(-1)
-    shape_error = torch.where(relevant, gap, torch.zeros_like(gap)).amax(dim=(-1, -2))
-    if beta > 0:
-        slack = fitted.grad_norm.view(-1, 1, 1) / (beta * share.unsqueeze(-1) * logp.exp())
-        ratio = torch.where(relevant, gap / slack, torch.zeros_like(gap)).amax(dim=(-1, -2))
-    else:
-        ratio = torch.full_like(shape_error, math.nan)
-
-    reference_kl = kl_target_reference(world)
-    fkl = sa.forward_kl(world.target, fitted.policy)
-    return {
-        "forward_kl": _quantiles(fkl),
-        "worse_than_reference": float((fkl > reference_kl).to(torch.float64).mean()),
+    report = {
+        "forward_kl": _quantiles(sa.forward_kl(world.target, fitted.policy)),
         "entropy": _quantiles(sa.entropy(fitted.policy)),
-        "unobserved_mass": _quantiles(_mass(logp.exp(), unobserved, world.prompt_dist)),
+        "unobserved_mass": _quantiles(certificate.unobserved_mass),
         "min_observed_logp": _quantiles(min_observed_logp),
-        "converged": float(fitted.converged.to(torch.float64).mean()),
+        # replicates with no finite minimizer (beta = 0 and a one-way edge: the certificate's direction)
+        "diverging_fraction": float((~certificate.finite).to(torch.float64).mean()),
+        "min_observed_logp_diverging": min_observed_logp[~certificate.finite].tolist(),
+        "certified": float(certificate.certified.to(torch.float64).mean()),
+        "status": _status_counts(fitted),
+        "largest_gap": float(certificate.gap.max()),
         "iterations": fitted.iterations,
-        "unobserved_mass_after_shift": _quantiles(_mass(moved.exp(), unobserved, world.prompt_dist)),
         "loss_change_after_shift": (loss_after - loss_before).tolist(),
         "weighted_kl_change_after_shift": kl_change.tolist(),
-        "unobserved_shape_error": _quantiles(shape_error),
-        "unobserved_shape_error_over_bound": float(ratio.max()) if beta > 0 else None,
     }
+    reference_kl = kl_target_reference(world)
+    report["worse_than_reference"] = float(
+        (sa.forward_kl(world.target, fitted.policy) > reference_kl).to(torch.float64).mean()
+    )
+    if beta == 0:
+        # The minimizer set: a second start, and the range of the unobserved mass over the set.
+        shifted = sa.fit(objective, data, beta=0.0, max_iter=args.max_iter, init=moved)
+        report["shifted_start"] = {
+            "certified": float(shifted.certificate.certified.to(torch.float64).mean()),
+            "status": _status_counts(shifted),
+            "unobserved_mass": shifted.certificate.unobserved_mass.tolist(),
+            "largest_loss_difference": float((shifted.loss - fitted.loss).abs().max()),
+        }
+        report["unobserved_mass_each"] = certificate.unobserved_mass.tolist()
+        report["unobserved_mass_range"] = certificate.unobserved_mass_range.tolist()
+        return report
+    # beta > 0, stationarity in an unobserved logit (a prompt with data): its logit gradient is
+    # beta·(w_x/n)·pi_u·(ln(pi_u/pi0_u) − KL(pi(x) ‖ pi0(x))), so |ln(pi_u/pi0_u) − KL| ≤ slack with
+    # slack = |g| / (beta·(w_x/n)·pi_u) plus the rounding of the three logarithms subtracted
+    # (4 eps (|ln pi_u| + |ln pi0_u| + KL)).  Since KL ≥ 0, pi_u ≥ pi0_u e^(−slack): pi keeps (at
+    # least) pi0's mass where there is no data — the beta -> 0+ limit of these minimizers too.
+    kl_prompt = sa.kl_per_prompt(logp, ref_logp)  # [R, X]
+    log_ratio = logp - ref_logp
+    error = (log_ratio - kl_prompt.unsqueeze(-1)).abs()
+    eps = torch.finfo(logp.dtype).eps
+    rounding = 4 * eps * (logp.abs() + ref_logp.abs() + kl_prompt.unsqueeze(-1))
+    slack = fitted.grad_norm.view(-1, 1, 1) / (beta * share.unsqueeze(-1) * logp.exp()) + rounding
+    none = torch.zeros_like(error)
+    report["unobserved_stationarity_error"] = _quantiles(torch.where(relevant, error, none).amax(dim=(-1, -2)))
+    report["unobserved_stationarity_error_over_slack"] = float(torch.where(relevant, error / slack, none).max())
+    smallest = torch.where(relevant, log_ratio, torch.full_like(log_ratio, math.inf)).amin(dim=(-1, -2))
+    report["unobserved_log_ratio_min"] = float(smallest.min())
+    report["unobserved_slack_max"] = float(torch.where(relevant, slack, none).max())
+    return report
 
 
 def offline_small_data(args: Args, world: sa.World) -> dict:
@@ -378,6 +420,17 @@ def plot(results: dict, args: Args) -> None:
             mass = [r["unobserved_mass"]["median"] for r in reports]
             axes[1][1].plot(small["n"], fkl, marker=markers[objective], ms=4, color=color, label=label)
             axes[1][2].plot(small["n"], mass, marker=markers[objective], ms=4, color=color, label=label)
+            if float(beta) == 0:
+                second = [float(np.median(r["shifted_start"]["unobserved_mass"])) for r in reports]
+                axes[1][2].plot(
+                    small["n"],
+                    second,
+                    marker=markers[objective],
+                    ms=4,
+                    ls="--",
+                    color=color,
+                    label=f"{objective}, beta = 0, start with mass moved",
+                )
     axes[1][1].axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
     axes[1][1].set(xscale="log", yscale="log", xlabel="n", ylabel="median E_x KL(pi* || pi_hat)")
     axes[1][1].set_title("small data: forward KL")
@@ -385,7 +438,7 @@ def plot(results: dict, args: Args) -> None:
     for key, style, label in (("target_unobserved_mass", ":", "pi*"), ("reference_unobserved_mass", "-.", "pi0")):
         axes[1][2].plot(small["n"], [q["median"] for q in small[key]], style, color="0.3", label=label)
     axes[1][2].set(xscale="log", xlabel="n", ylabel="median mass on unobserved responses")
-    axes[1][2].set_title("small data: mass where there is no data")
+    axes[1][2].set_title("small data: mass where there is no data (certified fits)")
     axes[1][2].legend(fontsize=7)
     for row in axes:
         for ax in row:
@@ -429,9 +482,26 @@ def summary(results: dict) -> str:
             for beta, reports in by_beta.items():
                 report = reports[k]
                 change = max(abs(v) for v in report["loss_change_after_shift"])
-                lines.append(
-                    f"    {objective:>4} beta={float(beta):<5g} KL {report['forward_kl']['median']:8.3g}  "
+                line = (
+                    f"    {objective:>4} beta={float(beta):<5g} certified {report['certified']:.0%}  "
+                    f"KL {report['forward_kl']['median']:8.3g}  "
                     f"unobserved mass {report['unobserved_mass']['median']:.3f}  "
                     f"min log p {report['min_observed_logp']['median']:7.1f}  loss change {change:.2g}"
                 )
+                if float(beta) == 0:
+                    second = report["shifted_start"]["unobserved_mass"]
+                    low = min(r[0] for r in report["unobserved_mass_range"])
+                    high = max(r[1] for r in report["unobserved_mass_range"])
+                    line += (
+                        f"  | shifted start: mass median {float(np.median(second)):.3f}, "
+                        f"loss diff {report['shifted_start']['largest_loss_difference']:.1e}; "
+                        f"range over minimizers [{low:.2f}, {high:.2f}]"
+                    )
+                else:
+                    line += (
+                        f"  | min ln(pi/pi0) on unobserved {report['unobserved_log_ratio_min']:.3g}, "
+                        f"stationarity error median {report['unobserved_stationarity_error']['median']:.1e} "
+                        f"(error/slack max {report['unobserved_stationarity_error_over_slack']:.2g})"
+                    )
+                lines.append(line)
     return "\n".join(lines)
