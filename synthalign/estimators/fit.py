@@ -23,6 +23,8 @@ from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy
 
+__all__ = ["FitResult", "comparison_graph_separable", "resolve_reward", "fit_reward_model", "fit"]
+
 _LOGIT_FLOOR = -1e3
 
 

@@ -40,6 +40,15 @@ from torch import Tensor
 from synthalign._checks import as_tensor, check_positive
 from synthalign.theory.lemmas import _lemma9_factor_of_log
 
+__all__ = [
+    "prop12_bound",
+    "thm4_bound",
+    "thm6_bound",
+    "thm14_intermediate_bound",
+    "thm7_bound",
+    "prop15_factor",
+]
+
 _DTYPE = torch.float64
 
 _LEMMA8_SLOPE = 0.25  # proved in Lemma 8

@@ -31,6 +31,16 @@ from synthalign.theory.bounds import (
     thm14_intermediate_bound,
 )
 
+__all__ = [
+    "centred_reward",
+    "boundedness_constant",
+    "coverage_ratios",
+    "coverage_coefficient",
+    "coverage_coefficient_pairs",
+    "WorldConstants",
+    "world_constants",
+]
+
 _DTYPE = torch.float64
 
 

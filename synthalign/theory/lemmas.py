@@ -13,6 +13,8 @@ from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
 
+__all__ = ["psi", "lemma9_factor", "lemma8_lower", "lemma9_upper", "lemma10_lower"]
+
 _DTYPE = torch.float64
 # Slope of the sigmoid lower bound |σ(u) − σ(v)| ≥ c e^{−(|u|∨|v|)} |u − v|, proved in Lemma 8.
 _LEMMA8_SLOPE = 0.25

@@ -30,6 +30,8 @@ from synthalign.worlds.policy import Policy
 from synthalign.worlds.sequence import SequenceSpace
 from synthalign.worlds.torch_sampling import make_generator, sample_categorical
 
+__all__ = ["TabularSoftmax", "TabularAutoregressive", "PrefixModel", "ModuleAutoregressive", "as_policy"]
+
 
 def _gather_cells(flat: Tensor, cells: Tensor) -> Tensor:
     """flat [*lead, C, V] indexed by cells [*lead, *rest] (or [*rest] when lead is empty) → [*lead, *rest, V]."""

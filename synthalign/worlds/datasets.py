@@ -27,6 +27,16 @@ from synthalign._checks import (
     describe,
 )
 
+__all__ = [
+    "CellData",
+    "PreferenceData",
+    "PairData",
+    "PreferenceList",
+    "counts_to_list",
+    "decode_cells",
+    "numpy_generator",
+]
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CellData:

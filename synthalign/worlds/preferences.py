@@ -16,6 +16,14 @@ from synthalign._checks import check_positive, safe_log_ratio
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
 
+__all__ = [
+    "preference_probability",
+    "pair_log_probs",
+    "preference_matrix",
+    "population_preferences",
+    "population_pairs",
+]
+
 _TABLE_BLOCK = 2**17  # cells filled at once by `population_preferences`
 
 

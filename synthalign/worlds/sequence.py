@@ -35,6 +35,8 @@ from synthalign._checks import as_tensor, check_positive
 from synthalign.worlds.policy import Policy, check_distribution
 from synthalign.worlds.tabular import World
 
+__all__ = ["SequenceSpace", "SequenceWorld"]
+
 # Sequence ids are int64 and the level sums are kept exact in float64.
 _MAX_SEQUENCES = 2**40
 

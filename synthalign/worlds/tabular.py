@@ -31,6 +31,8 @@ from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import population_preferences
 from synthalign.worlds.sampling import sample_pairs, sample_preference_list, sample_preferences
 
+__all__ = ["World"]
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class World:
