@@ -124,13 +124,17 @@ def package_modules(package: str) -> list[str]:
     """The public modules and subpackages of `package` (dotted), in name order, from its folder."""
     folder = ROOT.joinpath(*package.split("."))
     names = [path.stem for path in folder.glob("*.py") if not path.name.startswith("_")]
-    names += [path.name for path in folder.iterdir() if (path / "__init__.py").exists() and not path.name.startswith("_")]
+    names += [
+        path.name for path in folder.iterdir() if (path / "__init__.py").exists() and not path.name.startswith("_")
+    ]
     return [f"{package}.{name}" for name in sorted(names)]
 
 
 def api_modules(package: str) -> str:
     """mkdocstrings blocks: the package's docstring, then each public module in full (each object once)."""
-    blocks = [f"::: {package}\n    options:\n      members: false\n      heading_level: 1\n      show_root_heading: false"]
+    blocks = [
+        f"::: {package}\n    options:\n      members: false\n      heading_level: 1\n      show_root_heading: false"
+    ]
     blocks += [f"::: {module}" for module in package_modules(package)]
     return "\n\n".join(blocks)
 

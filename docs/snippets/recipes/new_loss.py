@@ -24,12 +24,15 @@ def stated_minimizer(reward, world, beta, params):
 report = check_objective(tempered_dpo, consistent=False, expected_minimizer=stated_minimizer)
 print(report)
 
+
 # A wrong statement is caught: DPO's own minimizer pi ∝ pi0 · pi* is not this loss's unless tau = gamma.
 def dpo_minimizer(reward, world, beta, params):
     return tilted_reference(world, world.target.logp)
 
 
-wrong = check_objective(tempered_dpo, consistent=False, expected_minimizer=dpo_minimizer, checks=["population_minimizer"])
+wrong = check_objective(
+    tempered_dpo, consistent=False, expected_minimizer=dpo_minimizer, checks=["population_minimizer"]
+)
 print(wrong)
 
 # The same object fits data and evaluates exactly, like any built-in objective.

@@ -34,9 +34,11 @@ batch = policy.pair_batch(prompts, chosen, rejected)
 
 before = error()
 optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-for step in range(100):
+for _ in range(100):
     optimizer.zero_grad()
-    loss = sa.pair_batch_loss("pmle", model, batch, gamma=world.gamma, weight=counts)  # the registered eq. 4, on sequences
+    loss = sa.pair_batch_loss(
+        "pmle", model, batch, gamma=world.gamma, weight=counts
+    )  # the registered eq. 4, on sequences
     loss.backward()
     optimizer.step()
 after = error()
