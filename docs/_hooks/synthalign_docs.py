@@ -17,6 +17,10 @@ Four jobs, so that the site follows the repository instead of copying it:
   are not there in every version.
 
 `<!-- notebook-list -->` is replaced by a list of the notebooks with their titles.
+
+And one Markdown rule, for the pages and the docstrings alike: the star of the paper's notation
+(π*, pi*, R*, P*, θ*) is a literal star, not the start or end of emphasis, so that
+"KL(π* ‖ π) ... π*" is not set in italics between the two stars.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import posixpath
 import re
 from pathlib import Path
 
+from markdown import Extension, util
+from markdown.inlinepatterns import InlineProcessor
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
@@ -48,6 +54,23 @@ _IF_EXISTS = re.compile(
 _API_MODULES = re.compile(r"<!-- api-modules (?P<package>[\w.]+) -->")
 _LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?P<title>\s+\"[^\"]*\")?\)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+# A star right after the symbols the paper stars; a lookbehind per symbol (each of fixed width).
+_NOTATION_STAR = r"(?:(?<=π)|(?<=Π)|(?<=θ)|(?<=\bpi)|(?<=\bR)|(?<=\bP))\*(?!\*)"
+
+
+class _LiteralStar(InlineProcessor):
+    def handleMatch(self, match, data):
+        # What a backslash escape becomes: Python-Markdown restores the character after inline parsing.
+        return f"{util.STX}{ord('*')}{util.ETX}", match.start(0), match.end(0)
+
+
+class NotationStars(Extension):
+    """π*, pi*, R*, P*, θ*: the star is notation, never emphasis (runs before the emphasis patterns)."""
+
+    def extendMarkdown(self, md):
+        md.inlinePatterns.register(_LiteralStar(_NOTATION_STAR, md), "notation_star", 65)
 
 
 def notebooks() -> list[Path]:
@@ -172,8 +195,10 @@ def expand(markdown: str, page: str) -> str:
     return markdown
 
 
+@event_priority(100)  # before mkdocstrings copies the Markdown extensions for the docstrings
 def on_config(config):
-    """Lists every existing notebook in the nav's Notebooks section, after its fixed entries."""
+    """Adds the notation-star rule; lists every existing notebook in the nav's Notebooks section."""
+    config["markdown_extensions"].append(NotationStars())
     for entry in config["nav"] or []:
         if isinstance(entry, dict) and NOTEBOOK_SECTION in entry:
             section = entry[NOTEBOOK_SECTION]
