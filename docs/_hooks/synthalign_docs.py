@@ -199,6 +199,9 @@ def expand(markdown: str, page: str) -> str:
 def on_config(config):
     """Adds the notation-star rule; lists every existing notebook in the nav's Notebooks section."""
     config["markdown_extensions"].append(NotationStars())
+    # The snippets' folder from the repository root whatever the working directory (`mkdocs build -f ...`).
+    snippets = config["mdx_configs"].setdefault("pymdownx.snippets", {})
+    snippets["base_path"] = [str(ROOT / "docs" / "snippets")]
     for entry in config["nav"] or []:
         if isinstance(entry, dict) and NOTEBOOK_SECTION in entry:
             section = entry[NOTEBOOK_SECTION]

@@ -1,15 +1,17 @@
-// MathJax 3 configuration for pymdownx.arithmatex (generic mode): typeset \( \) and \[ \] inside
-// .arithmatex elements only.  MathJax itself is loaded by the browser; without it the TeX stays readable.
+// MathJax 3 for the whole site, loaded by the reader's browser (the build fetches nothing; offline, formulas
+// stay readable as their TeX source).  It typesets only
+//   * .arithmatex elements: the pages' formulas, which pymdownx.arithmatex (generic mode) writes as \( \) and \[ \];
+//   * .jp-MarkdownOutput elements: the notebooks' Markdown cells, rendered by mkdocs-jupyter with $ $ and $$ $$.
 window.MathJax = {
   tex: {
-    inlineMath: [["\\(", "\\)"]],
-    displayMath: [["\\[", "\\]"]],
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
     processEscapes: true,
     processEnvironments: true
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex"
+    processHtmlClass: "arithmatex|jp-MarkdownOutput"
   }
 };
 
