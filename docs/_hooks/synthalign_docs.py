@@ -122,14 +122,17 @@ def rebase_links(text: str, source: str, page: str) -> str:
     """Links of `text`, written relative to the repository file `source`, made right for the docs page `page`.
 
     A target inside docs/ becomes a path relative to the page; any other relative target (a file
-    of the repository that the site does not hold) becomes its text and the path as code.  Absolute
-    URLs and in-page anchors are kept.
+    of the repository that the site does not hold) becomes its text and the path as code; an anchor
+    of the source file (`#section`), which the page does not have, becomes its text.  Absolute URLs
+    are kept.
     """
 
     def replace(match: re.Match) -> str:
         target = match.group("target")
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):
             return match.group(0)
+        if target.startswith("#"):
+            return match.group("text")
         path, _, anchor = target.partition("#")
         in_repo = posixpath.normpath(posixpath.join(posixpath.dirname(source), path))
         if in_repo.startswith("docs/"):
