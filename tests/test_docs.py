@@ -160,6 +160,12 @@ def test_if_exists_and_fallback_sections():
         "<!-- include-section README.md#No such heading -->fallback<!-- end-include-section -->"
     )
     assert hooks.expand(markdown, "index.md") == "yesnofallback"
+    nested = (
+        "<!-- if-exists README.md -->a<!-- if-exists no/such/file -->b<!-- else -->c<!-- end-if-exists -->d"
+        "<!-- else -->e<!-- end-if-exists -->"
+    )
+    assert hooks.expand(nested, "index.md") == "acd"
+    assert hooks.expand(nested.replace("README.md", "no/such/dir"), "index.md") == "e"
 
 
 # ------------------------------------------------------------------ the recipes, executed

@@ -47,8 +47,11 @@ _INCLUDE = re.compile(
     r"(?:(?P<fallback>.*?)<!-- end-include-section -->)?",
     re.DOTALL,
 )
+# An innermost block (no if-exists inside): blocks may nest, and are expanded from the inside out.
+_NO_NESTED = r"(?:(?!<!-- if-exists ).)*?"
 _IF_EXISTS = re.compile(
-    r"<!-- if-exists (?P<path>\S+) -->(?P<then>.*?)(?:<!-- else -->(?P<otherwise>.*?))?<!-- end-if-exists -->",
+    rf"<!-- if-exists (?P<path>\S+) -->(?P<then>{_NO_NESTED})"
+    rf"(?:<!-- else -->(?P<otherwise>{_NO_NESTED}))?<!-- end-if-exists -->",
     re.DOTALL,
 )
 _API_MODULES = re.compile(r"<!-- api-modules (?P<package>[\w.]+) -->")
@@ -185,7 +188,9 @@ def expand(markdown: str, page: str) -> str:
             return fallback
         return rebase_links(body, path, page)
 
-    markdown = _IF_EXISTS.sub(if_exists, markdown)
+    expanded = None
+    while expanded != markdown:
+        expanded, markdown = markdown, _IF_EXISTS.sub(if_exists, markdown)
     markdown = _API_MODULES.sub(lambda match: api_modules(match.group("package")), markdown)
     markdown = _INCLUDE.sub(include, markdown)
     if "<!-- notebook-list -->" in markdown:
