@@ -151,17 +151,15 @@ class LMPolicy(ModuleAutoregressive):
         K = space.n_content
         leaf_ids = torch.arange(space.offsets[depth], space.offsets[depth + 1], device=device)
         leaf_tokens = space.decode(leaf_ids)[0][:, :depth]  # [K^(L-1), L-1]
-        prompts = torch.arange(self.n_prompts, device=device)
-        per_prompt = []
-        for x in prompts:
-            rows = []
-            for start in range(0, leaf_tokens.shape[0], chunk_size):
-                chunk = leaf_tokens[start : start + chunk_size]
-                prompt = self.prompt_tokens.to(device)[x].expand(chunk.shape[0], -1)
-                logits = self.lm(input_ids=torch.cat([prompt, chunk], dim=-1), use_cache=False).logits
-                rows.append(logits[:, self.prompt_length - 1 :])  # position Tp − 1 + t follows t content tokens
-            per_prompt.append(torch.cat(rows, dim=0))  # [K^(L-1), L, V']
-        logits = torch.stack(per_prompt)  # [X, K^(L-1), L, V']
+        n_leaves = leaf_tokens.shape[0]
+        # every (prompt, longest prefix) row in one batch: [X·K^(L-1), Tp + L − 1], prompt-major
+        prompts = self.prompt_tokens.to(device).repeat_interleave(n_leaves, dim=0)
+        input_ids = torch.cat([prompts, leaf_tokens.repeat(self.n_prompts, 1)], dim=-1)
+        rows = []
+        for start in range(0, input_ids.shape[0], chunk_size):
+            logits = self.lm(input_ids=input_ids[start : start + chunk_size], use_cache=False).logits
+            rows.append(logits[:, self.prompt_length - 1 :])  # position Tp − 1 + t follows t content tokens
+        logits = torch.cat(rows, dim=0).unflatten(0, (self.n_prompts, n_leaves))  # [X, K^(L-1), L, V']
         if logits.shape[-1] != space.vocab_size:
             raise ValueError(
                 f"model must return logits over the world's V = {space.vocab_size} tokens, got {logits.shape[-1]}"
