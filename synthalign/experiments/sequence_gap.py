@@ -66,7 +66,7 @@ COLORS = {
 }
 _SIZES = {
     # size: world (V, L, X), model (hidden, layers), log2 n, tilts, replicates, steps, pretraining steps
-    "quick": dict(world=(3, 3, 2), model=(32, 2), log2_ns=(6, 9, 12), tilts=(0.0, 2.0), replicates=1, steps=80,
+    "quick": dict(world=(4, 3, 2), model=(32, 2), log2_ns=(6, 9, 12), tilts=(0.0, 2.0), replicates=1, steps=80,
                   pretrain=100),
     "default": dict(world=(3, 4, 2), model=(32, 2), log2_ns=(6, 8, 10, 12, 14), tilts=(0.0, 1.0, 2.0, 3.0),
                     replicates=3, steps=400, pretrain=400),
@@ -369,7 +369,8 @@ def _summaries(cells: list[dict]) -> dict:
     for method in METHODS:
         out[method] = {}
         for name in (*PARAMETRIZATIONS, "tabular_exact"):
-            for metric in ("forward_kl", "mass_off_support"):
+            metrics = ("forward_kl", "mass_off_support") + (("excess_loss",) if name in PARAMETRIZATIONS else ())
+            for metric in metrics:
                 mean, se = _mean_se([c[method][name][metric] for c in cells])
                 out[method][f"{name}_{metric}"] = {"mean": mean, "se": se}
     return out
@@ -451,7 +452,7 @@ def summary(results: dict) -> str:
     lines = [
         f"Sequence gap: N = {results['world']['n_sequences']} sequences, {results['replicates']} dataset(s) per point",
         f"{'method':<17} {'n':>6} | {'KL tf':>8} {'KL ar':>8} {'KL tab':>8} | {'off tf':>7} {'off ar':>7} "
-        f"{'off tab':>7} | {'unseen':>6}",
+        f"{'off tab':>7} | {'unseen':>6} | {'exc tf':>7} {'exc ar':>7}",
     ]
     for row in results["curves"]:
         for method in METHODS:
@@ -460,7 +461,8 @@ def summary(results: dict) -> str:
             off = " ".join(
                 f"{m[f'{name}_mass_off_support']['mean']:7.4f}" for name in (*PARAMETRIZATIONS, "tabular_exact")
             )
-            lines.append(f"{method:<17} {row['n']:>6} | {kl} | {off} | {1 - row['support_fraction']:6.3f}")
+            excess = " ".join(f"{m[f'{name}_excess_loss']['mean']:7.4f}" for name in PARAMETRIZATIONS)
+            lines.append(f"{method:<17} {row['n']:>6} | {kl} | {off} | {1 - row['support_fraction']:6.3f} | {excess}")
     lines.append(f"on-policy gap at n = {results['ns'][-1]}:")
     lines.append(f"{'tilt':>5} {'C':>8} {'pi* off':>7} | " + " ".join(f"{m:>15}" for m in METHODS))
     for row in results["gap"]:
@@ -475,6 +477,8 @@ def summary(results: dict) -> str:
         "  KL tab: the same for the exact tabular estimator on the same data (Newton or closed form)",
         "  off tf / off ar / off tab: E_x pi(sequences that occur nowhere in the data at x)",
         "  unseen: the fraction of (x, sequence) cells absent from the data",
+        "  exc tf / exc ar: the trained policy's loss minus the exact tabular fit's (the optimization error; it can be",
+        "    negative at small n, where the exact fit carries the ridge and the trained policies do not)",
         "  C: max_{x,a} pi*(a|x)/mu(a|x), mu's coverage of pi*; pi* off: pi*'s mass on the unseen sequences",
         "  gap rows: transformer/exact-tabular forward KL of each method at the largest n",
         f"{results['seconds']:.1f} s",
