@@ -143,7 +143,8 @@ def test_collator_refuses_bad_examples(tokenizer):
 
 def test_from_trl_batch_refuses_odd_rows():
     with pytest.raises(ValueError, match="even"):
-        from_trl_batch({key: torch.ones(3, 4, dtype=torch.long) for key in ("input_ids", "attention_mask", "completion_mask")})
+        fields = ("input_ids", "attention_mask", "completion_mask")
+        from_trl_batch({key: torch.ones(3, 4, dtype=torch.long) for key in fields})
     with pytest.raises(ValueError, match="lacks"):
         from_trl_batch({"input_ids": torch.ones(2, 4, dtype=torch.long)})
 

@@ -38,9 +38,9 @@ from torch import Tensor
 
 from synthalign._checks import InputTypeError, check_int
 from synthalign.bridge._deps import require
-from synthalign.bridge.sequences import BATCH_KEYS
 
-__all__ = ["ObjectiveDPOTrainer", "PreferenceCollator", "from_trl_batch", "tokenize_preference"]
+# ObjectiveDPOTrainer is built on first access (module __getattr__), so that importing this module needs no TRL.
+__all__ = ["ObjectiveDPOTrainer", "PreferenceCollator", "from_trl_batch", "tokenize_preference"]  # noqa: F822
 
 _TRL_FIELDS = ("input_ids", "attention_mask", "completion_mask")
 _SIDES = ("prompt", "chosen", "rejected")
@@ -241,7 +241,9 @@ def _objective_dpo_trainer():
         def __init__(self, *args, objective, objective_params: Mapping | None = None, **kwargs):
             obj = pair_objective(objective)
             if obj.needs_reward:
-                raise ValueError(f"objective {obj.name!r} needs a reward R̂, which TRL's preference batches do not carry")
+                raise ValueError(
+                    f"objective {obj.name!r} needs a reward R̂, which TRL's preference batches do not carry"
+                )
             params = obj.resolve_params(dict(objective_params or {}))
             super().__init__(*args, **kwargs)
             config = self.args

@@ -102,9 +102,10 @@ class Args(CommonArgs):
         super().__post_init__()
         for name in ("gamma", "logit_scale", "lr", "tabular_lr", "ridge"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise OptionError(name, f"{name} must be a positive number, got {value!r}")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+        steps = self.steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise OptionError("steps", f"steps must be a positive integer, got {self.steps!r}")
         if self.log2_ns is not None:
             self.log2_ns = tuple(self.log2_ns)
@@ -420,8 +421,9 @@ def plot(results: dict, args: Args) -> None:
             axes[1].plot(ns, mass, ls=ls, marker=marker, ms=4, color=COLORS[method])
     target_off = [row["support_fraction"] for row in results["curves"]]
     axes[1].plot(ns, [1 - s for s in target_off], color="gray", ls="-.", label="fraction of sequences unseen")
-    axes[0].set(xscale="log", yscale="log", xlabel="n (pairs from mu = pi0)", ylabel="E_x KL(pi* || pi) over all sequences",
-                title="forward KL against n (solid: transformer, dashed: tabular AR, dotted: exact tabular)")  # fmt: skip
+    axes[0].set(xscale="log", yscale="log", xlabel="n (pairs from mu = pi0)",
+                ylabel="E_x KL(pi* || pi) over all sequences",
+                title="forward KL against n (solid: transformer, dashed: tabular AR, dotted: exact)")  # fmt: skip
     axes[1].set(xscale="log", yscale="symlog", xlabel="n", ylabel="E_x pi(sequences absent from the data)",
                 title="mass off the data's support (solid: transformer, dashed: tabular AR)")  # fmt: skip
     axes[1].set_yscale("symlog", linthresh=1e-3)
