@@ -1,4 +1,4 @@
-"""Hypothesis fuzz of the bridge's public entry points: valid input gives finite, consistent values; bad input a ValueError."""
+"""Hypothesis fuzz of the bridge's entry points: valid input gives finite, consistent values; bad input a ValueError."""
 
 import pytest
 import torch
