@@ -29,6 +29,11 @@ closed form, `synthalign.fit`; distillation from pi_t and RKL share the minimize
 Measured: E_x KL(pi* ‖ pi) over ALL N sequences against n (tilt 0); the mass pi puts on sequences
 that never occur in the data (`synthalign.mass_outside`); and at the largest n, the gap between the
 offline methods (pairs from mu) and the on-policy ones as the tilt grows.
+
+Sizes: `--quick` (CI, CPU: V = 4, L = 3, N = 40, one dataset per point, 80 Adam steps per fit), the
+default, and `--full --device cuda` (V = 4, L = 4, N = 121, 5 datasets per point, 800 steps; the run
+of `benchmarks/gpu_check.sh`).  Few steps leave the transformer short of its minimizer; the record's
+`excess_loss` (trained loss minus the exact tabular fit's) says by how much, for every fit.
 """
 
 from __future__ import annotations
