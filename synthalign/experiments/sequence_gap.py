@@ -432,6 +432,7 @@ def plot(results: dict, args: Args) -> None:
     axes[1].set(xscale="log", yscale="symlog", xlabel="n", ylabel="E_x pi(sequences absent from the data)",
                 title="mass off the data's support (solid: transformer, dashed: tabular AR)")  # fmt: skip
     axes[1].set_yscale("symlog", linthresh=1e-3)
+    axes[1].set_ylim(bottom=0.0)  # a probability: no negative half
     for method in METHODS:
         for name in PARAMETRIZATIONS:
             ls, marker = styles[name]
