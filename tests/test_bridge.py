@@ -18,6 +18,7 @@ is exact at the first position (weights [1, 0, ...], gradient 0), the only one t
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -477,4 +478,5 @@ def test_make_trainer_rejects_bad_inputs_before_any_step(objective, reference, k
     optimizer = torch.optim.SGD(policy_model.parameters(), lr=0.0)
     kwargs = {"gamma": GAMMA, **kwargs}
     with pytest.raises(ValueError, match=name):
-        bridge.make_trainer(objective, policy_model, policy_model if reference else None, optimizer, **kwargs)
+        reference_model = copy.deepcopy(policy_model) if reference else None
+        bridge.make_trainer(objective, policy_model, reference_model, optimizer, **kwargs)

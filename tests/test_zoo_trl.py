@@ -402,9 +402,13 @@ BRIDGE_LOSS_TYPES = sorted(
 )
 
 
-def test_only_batch_level_losses_are_left_out_of_the_bridge():
-    # "aot" and "aot_unpaired" sort the margins of a batch: no per-pair loss, so not registered.
-    assert set(zoo.TRL_LOSS_TYPES) - set(BRIDGE_LOSS_TYPES) == {"aot", "aot_unpaired"}
+BATCH_LEVEL_LOSS_TYPES = ("aot", "aot_unpaired")
+
+
+def test_only_batch_level_losses_are_left_out_of_the_registry():
+    # "aot" and "aot_unpaired" sort the margins of a batch: no per-pair loss, so not registered; the bridge still
+    # runs them on its sequence log-probabilities (`test_bridge_batch_level_losses_match_trl_dpo_trainer`).
+    assert set(zoo.TRL_LOSS_TYPES) - set(BRIDGE_LOSS_TYPES) == set(BATCH_LEVEL_LOSS_TYPES)
 
 
 @pytest.mark.parametrize("loss_type", BRIDGE_LOSS_TYPES)
@@ -422,6 +426,35 @@ def test_bridge_on_a_real_model_matches_trl_dpo_trainer(make_trainer, loss_type)
     our_grads = torch.autograd.grad(ours, parameters, allow_unused=True)
     torch.testing.assert_close(ours.detach(), theirs.detach(), **TOLERANCE)
     assert any(g is not None and g.abs().max() > 1e-4 for g in our_grads)
+    for mine, trls in zip(our_grads, their_grads, strict=True):
+        if mine is None or trls is None:
+            assert mine is None or not mine.any()
+            continue
+        torch.testing.assert_close(mine, trls, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", BATCH_LEVEL_LOSS_TYPES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.125])
+def test_bridge_batch_level_losses_match_trl_dpo_trainer(make_trainer, loss_type, label_smoothing):
+    # The batch-level zoo functions on the bridge's own sequence log-probabilities of the real model and its
+    # reference (`synthalign.bridge.sequences.pair_logprobs`), against DPOTrainer on the same batch.
+    from synthalign.bridge.sequences import pair_logprobs
+
+    trainer = make_trainer(
+        beta=GAMMA, loss_type=[loss_type], precompute_ref_log_probs=False, label_smoothing=label_smoothing
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    theirs = trainer.compute_loss(trainer.model, batch)
+    bridge_batch = from_trl_batch(batch)
+    logp = pair_logprobs(trainer.model, bridge_batch)
+    with torch.no_grad():
+        ref_logp = pair_logprobs(trainer.ref_model, bridge_batch)
+    ours = getattr(zoo, zoo.TRL_LOSS_TYPES[loss_type])(*logp, *ref_logp, gamma=GAMMA, label_smoothing=label_smoothing)
+    parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+    their_grads = torch.autograd.grad(theirs, parameters, allow_unused=True)
+    our_grads = torch.autograd.grad(ours, parameters, allow_unused=True)
+    torch.testing.assert_close(ours.detach(), theirs.detach(), **TOLERANCE)
+    assert any(g is not None and g.abs().max() > 1e-5 for g in our_grads)
     for mine, trls in zip(our_grads, their_grads, strict=True):
         if mine is None or trls is None:
             assert mine is None or not mine.any()

@@ -7,8 +7,9 @@
   conventions, through `synthalign.evaluate.pair_inputs`) and the on-policy KL term;
 * `synthalign.bridge.trainers`: `make_trainer` and the trainers on `accelerate` (offline pairs,
   on-policy pairs, RKL/RLHF), with globally normalized weights and exact micro-batching;
-* `synthalign.bridge.trl`: TRL's preference format in, and a registered objective inside TRL's
-  `DPOTrainer`.
+* `synthalign.bridge.trl`: TRL's preference format in (`PreferenceCollator`, plain or conversational
+  examples → the bridge's batch; `from_trl_batch`, TRL's collated batch → the bridge's), and a
+  registered objective inside TRL's `DPOTrainer` (`synthalign.bridge.trl.ObjectiveDPOTrainer`).
 
 `transformers`, `accelerate` and `trl` are imported only where used; a missing one raises an
 ImportError naming the extra that installs it (``pip install 'synthalign[bridge]'``).
@@ -18,6 +19,7 @@ from synthalign.bridge.losses import kl_surrogate, pair_batch_loss, pair_weights
 from synthalign.bridge.policy import LMPolicy, default_prompt_tokens, mass_outside
 from synthalign.bridge.sequences import BATCH_KEYS, sequence_logprobs
 from synthalign.bridge.trainers import OnPolicyPairTrainer, OnPolicyTrainer, PairTrainer, make_trainer, shard
+from synthalign.bridge.trl import PreferenceCollator, from_trl_batch, tokenize_preference
 
 __all__ = [
     "BATCH_KEYS",
@@ -25,7 +27,9 @@ __all__ = [
     "OnPolicyPairTrainer",
     "OnPolicyTrainer",
     "PairTrainer",
+    "PreferenceCollator",
     "default_prompt_tokens",
+    "from_trl_batch",
     "kl_surrogate",
     "make_trainer",
     "mass_outside",
@@ -33,4 +37,5 @@ __all__ = [
     "pair_weights",
     "sequence_logprobs",
     "shard",
+    "tokenize_preference",
 ]

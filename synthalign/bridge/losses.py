@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
+from synthalign.bridge._validate import check_choice, check_model
 from synthalign.bridge.sequences import check_batch, completion_lengths, pair_logprobs
 from synthalign.estimators.onpolicy import score_function_surrogate
 from synthalign.evaluate import pair_inputs
@@ -170,10 +171,18 @@ def pair_batch_loss(
       **params: the objective's hyper-parameters (its defaults otherwise).
     """
     obj = pair_objective(objective)
+    check_model(policy, "policy")
+    if reference is not None:
+        check_model(reference, "reference")
+    if not isinstance(average, bool):
+        raise ValueError(f"average must be True or False, got {average!r}")
     resolved = obj.resolve_params(params)
     gamma = resolve_gamma(obj, gamma)
     weights = pair_weights(obj, batch, weight)
-    total = weights.sum() if weight_total is None else torch.as_tensor(weight_total, dtype=torch.float64)
+    if weight_total is None:
+        total = weights.sum()
+    else:
+        total = torch.as_tensor(check_positive(float(weight_total), "weight_total"), dtype=torch.float64)
     losses = pair_terms(
         obj,
         policy,
@@ -220,6 +229,15 @@ def kl_surrogate(
     beta·k in the loss (k2's gradient is ∇KL; k1's has mean 0), "exact" computes beta·KL on the
     full tables (enumerable spaces; `responses` unused).
     """
+    from synthalign.estimators.onpolicy import ESTIMATORS, PLACEMENTS
+    from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS
+
+    beta = check_positive(beta, "beta", allow_zero=True)
+    check_choice(kl_estimator, KL_ESTIMATOR_KINDS, "kl_estimator")
+    check_choice(kl_placement, PLACEMENTS, "kl_placement")
+    check_choice(estimator, ESTIMATORS, "estimator")
+    if kl_placement != "exact" and not isinstance(responses, Tensor):
+        raise ValueError(f"responses must be sampled sequence ids [B, m] for kl_placement {kl_placement!r}")
     if kl_placement == "exact":
         with torch.no_grad():
             ref_table = reference.table()[prompts]

@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from synthalign._checks import check_int, check_logp, check_prompt_dist
+from synthalign.bridge._validate import check_model
 from synthalign.bridge.sequences import sequence_logprobs
 from synthalign.worlds.autoregressive import ModuleAutoregressive, as_policy
 from synthalign.worlds.policy import Policy
@@ -39,8 +41,8 @@ __all__ = ["LMPolicy", "default_prompt_tokens", "mass_outside"]
 
 def default_prompt_tokens(n_prompts: int, vocab_size: int) -> Tensor:
     """Prompt x as its base-V digits, most significant first, on max(1, ⌈log_V X⌉) tokens: int64 [X, Tp]."""
-    if not isinstance(n_prompts, int) or n_prompts < 1:
-        raise ValueError(f"n_prompts must be a positive integer, got {n_prompts!r}")
+    n_prompts = check_int(n_prompts, "n_prompts")
+    vocab_size = check_int(vocab_size, "vocab_size", minimum=2)
     width = max(1, math.ceil(math.log(n_prompts) / math.log(vocab_size) - 1e-12)) if n_prompts > 1 else 1
     powers = vocab_size ** torch.arange(width - 1, -1, -1)
     return torch.div(torch.arange(n_prompts).unsqueeze(-1), powers, rounding_mode="floor") % vocab_size
@@ -80,8 +82,12 @@ class LMPolicy(ModuleAutoregressive):
         prompt_tokens: Tensor | None = None,
         dtype: torch.dtype = torch.float64,
     ):
+        check_model(model)
         if not isinstance(space, SequenceSpace):
             raise ValueError(f"space must be a SequenceSpace, got {type(space).__name__}")
+        n_prompts = check_int(n_prompts, "n_prompts")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
         if prompt_tokens is None:
             prompt_tokens = default_prompt_tokens(int(n_prompts), space.vocab_size)
         if not isinstance(prompt_tokens, Tensor) or prompt_tokens.dtype != torch.int64 or prompt_tokens.dim() != 2:
@@ -151,17 +157,15 @@ class LMPolicy(ModuleAutoregressive):
         K = space.n_content
         leaf_ids = torch.arange(space.offsets[depth], space.offsets[depth + 1], device=device)
         leaf_tokens = space.decode(leaf_ids)[0][:, :depth]  # [K^(L-1), L-1]
-        prompts = torch.arange(self.n_prompts, device=device)
-        per_prompt = []
-        for x in prompts:
-            rows = []
-            for start in range(0, leaf_tokens.shape[0], chunk_size):
-                chunk = leaf_tokens[start : start + chunk_size]
-                prompt = self.prompt_tokens.to(device)[x].expand(chunk.shape[0], -1)
-                logits = self.lm(input_ids=torch.cat([prompt, chunk], dim=-1), use_cache=False).logits
-                rows.append(logits[:, self.prompt_length - 1 :])  # position Tp − 1 + t follows t content tokens
-            per_prompt.append(torch.cat(rows, dim=0))  # [K^(L-1), L, V']
-        logits = torch.stack(per_prompt)  # [X, K^(L-1), L, V']
+        n_leaves = leaf_tokens.shape[0]
+        # every (prompt, longest prefix) row in one batch: [X·K^(L-1), Tp + L − 1], prompt-major
+        prompts = self.prompt_tokens.to(device).repeat_interleave(n_leaves, dim=0)
+        input_ids = torch.cat([prompts, leaf_tokens.repeat(self.n_prompts, 1)], dim=-1)
+        rows = []
+        for start in range(0, input_ids.shape[0], chunk_size):
+            logits = self.lm(input_ids=input_ids[start : start + chunk_size], use_cache=False).logits
+            rows.append(logits[:, self.prompt_length - 1 :])  # position Tp − 1 + t follows t content tokens
+        logits = torch.cat(rows, dim=0).unflatten(0, (self.n_prompts, n_leaves))  # [X, K^(L-1), L, V']
         if logits.shape[-1] != space.vocab_size:
             raise ValueError(
                 f"model must return logits over the world's V = {space.vocab_size} tokens, got {logits.shape[-1]}"
@@ -191,9 +195,11 @@ def mass_outside(policy, support: Tensor, prompt_dist: Tensor | None = None) -> 
     complement directly (never 1 − a sum close to 1).  Prompts are weighed by `prompt_dist`
     (default the policy's D, else uniform).
     """
-    logp = policy.logp if isinstance(policy, Policy) else policy
+    logp = policy.logp if isinstance(policy, Policy) else check_logp(policy, "policy")
     if prompt_dist is None and isinstance(policy, Policy):
         prompt_dist = policy.prompt_dist
+    elif prompt_dist is not None:
+        prompt_dist = check_prompt_dist(prompt_dist, n_prompts=logp.shape[-2])
     if not isinstance(support, Tensor) or support.dtype != torch.bool:
         raise ValueError("support must be a boolean tensor (True on the responses of the set)")
     if support.shape[-2:] != logp.shape[-2:]:

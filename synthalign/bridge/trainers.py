@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_positive
+from synthalign._checks import check_int, check_positive
 from synthalign.bridge._deps import require
+from synthalign.bridge._validate import check_choice, check_model, check_optimizer
 from synthalign.bridge.losses import kl_surrogate, pair_objective, pair_terms, pair_weights, resolve_gamma
 from synthalign.bridge.policy import LMPolicy
 from synthalign.bridge.sequences import BATCH_KEYS
@@ -49,16 +50,17 @@ PAIR_SOURCES = ("policy", "reference", "behavior")
 
 def shard(n_rows: int, process_index: int, num_processes: int) -> Tensor:
     """The rows [start, stop) of the global batch that process `process_index` keeps (contiguous, sizes ±1)."""
+    n_rows, num_processes = check_int(n_rows, "n_rows"), check_int(num_processes, "num_processes")
+    process_index = check_int(process_index, "process_index", minimum=0)
+    if process_index >= num_processes:
+        raise ValueError(f"process_index must lie in [0, num_processes = {num_processes}), got {process_index}")
     if n_rows < num_processes:
         raise ValueError(f"the global batch has {n_rows} rows, fewer than the {num_processes} processes")
     bounds = [n_rows * k // num_processes for k in range(num_processes + 1)]
     return torch.arange(bounds[process_index], bounds[process_index + 1])
 
 
-def _check_choice(value, options, name):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value
+_check_choice = check_choice
 
 
 class _Trainer:
@@ -359,13 +361,21 @@ def make_trainer(
     any step.  See the module docstring for sharding, micro-batches and sampling.
     """
     obj = get_objective(objective)
+    check_model(model)
+    if reference is not None:
+        check_model(reference, "reference")
+        if reference is model:
+            raise ValueError("reference must be a separate model (a frozen copy of pi0), not the model being trained")
+    check_optimizer(optimizer)
     beta = check_positive(beta, "beta", allow_zero=True)
+    seed = check_int(seed, "seed", minimum=0)
+    samples = check_int(samples, "samples")
+    if not isinstance(average, bool):
+        raise ValueError(f"average must be True or False, got {average!r}")
     if max_grad_norm is not None:
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
-    if micro_batch_size is not None and (not isinstance(micro_batch_size, int) or micro_batch_size < 1):
-        raise ValueError(f"micro_batch_size must be a positive integer or None, got {micro_batch_size!r}")
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if micro_batch_size is not None:
+        micro_batch_size = check_int(micro_batch_size, "micro_batch_size")
     _check_choice(estimator, ESTIMATORS, "estimator")
     _check_choice(kl_estimator, KL_ESTIMATOR_KINDS, "kl_estimator")
     _check_choice(kl_placement, PLACEMENTS, "kl_placement")

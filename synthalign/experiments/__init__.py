@@ -27,6 +27,7 @@ EXPERIMENTS = {
         "Duality gaps of Nash-MD, online IPO, SPPO, extragradient and DPO/RKL on random and cyclic P"
     ),
     "misspecification": "A restricted reward class leaves a floor under the 1/n rate; reward over-optimization",
+    "sequence-gap": "A tiny transformer vs the tabular AR policy on sequences: exact KL, mass leak, on-policy gap",
 }
 
 

@@ -1,0 +1,494 @@
+"""Sequence gap: a tiny transformer against the tabular autoregressive policy, offline and on-policy, measured exactly.
+
+Setting (spec §1 over whole sequences, beta = 0):
+
+* a `SequenceWorld` (tokens = the model's vocabulary, sequences of at most L tokens, N of them);
+* pi0 is a tiny Llama (built from a config, no download) pretrained by exact forward KL on a random
+  per-prefix policy; the world's reference *is* that model's exact table, so DPO's ln pi0 is exact
+  and both policies start from pi0 exactly;
+* pi* is a random per-prefix policy; mu_t ∝ pi0 · pi*^(−t) per prefix (tilt t = 0: mu = pi0): as t
+  grows mu avoids what pi* prefers and its coverage of pi* worsens;
+* data: n labelled pairs from mu (counts over the enumerated world); R̂ = the Bradley–Terry fit of
+  eq. 9 (tabular, `ridge` pseudo-pairs so that it exists at small n).
+
+Methods, each trained from pi0 on the same data by Adam on its exact expected loss over the
+enumerated table (`synthalign.LMPolicy.table`, differentiable: every loss of the toolkit applies to
+the transformer unchanged; sampling noise is left out so that what is measured is statistics and
+parametrization, not SGD noise):
+
+* PMLE (eq. 4) and DPO (eq. 6) on the labelled pairs;
+* distillation (eq. 11) on the pairs of the data (pairs from mu), soft labels from R̂;
+* distillation on pairs from the current policy pi_t (Algorithm 1; pi_t held fixed within a step);
+* RKL (eq. 15, beta = 0) with R̂ (on-policy).
+
+Two parametrizations run the same code: the transformer and the tabular autoregressive policy
+(per-prefix logits, the control: it can represent every policy on the sequences).  Beside them,
+"the tabular prediction at the same n": the exact tabular estimator on the same data (Newton or
+closed form, `synthalign.fit`; distillation from pi_t and RKL share the minimizer pi_R̂).
+
+Measured: E_x KL(pi* ‖ pi) over ALL N sequences against n (tilt 0); the mass pi puts on sequences
+that never occur in the data (`synthalign.mass_outside`); and at the largest n, the gap between the
+offline methods (pairs from mu) and the on-policy ones as the tilt grows.
+
+Sizes: `--quick` (CI, CPU: V = 4, L = 3, N = 40, one dataset per point, 80 Adam steps per fit), the
+default, and `--full --device cuda` (V = 4, L = 4, N = 121, 5 datasets per point, 800 steps; the run
+of `benchmarks/gpu_check.sh`).  Few steps leave the transformer short of its minimizer; the record's
+`excess_loss` (trained loss minus the exact tabular fit's) says by how much, for every fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+
+import synthalign as sa
+from synthalign.bridge._deps import require
+from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+
+NAME = "sequence-gap"
+METHODS = ("pmle", "dpo", "distillation_mu", "distillation_pit", "rkl")
+OFFLINE = ("pmle", "dpo", "distillation_mu")
+PARAMETRIZATIONS = ("transformer", "tabular_ar")
+LABELS = {
+    "pmle": "PMLE (eq. 4)",
+    "dpo": "DPO (eq. 6)",
+    "distillation_mu": "distillation, pairs from mu (eq. 11)",
+    "distillation_pit": "distillation, pairs from pi_t (Alg. 1)",
+    "rkl": "RKL (eq. 15)",
+}
+COLORS = {
+    "pmle": "tab:green",
+    "dpo": "tab:purple",
+    "distillation_mu": "tab:orange",
+    "distillation_pit": "tab:red",
+    "rkl": "tab:blue",
+}
+_SIZES = {
+    # size: world (V, L, X), model (hidden, layers), log2 n, tilts, replicates, steps, pretraining steps
+    "quick": dict(world=(4, 3, 2), model=(32, 2), log2_ns=(6, 9, 12), tilts=(0.0, 2.0), replicates=1, steps=80,
+                  pretrain=100),
+    "default": dict(world=(3, 4, 2), model=(32, 2), log2_ns=(6, 8, 10, 12, 14), tilts=(0.0, 1.0, 2.0, 3.0),
+                    replicates=3, steps=400, pretrain=400),
+    "full": dict(world=(4, 4, 3), model=(64, 2), log2_ns=(6, 8, 10, 12, 14, 16), tilts=(0.0, 0.5, 1.0, 2.0, 3.0),
+                 replicates=5, steps=800, pretrain=1000),
+}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    """Options of the sequence-gap experiment (CommonArgs plus these)."""
+
+    gamma: float = 0.5
+    """preference tilt of the world (and RKL's entropy coefficient)"""
+    logit_scale: float = 1.0
+    """scale of pi*'s next-token logits"""
+    lr: float = 0.01
+    """Adam step size of the transformer's fits (and of pi0's pretraining)"""
+    tabular_lr: float = 0.1
+    """Adam step size of the tabular AR policy's fits (its logits are the policy's own scale)"""
+    ridge: float = 1e-2
+    """pseudo-pairs of the Bradley–Terry fit R̂ (keeps it finite at small n)"""
+    steps: int | None = None
+    """Adam steps of each fit; None: by size (80 quick, 400 default, 800 full)"""
+    log2_ns: tuple[int, ...] | None = None
+    """the n = 2^k of the curve; None: by size"""
+    tilts: tuple[float, ...] | None = None
+    """behaviour tilts t (mu ∝ pi0 · pi*^-t), measured at the largest n; None: by size"""
+    plot: bool = True
+    """write the PNG plot"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("gamma", "logit_scale", "lr", "tabular_lr", "ridge"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise OptionError(name, f"{name} must be a positive number, got {value!r}")
+        steps = self.steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise OptionError("steps", f"steps must be a positive integer, got {self.steps!r}")
+        if self.log2_ns is not None:
+            self.log2_ns = tuple(self.log2_ns)
+            if not self.log2_ns or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 30
+                                       for k in self.log2_ns) or list(self.log2_ns) != sorted(set(self.log2_ns)):
+                raise OptionError("log2_ns", f"log2_ns must be increasing integers in [1, 30], got {self.log2_ns!r}")
+        if self.tilts is not None:
+            self.tilts = tuple(float(t) for t in self.tilts)
+            if not self.tilts or self.tilts[0] != 0.0 or not all(math.isfinite(t) and t >= 0 for t in self.tilts):
+                raise OptionError("tilts", f"tilts must be non-negative numbers starting at 0, got {self.tilts!r}")
+
+    def sized(self, key):
+        return _SIZES[self.size][key]
+
+    @property
+    def ns(self) -> list[int]:
+        return [2**k for k in (self.log2_ns or self.sized("log2_ns"))]
+
+    @property
+    def behavior_tilts(self) -> tuple[float, ...]:
+        return self.tilts or self.sized("tilts")
+
+    @property
+    def n_replicates(self) -> int:
+        return self.replicates or self.sized("replicates")
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps or self.sized("steps")
+
+
+# ----------------------------------------------------------------------------- the two parametrizations
+
+
+def tiny_llama(vocab_size: int, hidden: int, layers: int, seed: int, device):
+    """A randomly initialised Llama over the world's V tokens, float64 (exact metrics)."""
+    transformers = require("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=16, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).to(device=device, dtype=torch.float64)
+
+
+class TransformerPolicy:
+    """The transformer's exact table [X, N] and its parameters."""
+
+    def __init__(self, model, space, n_prompts):
+        self.module = model
+        self.lm = sa.LMPolicy(model, space, n_prompts)
+
+    def table(self):
+        return self.lm.table()
+
+    def prefix_logp(self):
+        return self.lm.prefix_logp()
+
+    def parameters(self):
+        return self.module.parameters()
+
+
+class TabularARPolicy:
+    """The tabular autoregressive control: per-prefix logits [X, P, V]."""
+
+    def __init__(self, logits, space):
+        self.logits = logits.detach().clone().requires_grad_(True)
+        self.ar = sa.TabularAutoregressive(self.logits, space)
+
+    def table(self):
+        return self.ar.table()
+
+    def parameters(self):
+        return [self.logits]
+
+
+def pretrain_reference(world0: sa.SequenceWorld, args: Args) -> torch.nn.Module:
+    """pi0: a tiny Llama fitted by exact forward KL to `world0`'s random reference (so pi0 is a transformer)."""
+    V, _, X = args.sized("world")
+    hidden, layers = args.sized("model")
+    model = tiny_llama(V, hidden, layers, args.seed, args.device)
+    policy = TransformerPolicy(model, world0.space, X)
+    target = world0.as_tabular().reference.logp
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    for _ in range(args.sized("pretrain")):
+        loss = sa.metrics.kl_per_prompt(target, policy.table()).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def tilted_world(world0: sa.SequenceWorld, reference_prefix: torch.Tensor, tilt: float) -> sa.SequenceWorld:
+    """pi* of world0, pi0 = the transformer's table, mu_t ∝ pi0 · pi*^(−t) per prefix."""
+    behavior = reference_prefix - tilt * world0.target
+    return sa.SequenceWorld.from_tensors(
+        vocab_size=world0.space.vocab_size, max_length=world0.space.max_length, target=world0.target,
+        reference=reference_prefix, behavior=behavior, gamma=world0.gamma, device=world0.device,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- losses and training
+
+
+def method_loss(method: str, logp, data, reward, tab: sa.World):
+    """The exact expected loss of `method` for the policy table `logp` [X, N] on one dataset (scalar)."""
+    if method in ("pmle", "dpo"):
+        return sa.empirical_loss(method, data, logp)[0]
+    if method == "distillation_mu":
+        return sa.empirical_loss("distillation", data, logp, reward=reward)[0]
+    if method == "distillation_pit":
+        current = sa.Policy(logp.detach(), tab.prompt_dist)
+        return sa.population_loss("distillation", tab, logp, reward=reward, pairs_from=current)
+    return sa.population_loss("rkl", tab, logp, reward=reward)
+
+
+def train(policy, method: str, data, reward, tab: sa.World, args: Args, lr: float) -> torch.Tensor:
+    """Adam on the method's loss from the policy's initial parameters; returns the final table (detached)."""
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    for _ in range(args.n_steps):
+        loss = method_loss(method, policy.table(), data, reward, tab)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return policy.table()
+
+
+def exact_tabular(method: str, data, reward, tab: sa.World, ridge: float) -> torch.Tensor:
+    """The exact tabular estimator on one dataset (Newton / closed form), its table [X, N].
+
+    The logistic fits get the same `ridge` pseudo-pairs as R̂: without them the maximizer does not
+    exist on separable data (small n) and Newton runs the logits off to infinity.
+    """
+    if method in ("pmle", "dpo"):
+        return sa.fit(method, data, ridge=ridge).policy.logp[0]
+    if method == "distillation_mu":
+        return sa.fit("distillation", data, reward=reward, ridge=ridge).policy.logp[0]
+    return sa.reward_policy(reward, tab.gamma).logp  # pi_R̂: the minimizer of RKL and of distillation from pi_t
+
+
+def support_of(data) -> torch.Tensor:
+    """The responses that occur in the data at each prompt (as chosen or rejected), boolean [X, N]."""
+    counts = data.counts[0]
+    return (counts.sum(dim=-1) + counts.sum(dim=-2)) > 0
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str):
+    """One intra-op thread on CPU: every tensor here is tiny, and a second thread only adds synchronization."""
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args: Args) -> dict:
+    """Every (tilt, n, replicate, method, parametrization); writes sequence-gap.json and sequence_gap.png."""
+    with _one_cpu_thread(args.device):
+        return _run(args)
+
+
+def _run(args: Args) -> dict:
+    start = time.perf_counter()
+    V, L, X = args.sized("world")
+    world0 = sa.SequenceWorld.random(
+        V, L, X, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed, device=args.device
+    )
+    reference_model = pretrain_reference(world0, args)
+    with torch.no_grad():
+        reference_prefix = TransformerPolicy(reference_model, world0.space, X).prefix_logp()
+    ns, tilts, replicates = args.ns, args.behavior_tilts, args.n_replicates
+    results = {
+        "ns": ns,
+        "tilts": list(tilts),
+        "replicates": replicates,
+        "steps": args.n_steps,
+        "world": {
+            "vocab_size": V,
+            "max_length": L,
+            "n_prompts": X,
+            "n_sequences": world0.n_sequences,
+            "gamma": args.gamma,
+            "pretraining_kl": float(
+                sa.forward_kl(world0.as_tabular().reference, sa.Policy(world0.space.sequence_logp(reference_prefix)))
+            ),
+            "model_parameters": sum(p.numel() for p in reference_model.parameters()),
+        },
+        "cells": [],
+    }
+    for tilt_index, tilt in enumerate(tilts):
+        world = tilted_world(world0, reference_prefix, tilt)
+        tab = world.as_tabular()
+        coverage = float((tab.target.logp - tab.behavior.logp).exp().max())
+        for n in ns if tilt_index == 0 else ns[-1:]:
+            all_data = tab.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, tilt_index, n]))
+            rewards = sa.fit_reward_model(all_data, ridge=args.ridge).reward
+            for r in range(replicates):
+                data, reward = all_data[r], rewards[r]
+                support = support_of(data)
+                cell = {
+                    "tilt": tilt,
+                    "n": n,
+                    "replicate": r,
+                    "coverage": coverage,
+                    "kl_target_behavior": float(sa.forward_kl(tab.target, tab.behavior)),
+                    "target_mass_off_support": float(sa.mass_outside(tab.target, support)),
+                    "support_fraction": float(support.double().mean()),
+                }
+                for method in METHODS:
+                    exact = exact_tabular(method, data, reward, tab, args.ridge)
+                    entry = {"tabular_exact": _measure(exact, tab, support)}
+                    model = copy.deepcopy(reference_model)
+                    policies = {
+                        "transformer": TransformerPolicy(model, world.space, X),
+                        "tabular_ar": TabularARPolicy(reference_prefix, world.space),
+                    }
+                    for name, policy in policies.items():
+                        lr = args.lr if name == "transformer" else args.tabular_lr
+                        table = train(policy, method, data, reward, tab, args, lr)
+                        entry[name] = _measure(table, tab, support)
+                        with torch.no_grad():
+                            entry[name]["excess_loss"] = float(
+                                method_loss(method, table, data, reward, tab)
+                                - method_loss(method, exact, data, reward, tab)
+                            )
+                    cell[method] = entry
+                results["cells"].append(cell)
+    results["curves"] = curves(results)
+    results["gap"] = gap(results)
+    results["seconds"] = time.perf_counter() - start
+    if args.plot:
+        plot(results, args)
+    write_record(args, NAME, results)
+    return results
+
+
+def _measure(logp: torch.Tensor, tab: sa.World, support: torch.Tensor) -> dict:
+    policy = sa.Policy(logp, tab.prompt_dist)
+    return {
+        "forward_kl": float(sa.forward_kl(tab.target, policy)),
+        "mass_off_support": float(sa.mass_outside(policy, support)),
+    }
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
+
+
+def _summaries(cells: list[dict]) -> dict:
+    out = {}
+    for method in METHODS:
+        out[method] = {}
+        for name in (*PARAMETRIZATIONS, "tabular_exact"):
+            metrics = ("forward_kl", "mass_off_support") + (("excess_loss",) if name in PARAMETRIZATIONS else ())
+            for metric in metrics:
+                mean, se = _mean_se([c[method][name][metric] for c in cells])
+                out[method][f"{name}_{metric}"] = {"mean": mean, "se": se}
+    return out
+
+
+def curves(results: dict) -> list[dict]:
+    """Mean over replicates of every measure at tilt 0, one entry per n."""
+    rows = []
+    for n in results["ns"]:
+        cells = [c for c in results["cells"] if c["tilt"] == 0.0 and c["n"] == n]
+        rows.append({"n": n, "support_fraction": _mean_se([c["support_fraction"] for c in cells])[0],
+                     **_summaries(cells)})  # fmt: skip
+    return rows
+
+
+def gap(results: dict) -> list[dict]:
+    """At the largest n, per tilt: every measure, and offline minus on-policy (RKL) forward KL."""
+    n = results["ns"][-1]
+    rows = []
+    for tilt in results["tilts"]:
+        cells = [c for c in results["cells"] if c["tilt"] == tilt and c["n"] == n]
+        row = {"tilt": tilt, "coverage": cells[0]["coverage"], "target_mass_off_support": _mean_se(
+            [c["target_mass_off_support"] for c in cells])[0], **_summaries(cells)}  # fmt: skip
+        for name in (*PARAMETRIZATIONS, "tabular_exact"):
+            rkl = row["rkl"][f"{name}_forward_kl"]["mean"]
+            row[f"{name}_gap"] = {m: row[m][f"{name}_forward_kl"]["mean"] - rkl for m in OFFLINE}
+        rows.append(row)
+    return rows
+
+
+def plot(results: dict, args: Args) -> None:
+    """sequence_gap.png: forward KL against n; mass off the data's support against n; KL against mu's coverage."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 4.4))
+    axes = fig.subplots(1, 3)
+    ns = [row["n"] for row in results["curves"]]
+    styles = {"transformer": ("-", "o"), "tabular_ar": ("--", "s"), "tabular_exact": (":", "")}
+    for method in METHODS:
+        for name, (ls, marker) in styles.items():
+            kl = [row[method][f"{name}_forward_kl"]["mean"] for row in results["curves"]]
+            label = f"{LABELS[method]}" if name == "transformer" else None
+            axes[0].plot(ns, kl, ls=ls, marker=marker, ms=4, color=COLORS[method], label=label)
+        for name in PARAMETRIZATIONS:
+            ls, marker = styles[name]
+            mass = [row[method][f"{name}_mass_off_support"]["mean"] for row in results["curves"]]
+            axes[1].plot(ns, mass, ls=ls, marker=marker, ms=4, color=COLORS[method])
+    target_off = [row["support_fraction"] for row in results["curves"]]
+    axes[1].plot(ns, [1 - s for s in target_off], color="gray", ls="-.", label="fraction of sequences unseen")
+    axes[0].set(xscale="log", yscale="log", xlabel="n (pairs from mu = pi0)",
+                ylabel="E_x KL(pi* || pi) over all sequences",
+                title="forward KL against n (solid: transformer, dashed: tabular AR, dotted: exact)")  # fmt: skip
+    axes[1].set(xscale="log", yscale="symlog", xlabel="n", ylabel="E_x pi(sequences absent from the data)",
+                title="mass off the data's support (solid: transformer, dashed: tabular AR)")  # fmt: skip
+    axes[1].set_yscale("symlog", linthresh=1e-3)
+    axes[1].set_ylim(bottom=0.0)  # a probability: no negative half
+    for method in METHODS:
+        for name in PARAMETRIZATIONS:
+            ls, marker = styles[name]
+            coverage = [row["coverage"] for row in results["gap"]]
+            kl = [row[method][f"{name}_forward_kl"]["mean"] for row in results["gap"]]
+            axes[2].plot(coverage, kl, ls=ls, marker=marker, ms=4, color=COLORS[method])
+    axes[2].set(xscale="log", yscale="log", xlabel="max_{x,a} pi*(a|x) / mu(a|x) (tilting mu away from pi*)",
+                ylabel="E_x KL(pi* || pi)", title=f"on-policy gap at n = {results['ns'][-1]}")  # fmt: skip
+    for ax in axes:
+        ax.title.set_fontsize(8)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    w = results["world"]
+    fig.suptitle(
+        f"Sequence world V={w['vocab_size']}, L={w['max_length']}, X={w['n_prompts']}, N={w['n_sequences']}; "
+        f"{results['replicates']} dataset(s) per point, {results['steps']} Adam steps per fit",
+        fontsize=10,
+    )
+    save_figure(fig, args, "sequence_gap.png")
+
+
+def summary(results: dict) -> str:
+    """The tables of forward KL by method and n, the mass off support, and the on-policy gap; then the columns."""
+    lines = [
+        f"Sequence gap: N = {results['world']['n_sequences']} sequences, {results['replicates']} dataset(s) per point",
+        f"{'method':<17} {'n':>6} | {'KL tf':>8} {'KL ar':>8} {'KL tab':>8} | {'off tf':>7} {'off ar':>7} "
+        f"{'off tab':>7} | {'unseen':>6} | {'exc tf':>7} {'exc ar':>7}",
+    ]
+    for row in results["curves"]:
+        for method in METHODS:
+            m = row[method]
+            kl = " ".join(f"{m[f'{name}_forward_kl']['mean']:8.4f}" for name in (*PARAMETRIZATIONS, "tabular_exact"))
+            off = " ".join(
+                f"{m[f'{name}_mass_off_support']['mean']:7.4f}" for name in (*PARAMETRIZATIONS, "tabular_exact")
+            )
+            excess = " ".join(f"{m[f'{name}_excess_loss']['mean']:7.4f}" for name in PARAMETRIZATIONS)
+            lines.append(f"{method:<17} {row['n']:>6} | {kl} | {off} | {1 - row['support_fraction']:6.3f} | {excess}")
+    lines.append(f"on-policy gap at n = {results['ns'][-1]}:")
+    lines.append(f"{'tilt':>5} {'C':>8} {'pi* off':>7} | " + " ".join(f"{m:>15}" for m in METHODS))
+    for row in results["gap"]:
+        kls = " ".join(
+            f"{row[m]['transformer_forward_kl']['mean']:7.4f}/{row[m]['tabular_exact_forward_kl']['mean']:7.4f}"
+            for m in METHODS
+        )
+        lines.append(f"{row['tilt']:>5g} {row['coverage']:8.2f} {row['target_mass_off_support']:7.4f} | {kls}")
+    lines += [
+        "columns:",
+        "  KL tf / KL ar: E_x KL(pi* || pi) over all N sequences of the trained transformer / tabular AR policy",
+        "  KL tab: the same for the exact tabular estimator on the same data (Newton or closed form)",
+        "  off tf / off ar / off tab: E_x pi(sequences that occur nowhere in the data at x)",
+        "  unseen: the fraction of (x, sequence) cells absent from the data",
+        "  exc tf / exc ar: the trained policy's loss minus the exact tabular fit's (the optimization error; it can be",
+        "    negative at small n, where the exact fit carries the ridge and the trained policies do not)",
+        "  C: max_{x,a} pi*(a|x)/mu(a|x), mu's coverage of pi*; pi* off: pi*'s mass on the unseen sequences",
+        "  gap rows: transformer/exact-tabular forward KL of each method at the largest n",
+        f"{results['seconds']:.1f} s",
+    ]
+    return "\n".join(lines)
