@@ -140,7 +140,8 @@ class SweepStore:
 
     def append(self, sweep_key: str, item_key: str, config: Mapping, result: Mapping) -> None:
         """Persists one finished item (one line, flushed and fsync'd before returning)."""
-        line = json.dumps({"item": item_key, "config": _canonical(config), "result": result}, sort_keys=True)
+        # The result keeps its keys in order (a resumed record is then byte-identical); the config is canonical.
+        line = json.dumps({"item": item_key, "config": _canonical(config), "result": result})
         path = self.path(sweep_key)
         with path.open("a", encoding="utf-8") as handle:
             if handle.tell() > 0 and not _ends_with_newline(path):
