@@ -62,7 +62,7 @@ def test_fit_on_data_covering_zeros_of_pi0(name):
     world = _world_with_zeros_in_reference()
     data = world.sample_preferences(256, 3, seed=0)
     fitted = sa.fit(name, data, beta=0.1, ridge=1.0)
-    # Refused before with "objective is infinite at the starting point": the start is pi0 itself.
+    # Such data were once refused with a misleading "objective is infinite at the starting point".
     assert torch.isfinite(fitted.loss).all()
     assert not torch.isnan(fitted.policy.logp).any()
 
