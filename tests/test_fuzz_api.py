@@ -407,6 +407,8 @@ REWARD_CLASS = sa.reward_class(WORLD.true_reward.unsqueeze(0) + 0.1 * CLASS_LOGP
 BAD_OBJECTIVE = _choice("no-such-objective", None, 3, "")
 BAD_BETA = _choice(-1.0, math.nan, math.inf, "a", None, 1j)
 BAD_COUNT = _choice(0, -1, 2.5, "3", None, True, math.nan)
+
+
 def bad_member_shape(draw, valid):
     """A class [K, X, A] with X or A off by one (any K is valid), or without its K dimension."""
     choice = draw(st.sampled_from([1, 2, "rank"]))
@@ -652,7 +654,9 @@ def _stats_cases(add):
         [1.0] * 3,
         (_choice([1.0, math.nan, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0], "a", None, lambda n: math.nan, {"a": 1}),),
     )
-    add("check_bound", "label", lambda v: bound(ns, values, [1.0] * 3, delta=0.1, label=v), "bound", (_choice(None, 3),))
+    add(
+        "check_bound", "label", lambda v: bound(ns, values, [1.0] * 3, delta=0.1, label=v), "bound", (_choice(None, 3),)
+    )
 
 
 def _bounds_cases(add):

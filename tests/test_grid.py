@@ -187,9 +187,7 @@ def test_dask_worker_processes_give_the_serial_record(name, options, tmp_path):
     distributed = pytest.importorskip("distributed")
     serial, spread = tmp_path / "serial", tmp_path / "dask"
     load(name).run(_args(serial, name=name, options=options))
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             load(name).run(_args(spread, name=name, options=options), executor=client)
     same = _record(spread, name) == _record(serial, name)

@@ -340,7 +340,9 @@ def list_class(
         logp = check_logp(members, "members").to(torch.float64)
     else:
         if isinstance(members, (str, bytes)) or not isinstance(members, Sequence):
-            raise InputTypeError(f"members must be policies, a sequence of policies or a tensor, got {describe(members)}")
+            raise InputTypeError(
+                f"members must be policies, a sequence of policies or a tensor, got {describe(members)}"
+            )
         if len(members) == 0:
             raise ValueError("members must not be empty")
         rows = [m.logp if isinstance(m, Policy) else check_logp(m, f"members[{i}]") for i, m in enumerate(members)]
