@@ -972,3 +972,42 @@ def test_extreme_valid_inputs_give_finite_values(scale, gamma, log2_n, seed):
     assert math.isfinite(float(sa.entropy(world.reference)))
     result = sa.fit("pmle", data, ridge=1.0, max_iter=50)
     assert torch.isfinite(result.loss).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    scale=st.sampled_from([1e-3, 1.0, 10.0, 30.0]),
+    gamma=st.sampled_from([1e-3, 0.5, 20.0]),
+    radius=st.sampled_from([1e-6, 1.0, 50.0]),
+    log2_n=st.integers(1, 40),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_extreme_valid_inputs_to_finite_classes_give_no_nan(scale, gamma, radius, log2_n, seed):
+    """Finite classes, their estimators, constants and bounds: never NaN; finite where the math is finite."""
+    world = sa.World.random(2, 3, gamma=gamma, logit_scale=scale, seed=seed)
+    policy_class = sa.perturbation_class(world, 5, radius, seed=seed)
+    reward_members = sa.reward_class(gamma * policy_class.logp, gamma, world)
+    data = world.sample_preferences(2**log2_n, 2, seed=seed)
+    for name in ("pmle", "dpo"):
+        fit = sa.fit_over_class(name, data, policy_class)
+        assert not torch.isnan(fit.losses).any(), name
+        assert bool((fit.index >= 0).all() & (fit.index < policy_class.size).all())
+    fit = sa.fit_over_class("rkl", data, policy_class, reward_class=reward_members)
+    assert not torch.isnan(fit.losses).any()
+    # Every member has full support: the per-member KL to pi* is finite.
+    assert torch.isfinite(sa.forward_kl(world.target, policy_class)).all()
+    from synthalign import bounds
+
+    constants = bounds.world_constants(
+        world.target.logp,
+        world.behavior.logp,
+        world.reference.logp,
+        world.prompt_dist,
+        gamma,
+        policy_class.logp,
+        reward_members.logp,
+    )
+    for value in (constants.R, constants.C_Pi, constants.C_R, constants.C_0):
+        assert not math.isnan(value) and value >= 0
+    bound = bounds.thm4_bound(2**log2_n, constants.R, constants.C_Pi, gamma, policy_class.size, 0.1)
+    assert not math.isnan(bound) and bound >= 0
