@@ -69,6 +69,16 @@ def bad_shape(draw, valid):
     return torch.cat([valid, valid.narrow(axis, 0, 1)], dim=axis)
 
 
+def bad_values_shape(draw, valid):
+    """Errors [N, R] with N off by one (any R is valid), or without the R dimension."""
+    choice = draw(st.sampled_from(["shorter", "longer", "rank"]))
+    if choice == "rank":
+        return valid[:, 0].clone()
+    if choice == "shorter":
+        return valid[:-1].clone()
+    return torch.cat([valid, valid[:1]])
+
+
 def bad_rank(draw, valid):
     """For an entry point with nothing to compare sizes against: a tensor without the [X, A] dimensions."""
     return valid.reshape(-1)[: draw(st.integers(1, valid.numel()))].clone()
@@ -371,13 +381,19 @@ def _cases() -> list[Case]:
     )
     add("rate_sweep", "replicates", lambda v: sa.rate_sweep(WORLD, "pmle", ns=(8, 16), replicates=v), 2, (bad_int_arg,))
     ns, values = (8, 16, 32), torch.rand(3, 4, dtype=DTYPE) + 0.1
-    add("check_rate", "values", lambda v: sa.check_rate(ns, v), values, (bad_nan, bad_shape, bad_string, bad_none))
+    add(
+        "check_rate",
+        "values",
+        lambda v: sa.check_rate(ns, v),
+        values,
+        (bad_nan, bad_values_shape, bad_string, bad_none),
+    )
     add(
         "check_bound",
         "values",
         lambda v: sa.check_bound(ns, v, [1.0] * 3, delta=0.1),
         values,
-        (bad_nan, bad_shape, bad_string, bad_none),
+        (bad_nan, bad_values_shape, bad_string, bad_none),
     )
     add("check_bound", "delta", lambda v: sa.check_bound(ns, values, [1.0] * 3, delta=v), 0.1, (bad_scalar,))
     _finite_class_cases(add)
@@ -415,6 +431,12 @@ def bad_member_shape(draw, valid):
     if choice == "rank":
         return valid[0].clone()
     return torch.cat([valid, valid.narrow(choice, 0, 1)], dim=choice)
+
+
+def bad_member_size(draw, valid):
+    """A class [K, X, A] with X or A off by one."""
+    axis = draw(st.sampled_from([1, 2]))
+    return torch.cat([valid, valid.narrow(axis, 0, 1)], dim=axis)
 
 
 TENSOR_CLASS = tuple(bad_member_shape if b is bad_shape else b for b in TENSOR_LOGP) + (bad_rank,)
@@ -517,7 +539,8 @@ def _class_cases(add):
         "members",
         lambda v: sa.list_class(v, WORLD),
         CLASS_LOGP,
-        (*TENSOR_CLASS, _choice([], [LOGP, LOGP[:1]], [LOGP, "a"], [LOGP + 1.0])),
+        # One policy [X, A] is a class of one member: only X or A off is a bad shape here.
+        (*WORLDLESS_CLASS, bad_member_size, _choice([], [LOGP, LOGP[:1]], [LOGP, "a"], [LOGP + 1.0])),
     )
     add("list_class", "target", lambda v: sa.list_class(members, v), WORLD.target.logp, target_bads)
     add(
@@ -601,7 +624,7 @@ def _more_metric_cases(add):
 def _stats_cases(add):
     ns, values = (8, 16, 32), torch.rand(3, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(0)) + 0.1
     bad_ns = _choice((), (16, 8), (0, 8, 16), ("a", 8, 16), None, (8, 8, 16), 8, (8.5, 16, 32))
-    bad_values = (bad_nan, bad_posinf, bad_shape, bad_string, bad_none, bad_complex, bad_dict, bad_negative)
+    bad_values = (bad_nan, bad_posinf, bad_values_shape, bad_string, bad_none, bad_complex, bad_dict, bad_negative)
     bad_values += (_choice(torch.ones(3, 1, dtype=DTYPE), [[1.0, 2.0], [1.0], [1.0, 2.0]], torch.zeros(3, 4)),)
     for entry, fn in (("fit_slope", sa.fit_slope), ("check_rate", sa.check_rate)):
         add(entry, "ns", lambda v, f=fn: f(v, values, n_boot=100), ns, (bad_ns, _choice((8,))))
