@@ -20,8 +20,10 @@ from synthalign.estimators.certificate import Certificate, certify
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
-from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.worlds.datasets import CellData, PairData, PreferenceData
 from synthalign.worlds.policy import Policy
+
+__all__ = ["FitResult", "comparison_graph_separable", "resolve_reward", "fit_reward_model", "fit"]
 
 _LOGIT_FLOOR = -1e3
 
@@ -115,7 +117,9 @@ def comparison_graph_separable(counts: Tensor) -> Tensor:
     return separable
 
 
-def resolve_reward(obj: Objective, data, reward, reward_ridge: float) -> Tensor | None:
+def resolve_reward(obj: Objective, data: CellData, reward: Tensor | None, reward_ridge: float) -> Tensor | None:
+    """The reward an objective needs: `reward` if given, on the population law the world's true
+    reward, else the Bradley–Terry fit R̂ on `data` (eq. 9); None when the objective needs no reward."""
     if not obj.needs_reward or reward is not None:
         return reward
     if data.is_population:

@@ -25,6 +25,19 @@ from synthalign.objectives._pairwise import (
     _with_doc,
 )
 
+__all__ = [
+    "f_dpo_loss",
+    "length_normalized_dpo_loss",
+    "conservative_dpo_loss",
+    "robust_dpo_loss",
+    "exo_pair_loss",
+    "discopop_loss",
+    "hinge_loss",
+    "f_ipo_loss",
+    "aot_loss",
+    "aot_unpaired_loss",
+]
+
 
 @_with_doc(_DIVERGENCE_DOC)
 def f_dpo_loss(

@@ -9,6 +9,8 @@ from torch import Tensor
 
 from synthalign._checks import as_tensor, check_same_shape, safe_log_ratio, weighted_reduce
 
+__all__ = ["KL_ESTIMATOR_KINDS", "kl_estimator", "exact_kl_estimator_expectation"]
+
 KL_ESTIMATOR_KINDS = ("k1", "k2", "k3")
 
 

@@ -24,6 +24,20 @@ from synthalign.objectives._pairwise import (
 )
 from synthalign.objectives.dpo_family import f_dpo_loss, f_ipo_loss
 
+__all__ = [
+    "simpo_loss",
+    "online_dpo_loss",
+    "xpo_loss",
+    "sppo_loss",
+    "nca_pair_loss",
+    "bco_pair_loss",
+    "apo_zero_loss",
+    "apo_down_loss",
+    "kto_pair_loss",
+    "chipo_loss",
+    "sft_loss",
+]
+
 
 def simpo_loss(
     logp_chosen: Tensor,

@@ -33,6 +33,19 @@ from synthalign._checks import (
 )
 from synthalign.metrics import entropy_per_prompt, expectation_per_prompt, kl_per_prompt
 
+__all__ = [
+    "reward_model_loss",
+    "pmle_loss",
+    "bernoulli_kl_logits",
+    "distillation_loss",
+    "dpo_loss",
+    "ipo_loss",
+    "rebel_loss",
+    "kl_penalty",
+    "rkl_loss",
+    "rlhf_loss",
+]
+
 
 def _check_inputs(**tensors: Tensor) -> tuple[Tensor, ...]:
     """The inputs as real tensors (lists and numpy arrays converted), NaN-free, with shapes that broadcast."""

@@ -31,6 +31,25 @@ from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import population_pairs, population_preferences
 from synthalign.worlds.tabular import World
 
+__all__ = [
+    "CONSISTENCY_TOL",
+    "SUM_RTOL",
+    "OP_RTOL",
+    "check_finite_extreme",
+    "check_zero_probability",
+    "check_gradcheck",
+    "check_gradgradcheck",
+    "check_weight_consistency",
+    "check_pair_order_invariance",
+    "swap_not_applicable",
+    "check_pair_swap_symmetry",
+    "check_elementwise",
+    "check_exact_vs_sampled",
+    "check_closed_form",
+    "check_population_minimizer",
+    "check_degeneracy",
+]
+
 # Forward KL below which a fitted policy counts as equal to another (pi*, or a declared minimizer).
 # Newton stops at a gradient of 1e-10; the distance left is of order |grad|²/curvature ~ 1e-20
 # for curvatures above 1e-6, so 1e-8 separates "equal" from "different" with room on both sides.

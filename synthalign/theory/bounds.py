@@ -40,6 +40,15 @@ from torch import Tensor
 from synthalign._checks import as_tensor, check_positive
 from synthalign.theory.lemmas import _lemma9_factor_of_log
 
+__all__ = [
+    "prop12_bound",
+    "thm4_bound",
+    "thm6_bound",
+    "thm14_intermediate_bound",
+    "thm7_bound",
+    "prop15_factor",
+]
+
 _DTYPE = torch.float64
 
 _LEMMA8_SLOPE = 0.25  # proved in Lemma 8
@@ -117,7 +126,7 @@ def _kl_from_reward_error(R: float, gamma: float) -> float:
     return _lemma9_factor_of_log(4.0 * R) * 2.0 * (2.0 * R**2 * _exp(4.0 * R) + 3.0) / gamma**2
 
 
-def prop12_bound(n, class_size, delta: float):
+def prop12_bound(n: float, class_size: float, delta: float) -> float:
     """Prop. 12 (PMLE, preference scale): E_{x; a,b∼μ}[(P_π̂ − P_π*)²] ≤ 4 ln(|Π|/δ)/n.
 
     No sigmoid slope enters, so there is no corrected variant.
@@ -128,7 +137,9 @@ def prop12_bound(n, class_size, delta: float):
     return _PREFERENCE_CONSTANT * math.log(size / delta) / n
 
 
-def thm4_bound(n, R: float, C_Pi: float, gamma: float, class_size, delta: float, *, corrected: bool = True):
+def thm4_bound(
+    n: float, R: float, C_Pi: float, gamma: float, class_size: float, delta: float, *, corrected: bool = True
+) -> float:
     """Thm 4 (PMLE): E_x KL(π*‖π̂) ≤ (½ ∨ ψ(e^{4R})) · 16(2R²e^{4R} + 3) · C_Π e^{4γR}/γ² · ln(|Π|/δ)/n.
 
     The printed 16 = 2 · 8, where 8 = 4/(2c²) with the proof's slope c = ½
@@ -146,16 +157,16 @@ def thm4_bound(n, R: float, C_Pi: float, gamma: float, class_size, delta: float,
 
 
 def thm6_bound(
-    n,
+    n: float,
     R: float,
     C_Pi: float,
     gamma: float,
-    class_size,
-    reward_class_size,
+    class_size: float,
+    reward_class_size: float,
     delta: float,
     *,
     corrected: bool = True,
-):
+) -> float:
     """Thm 6 (distillation, pairs from μ):
 
         E_x KL(π*‖π̂) ≤ (½ ∨ ψ(e^{4R})) · 16(2R²e^{4R} + 3) · C_Π e^{4γR}/γ² · [ln(2|Π|/δ) + 2 ln(2|ℛ|/δ)]/n.
@@ -176,17 +187,17 @@ def thm6_bound(
 
 
 def thm14_intermediate_bound(
-    n,
+    n: float,
     R: float,
     C_0: float,
     C_R: float,
     gamma: float,
-    class_size,
-    reward_class_size,
+    class_size: float,
+    reward_class_size: float,
     delta: float,
     *,
     corrected: bool = True,
-):
+) -> float:
     """Thm 14's intermediate bound (distillation on π0's responses), a bound on E_{x, a∼π*}[(ΔR̄_π̂)²]:
 
         E_{π*}[(ΔR̄_π̂)²] ≤ 8 e^{4γR} [C_0 ln(2|Π|/δ) + 2 C_ℛ ln(2|ℛ|/δ)]/n.
@@ -209,16 +220,16 @@ def thm14_intermediate_bound(
 
 
 def thm7_bound(
-    n,
+    n: float,
     R: float,
     C_R: float,
     gamma: float,
-    class_size,
-    reward_class_size,
+    class_size: float,
+    reward_class_size: float,
     delta: float,
     *,
     corrected: bool = True,
-):
+) -> float:
     """Thm 7 (RKL):
 
         E_x KL(π*‖π̂) ≤ (1 ∨ 2ψ(e^{4R})) · (16R² ln(2|Π|²/δ)/n + 16 C_ℛ(R²e^{4R} + 1) e^{4γR}/γ² · ln(2|ℛ|/δ)/n).

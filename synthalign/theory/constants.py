@@ -31,6 +31,16 @@ from synthalign.theory.bounds import (
     thm14_intermediate_bound,
 )
 
+__all__ = [
+    "centred_reward",
+    "boundedness_constant",
+    "coverage_ratios",
+    "coverage_coefficient",
+    "coverage_coefficient_pairs",
+    "WorldConstants",
+    "world_constants",
+]
+
 _DTYPE = torch.float64
 
 
@@ -99,7 +109,7 @@ def _mu_expectation(values: Tensor, behavior_probs: Tensor) -> Tensor:
     return weighted.sum(dim=-1)
 
 
-def centred_reward(logp, behavior_logp, gamma: float) -> Tensor:
+def centred_reward(logp: Tensor, behavior_logp: Tensor, gamma: float) -> Tensor:
     """The μ-centred reward R̄_π(x,a) = γ ln π(a|x) − E_{a'∼μ(x)} γ ln π(a'|x) (spec §1).
 
     Args:
@@ -124,7 +134,7 @@ def centred_reward(logp, behavior_logp, gamma: float) -> Tensor:
     return gamma * centred
 
 
-def boundedness_constant(class_logp, behavior_logp, *, chunk_size: int | None = None) -> float:
+def boundedness_constant(class_logp: Tensor, behavior_logp: Tensor, *, chunk_size: int | None = None) -> float:
     """The smallest R satisfying A2 for the class (spec §3):
 
         R = max_{π ∈ Π, x, a} |ln π(a|x) − E_{a'∼μ(x)} ln π(a'|x)|,
@@ -188,10 +198,10 @@ def _max_ratio(ratios: Tensor) -> float:
 
 
 def coverage_ratios(
-    class_logp,
-    target_logp,
-    behavior_logp,
-    prompt_dist,
+    class_logp: Tensor,
+    target_logp: Tensor,
+    behavior_logp: Tensor,
+    prompt_dist: Tensor,
     gamma: float,
     *,
     chunk_size: int | None = None,
@@ -236,10 +246,10 @@ def coverage_ratios(
 
 
 def coverage_coefficient(
-    class_logp,
-    target_logp,
-    behavior_logp,
-    prompt_dist,
+    class_logp: Tensor,
+    target_logp: Tensor,
+    behavior_logp: Tensor,
+    prompt_dist: Tensor,
     gamma: float,
     *,
     chunk_size: int | None = None,
@@ -261,13 +271,13 @@ def coverage_coefficient(
 
 
 def coverage_coefficient_pairs(
-    class_logp,
-    target_logp,
-    reference_logp,
-    prompt_dist,
+    class_logp: Tensor,
+    target_logp: Tensor,
+    reference_logp: Tensor,
+    prompt_dist: Tensor,
     gamma: float,
     *,
-    behavior_logp=None,
+    behavior_logp: Tensor | None = None,
     centring: str = "mu",
     chunk_size: int | None = None,
 ) -> float:
@@ -364,7 +374,7 @@ class WorldConstants:
     realizable: bool = True
     C_0_reference: float | None = None
 
-    def bound(self, theorem: str, n, delta: float, *, corrected: bool = True, c0_centring: str = "mu"):
+    def bound(self, theorem: str, n: float, delta: float, *, corrected: bool = True, c0_centring: str = "mu") -> float:
         """The right-hand side of `theorem` ("prop12", "thm4", "thm6", "thm14", "thm7") at n, δ.
 
         "thm14" is Thm 14's intermediate bound on E_{π*}[(ΔR̄_π̂)²], with C_0 centred
@@ -415,13 +425,13 @@ def _contains(class_logp: Tensor, target_logp: Tensor, chunk_size: int) -> bool:
 
 
 def world_constants(
-    target_logp,
-    behavior_logp,
-    reference_logp,
-    prompt_dist,
+    target_logp: Tensor,
+    behavior_logp: Tensor,
+    reference_logp: Tensor,
+    prompt_dist: Tensor,
     gamma: float,
-    policy_class_logp,
-    reward_class_logp=None,
+    policy_class_logp: Tensor,
+    reward_class_logp: Tensor | None = None,
     *,
     compute_c0: bool = True,
     chunk_size: int | None = None,

@@ -13,6 +13,8 @@ from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
 
+__all__ = ["psi", "lemma9_factor", "lemma8_lower", "lemma9_upper", "lemma10_lower"]
+
 _DTYPE = torch.float64
 # Slope of the sigmoid lower bound |σ(u) − σ(v)| ≥ c e^{−(|u|∨|v|)} |u − v|, proved in Lemma 8.
 _LEMMA8_SLOPE = 0.25
@@ -35,7 +37,7 @@ def _like_input(result: Tensor, value):
     return result if isinstance(value, Tensor) else (result.item() if result.dim() == 0 else result)
 
 
-def psi(z):
+def psi(z: float | Tensor) -> float | Tensor:
     """ψ(z) = (z − 1 − ln z)/(ln z)² (spec §3), continued by its limit ψ(1) = ½.
 
     ψ is increasing on (0, ∞) with ψ(0+) = 0 and ψ(∞) = ∞; it is the best
@@ -48,7 +50,7 @@ def psi(z):
     return _like_input(_psi_of_log(torch.log(z_t)), z)
 
 
-def lemma9_factor(r_max):
+def lemma9_factor(r_max: float | Tensor) -> float | Tensor:
     """Lemma 9's constant ½ ∨ ψ(r_max) (spec §3–4); equal to ψ(r_max) when r_max ≥ 1."""
     r_t = as_tensor(r_max, "r_max", dtype=_DTYPE)
     if (r_t <= 0).any():
@@ -60,7 +62,7 @@ def _lemma9_factor_of_log(log_r_max: float) -> float:
     return max(0.5, _psi_of_log(torch.tensor(log_r_max, dtype=_DTYPE)).item())
 
 
-def lemma8_lower(a, b):
+def lemma8_lower(a: float | Tensor, b: float | Tensor) -> float | Tensor:
     """Lemma 8's lower bound on |σ(a) − σ(b)|: ¼ e^{−(|a| ∨ |b|)} |a − b| (spec §4).
 
     The printed proofs of Thms 4, 6, 7, 14 use twice this value, which fails near
@@ -72,7 +74,7 @@ def lemma8_lower(a, b):
     return _like_input(_LEMMA8_SLOPE * scale * (a_t - b_t).abs(), a if isinstance(a, Tensor) else b)
 
 
-def lemma9_upper(r, r_max):
+def lemma9_upper(r: float | Tensor, r_max: float) -> float | Tensor:
     """Lemma 9's upper bound on r − 1 − ln r: (½ ∨ ψ(r_max)) (ln r)², for r ∈ (0, r_max], r_max > 1.
 
     Lemma 9 also gives the cruder (r_max / (ln r_max)²)(ln r)², which is larger.
@@ -87,7 +89,7 @@ def lemma9_upper(r, r_max):
     return _like_input(factor * torch.log(r_t).square(), r)
 
 
-def lemma10_lower(r, r_min):
+def lemma10_lower(r: float | Tensor, r_min: float) -> float | Tensor:
     """Lemma 10's lower bound on r − 1 − ln r: (ln r)² / (e · (ln(1/r_min) ∨ 1)), for r ≥ r_min > 0.
 
     Tight at r = r_min = 1/e.

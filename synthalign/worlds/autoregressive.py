@@ -26,9 +26,12 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from synthalign._types import DeviceLike
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.sequence import SequenceSpace
 from synthalign.worlds.torch_sampling import make_generator, sample_categorical
+
+__all__ = ["TabularSoftmax", "TabularAutoregressive", "PrefixModel", "ModuleAutoregressive", "as_policy"]
 
 
 def _gather_cells(flat: Tensor, cells: Tensor) -> Tensor:
@@ -76,7 +79,7 @@ class TabularSoftmax:
         out = torch.gather(rows, -1, index)
         return out.squeeze(-1) if squeeze else out
 
-    def sample(self, prompts: Tensor, n_samples: int, generator) -> Tensor:
+    def sample(self, prompts: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
         """Responses [R, B, n_samples] drawn from π(·|x) for each prompt."""
         prompts = _check_prompts(prompts, self.n_prompts)
         return sample_categorical(_gather_cells(self.logits, prompts), generator, n_samples)
@@ -131,7 +134,7 @@ class _Autoregressive:
             rank = rank * K + rank_of[token]
         return tokens, lengths
 
-    def sample(self, prompts: Tensor, n_samples: int, generator) -> Tensor:
+    def sample(self, prompts: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
         """Sequence ids [..., B, n_samples] drawn ancestrally from π(·|x)."""
         tokens, lengths = self.sample_tokens(prompts, n_samples, generator)
         return self.space.encode(tokens)
@@ -187,7 +190,7 @@ class ModuleAutoregressive(_Autoregressive):
             raise ValueError(f"model must return logits [B, V = {self.space.vocab_size}], got {tuple(logits.shape)}")
         return torch.log_softmax(logits, dim=-1).reshape(*shape, -1)
 
-    def table(self, chunk_size: int = 2**16, device=None) -> Tensor:
+    def table(self, chunk_size: int = 2**16, device: DeviceLike = None) -> Tensor:
         """ln π(a|x) over every sequence, [X, N], evaluating the model on all sequences in chunks."""
         rows = []
         prompts = torch.arange(self.n_prompts, device=device)
@@ -196,7 +199,9 @@ class ModuleAutoregressive(_Autoregressive):
         return torch.cat(rows, dim=-1)
 
 
-def as_policy(parametrization, prompt_dist: Tensor | None = None) -> Policy:
+def as_policy(
+    parametrization: TabularSoftmax | TabularAutoregressive | ModuleAutoregressive, prompt_dist: Tensor | None = None
+) -> Policy:
     """The full table of a parametrization on its enumerable space, as a `Policy` (detached)."""
     with torch.no_grad():
         return Policy(parametrization.table(), prompt_dist)

@@ -11,6 +11,7 @@ population law (`synthalign.worlds.preferences`).  Sampling is
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,20 @@ from synthalign._checks import (
     check_world,
     describe,
 )
+from synthalign._types import DeviceLike, DTypeLike, Seed
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
+
+__all__ = [
+    "CellData",
+    "PreferenceData",
+    "PairData",
+    "PreferenceList",
+    "counts_to_list",
+    "decode_cells",
+    "numpy_generator",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,7 +111,7 @@ class CellData:
         """
         return self.counts
 
-    def to(self, device=None, dtype=None):
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> CellData:
         return type(self)(self.counts.to(device=device, dtype=dtype), self.n_pairs, self.world)
 
     def __getitem__(self, index):
@@ -111,7 +126,7 @@ class CellData:
 class PreferenceData(CellData):
     """Labelled pairs: `counts[r, x, i, j]` pairs with prompt x, chosen i and rejected j."""
 
-    def to_list(self, seed=None) -> PreferenceList:
+    def to_list(self, seed: Seed = None) -> PreferenceList:
         """Explicit pairs in a random order (needs integer counts)."""
         if self.is_population:
             raise ValueError("the population law has no explicit pairs; sample a dataset first")
@@ -152,7 +167,7 @@ class PreferenceList:
         return PreferenceData(counts, self.n_pairs, world)
 
 
-def counts_to_list(data: PreferenceData, seed=None) -> PreferenceList:
+def counts_to_list(data: PreferenceData, seed: Seed = None) -> PreferenceList:
     """Explicit pairs with the same counts, in a seeded random order."""
     counts = data.counts.reshape(data.replicates, -1).round().to(torch.int64).cpu()
     cells = torch.arange(counts.shape[1]).expand_as(counts)
@@ -164,12 +179,14 @@ def counts_to_list(data: PreferenceData, seed=None) -> PreferenceList:
     return decode_cells(flat.to(data.counts.device), data.world)
 
 
-def decode_cells(flat: Tensor, world) -> PreferenceList:
+def decode_cells(flat: Tensor, world: World) -> PreferenceList:
+    """Flat cell ids x·A² + a·A + b back to (prompt, chosen, rejected) index tensors."""
     A = world.n_responses
     return PreferenceList(prompt=flat // (A * A), chosen=(flat // A) % A, rejected=flat % A, world=world)
 
 
-def numpy_generator(seed) -> np.random.Generator:
+def numpy_generator(seed: Seed) -> np.random.Generator:
+    """A numpy Generator from `seed` (None, a non-negative integer or a Generator, which is returned as is)."""
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as err:

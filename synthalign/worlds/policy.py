@@ -27,6 +27,7 @@ from synthalign._checks import (
     check_same_device,
     describe,
 )
+from synthalign._types import ArrayLike, DeviceLike, DTypeLike
 
 __all__ = ["Policy", "as_logp", "check_distribution"]
 
@@ -57,7 +58,7 @@ class Policy:
             check_same_device({"Policy.logp": self.logp, "prompt_dist": self.prompt_dist})
 
     @classmethod
-    def from_logits(cls, logits, prompt_dist: Tensor | None = None) -> Policy:
+    def from_logits(cls, logits: ArrayLike, prompt_dist: Tensor | None = None) -> Policy:
         """The softmax policy of `logits` [..., X, A]; -inf logits give zero probability."""
         logits = check_floating(as_tensor(logits, "logits"), "logits", what="logits")
         check_dims(logits, "logits", ("X", "A"), batch=True)
@@ -70,7 +71,7 @@ class Policy:
         return cls(torch.log_softmax(logits, dim=-1), prompt_dist)
 
     @classmethod
-    def from_probs(cls, probs, prompt_dist: Tensor | None = None) -> Policy:
+    def from_probs(cls, probs: ArrayLike, prompt_dist: Tensor | None = None) -> Policy:
         """A policy from probabilities [..., X, A] (validated, then renormalized exactly)."""
         probs = check_distribution(as_tensor(probs, "probs") if not isinstance(probs, Tensor) else probs, "probs")
         check_dims(probs, "probs", ("X", "A"), batch=True)
@@ -93,7 +94,7 @@ class Policy:
     def batch_shape(self) -> torch.Size:
         return self.logp.shape[:-2]
 
-    def to(self, device=None, dtype=None) -> Policy:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> Policy:
         prompt_dist = None if self.prompt_dist is None else self.prompt_dist.to(device=device, dtype=dtype)
         return Policy(self.logp.to(device=device, dtype=dtype), prompt_dist)
 

@@ -9,12 +9,25 @@ this module.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from synthalign._checks import check_positive, safe_log_ratio
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
+
+__all__ = [
+    "preference_probability",
+    "pair_log_probs",
+    "preference_matrix",
+    "population_preferences",
+    "population_pairs",
+]
 
 _TABLE_BLOCK = 2**17  # cells filled at once by `population_preferences`
 
@@ -34,7 +47,7 @@ def pair_log_probs(logp: Tensor) -> tuple[Tensor, Tensor]:
     return logp.unsqueeze(-1), logp.unsqueeze(-2)
 
 
-def preference_matrix(world_or_logp, gamma: float | None = None) -> Tensor:
+def preference_matrix(world_or_logp: World | Tensor, gamma: float | None = None) -> Tensor:
     """P(i ≻ j | x) for all cells, shape [..., X, A, A]: the world's law (spec §1's under pi* unless
     `world.law` names another, `synthalign.worlds.laws`), or spec §1's law of given log-probs."""
     if gamma is None:
@@ -48,7 +61,7 @@ def preference_matrix(world_or_logp, gamma: float | None = None) -> Tensor:
     return preference_probability(first, second, gamma)
 
 
-def population_preferences(world) -> PreferenceData:
+def population_preferences(world: World) -> PreferenceData:
     """The exact law of one labelled pair (spec §1): 2 D(x) mu(a|x) mu(b|x) P*(a ≻ b | x) on (x, a+ = a, a- = b).
 
     The cell (a, b) with a ≠ b is reached from two draws: (a, b) with a winning and
@@ -77,7 +90,7 @@ def population_preferences(world) -> PreferenceData:
     return PreferenceData(counts, None, world)
 
 
-def population_pairs(world, policy: Policy | None = None) -> PairData:
+def population_pairs(world: World, policy: Policy | None = None) -> PairData:
     """The exact law of one unlabelled pair: D(x) p(a|x) p(b|x), p = mu unless `policy` is given."""
     probs = (policy if policy is not None else world.behavior).probs
     if probs.dim() != 2:

@@ -32,8 +32,11 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
+from synthalign._types import ArrayLike, DeviceLike, DTypeLike
 from synthalign.worlds.policy import Policy, check_distribution
 from synthalign.worlds.tabular import World
+
+__all__ = ["SequenceSpace", "SequenceWorld"]
 
 # Sequence ids are int64 and the level sums are kept exact in float64.
 _MAX_SEQUENCES = 2**40
@@ -98,12 +101,12 @@ class SequenceSpace:
         """N = Σ_{t≤L} K^t = |𝒜|."""
         return self.offsets[self.max_length + 1]
 
-    def content_tokens(self, device=None) -> Tensor:
+    def content_tokens(self, device: DeviceLike = None) -> Tensor:
         """The K non-EOS token ids in rank order, int64 [K]."""
         ids = torch.arange(self.vocab_size, device=device)
         return ids[ids != self.eos]
 
-    def content_rank(self, device=None) -> Tensor:
+    def content_rank(self, device: DeviceLike = None) -> Tensor:
         """Inverse of `content_tokens`: rank of each token id, [V] (EOS maps to 0, never used)."""
         rank = torch.zeros(self.vocab_size, dtype=torch.int64, device=device)
         rank[self.content_tokens(device)] = torch.arange(self.n_content, device=device)
@@ -206,7 +209,7 @@ class SequenceSpace:
         """True at the positions t < length that carry a token of the sequence, [..., L]."""
         return torch.arange(self.max_length, device=lengths.device) < lengths.unsqueeze(-1)
 
-    def enumerate(self, chunk_size: int = 2**18, device=None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def enumerate(self, chunk_size: int = 2**18, device: DeviceLike = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Yields (ids, tokens, lengths) for all N sequences in id order, `chunk_size` at a time."""
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -283,14 +286,14 @@ class SequenceWorld:
         *,
         vocab_size: int,
         max_length: int,
-        target,
-        reference,
-        behavior=None,
-        prompt_dist=None,
+        target: ArrayLike,
+        reference: ArrayLike,
+        behavior: ArrayLike | None = None,
+        prompt_dist: ArrayLike | None = None,
         gamma: float,
         eos: int = 0,
         dtype: torch.dtype = torch.float64,
-        device=None,
+        device: DeviceLike = None,
     ) -> SequenceWorld:
         """A sequence world from per-prefix next-token logits [X, P, V] (normalized by softmax).
 
@@ -330,7 +333,7 @@ class SequenceWorld:
         eos: int = 0,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
-        device=None,
+        device: DeviceLike = None,
     ) -> SequenceWorld:
         """A random sequence world with dialed distances, per prefix, as `World.random` per prompt.
 
@@ -413,7 +416,7 @@ class SequenceWorld:
             gamma=self.gamma,
         )
 
-    def to(self, device=None, dtype=None) -> SequenceWorld:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> SequenceWorld:
         def move(t):
             return t.to(device=device, dtype=dtype)
 

@@ -25,11 +25,14 @@ from synthalign._checks import (
     check_same_device,
     describe,
 )
+from synthalign._types import ArrayLike, DeviceLike, DTypeLike, Seed
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList
 from synthalign.worlds.laws import PreferenceLaw
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import population_preferences
 from synthalign.worlds.sampling import sample_pairs, sample_preference_list, sample_preferences
+
+__all__ = ["World"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -89,14 +92,14 @@ class World:
     def from_tensors(
         cls,
         *,
-        target,
-        reference,
-        behavior=None,
-        prompt_dist=None,
+        target: ArrayLike,
+        reference: ArrayLike,
+        behavior: ArrayLike | None = None,
+        prompt_dist: ArrayLike | None = None,
         gamma: float,
         kind: str = "probs",
         dtype: torch.dtype = torch.float64,
-        device=None,
+        device: DeviceLike = None,
     ) -> World:
         """A world from user tensors of shape [X, A].
 
@@ -149,7 +152,7 @@ class World:
         n_prompts: int = 10,
         n_responses: int = 10,
         dtype: torch.dtype = torch.float64,
-        device=None,
+        device: DeviceLike = None,
     ) -> World:
         """The toy world of the paper's Figure 1 (spec §5).
 
@@ -182,7 +185,7 @@ class World:
         prompt_concentration: float | None = None,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
-        device=None,
+        device: DeviceLike = None,
     ) -> World:
         """A random world whose distances between pi*, pi0 and mu are dialed.
 
@@ -263,7 +266,7 @@ class World:
         """R* = gamma ln pi*(a|x) (spec §1), shape [X, A]; -inf where pi* is zero."""
         return self.gamma * self.target.logp
 
-    def to(self, device=None, dtype=None) -> World:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> World:
         prompt_dist = self.prompt_dist.to(device=device, dtype=dtype)
         return World(
             prompt_dist=prompt_dist,
@@ -299,15 +302,17 @@ class World:
         """The exact law of one labelled pair as a `PreferenceData` of probabilities."""
         return population_preferences(self)
 
-    def sample_preferences(self, n: int, replicates: int = 1, seed=None, **kwargs) -> PreferenceData:
+    def sample_preferences(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs) -> PreferenceData:
         """`replicates` independent datasets of n labelled pairs, held as counts."""
         return sample_preferences(self, n, replicates=replicates, seed=seed, **kwargs)
 
-    def sample_pairs(self, n: int, replicates: int = 1, seed=None, *, policy=None, **kwargs) -> PairData:
+    def sample_pairs(
+        self, n: int, replicates: int = 1, seed: Seed = None, *, policy: Policy | None = None, **kwargs
+    ) -> PairData:
         """Unlabelled pairs (a, b) drawn from mu (or `policy`), held as counts."""
         return sample_pairs(self, n, replicates=replicates, seed=seed, policy=policy, **kwargs)
 
-    def sample_preference_list(self, n: int, replicates: int = 1, seed=None, **kwargs) -> PreferenceList:
+    def sample_preference_list(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs) -> PreferenceList:
         """Labelled pairs as explicit index tensors, for per-sample code."""
         return sample_preference_list(self, n, replicates=replicates, seed=seed, **kwargs)
 

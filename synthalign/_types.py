@@ -1,0 +1,17 @@
+"""Type aliases shared by the public signatures (annotations only; nothing here runs at import time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["ArrayLike", "DeviceLike", "DTypeLike", "Seed"]
+
+#: Where a tensor may live: a `torch.device`, its name ("cpu", "cuda:0"), or None for "leave it where it is".
+DeviceLike = torch.device | str | None
+#: A floating torch dtype, or None for "keep the current one".
+DTypeLike = torch.dtype | None
+#: What a seeded function accepts: None (fresh entropy), a non-negative integer, or a numpy Generator.
+Seed = int | np.random.Generator | None
+#: Numeric input converted with `torch.as_tensor` after validation: a tensor, a numpy array or nested lists.
+ArrayLike = torch.Tensor | np.ndarray | list | tuple | float
