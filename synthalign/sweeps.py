@@ -328,7 +328,7 @@ def _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs):
 
 
 def _quantile(values: Tensor, q: float) -> Tensor:
-    q = float(q)
+    q = check_real(q, "quantile q")
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile must lie in [0, 1], got {q}")
+        raise ValueError(f"quantile q must lie in [0, 1], got {q}")
     return torch.from_numpy(np.quantile(values.numpy(), q, axis=-1))

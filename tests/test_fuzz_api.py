@@ -895,6 +895,9 @@ def _sweep_cases(add):
         False,
         (_choice("yes", None, 1),),
     )
+    result = sa.rate_sweep(WORLD, "pmle", ns, replicates=2, ridge=1.0)
+    add("SweepResult.quantile", "q", lambda v: result.quantile(v), 0.5, (_choice(1.5, -0.1, math.nan, "a", None, 1j),))
+    add("SweepResult.check_bound", "delta", lambda v: result.check_bound([1.0, 1.0], delta=v), 0.1, (bad_scalar,))
     add("tabular_estimator", "objective", lambda v: sa.tabular_estimator(v), "pmle", (BAD_OBJECTIVE,))
     add("tabular_estimator", "beta", lambda v: sa.tabular_estimator("pmle", beta=v), 0.0, (BAD_BETA,))
     add("class_estimator", "objective", lambda v: sa.class_estimator(v, CLASS), "pmle", (BAD_OBJECTIVE,))
