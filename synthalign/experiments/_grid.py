@@ -13,17 +13,19 @@ whatever its natural unit is) and hands them to `run_grid`:
   read back, goes through one JSON round trip, so a resumed run and an uninterrupted one
   return the very same values (floats round-trip exactly).
 * `labels[i]` names item i within the experiment: everything its numbers depend on that
-  `args` does not fix.  Item i's key is the SHA-256 of the experiment's name (and `stage`), every option
-  of `args` that can change a number (all but `out`, `progress`, `fresh` and `plot`),
-  `labels[i]` and the library version (`synthalign.store.config_key`): an item is reused
-  only by a run that would compute exactly the same numbers.
+  `args` does not fix.  Item i's key is the SHA-256 of the experiment's name (and `stage`),
+  every option of `args` that can change a number (all but `out`, `progress`, `fresh` and
+  `plot`), `labels[i]` and the library version (`synthalign.store.config_key`): an item is
+  reused only by a run that would compute exactly the same numbers.  (Code edited between
+  two runs of one version is not in the key: rerun with `--fresh` after such an edit.)
 * Finished items are appended, one JSON line each, to `<args.out>/store/<key of the
   experiment and its options>.jsonl` (format: `synthalign.store`), as they finish; a rerun
   with the same options reads them back and computes only the missing ones.
   `args.fresh` (`synthalign run NAME --fresh`) ignores and replaces what the store holds.
 * `executor`: any `concurrent.futures.Executor`-style object (`submit(fn, *args)` returning a
   future with `result()`) — a process pool, a Dask `distributed.Client`, Ray's or submitit's
-  executors.  Items carry their own seeds, so the results are bit-identical to a serial run.
+  executors.  Each item derives its randomness from seeds in its own arguments (never from
+  global random state), so the results are bit-identical to a serial run.
 
 Combining the items into the experiment's record, and plotting it, stay with the experiment.
 """
