@@ -214,6 +214,88 @@ def check_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed: a Python or numpy integer >= 0 (bools, floats and None refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputTypeError(f"{name} must be a non-negative int, got {describe(seed)}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {seed}")
+    return int(seed)
+
+
+def check_bool(value, name: str) -> bool:
+    """True or False (numpy bools too); 1, 'yes' and None are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
+def check_real(value, name: str, *, finite: bool = True) -> float:
+    """A real number as a float (NaN always refused; ±inf refused with `finite`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+            value = value.item()
+        else:
+            raise InputTypeError(f"{name} must be a real number, got {describe(value)}")
+    value = float(value)
+    if math.isnan(value) or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be a {'finite' if finite else 'real'} number, got {value}")
+    return value
+
+
+def check_callable(value, name: str, what: str = "a function"):
+    if not callable(value):
+        raise InputTypeError(f"{name} must be {what}, got {describe(value)}")
+    return value
+
+
+def check_class_logp(value, name: str, *, world=None) -> Tensor:
+    """A finite class as log-probabilities [K, X, A]: a `Policy` with batch [K] (a `PolicyClass`) or a tensor.
+
+    Floating, no NaN or +inf, every row normalized; with `world`, X and A are its sizes and the
+    class is on its device.
+    """
+    from synthalign.worlds.policy import Policy
+
+    if isinstance(value, Policy):
+        logp = value.logp
+    elif isinstance(value, (Tensor, np.ndarray, list, tuple)):
+        logp = check_logp(value, name)
+    else:
+        raise InputTypeError(f"{name} must be a PolicyClass or log-probabilities [K, X, A], got {describe(value)}")
+    sizes = {} if world is None else {"X": world.n_prompts, "A": world.n_responses}
+    check_dims(logp, name, ("K", "X", "A"), **sizes)
+    if world is not None:
+        check_same_device({name: logp, "world": world.prompt_dist})
+    return logp
+
+
+_NOT_GIVEN = object()
+
+
+def check_class_fit(
+    data,
+    candidates,
+    name: str,
+    *,
+    beta,
+    chunk_size,
+    reward=None,
+    reward_ridge=_NOT_GIVEN,
+) -> None:
+    """The arguments shared by the estimators over a finite class (`argmin_over_class`, `fit_over_class`)."""
+    check_data(data)
+    check_class_logp(candidates, name, world=data.world)
+    check_positive(beta, "beta", allow_zero=True)
+    check_int(chunk_size, "chunk_size")
+    if isinstance(chunk_size, float):
+        raise InputTypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    if reward is not None:
+        check_reward(reward, data.world)
+    if reward_ridge is not _NOT_GIVEN:
+        check_positive(reward_ridge, "reward_ridge", allow_zero=True)
+
+
 def check_world(world, name: str = "world", *, duck: bool = False):
     """A `World`; with `duck`, anything with `target` and `sample_preferences` (a wrapper of a World)."""
     from synthalign.worlds.tabular import World

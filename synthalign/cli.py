@@ -2,7 +2,7 @@
 
     synthalign list
     synthalign run <experiment> [--out DIR] [--device cpu|cuda] [--replicates N] [--seed S]
-                                [--quick | --full] [--set FIELD=VALUE ...] [--no-progress]
+                                [--quick | --full] [--set FIELD=VALUE ...] [--no-progress] [--fresh]
 
 `run` builds the experiment's `Args` dataclass from the options, calls its
 `run(args)`, prints its `summary(results)` table and the files it wrote.  Bad
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="set an experiment-specific option (repeatable), e.g. --set beta_choice=heldout",
     )
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute every work item; by default finished items kept in OUT/store/ (one JSON line each) "
+        "are reused, so a killed run resumes where it stopped",
+    )
     run.set_defaults(size="default")
     return parser
 
@@ -117,7 +123,7 @@ def _convert(text: str, annotation, field_name: str):
 def _overrides(args_class, items: list[str]) -> dict:
     fields = {f.name: f for f in dataclasses.fields(args_class)}
     hints = typing.get_type_hints(args_class)
-    common = {"out", "device", "replicates", "seed", "size", "progress"}
+    common = {"out", "device", "replicates", "seed", "size", "progress", "fresh"}
     values = {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -159,6 +165,7 @@ def _experiment_args(module, options):
         "seed": options.seed,
         "size": options.size,
         "progress": options.progress,
+        "fresh": options.fresh,
     }
     settings.update(_overrides(module.Args, options.overrides))
     try:

@@ -79,12 +79,16 @@ def expectation_per_prompt(p: Tensor, values: Tensor) -> Tensor:
 
 
 def kl_per_prompt(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """KL(p(·|x) ‖ q(·|x)) = Σ_a p (ln p − ln q) for every prompt, [..., X]."""
+    """KL(p(·|x) ‖ q(·|x)) = Σ_a p (ln p − ln q) for every prompt, [..., X].
+
+    A building block of the objectives, evaluated inside solvers' iterations: its inputs are taken
+    as normalized log-probabilities without checks.  `kl_divergence` is the checked entry point.
+    """
     return expectation_per_prompt(logp.exp(), safe_log_ratio(logp, ref_logp))
 
 
 def entropy_per_prompt(logp: Tensor) -> Tensor:
-    """H(p(·|x)) = −Σ_a p ln p for every prompt, [..., X]."""
+    """H(p(·|x)) = −Σ_a p ln p for every prompt, [..., X] (unchecked, as `kl_per_prompt`; `entropy` checks)."""
     return -expectation_per_prompt(logp.exp(), logp)
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_array_like
+from synthalign._checks import InputTypeError, check_array_like, check_real, describe
+from synthalign._checks import check_seed as _check_seed
 
 __all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope"]
 
@@ -35,6 +36,8 @@ _STATISTICS = ("mean", "median")
 
 
 def check_ns(ns: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(ns, (str, bytes)) or not isinstance(ns, (Sequence, np.ndarray, Tensor)):
+        raise InputTypeError(f"ns must be a sequence of positive ints, got {describe(ns)}")
     try:
         values = [int(n) for n in ns]
     except (TypeError, ValueError) as err:
@@ -47,9 +50,7 @@ def check_ns(ns: Sequence[int]) -> tuple[int, ...]:
 
 
 def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
+    return _check_seed(seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _as_matrix(ns, values) -> tuple[np.ndarray, np.ndarray]:
     if matrix.ndim != 2 or matrix.shape[0] != ns.shape[0]:
         raise ValueError(f"values must have shape [len(ns), R] = [{ns.shape[0]}, R], got {matrix.shape}")
     if matrix.shape[1] < 2:
-        raise ValueError(f"values need at least 2 replicates per n to bootstrap, got {matrix.shape[1]}")
+        raise ValueError(f"values need at least 2 replicates per n to bootstrap, got shape {matrix.shape}")
     if np.isnan(matrix).any():
         raise ValueError("values contain NaN")
     return ns, matrix
@@ -149,11 +150,13 @@ def fit_slope(
       n_boot: bootstrap resamples (>= 100).
       seed: seeds the resampling.
     """
+    check_array_like(values, "values")
     ns_array, matrix = _as_matrix(ns, values)
     if ns_array.shape[0] < 2:
-        raise ValueError(f"a slope needs at least 2 sample sizes, got {ns_array.shape[0]}")
+        raise ValueError(f"ns must hold at least 2 sample sizes for a slope, got {ns_array.shape[0]}")
     statistic = _check_statistic(statistic)
-    if not 0.0 < float(confidence) < 1.0:
+    confidence = check_real(confidence, "confidence")
+    if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
         raise ValueError(f"n_boot must be an int >= 100, got {n_boot!r}")
@@ -255,10 +258,11 @@ def check_rate(
     The remaining arguments are `fit_slope`'s.
     """
     check_array_like(values, "values")
-    expected = float(expected)
-    if not math.isfinite(expected):
-        raise ValueError(f"expected must be finite, got {expected}")
-    if not float(max_ci_width) > 0:
+    expected = check_real(expected, "expected")
+    if faster_than is not None:
+        faster_than = check_real(faster_than, "faster_than")
+    max_ci_width = check_real(max_ci_width, "max_ci_width", finite=False)
+    if not max_ci_width > 0:
         raise ValueError(f"max_ci_width must be > 0, got {max_ci_width}")
     slope_fit = fit_slope(ns, values, statistic=statistic, confidence=confidence, n_boot=n_boot, seed=seed)
     level = f"{100 * slope_fit.confidence:g}%"
@@ -308,20 +312,25 @@ def check_bound(
       label: what the bound is (e.g. "Thm 4 (corrected)"), for the reason.
     """
     check_array_like(values, "values")
+    if not isinstance(label, str):
+        raise InputTypeError(f"label must be a str, got {describe(label)}")
     ns_tuple = check_ns(ns)
     if isinstance(values, Tensor):
         values = values.detach().cpu().to(torch.float64).numpy()
     matrix = np.asarray(values, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != len(ns_tuple):
         raise ValueError(f"values must have shape [len(ns), R] = [{len(ns_tuple)}, R], got {matrix.shape}")
+    if matrix.shape[1] == 0:
+        raise ValueError(f"values are empty (shape {matrix.shape}); expected at least one replicate per n")
     if np.isnan(matrix).any():
         raise ValueError("values contain NaN")
-    delta = float(delta)
+    delta = check_real(delta, "delta")
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
     if callable(bound):
-        bounds = np.array([float(bound(n)) for n in ns_tuple])
+        bounds = np.array([check_real(bound(n), f"bound({n})", finite=False) for n in ns_tuple])
     else:
+        check_array_like(bound, "bound")
         if isinstance(bound, Tensor):
             bound = bound.detach().cpu().to(torch.float64).numpy()
         bounds = np.asarray(bound, dtype=np.float64).reshape(-1)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from synthalign._checks import InputTypeError, check_bool, check_callable, describe
 from synthalign._version import __version__
 
 __all__ = ["SweepStore", "atomic_write", "check_writable_dir", "config_key", "run_items", "world_fingerprint"]
@@ -41,7 +42,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
     A kill mid-write leaves at most a stray `.<name>.tmp-<pid>` beside it, never a truncated `path`.
     """
-    path = Path(path)
+    path = _path(path, "path")
+    if not path.name:
+        raise ValueError(f"path must name a file, got {str(path)!r}")
+    check_callable(write, "write", "a function of the temporary path")
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(temporary)
@@ -58,7 +62,7 @@ def check_writable_dir(path: str | os.PathLike, name: str = "out") -> Path:
 
     Nothing is created: the nearest existing ancestor must be a writable folder.
     """
-    path = Path(path)
+    path = _path(path, name)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -67,6 +71,16 @@ def check_writable_dir(path: str | os.PathLike, name: str = "out") -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{name} {str(path)!r} is not a writable folder: {str(existing)!r} is not writable")
     return path
+
+
+def _path(value, name: str) -> Path:
+    """A str or os.PathLike as a Path; anything else (None, bytes, numbers) and "" refused, naming `name`."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise InputTypeError(f"{name} must be a path (str or os.PathLike), got {describe(value)}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{name} must be a non-empty path, got {value!r}")
+    return Path(text)
 
 
 def _canonical(value):
@@ -88,6 +102,8 @@ def _canonical(value):
 
 def config_key(config: Mapping) -> str:
     """SHA-256 of the canonical JSON of `config` plus the library version."""
+    if not isinstance(config, Mapping):
+        raise InputTypeError(f"config must be a mapping of the configuration's fields, got {describe(config)}")
     text = json.dumps({"config": _canonical(config), "version": __version__}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -108,7 +124,7 @@ class SweepStore:
     """
 
     def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
+        self.directory = _path(directory, "store directory")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -140,7 +156,8 @@ class SweepStore:
 
     def append(self, sweep_key: str, item_key: str, config: Mapping, result: Mapping) -> None:
         """Persists one finished item (one line, flushed and fsync'd before returning)."""
-        line = json.dumps({"item": item_key, "config": _canonical(config), "result": result}, sort_keys=True)
+        # The result keeps its keys in order (a resumed record is then byte-identical); the config is canonical.
+        line = json.dumps({"item": item_key, "config": _canonical(config), "result": result})
         path = self.path(sweep_key)
         with path.open("a", encoding="utf-8") as handle:
             if handle.tell() > 0 and not _ends_with_newline(path):
@@ -177,12 +194,30 @@ def run_items(
     is collected; results must be JSON-ready (lists, dicts, floats).  `fresh=True`
     ignores and replaces what the store holds for this sweep.
     """
+    check_callable(fn, "fn", "a function of one work item")
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise ValueError(
             f"executor must have a submit(fn, *args) method (a concurrent.futures.Executor), got {executor!r}"
         )
+    if store is not None and not isinstance(store, SweepStore):
+        raise InputTypeError(f"store must be a SweepStore or None, got {describe(store)}")
+    fresh = check_bool(fresh, "fresh")
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise InputTypeError(f"items must be a sequence of tuples of fn's arguments, got {describe(items)}")
+    if not all(isinstance(item, tuple) for item in items):
+        raise InputTypeError("items must be tuples of fn's arguments")
+    if isinstance(configs, (str, bytes)) or not isinstance(configs, Sequence):
+        raise InputTypeError(f"configs must be a sequence of mappings, one per item, got {describe(configs)}")
+    if len(configs) != len(items):
+        raise ValueError(f"configs must have one entry per item: {len(configs)} configs for {len(items)} items")
+    if not all(isinstance(config, Mapping) for config in configs):
+        raise InputTypeError("configs must be mappings (each item's full configuration)")
+    if not isinstance(sweep_config, Mapping):
+        raise InputTypeError(f"sweep_config must be a mapping, got {describe(sweep_config)}")
     sweep_key = config_key(sweep_config)
     item_keys = [config_key(config) for config in configs]
+    if len(set(item_keys)) != len(item_keys):
+        raise ValueError("configs must tell the items apart: two items have the same configuration")
     finished: dict[str, dict] = {}
     if store is not None:
         if fresh:

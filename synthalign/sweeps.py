@@ -15,7 +15,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_world
+from synthalign._checks import (
+    InputTypeError,
+    check_bool,
+    check_callable,
+    check_class_logp,
+    check_int,
+    check_positive,
+    check_real,
+    check_world,
+    describe,
+)
 from synthalign.estimators.finite_class import ClassFit, fit_over_class
 from synthalign.estimators.fit import FitResult, fit
 from synthalign.metrics import forward_kl
@@ -42,6 +52,7 @@ DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 def tabular_estimator(objective: str | Objective, *, beta: float = 0.0, **fit_kwargs) -> Callable[[object], Policy]:
     """data -> the tabular softmax fit of `objective` (`synthalign.fit`), batched over replicates."""
     obj = get_objective(objective)
+    beta = check_positive(beta, "beta", allow_zero=True)
 
     def estimate(data) -> Policy:
         return fit(obj, data, beta=beta, **fit_kwargs).policy
@@ -64,6 +75,13 @@ def class_estimator(
     See `synthalign.classes.fit_over_class`.
     """
     obj = get_objective(objective)
+    check_class_logp(policy_class, "policy_class")
+    if reward_class is not None:
+        check_class_logp(reward_class, "reward_class")
+    beta = check_positive(beta, "beta", allow_zero=True)
+    if isinstance(chunk_size, float):
+        raise InputTypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    chunk_size = check_int(chunk_size, "chunk_size")
 
     def estimate(data) -> Policy:
         return fit_over_class(
@@ -193,6 +211,22 @@ def rate_sweep(
     if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
         raise ValueError(f"replicates must be a positive int, got {replicates!r}")
     seed = check_seed(seed)
+    beta = check_positive(beta, "beta", allow_zero=True)
+    check_callable(metric, "metric", "a function (target, estimate) -> [R]")
+    if extra_metrics is not None:
+        if not isinstance(extra_metrics, Mapping):
+            raise InputTypeError(f"extra_metrics must map names to metric functions, got {describe(extra_metrics)}")
+        for key, fn in extra_metrics.items():
+            if not isinstance(key, str):
+                raise InputTypeError(f"extra_metrics must have str names, got {describe(key)}")
+            check_callable(fn, f"extra_metrics[{key!r}]", "a function (target, estimate) -> [R]")
+    if candidates is not None:
+        check_class_logp(candidates, "candidates", world=world if hasattr(world, "n_prompts") else None)
+    if reward_class is not None:
+        check_class_logp(reward_class, "reward_class", world=world if hasattr(world, "n_prompts") else None)
+    quantiles = _check_quantiles(quantiles)
+    progress = check_bool(progress, "progress")
+    fresh = check_bool(fresh, "fresh")
     if store is not None and not isinstance(store, SweepStore):
         store = SweepStore(store)
     _, name = _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs)
@@ -264,9 +298,21 @@ def _sweep_item(world, spec, metrics, n: int, replicates: int, seed: int) -> dic
     return result
 
 
+def _check_quantiles(quantiles) -> tuple[float, ...]:
+    if isinstance(quantiles, (str, bytes)) or not isinstance(quantiles, Sequence):
+        raise InputTypeError(f"quantiles must be a sequence of levels in [0, 1], got {describe(quantiles)}")
+    levels = tuple(check_real(q, "quantiles") for q in quantiles)
+    if any(not 0.0 <= q <= 1.0 for q in levels):
+        raise ValueError(f"quantiles must lie in [0, 1], got {list(levels)}")
+    return levels
+
+
 def _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs):
     if isinstance(estimator, (str, Objective)):
-        obj = get_objective(estimator)
+        try:
+            obj = get_objective(estimator)
+        except ValueError as err:
+            raise ValueError(f"estimator: {err}") from None
         if candidates is not None:
             if fit_kwargs:
                 raise ValueError(f"fit options {sorted(fit_kwargs)} do not apply to a finite class (candidates=...)")
@@ -282,7 +328,7 @@ def _resolve_estimator(estimator, beta, candidates, reward_class, fit_kwargs):
 
 
 def _quantile(values: Tensor, q: float) -> Tensor:
-    q = float(q)
+    q = check_real(q, "quantile q")
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile must lie in [0, 1], got {q}")
+        raise ValueError(f"quantile q must lie in [0, 1], got {q}")
     return torch.from_numpy(np.quantile(values.numpy(), q, axis=-1))

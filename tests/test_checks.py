@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,39 @@ def test_fit_reference_relative_objective_where_pi0_has_covered_zeros(name):
     assert torch.isfinite(result.loss).all()
     # pi0(a) = 0 keeps pi(a) = 0 (in float64): the DPO family cannot move mass outside pi0's support.
     assert float(result.policy.probs[..., 0].max()) == 0.0
+
+
+def test_scalar_checks_name_the_argument_and_refuse_lookalikes():
+    from synthalign._checks import InputTypeError, check_bool, check_real, check_seed
+
+    assert check_seed(np.int64(3)) == 3 and check_bool(np.bool_(True), "fresh") is True
+    assert check_real(torch.tensor(2.5, dtype=torch.float64), "level") == 2.5
+    assert check_real(math.inf, "width", finite=False) == math.inf
+    for value in (True, 2.0, None, "1"):
+        with pytest.raises(InputTypeError, match="seed"):
+            check_seed(value)
+    with pytest.raises(ValueError, match="seed"):
+        check_seed(-1)
+    for value in (1, "yes", None):
+        with pytest.raises(InputTypeError, match="fresh"):
+            check_bool(value, "fresh")
+    for value in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="level"):
+            check_real(value, "level")
+    for value in ("a", None, 1j, True, torch.zeros(2)):
+        with pytest.raises(InputTypeError, match="level"):
+            check_real(value, "level")
+
+
+def test_check_class_logp_names_the_dimension_that_is_off():
+    from synthalign._checks import check_class_logp
+
+    world = sa.World.random(2, 3, seed=0)
+    members = sa.perturbation_class(world, 4, 0.5, seed=0)
+    assert check_class_logp(members, "candidates", world=world) is members.logp
+    with pytest.raises(ValueError, match=r"candidates must have shape \[K, X, A\] with K, X=2, A=3"):
+        check_class_logp(torch.log_softmax(torch.zeros(4, 2, 4, dtype=torch.float64), -1), "candidates", world=world)
+    with pytest.raises(ValueError, match=r"candidates must have shape \[K, X, A\], got \(2, 3\)"):
+        check_class_logp(world.target.logp, "candidates")
+    with pytest.raises(ValueError, match="candidates must hold log-probabilities with each row normalized"):
+        check_class_logp(members.logp + 1.0, "candidates")

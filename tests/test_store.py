@@ -68,13 +68,21 @@ def test_a_line_cut_short_is_recomputed_and_other_configurations_do_not_reuse_it
     assert config_key({"a": 1}) != config_key({"a": 2})
 
 
-def test_kill_minus_nine_mid_sweep_then_resume_recomputes_no_finished_item(tmp_path):
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param((4, 5, 30), id="small"),
+        pytest.param((6, 8, 150), id="larger", marks=pytest.mark.slow),
+    ],
+)
+def test_kill_minus_nine_mid_sweep_then_resume_recomputes_no_finished_item(tmp_path, size):
+    n_prompts, n_responses, replicates = size
     ns = tuple(2**k for k in range(5, 15))
     script = textwrap.dedent(
         f"""
         import synthalign as sa
-        world = sa.World.random(6, 8, seed=1)
-        sa.rate_sweep(world, "pmle", {ns!r}, replicates=150, seed=0, ridge=1.0, store={str(tmp_path)!r})
+        world = sa.World.random({n_prompts}, {n_responses}, seed=1)
+        sa.rate_sweep(world, "pmle", {ns!r}, replicates={replicates}, seed=0, ridge=1.0, store={str(tmp_path)!r})
         """
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -88,7 +96,7 @@ def test_kill_minus_nine_mid_sweep_then_resume_recomputes_no_finished_item(tmp_p
                 finished_before = files[0].read_text().count("\n")
                 if finished_before >= 2:
                     break
-            time.sleep(0.02)
+            time.sleep(0.005)
         assert process.poll() is None, "the sweep ended before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
     finally:
@@ -97,13 +105,13 @@ def test_kill_minus_nine_mid_sweep_then_resume_recomputes_no_finished_item(tmp_p
     (path,) = tmp_path.glob("*.jsonl")
     persisted = path.read_text().count("\n")  # items finished when the kill landed
     assert 2 <= persisted < len(ns)
-    world = sa.World.random(6, 8, seed=1)
+    world = sa.World.random(n_prompts, n_responses, seed=1)
     store = SweepStore(tmp_path)
-    resumed = sa.rate_sweep(world, "pmle", ns, replicates=150, seed=0, ridge=1.0, store=store)
+    resumed = sa.rate_sweep(world, "pmle", ns, replicates=replicates, seed=0, ridge=1.0, store=store)
     recomputed_finished = store.computed - (len(ns) - persisted)
     print(f"\nkill -9 after {persisted} of {len(ns)} items; items recomputed on resume: {recomputed_finished}")
     assert store.loaded == persisted and recomputed_finished == 0
-    uninterrupted = sa.rate_sweep(world, "pmle", ns, replicates=150, seed=0, ridge=1.0)
+    uninterrupted = sa.rate_sweep(world, "pmle", ns, replicates=replicates, seed=0, ridge=1.0)
     assert _record(resumed) == _record(uninterrupted)
 
 

@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive, safe_log_ratio
+from synthalign._checks import (
+    as_tensor,
+    check_class_fit,
+    check_class_logp,
+    check_data,
+    check_positive,
+    safe_log_ratio,
+)
 from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
 from synthalign.metrics import kl_per_prompt
@@ -63,6 +70,9 @@ def argmin_over_class(
     candidate's loss +inf.
     """
     obj = get_objective(objective)
+    check_class_fit(
+        data, candidates, "candidates", beta=beta, chunk_size=chunk_size, reward=reward, reward_ridge=reward_ridge
+    )
     beta = check_positive(beta, "beta", allow_zero=True)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -239,6 +249,11 @@ def fit_over_class(
       **params: the objective's hyper-parameters.
     """
     obj = get_objective(objective)
+    check_class_fit(data, policy_class, "policy_class", beta=beta, chunk_size=chunk_size)
+    if reward_class is not None:
+        check_class_logp(reward_class, "reward_class", world=data.world)
+    if reward_data is not None:
+        check_data(reward_data, "reward_data")
     candidates = policy_class.logp if isinstance(policy_class, Policy) else as_tensor(policy_class, "policy_class")
     if not obj.needs_reward:
         if reward_class is not None:

@@ -51,6 +51,8 @@ class CommonArgs:
     """'quick' (CI-sized), 'default', or 'full' (for the record)"""
     progress: bool = True
     """show a progress bar on long sweeps"""
+    fresh: bool = False
+    """recompute every work item, ignoring (and replacing) the finished ones kept in <out>/store/"""
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -78,6 +80,8 @@ class CommonArgs:
             raise OptionError("out", str(err)) from err
         if not isinstance(self.progress, bool):
             raise OptionError("progress", f"progress must be True or False, got {self.progress!r}")
+        if not isinstance(self.fresh, bool):
+            raise OptionError("fresh", f"fresh must be True or False, got {self.fresh!r}")
 
 
 def output_dir(args) -> pathlib.Path:

@@ -46,6 +46,7 @@ from torch import Tensor
 
 import synthalign as sa
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.theory.references import (
     closed_form_coefficients,
     closed_form_forward_kl,
@@ -247,15 +248,17 @@ def _one_cpu_thread(device: str):
         torch.set_num_threads(previous)
 
 
-def run(args: Args) -> dict:
-    """Runs every logit scale, writes fig1.json and the plots, returns the results."""
+def run(args: Args, *, executor=None) -> dict:
+    """Runs every logit scale, writes fig1.json and the plots, returns the results.
+
+    Each logit scale is one work item of the sweep store (`synthalign.experiments._grid`): finished
+    scales are kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    """
     with _one_cpu_thread(args.device):
-        return _run(args)
+        return _run(args, executor)
 
 
-def _run(args: Args) -> dict:
-    from tqdm import tqdm
-
+def _run(args: Args, executor=None) -> dict:
     start = time.perf_counter()
     results = {
         "n": args.ns,
@@ -265,9 +268,11 @@ def _run(args: Args) -> dict:
         "band": list(args.band),
         "scales": {},
     }
-    bar = tqdm(args.logit_scales, desc="fig1: logit scales", disable=None if args.progress else True, leave=False)
-    for scale_index, scale in enumerate(bar):
-        results["scales"][str(scale)] = run_scale(args, scale_index, scale)
+    items = [(args, scale_index, scale) for scale_index, scale in enumerate(args.logit_scales)]
+    labels = [{"scale_index": scale_index, "scale": scale} for _, scale_index, scale in items]
+    entries = run_grid(args, NAME, run_scale, items, labels, executor=executor)
+    for (_, _, scale), entry in zip(items, entries, strict=True):
+        results["scales"][str(scale)] = entry
     results["seconds"] = time.perf_counter() - start
     if args.plot:
         plot(results, args)

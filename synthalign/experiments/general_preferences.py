@@ -35,6 +35,7 @@ import torch
 import synthalign as sa
 from synthalign.estimators.nash import NASH_METHODS, nash_iterations
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.theory.games import duality_gap, regularized_nash
 from synthalign.worlds.laws import GeneralLaw
 
@@ -161,45 +162,69 @@ def _offline_gaps(world, data, args) -> torch.Tensor:
     )
 
 
-def run(args: Args) -> dict:
+def family_part(args: Args, family: str, part: str) -> dict:
+    """One work item: the equilibrium, one Nash method (exact curve and every n), or the offline fits."""
+    world = make_world(args, family)
+    matrix = sa.preference_matrix(world)
+    if part == "equilibrium":
+        nash = regularized_nash(matrix, world.reference, args.beta)
+        return {"equilibrium_gap": float(duality_gap(nash, matrix, beta=args.beta, reference=world.reference))}
+    T = args.n_iterations
+    if part in NASH_METHODS:
+        eta = args.eta_ipo if part == "online_ipo" else args.eta
+        exact = nash_iterations(part, matrix, world.reference, beta=args.beta, eta=eta, iterations=T)
+        rows = []
+        for n in args.ns:
+            sampled = nash_iterations(
+                part,
+                matrix,
+                world.reference,
+                beta=args.beta,
+                eta=eta,
+                iterations=T,
+                n_pairs=n,
+                replicates=args.n_replicates,
+                seed=args.seed * 1000 + n,
+            )
+            rows.append({"n": n, **_quantiles(_gap(sampled)[-1])})
+        return {"curve": _gap(exact)[:, 0].tolist(), "final": float(_gap(exact)[-1, 0]), "vs_n": rows}
+    population = _offline_gaps(world, world.population_preferences(), args)
+    entry = {"final": {name: float(population[index, 0]) for index, name in enumerate(OFFLINE)}}
+    entry["vs_n"] = {name: [] for name in OFFLINE}
+    for n in args.ns:
+        data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 1000 + n)
+        gaps = _offline_gaps(world, data, args)
+        for index, name in enumerate(OFFLINE):
+            entry["vs_n"][name].append({"n": n, **_quantiles(gaps[index])})
+    return entry
+
+
+def run(args: Args, *, executor=None) -> dict:
+    """Every family's equilibrium, Nash methods and offline fits; writes the JSON and PNG.
+
+    Each (family, part) is one work item of the sweep store (`synthalign.experiments._grid`):
+    finished items are kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    """
     start = time.time()
     T = args.n_iterations
     results = {"families": {}, "ns": args.ns, "iterations": T}
+    parts = ("equilibrium", *NASH_METHODS, "offline")
+    items = [(args, family, part) for family in FAMILIES for part in parts]
+    labels = [{"family": family, "part": part} for _, family, part in items]
+    computed = run_grid(args, NAME, family_part, items, labels, executor=executor)
+    done = {(family, part): value for (_, family, part), value in zip(items, computed, strict=True)}
     for family in FAMILIES:
-        world = make_world(args, family)
-        matrix = sa.preference_matrix(world)
-        nash = regularized_nash(matrix, world.reference, args.beta)
-        nash_gap = float(duality_gap(nash, matrix, beta=args.beta, reference=world.reference))
-        entry = {"equilibrium_gap": nash_gap, "curves": {}, "vs_n": {}, "final": {}}
+        gap = done[family, "equilibrium"]["equilibrium_gap"]
+        entry = {"equilibrium_gap": gap, "curves": {}, "vs_n": {}, "final": {}}
         for method in NASH_METHODS:
-            eta = args.eta_ipo if method == "online_ipo" else args.eta
-            exact = nash_iterations(method, matrix, world.reference, beta=args.beta, eta=eta, iterations=T)
-            entry["curves"][method] = _gap(exact)[:, 0].tolist()
-            entry["final"][method] = float(_gap(exact)[-1, 0])
-            rows = []
-            for n in args.ns:
-                sampled = nash_iterations(
-                    method,
-                    matrix,
-                    world.reference,
-                    beta=args.beta,
-                    eta=eta,
-                    iterations=T,
-                    n_pairs=n,
-                    replicates=args.n_replicates,
-                    seed=args.seed * 1000 + n,
-                )
-                rows.append({"n": n, **_quantiles(_gap(sampled)[-1])})
-            entry["vs_n"][method] = rows
-        population = _offline_gaps(world, world.population_preferences(), args)
-        for index, name in enumerate(OFFLINE):
-            entry["final"][name] = float(population[index, 0])
-            entry["vs_n"][name] = []
-        for n in args.ns:
-            data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 1000 + n)
-            gaps = _offline_gaps(world, data, args)
-            for index, name in enumerate(OFFLINE):
-                entry["vs_n"][name].append({"n": n, **_quantiles(gaps[index])})
+            part = done[family, method]
+            entry["curves"][method] = part["curve"]
+            entry["final"][method] = part["final"]
+            entry["vs_n"][method] = part["vs_n"]
+        offline = done[family, "offline"]
+        for name in OFFLINE:
+            entry["final"][name] = offline["final"][name]
+            entry["vs_n"][name] = offline["vs_n"][name]
         results["families"][family] = entry
     results["seconds"] = time.time() - start
     write_record(args, NAME, results)

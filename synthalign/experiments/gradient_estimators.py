@@ -42,6 +42,7 @@ from synthalign.estimators.onpolicy import (
     score_function_fit,
 )
 from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 
 NAME = "gradient-estimators"
 OBJECTIVES = ("rkl", "rlhf")
@@ -329,17 +330,40 @@ def _one_cpu_thread(device: str):
         torch.set_num_threads(previous)
 
 
-def run(args: Args) -> dict:
-    """Every (world, objective, estimator, KL estimator, placement) row; writes the JSON and PNG."""
+def run(args: Args, *, executor=None) -> dict:
+    """Every (world, objective, estimator, KL estimator, placement) row; writes the JSON and PNG.
+
+    Each row is one work item of the sweep store (`synthalign.experiments._grid`): finished rows are
+    kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    """
     with _one_cpu_thread(args.device):
-        return _run(args)
+        return _run(args, executor)
 
 
-def _run(args: Args) -> dict:
+def _run(args: Args, executor=None) -> dict:
     start = time.perf_counter()
     results = {"replicates": args.n_replicates, "steps": args.n_steps, "samples": args.samples, "worlds": {}}
-    for w_index, (world_name, world) in enumerate(make_worlds(args).items()):
-        point = evaluation_point(world, args, seed=row_seed(args, w_index))
+    worlds = make_worlds(args)
+    points = {name: evaluation_point(w, args, seed=row_seed(args, i)) for i, (name, w) in enumerate(worlds.items())}
+    items, labels = [], []
+    for w_index, (world_name, world) in enumerate(worlds.items()):
+        for o_index, objective in enumerate(OBJECTIVES):
+            for e_index, estimator in enumerate(ESTIMATORS):
+                for c_index, (kind, placement) in enumerate(CONFIGS):
+                    seed = row_seed(args, w_index, o_index, e_index, c_index)
+                    items.append((world, points[world_name], objective, estimator, kind, placement, args, seed))
+                    labels.append(
+                        {
+                            "world": world_name,
+                            "objective": objective,
+                            "estimator": estimator,
+                            "kl_estimator": kind,
+                            "kl_placement": placement,
+                        }
+                    )
+    measured = iter(run_grid(args, NAME, measure_row, items, labels, executor=executor))
+    for world_name, world in worlds.items():
+        point = points[world_name]
         tab = world.as_tabular() if isinstance(world, sa.SequenceWorld) else world
         entry = {
             "n_prompts": tab.n_prompts,
@@ -348,13 +372,9 @@ def _run(args: Args) -> dict:
             "kl_target_reference": float(sa.forward_kl(tab.target, tab.reference)),
             "objectives": {},
         }
-        for o_index, objective in enumerate(OBJECTIVES):
+        for objective in OBJECTIVES:
             best = optimum(world, objective, args.beta)
-            rows = []
-            for e_index, estimator in enumerate(ESTIMATORS):
-                for c_index, (kind, placement) in enumerate(CONFIGS):
-                    seed = row_seed(args, w_index, o_index, e_index, c_index)
-                    rows.append(measure_row(world, point, objective, estimator, kind, placement, args, seed))
+            rows = [next(measured) for _ in range(len(ESTIMATORS) * len(CONFIGS))]
             entry["objectives"][objective] = {
                 "kl_target_optimum": float(sa.forward_kl(tab.target, best)),
                 "kl_optimum_reference": float(sa.forward_kl(best, tab.reference)),

@@ -39,6 +39,7 @@ from synthalign.estimators.misspecification import (
     random_features,
 )
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 
 NAME = "misspecification"
 _SIZES = {
@@ -116,7 +117,20 @@ def floor_rate_fit(ns, errors: np.ndarray, resamples: int, seed: int) -> dict:
     return {"floor": floor, "floor_ci": [low[0], high[0]], "c": slope, "c_ci": [low[1], high[1]]}
 
 
-def run(args: Args) -> dict:
+def class_errors(world, features, n: int, args: Args) -> list[float]:
+    """One work item: KL(π* ‖ π_R̂n) of the class with these features, on each of the replicate datasets of size n."""
+    data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 100003 + n)
+    fit = feature_reward_fit(data, features, ridge=args.ridge)
+    policy = sa.reward_policy(fit.reward, world.gamma, world.prompt_dist)
+    return sa.forward_kl(world.target, policy).cpu().tolist()
+
+
+def run(args: Args, *, executor=None) -> dict:
+    """Floors and rates of every reward class, then the over-optimization curve; writes the JSON and PNG.
+
+    Each (class, n) is one work item of the sweep store (`synthalign.experiments._grid`): finished items
+    are kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    """
     start = time.time()
     world = sa.World.random(
         args.n_prompts, args.n_responses, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed
@@ -127,15 +141,12 @@ def run(args: Args) -> dict:
     classes["tabular"] = torch.eye(X * A, dtype=world.dtype, device=world.device).reshape(X, A, X * A)
     resamples = _SIZES[args.size][2]
     results = {"ns": args.ns, "fit_ns": args.ns[len(args.ns) // 2 :], "classes": {}}
+    items = [(world, features, n, args) for features in classes.values() for n in args.ns]
+    labels = [{"class": name, "n": n} for name in classes for n in args.ns]
+    measured = iter(run_grid(args, NAME, class_errors, items, labels, executor=executor))
     for name, features in classes.items():
         exact = approximation_floor(world, features)
-        errors = []
-        for n in args.ns:
-            data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 100003 + n)
-            fit = feature_reward_fit(data, features, ridge=args.ridge)
-            policy = sa.reward_policy(fit.reward, world.gamma, world.prompt_dist)
-            errors.append(sa.forward_kl(world.target, policy).cpu().numpy())
-        errors = np.stack(errors)
+        errors = np.array([next(measured) for _ in args.ns], dtype=np.float64)
         upper = len(args.ns) // 2
         decomposition = floor_rate_fit(args.ns[upper:], errors[upper:], resamples, args.seed)
         results["classes"][name] = {

@@ -41,6 +41,7 @@ import torch
 import synthalign as sa
 from synthalign.estimators.onpolicy import onpolicy_pair_fit, score_function_fit
 from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.stats import check_rate, fit_slope
 
 NAME = "onpolicy-rates"
@@ -157,39 +158,55 @@ class Args(CommonArgs):
 # ----------------------------------------------------------------------------- the exact fits, per n
 
 
-def exact_fits(world: sa.SequenceWorld, args: Args) -> dict:
-    """Every exact estimator on the same datasets; R̂ per dataset for the stochastic runs."""
+def exact_at_n(world: sa.SequenceWorld, n: int, args: Args) -> dict:
+    """One work item: every exact estimator on the replicate datasets of size n, and R̂ per dataset."""
     tab = world.as_tabular()
     dpo_limit = sa.Policy.from_logits(tab.reference.logp + tab.target.logp)
-    values = {name: [] for name in EXACT}
-    values["dpo_to_target"] = []
-    rewards, separable, converged = [], [], []
-    for n in args.ns:
-        data = tab.sample_preferences(n, args.n_replicates, seed=np.random.SeedSequence([args.seed, n]))
-        separable.append(float(sa.comparison_graph_separable(data.counts).any(dim=-1).double().mean()))
-        reward_fit = sa.fit_reward_model(data, ridge=0.0, tol=args.solver_tol)
-        reward = reward_fit.reward
-        pmle = sa.fit("pmle", data, tol=args.solver_tol)
-        dpo = sa.fit("dpo", data, tol=args.solver_tol)
-        distillation = sa.fit("distillation", data, reward=reward, tol=args.solver_tol)
-        rkl = sa.fit("rkl", data, reward=reward)  # closed form pi_R̂ at beta = 0
-        # A dataset whose comparison graph is not strongly connected has no finite BT maximizer: there the
-        # certificate says so (status "no_finite_minimizer") instead of claiming convergence.
-        finite = ~sa.comparison_graph_separable(data.counts).any(dim=-1)
-        fits = (reward_fit, pmle, dpo, distillation)
-        converged.append(all(bool(f.converged[finite].all()) for f in fits))
-        values["pmle"].append(sa.forward_kl(tab.target, pmle.policy))
-        values["dpo"].append(sa.forward_kl(dpo_limit, dpo.policy))
-        values["dpo_to_target"].append(sa.forward_kl(tab.target, dpo.policy))
-        values["distillation_mu"].append(sa.forward_kl(tab.target, distillation.policy))
-        values["rkl_exact"].append(sa.forward_kl(tab.target, rkl.policy))
-        rewards.append(reward)
+    data = tab.sample_preferences(n, args.n_replicates, seed=np.random.SeedSequence([args.seed, n]))
+    separable = float(sa.comparison_graph_separable(data.counts).any(dim=-1).double().mean())
+    reward_fit = sa.fit_reward_model(data, ridge=0.0, tol=args.solver_tol)
+    reward = reward_fit.reward
+    pmle = sa.fit("pmle", data, tol=args.solver_tol)
+    dpo = sa.fit("dpo", data, tol=args.solver_tol)
+    distillation = sa.fit("distillation", data, reward=reward, tol=args.solver_tol)
+    rkl = sa.fit("rkl", data, reward=reward)  # closed form pi_R̂ at beta = 0
+    # A dataset whose comparison graph is not strongly connected has no finite BT maximizer: there the
+    # certificate says so (status "no_finite_minimizer") instead of claiming convergence.
+    finite = ~sa.comparison_graph_separable(data.counts).any(dim=-1)
+    fits = (reward_fit, pmle, dpo, distillation)
+    values = {
+        "pmle": sa.forward_kl(tab.target, pmle.policy),
+        "dpo": sa.forward_kl(dpo_limit, dpo.policy),
+        "dpo_to_target": sa.forward_kl(tab.target, dpo.policy),
+        "distillation_mu": sa.forward_kl(tab.target, distillation.policy),
+        "rkl_exact": sa.forward_kl(tab.target, rkl.policy),
+    }
     return {
-        "values": {name: torch.stack(v) for name, v in values.items()},  # [len(ns), R]
-        "reward": torch.cat(rewards),  # [len(ns)·R, X, N], n-major
-        "minimizer": sa.reward_policy(torch.cat(rewards), tab.gamma, tab.prompt_dist),
+        "values": values,
+        "reward": reward,
         "separable_fraction": separable,
-        "newton_converged": converged,
+        "newton_converged": all(bool(f.converged[finite].all()) for f in fits),
+    }
+
+
+def exact_fits(world: sa.SequenceWorld, args: Args, executor=None) -> dict:
+    """Every exact estimator on the same datasets; R̂ per dataset for the stochastic runs.
+
+    Each n is one work item of the sweep store (stage "exact").
+    """
+    tab = world.as_tabular()
+    items = [(world, n, args) for n in args.ns]
+    labels = [{"n": n} for n in args.ns]
+    per_n = run_grid(args, NAME, exact_at_n, items, labels, stage="exact", executor=executor)
+    like = dict(dtype=tab.dtype, device=tab.device)
+    values = {name: torch.tensor([item["values"][name] for item in per_n], **like) for name in per_n[0]["values"]}
+    reward = torch.cat([torch.tensor(item["reward"], **like) for item in per_n])  # [len(ns)·R, X, N], n-major
+    return {
+        "values": values,  # [len(ns), R]
+        "reward": reward,
+        "minimizer": sa.reward_policy(reward, tab.gamma, tab.prompt_dist),
+        "separable_fraction": [item["separable_fraction"] for item in per_n],
+        "newton_converged": [item["newton_converged"] for item in per_n],
     }
 
 
@@ -213,6 +230,17 @@ def train(world, method: str, reward: torch.Tensor, budget: int, args: Args, see
             fitted = onpolicy_pair_fit(world, "distillation", pairs=budget // 2, **common)
         init, losses = fitted.parameters, losses + [fitted.losses]
     return fitted.policy, torch.cat(losses)
+
+
+def stochastic_run(world, method: str, reward, minimizer, budget: int, args: Args, seed: int) -> dict:
+    """One work item: one method at one sampling budget over every (n, replicate), against π* and π_R̂."""
+    tab = world.as_tabular()
+    policy, losses = train(world, method, reward, budget, args, seed)
+    return {
+        "to_target": sa.forward_kl(tab.target, policy),
+        "optimization": sa.forward_kl(minimizer, policy),
+        "final_loss_mean": float(losses[-1].mean()),
+    }
 
 
 def curve(ns, values: torch.Tensor, args: Args) -> dict:
@@ -251,13 +279,18 @@ def _one_cpu_thread(device: str):
         torch.set_num_threads(previous)
 
 
-def run(args: Args) -> dict:
-    """Exact and stochastic estimators over n; writes onpolicy_rates.json and onpolicy_rates.png."""
+def run(args: Args, *, executor=None) -> dict:
+    """Exact and stochastic estimators over n; writes onpolicy_rates.json and onpolicy_rates.png.
+
+    Each n of the exact fits, and each (method, budget) of the stochastic runs, is one work item of the
+    sweep store (`synthalign.experiments._grid`): finished items are kept in `<out>/store/` and reused by
+    a rerun; `executor` runs them in parallel.
+    """
     with _one_cpu_thread(args.device):
-        return _run(args)
+        return _run(args, executor)
 
 
-def _run(args: Args) -> dict:
+def _run(args: Args, executor=None) -> dict:
     start = time.perf_counter()
     world = sa.SequenceWorld.random(
         vocab_size=args.vocab_size,
@@ -270,7 +303,7 @@ def _run(args: Args) -> dict:
     )
     tab = world.as_tabular()
     ns, replicates = args.ns, args.n_replicates
-    exact = exact_fits(world, args)
+    exact = exact_fits(world, args, executor)
     results = {
         "ns": ns,
         "replicates": replicates,
@@ -291,18 +324,25 @@ def _run(args: Args) -> dict:
         "stochastic": {},
     }
     statistical = exact["values"]["rkl_exact"]
+    items, labels = [], []
     for m_index, method in enumerate(STOCHASTIC):
-        per_budget = {}
         for b_index, budget in enumerate(args.sampling_budgets):
             seed = int(np.random.SeedSequence([args.seed, 1000 + m_index, b_index]).generate_state(1)[0])
-            policy, losses = train(world, method, exact["reward"], budget, args, seed)
-            to_target = sa.forward_kl(tab.target, policy).reshape(len(ns), replicates)
-            optimization = sa.forward_kl(exact["minimizer"], policy).reshape(len(ns), replicates)
+            items.append((world, method, exact["reward"], exact["minimizer"], budget, args, seed))
+            labels.append({"method": method, "budget": budget})
+    runs = iter(run_grid(args, NAME, stochastic_run, items, labels, stage="stochastic", executor=executor))
+    like = dict(dtype=tab.dtype, device=tab.device)
+    for method in STOCHASTIC:
+        per_budget = {}
+        for budget in args.sampling_budgets:
+            measured = next(runs)
+            to_target = torch.tensor(measured["to_target"], **like).reshape(len(ns), replicates)
+            optimization = torch.tensor(measured["optimization"], **like).reshape(len(ns), replicates)
             entry = curve(ns, to_target, args)
             entry["optimization_error_mean"] = optimization.mean(dim=1).tolist()
             entry["optimization_error_se"] = (optimization.std(dim=1) / math.sqrt(replicates)).tolist()
             entry["optimization_over_statistical"] = (optimization.mean(dim=1) / statistical.mean(dim=1)).tolist()
-            entry["final_loss_mean"] = float(losses[-1].mean())
+            entry["final_loss_mean"] = measured["final_loss_mean"]
             entry["responses_per_step"] = budget * tab.n_prompts
             per_budget[str(budget)] = entry
         passing = [int(b) for b, e in per_budget.items() if e["verdict"]["passed"]]

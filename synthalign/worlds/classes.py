@@ -36,7 +36,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive
+from synthalign._checks import (
+    InputTypeError,
+    as_tensor,
+    check_bool,
+    check_class_logp,
+    check_dims,
+    check_logp,
+    check_positive,
+    check_seed,
+    describe,
+)
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.tabular import World
 
@@ -74,6 +84,8 @@ class PolicyClass(Policy):
         index = self.target_index
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.logp.shape[0]:
             raise ValueError(f"target_index must be an int in [0, {self.logp.shape[0]}), got {index!r}")
+        if not isinstance(self.name, str):
+            raise InputTypeError(f"name must be a str, got {describe(self.name)}")
 
     @property
     def size(self) -> int:
@@ -125,11 +137,10 @@ def _target_logp(target) -> tuple[Tensor, Tensor | None]:
             raise ValueError(f"target must be a single policy [X, A], got batch shape {tuple(target.batch_shape)}")
         return target.logp, target.prompt_dist
     if isinstance(target, Tensor):
-        logp = as_tensor(target, "target", dtype=torch.float64)
-        if logp.dim() != 2:
-            raise ValueError(f"target must have shape [X, A], got {tuple(logp.shape)}")
-        return Policy(logp).logp, None
-    raise ValueError(f"target must be a World, a Policy or a tensor of log-probabilities, got {type(target).__name__}")
+        logp = check_logp(target, "target").to(torch.float64)
+        check_dims(logp, "target", ("X", "A"))
+        return logp, None
+    raise InputTypeError(f"target must be a World, a Policy or a tensor of log-probabilities, got {describe(target)}")
 
 
 def _check_size(size, name: str = "size", minimum: int = 2) -> int:
@@ -196,6 +207,7 @@ def perturbation_class(
     """
     target_logp, prompt_dist = _target_logp(target)
     size = _check_size(size)
+    seed = check_seed(seed)
     if weights is not None:
         weights = as_tensor(weights, "weights", dtype=torch.float64)
         if weights.shape != target_logp.shape:
@@ -257,6 +269,8 @@ def grid_class(
     """
     target_logp, prompt_dist = _target_logp(target)
     support = torch.isfinite(target_logp)
+    seed = check_seed(seed)
+    values = _check_steps(steps)
     if isinstance(directions, int) and not isinstance(directions, bool):
         _check_size(directions, "directions", minimum=1)
         generator = torch.Generator().manual_seed(int(seed))
@@ -276,9 +290,6 @@ def grid_class(
             raise ValueError("directions must be finite where pi* has positive probability")
         vectors = torch.where(support, vectors, torch.zeros_like(vectors))
         how = f"{vectors.shape[0]} given directions"
-    values = [float(t) for t in steps]
-    if not values or not all(math.isfinite(t) for t in values):
-        raise ValueError(f"steps must be a non-empty sequence of finite numbers, got {steps!r}")
     if 0.0 not in values:
         raise ValueError(f"steps must contain 0 so that pi* is a member (A1), got {values}")
     if len(set(values)) != len(values):
@@ -292,6 +303,18 @@ def grid_class(
     # The member at t = 0 is π* up to rounding; store π* exactly.
     logp[target_index] = target_logp
     return PolicyClass(logp, prompt_dist, target_index, f"grid of pi* along {how}, steps {values}")
+
+
+def _check_steps(steps) -> list[float]:
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, (Sequence, Tensor)):
+        raise InputTypeError(f"steps must be a sequence of numbers containing 0, got {describe(steps)}")
+    try:
+        values = [float(t) for t in steps]
+    except (TypeError, ValueError) as err:
+        raise InputTypeError(f"steps must be a sequence of numbers containing 0, got {describe(steps)}") from err
+    if not values or not all(math.isfinite(t) for t in values):
+        raise ValueError(f"steps must be a non-empty sequence of finite numbers, got {steps!r}")
+    return values
 
 
 def list_class(
@@ -310,14 +333,19 @@ def list_class(
         log-probability), prepend it; False raises ValueError instead.
     """
     target_logp, prompt_dist = _target_logp(target)
+    add_target = check_bool(add_target, "add_target")
     if isinstance(members, Policy):
         logp = members.logp
     elif isinstance(members, Tensor):
-        logp = as_tensor(members, "members", dtype=torch.float64)
+        logp = check_logp(members, "members").to(torch.float64)
     else:
+        if isinstance(members, (str, bytes)) or not isinstance(members, Sequence):
+            raise InputTypeError(
+                f"members must be policies, a sequence of policies or a tensor, got {describe(members)}"
+            )
         if len(members) == 0:
             raise ValueError("members must not be empty")
-        rows = [m.logp if isinstance(m, Policy) else as_tensor(m, f"members[{i}]") for i, m in enumerate(members)]
+        rows = [m.logp if isinstance(m, Policy) else check_logp(m, f"members[{i}]") for i, m in enumerate(members)]
         shapes = {tuple(r.shape) for r in rows}
         if len(shapes) != 1:
             raise ValueError(f"members must all have the same shape [X, A], got {sorted(shapes)}")
@@ -328,7 +356,7 @@ def list_class(
     if logp.dim() != 3 or logp.shape[-2:] != target_logp.shape:
         X, A = target_logp.shape
         raise ValueError(f"members must have shape [K, {X}, {A}], got {tuple(logp.shape)}")
-    Policy(logp)  # validates normalization
+    check_class_logp(logp, "members")  # normalized rows, as every member is a policy
     found = _find(logp, target_logp)
     if found is None:
         if not add_target:
@@ -365,6 +393,7 @@ def reward_class(
       add_target: prepend R* when no member induces π*; False raises ValueError.
     """
     gamma = check_positive(gamma, "gamma")
+    add_target = check_bool(add_target, "add_target")
     rewards = as_tensor(rewards, "rewards", dtype=torch.float64)
     if rewards.dim() == 2:
         rewards = rewards.unsqueeze(0)
@@ -387,15 +416,16 @@ def union_class(first: PolicyClass, *others: PolicyClass) -> PolicyClass:
     `union_class(reward_class(...), perturbation_class(...))`.
     """
     classes = (first, *others)
-    for i, member in enumerate(classes):
+    names = ["first", *(f"others[{i}]" for i in range(len(others)))]
+    for name, member in zip(names, classes, strict=True):
         if not isinstance(member, PolicyClass):
-            raise ValueError(f"argument {i} must be a PolicyClass, got {type(member).__name__}")
+            raise InputTypeError(f"{name} must be a PolicyClass, got {describe(member)}")
         if member.logp.shape[-2:] != first.logp.shape[-2:]:
             got, expected = tuple(member.logp.shape[-2:]), tuple(first.logp.shape[-2:])
-            raise ValueError(f"argument {i} has [X, A] = {got}, expected {expected}")
-    for i, other in enumerate(others, start=1):
+            raise ValueError(f"{name} has [X, A] = {got}, expected {expected} (those of first)")
+    for name, other in zip(names[1:], others, strict=True):
         if _find(other.target.logp.unsqueeze(0), first.target.logp) is None:
-            raise ValueError(f"argument {i} has a different pi* than argument 0")
+            raise ValueError(f"{name} has a different pi* than first")
     parts = [first.logp]
     for other in others:
         keep = torch.ones(other.size, dtype=torch.bool)
