@@ -65,6 +65,13 @@ def test_strong_base_default_claims(tmp_path):
     quick_claims.check_strong_bound(results)
     quick_claims.check_strong_a5(results)
     quick_claims.check_strong_gains(results)
+    # Where the gain does show at the default size (|Π| = 1024): mu fixed and tilted away from π*, no A5,
+    # at the smallest n (partial coverage: mu's pairs miss the cells π* weighs), distillation on
+    # π*-like π0's pairs beats distillation on mu's pairs (Thm 14's C_0 = 1 against Thm 6's C_Π) by
+    # more than 3 standard errors; at the largest n (n ≫ cells) the order is reversed.
+    gains = results["cases"]["mu fixed, no A5"]["gains"]
+    assert gains[0]["pi0_pairs_over_mu_pairs"]["z"] >= strong_base.GAIN_Z, gains[0]
+    assert gains[-1]["pi0_pairs_over_mu_pairs"]["z"] < 0, gains[-1]
 
 
 def test_degeneracy_default_claims(tmp_path):
