@@ -385,8 +385,8 @@ def plot(results: dict, args: Args) -> None:
     from matplotlib.figure import Figure
 
     world, pop, data, small = results["world"], results["population"], results["rlhf_data"], results["small_data"]
-    fig = Figure(figsize=(15, 8.4))
-    axes = fig.subplots(2, 3)
+    fig = Figure(figsize=(20, 8.4))
+    axes = fig.subplots(2, 4)
     ax = axes[0][0]
     ax.loglog(pop["betas"], pop["forward_kl"], "o-", ms=3, color="tab:red", label="RLHF on R*")
     ax.axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="floor (best beta)")
@@ -458,6 +458,38 @@ def plot(results: dict, args: Args) -> None:
     )
     axes[1][2].set_title("small data: mass where there is no data (certified fits)")
     axes[1][2].legend(fontsize=7)
+    # The checks' tightness at every n: RLHF at fixed beta over its exact floor (a lower bound), and the
+    # stationarity error on unobserved responses over its certified slack (held: <= 1).
+    ax = axes[0][3]
+    over = data["rlhf_fixed"]["forward_kl_over_floor"]
+    ax.errorbar(data["n"], over["mean"], yerr=over["se"], marker="o", ms=3, capsize=2, color="tab:red")
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="floor")
+    ax.set_xscale("log", base=2)
+    ax.set(
+        xlabel="n (preference pairs per dataset)",
+        ylabel="mean E_x KL(pi* ‖ pi_hat) / floor (± s.e.)",
+        title=f"RLHF at fixed beta = {data['fixed_beta']:.3g} over its floor",
+    )
+    ax.legend(fontsize=8)
+    ax = axes[1][3]
+    for objective, by_beta in small["fits"].items():
+        for index, (beta, reports) in enumerate(by_beta.items()):
+            if float(beta) == 0:
+                continue
+            color = colormaps["viridis"](index / max(1, len(by_beta) - 1))
+            ratio = [max(r["unobserved_stationarity_error_over_slack"], 1e-300) for r in reports]
+            ax.plot(
+                small["n"], ratio, marker=markers[objective], ms=4, color=color, label=f"{objective}, beta = {beta}"
+            )
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="slack")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n (preference pairs per dataset)",
+        ylabel="max |ln(pi/pi0) − KL| / certified slack",
+        title="beta > 0: stationarity on unobserved responses",
+    )
+    ax.legend(fontsize=7)
     for row in axes:
         for ax in row:
             ax.grid(True, which="both", alpha=0.3)
