@@ -521,7 +521,10 @@ def summary(results: dict) -> str:
             f"{n:>7} | {cells[0]:>16} | {cells[1]:>16} | {cells[2]:>16} | {over['mean'][k]:6.3f} ± {over['se'][k]:.3f}"
         )
     lines += [
-        "  n: preference pairs per dataset; each method: median E_x KL(pi* ‖ pi_hat) (nats) | median entropy (nats);",
+        "  n: preference pairs per dataset",
+        "  RLHF fixed beta: median E_x KL(pi* ‖ pi_hat) (nats) | median entropy (nats), at the floor's beta",
+        "  RLHF beta_n->0: the same with beta_n = beta_fixed (n_min/n)^schedule_power",
+        "  RKL beta=0: the same for pi_R̂",
         "  fixed/floor: RLHF at fixed beta, its mean forward KL over the exact floor min_beta KL ± s.e.",
     ]
     lines += [
@@ -562,11 +565,15 @@ def summary(results: dict) -> str:
                     )
                 lines.append(line)
     lines += [
-        "  certified: fraction of fits whose optimality certificate holds; KL: median E_x KL(pi* ‖ pi_hat) (nats);",
-        "  unobserved mass: median E_x pi(unobserved | x); min log p: median smallest observed log-probability;",
-        "  loss change: largest |loss change| after moving the mass onto unobserved responses; beta = 0: the",
-        "  second start's median unobserved mass, its largest loss difference, the certificate's range over the",
-        "  minimizer set; beta > 0: the smallest ln(pi/pi0) on unobserved responses, the median stationarity error",
-        "  |ln(pi/pi0) − KL| (nats) and the largest error/slack (the check's tightness; held: <= 1).",
+        "  certified: fraction of fits whose optimality certificate holds",
+        "  KL: median E_x KL(pi* ‖ pi_hat) (nats)",
+        "  unobserved mass: median E_x pi(unobserved responses | x)",
+        "  min log p: median smallest observed log-probability",
+        "  loss change: largest |loss change| after moving the mass onto unobserved responses",
+        "  shifted start (beta = 0): the second start's median unobserved mass and largest loss difference",
+        "  range over minimizers (beta = 0): the certificate's range of the unobserved mass over the minimizer set",
+        "  min ln(pi/pi0) (beta > 0): the smallest log-ratio on unobserved responses (>= 0 up to the slack)",
+        "  stationarity error (beta > 0): median |ln(pi/pi0) − KL| on unobserved responses (nats)",
+        "  error/slack max (beta > 0): the largest error over its certified slack, the check's tightness (<= 1)",
     ]
     return "\n".join(lines)

@@ -326,11 +326,17 @@ def summary(results: dict) -> str:
                 f"{row['slack_max']:9.2e} {row['slack_median']:9.2e} {row['log_ratio_over_4R_max']:14.3f}"
             )
     lines += [
-        "  n: preference pairs per dataset; fwd mean: mean forward E_x KL(pi* ‖ pi_hat) (nats); rev/fwd med, max:",
-        "  median and largest reverse/forward KL over the fits with an error; R range: A2's constant over the fits;",
-        "  min factor: Prop. 15's smallest factor (4R ∨ 1)e^{8R+1}/R²; h(4R): the termwise factor at L = 4R;",
-        "  max slack, med slack: reverse / (factor · forward), the bound's tightness (held: <= 1);",
-        "  |log ratio|/4R: the largest |ln pi_hat − ln pi*| over 4R (A2 implies <= 1).",
+        "  estimator: the fitted policies",
+        "  n: preference pairs per dataset",
+        "  fwd mean: mean forward E_x KL(pi* ‖ pi_hat) (nats)",
+        "  rev/fwd med: median reverse/forward KL over the fits with an error",
+        "  max: the largest reverse/forward KL",
+        "  R range: A2's constant over the fits",
+        "  min factor: Prop. 15's smallest factor (4R ∨ 1)e^{8R+1}/R²",
+        "  h(4R): the termwise factor at L = 4R",
+        "  max slack: the largest reverse / (factor · forward), the bound's tightness (held: <= 1)",
+        "  med slack: its median over the fits with an error",
+        "  |log ratio|/4R: the largest |ln pi_hat − ln pi*| over 4R (A2 implies <= 1)",
     ]
     lines.append(
         f"holds for every fit: {results['holds_everywhere']}; worst slack {results['worst_slack']:.3g}; "

@@ -433,9 +433,11 @@ def summary(results: dict) -> str:
             f"{scaled:9.2f} ± {scaled_se:6.2f} | {ok}"
         )
     lines += [
-        "  slope: least-squares log-log slope of the mean E_x KL(pi* ‖ pi_hat) against n; 95% CI: bootstrap",
-        "  over the datasets of each n; mean*n: n times the mean error at the largest n ± its standard error;",
-        "  verdict: check_rate (the expected slope inside the CI, the CI narrower than 0.5).",
+        "  method: the estimator",
+        "  slope: least-squares log-log slope of the mean E_x KL(pi* ‖ pi_hat) against n",
+        "  95% CI: percentile bootstrap over the datasets of each n",
+        "  mean*n: n times the mean error at the largest n ± its standard error (nats)",
+        "  verdict: check_rate (the expected slope inside the CI, the CI narrower than 0.5)",
         f"   Fisher asymptote of pi_R̂: mean*n -> {tab['asymptotic_constant']:.2f}",
     ]
     k = fin["constants"]
@@ -459,10 +461,13 @@ def summary(results: dict) -> str:
         f"{'pass' if v['passed'] else 'FAIL'}"
     )
     lines += [
-        "  bound: the theorem checked; worst q/bound: the largest over n of the measured (1-δ)-quantile",
-        "  (an observed order statistic) divided by the corrected bound, at n = 'at n'; bound at n_max: the",
-        "  corrected bound at the largest n; P(pi_hat=pi*): fraction of datasets whose argmin is pi*;",
-        "  verdict: check_bound (the quantile within the bound at every n).",
+        "  method: the estimator",
+        "  bound: the theorem whose corrected bound is checked",
+        "  worst q/bound: the largest over n of the measured (1-δ)-quantile (an order statistic) / the bound",
+        "  at n: the n where that ratio occurs",
+        "  bound at n_max: the corrected bound at the largest n (nats)",
+        "  P(pi_hat=pi*) at n_max: fraction of datasets whose argmin is pi*",
+        "  verdict: check_bound (the quantile within the bound at every n)",
         "measured/bound at every n:",
         f"{'':>13}   " + " ".join(f"{'n=' + str(n):>9}" for n in fin["ns"]),
     ]

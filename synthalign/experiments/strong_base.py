@@ -451,12 +451,18 @@ def summary(results: dict) -> str:
             f"n = {v['worst_n']}"
         )
     lines += [
-        "  mix: m of pi0 = (1-m) pi* + m noise in logits; C_0, C_ℛ: Thm 14's coverage constants (μ-centred C_0);",
-        "  n: labelled pairs for R̂ and unlabelled pairs for distillation; obs π0, obs μ: mean fraction of the",
-        "  cells (x, {a, b}) that pi0's, mu's unlabelled pairs observe; the three estimates: mean forward KL (nats)",
-        "  ± s.e.; =π_R̂: fraction of datasets where distillation on pi0's pairs returns pi_R̂ itself;",
-        f"  q/bound: measured {1 - results['delta']:g}-quantile of E_pi*[(ΔR̄_pi_hat)²] / corrected Thm 14 bound.",
-        "  Gains: the error ratio with its delta-method s.e.; z = (before − after)/s.e. (a fall is z > 0).",
+        "  mix: m of pi0 = (1-m) pi* + m noise in logits",
+        "  C_0: Thm 14's pairwise coverage constant (μ-centred, as the spec defines it)",
+        "  C_ℛ: coverage constant of 𝒫_γ(ℛ) (Def. 3)",
+        "  n: labelled pairs for R̂, and as many unlabelled pairs for distillation",
+        "  obs π0: mean fraction of the cells (x, {a, b}) that pi0's unlabelled pairs observe",
+        "  obs μ: the same for mu's unlabelled pairs",
+        "  distill_pi0: mean E_x KL(pi* ‖ pi_hat) (nats) ± s.e. of distillation on pi0's pairs (Thm 14)",
+        "  distill_mu: the same for distillation on mu's pairs (Thm 6)",
+        "  pi_rhat: the same for pi_R̂ (RKL at beta = 0)",
+        "  =π_R̂: fraction of datasets where distillation on pi0's pairs returns pi_R̂ itself",
+        f"  q/bound: measured {1 - results['delta']:g}-quantile of E_pi*[(ΔR̄_pi_hat)²] / corrected Thm 14 bound",
+        "  gains: the error ratio with its delta-method s.e.; z = (before − after)/s.e. (a fall is z > 0)",
         f"{results['seconds']:.1f} s",
     ]
     return "\n".join(lines)
