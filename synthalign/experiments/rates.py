@@ -300,6 +300,10 @@ def run_finite(args: Args) -> dict:
             entry["preference_quantile"] = np.quantile(preference.numpy(), 1 - delta, axis=1).tolist()
             entry["prop12_bound"] = prop12
             entry["prop12_measured_over_bound"] = (_upper_quantile(preference, 1 - delta) / np.asarray(prop12)).tolist()
+            entry["prop12_measured_over_bound_ci"] = [
+                (side / np.asarray(prop12)).tolist()
+                for side in quantile_interval(preference.detach().cpu().numpy(), 1 - delta)
+            ]
             entry["prop12_verdict"] = check_bound(ns, preference, prop12, delta=delta, label="Prop. 12 bound").to_dict()
         result["methods"][method] = entry
     return result
