@@ -142,16 +142,18 @@ def test_unregularized_minimizer_set_spans_the_unobserved_mass(quick):
     # started there is certified with the same loss (both within the tolerance 1e-10 of the minimum:
     # the losses agree to 1e-9) but more mass where there is no data.  The certificate's
     # range [inf, sup] over the minimizer set contains both.
+    # The record's numbers are float64: read them back as float64 (torch.tensor of Python floats
+    # would round them to float32, 2^-24 relative, far above the rtol below).
     _, results, _ = quick
     for objective, beta, k, report in _reports(results):
-        change = torch.tensor(report["loss_change_after_shift"])
-        kl_change = torch.tensor(report["weighted_kl_change_after_shift"])
+        change = torch.tensor(report["loss_change_after_shift"], dtype=torch.float64)
+        kl_change = torch.tensor(report["weighted_kl_change_after_shift"], dtype=torch.float64)
         if beta == 0:
             assert change.abs().max() <= 1e-12, (objective, k)
             assert report["shifted_start"]["largest_loss_difference"] <= 1e-9, (objective, k)
-            first = torch.tensor(report["unobserved_mass_each"])
-            second = torch.tensor(report["shifted_start"]["unobserved_mass"])
-            bounds = torch.tensor(report["unobserved_mass_range"])
+            first = torch.tensor(report["unobserved_mass_each"], dtype=torch.float64)
+            second = torch.tensor(report["shifted_start"]["unobserved_mass"], dtype=torch.float64)
+            bounds = torch.tensor(report["unobserved_mass_range"], dtype=torch.float64)
             for mass in (first, second):
                 assert ((bounds[:, 0] <= mass + 1e-12) & (mass <= bounds[:, 1] + 1e-12)).all(), (objective, k)
             # where the range is not a point the two starts end at different members of the set (where

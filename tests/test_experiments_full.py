@@ -28,8 +28,50 @@ def test_rates_default_slopes_and_bounds(tmp_path):
     for method in rates.METHODS:
         verdict = results["tabular"]["methods"][method]["verdict"]
         assert verdict["passed"], f"{method}: {verdict['reason']}"
-        assert results["finite"]["methods"][method]["verdict"]["passed"], method
+        finite = results["finite"]["methods"][method]
+        assert finite["verdict"]["passed"], method
+        assert max(finite["measured_over_bound"]) == pytest.approx(finite["verdict"]["worst_ratio"], rel=1e-12)
     assert results["all_bounds_hold"]
+
+
+def test_onpolicy_gap_default_claims(tmp_path):
+    # The quick-size claims of tests/test_experiments_theory.py on the default record (n = 1024 … 65536),
+    # and where the coverage effect shows: from n = 16384 on at the latest, for both families (at
+    # n = 1024 most of Π is statistically indistinguishable from π*).
+    import test_experiments_theory as quick_claims
+
+    from synthalign.experiments import onpolicy_gap
+
+    results = onpolicy_gap.run(onpolicy_gap.Args(out=str(tmp_path), progress=False))
+    assert max(results["ns"]) >= 16384
+    quick_claims.check_gap_class_size(results)
+    quick_claims.check_gap_coverage(results)
+    quick_claims.check_gap_bounds(results)
+    for aim, claim in results["claims"].items():
+        assert claim["coverage_effect_appears_at_n"] <= 16384, aim
+        for entry in claim["per_n"]:
+            if entry["n"] >= 16384:
+                assert entry["coverage_growth"][-1]["pmle"]["z"] >= onpolicy_gap.EFFECT_Z, (aim, entry["n"])
+
+
+def test_strong_base_default_claims(tmp_path):
+    # The quick-size claims on the default record: Thm 14's bound at every mix and n, π̂ = π_R̂ under A5,
+    # partial coverage at the smallest n, and no gain of distillation on π0's pairs as π0 -> π*.
+    import test_experiments_theory as quick_claims
+
+    from synthalign.experiments import strong_base
+
+    results = strong_base.run(strong_base.Args(out=str(tmp_path), progress=False))
+    quick_claims.check_strong_bound(results)
+    quick_claims.check_strong_a5(results)
+    quick_claims.check_strong_gains(results)
+    # Where the gain does show at the default size (|Π| = 1024): mu fixed and tilted away from π*, no A5,
+    # at the smallest n (partial coverage: mu's pairs miss the cells π* weighs), distillation on
+    # π*-like π0's pairs beats distillation on mu's pairs (Thm 14's C_0 = 1 against Thm 6's C_Π) by
+    # more than 3 standard errors; at the largest n (n ≫ cells) the order is reversed.
+    gains = results["cases"]["mu fixed, no A5"]["gains"]
+    assert gains[0]["pi0_pairs_over_mu_pairs"]["z"] >= strong_base.GAIN_Z, gains[0]
+    assert gains[-1]["pi0_pairs_over_mu_pairs"]["z"] < 0, gains[-1]
 
 
 def test_degeneracy_default_claims(tmp_path):

@@ -196,9 +196,17 @@ def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float) -> dict:
                 torch.stack([sa.forward_kl(world.target, policy), sa.entropy(policy, prompt_dist=world.prompt_dist)])
             )
     result = {"n": ns, "fixed_beta": fixed_beta, "schedule_betas": schedule}
+    floor, _ = rlhf_population_floor(world)
     for name, rows in methods.items():
         stacked = torch.stack(rows)  # [N, 2, R]
         result[name] = {"forward_kl": _quantiles(stacked[:, 0]), "entropy": _quantiles(stacked[:, 1])}
+        # Against RLHF's exact floor (a lower bound for RLHF on R*, approached with data): mean/floor
+        # with its standard error, at every n.
+        forward = stacked[:, 0]
+        result[name]["forward_kl_over_floor"] = {
+            "mean": (forward.mean(dim=-1) / floor).tolist(),
+            "se": (forward.std(dim=-1) / math.sqrt(replicates) / floor).tolist(),
+        }
     return result
 
 
@@ -373,24 +381,27 @@ def _run(args: Args) -> dict:
 
 def plot(results: dict, args: Args) -> None:
     """degeneracy.png: the population sweep, RLHF with data, and the small-data fits."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     world, pop, data, small = results["world"], results["population"], results["rlhf_data"], results["small_data"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    fig = Figure(figsize=(20, 8.4))
+    axes = fig.subplots(2, 4)
     ax = axes[0][0]
     ax.loglog(pop["betas"], pop["forward_kl"], "o-", ms=3, color="tab:red", label="RLHF on R*")
     ax.axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="floor (best beta)")
     ax.axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
-    ax.set(xlabel="beta", ylabel="E_x KL(pi* || pi)", title="population: forward KL against beta")
+    ax.set(xlabel="beta (KL weight)", ylabel="E_x KL(pi* ‖ pi) (nats)", title="population: forward KL against beta")
     ax.legend(fontsize=8)
     ax = axes[0][1]
     ax.semilogx(pop["betas"], pop["entropy"], "o-", ms=3, color="tab:red", label="entropy of RLHF on R*")
     ax.semilogx(pop["betas"], pop["argmax_mass"], "s-", ms=3, color="tab:purple", label="mass on argmax R*")
     ax.axhline(world["target_entropy"], color="k", ls=":", lw=1, label="entropy of pi*")
-    ax.set(xlabel="beta", title="population: collapse as beta -> 0")
+    ax.set(
+        xlabel="beta (KL weight)",
+        ylabel="entropy E_x H(pi) (nats); mass (probability)",
+        title="population: collapse as beta -> 0",
+    )
     ax.legend(fontsize=8)
     styles = {
         "rlhf_fixed": ("tab:red", f"RLHF, fixed beta = {data['fixed_beta']:.3g}"),
@@ -403,18 +414,18 @@ def plot(results: dict, args: Args) -> None:
             ax.plot(data["n"], stats["median"], "o-", ms=3, color=color, label=label)
             ax.fill_between(data["n"], stats["low"], stats["high"], color=color, alpha=0.2, lw=0)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("n")
+        ax.set_xlabel("n (preference pairs per dataset)")
     axes[0][2].axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="RLHF floor")
     axes[0][2].set_yscale("log")
-    axes[0][2].set(ylabel="E_x KL(pi* || pi_hat)", title="with data: forward KL")
+    axes[0][2].set(ylabel="E_x KL(pi* ‖ pi_hat) (nats), median and 10–90%", title="with data: forward KL")
     axes[0][2].legend(fontsize=8)
     axes[1][0].axhline(world["target_entropy"], color="k", ls=":", lw=1, label="entropy of pi*")
-    axes[1][0].set(ylabel="E_x H(pi_hat)", title="with data: entropy")
+    axes[1][0].set(ylabel="E_x H(pi_hat) (nats), median and 10–90%", title="with data: entropy")
     axes[1][0].legend(fontsize=8)
     markers = {"pmle": "o", "dpo": "s"}
     for objective, by_beta in small["fits"].items():
         for index, (beta, reports) in enumerate(by_beta.items()):
-            color = plt.get_cmap("viridis")(index / max(1, len(by_beta) - 1))
+            color = colormaps["viridis"](index / max(1, len(by_beta) - 1))
             label = f"{objective}, beta = {float(beta):g}"
             fkl = [r["forward_kl"]["median"] for r in reports]
             mass = [r["unobserved_mass"]["median"] for r in reports]
@@ -432,14 +443,53 @@ def plot(results: dict, args: Args) -> None:
                     label=f"{objective}, beta = 0, start with mass moved",
                 )
     axes[1][1].axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
-    axes[1][1].set(xscale="log", yscale="log", xlabel="n", ylabel="median E_x KL(pi* || pi_hat)")
+    axes[1][1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="n (preference pairs per dataset)",
+        ylabel="median E_x KL(pi* ‖ pi_hat) (nats)",
+    )
     axes[1][1].set_title("small data: forward KL")
     axes[1][1].legend(fontsize=7)
     for key, style, label in (("target_unobserved_mass", ":", "pi*"), ("reference_unobserved_mass", "-.", "pi0")):
         axes[1][2].plot(small["n"], [q["median"] for q in small[key]], style, color="0.3", label=label)
-    axes[1][2].set(xscale="log", xlabel="n", ylabel="median mass on unobserved responses")
+    axes[1][2].set(
+        xscale="log", xlabel="n (preference pairs per dataset)", ylabel="median E_x pi(unobserved responses | x)"
+    )
     axes[1][2].set_title("small data: mass where there is no data (certified fits)")
     axes[1][2].legend(fontsize=7)
+    # The checks' tightness at every n: RLHF at fixed beta over its exact floor (a lower bound), and the
+    # stationarity error on unobserved responses over its certified slack (held: <= 1).
+    ax = axes[0][3]
+    over = data["rlhf_fixed"]["forward_kl_over_floor"]
+    ax.errorbar(data["n"], over["mean"], yerr=over["se"], marker="o", ms=3, capsize=2, color="tab:red")
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="floor")
+    ax.set_xscale("log", base=2)
+    ax.set(
+        xlabel="n (preference pairs per dataset)",
+        ylabel="mean E_x KL(pi* ‖ pi_hat) / floor (± s.e.)",
+        title=f"RLHF at fixed beta = {data['fixed_beta']:.3g} over its floor",
+    )
+    ax.legend(fontsize=8)
+    ax = axes[1][3]
+    for objective, by_beta in small["fits"].items():
+        for index, (beta, reports) in enumerate(by_beta.items()):
+            if float(beta) == 0:
+                continue
+            color = colormaps["viridis"](index / max(1, len(by_beta) - 1))
+            ratio = [max(r["unobserved_stationarity_error_over_slack"], 1e-300) for r in reports]
+            ax.plot(
+                small["n"], ratio, marker=markers[objective], ms=4, color=color, label=f"{objective}, beta = {beta}"
+            )
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="slack")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n (preference pairs per dataset)",
+        ylabel="max |ln(pi/pi0) − KL| / certified slack",
+        title="beta > 0: stationarity on unobserved responses",
+    )
+    ax.legend(fontsize=7)
     for row in axes:
         for ax in row:
             ax.grid(True, which="both", alpha=0.3)
@@ -459,14 +509,24 @@ def summary(results: dict) -> str:
         f"best achievable (floor) {world['rlhf_floor']:.4g} at beta = {world['rlhf_floor_beta']:.4g}",
         "",
         "With data (median over replicates): forward KL | entropy",
-        f"{'n':>7} | {'RLHF fixed beta':>16} | {'RLHF beta_n->0':>16} | {'RKL beta=0':>16}",
+        f"{'n':>7} | {'RLHF fixed beta':>16} | {'RLHF beta_n->0':>16} | {'RKL beta=0':>16} | {'fixed/floor':^15}",
     ]
     for k, n in enumerate(data["n"]):
         cells = [
             f"{data[name]['forward_kl']['median'][k]:7.3g} | {data[name]['entropy']['median'][k]:5.3g}"
             for name in ("rlhf_fixed", "rlhf_schedule", "rkl_beta0")
         ]
-        lines.append(f"{n:>7} | {cells[0]:>16} | {cells[1]:>16} | {cells[2]:>16}")
+        over = data["rlhf_fixed"]["forward_kl_over_floor"]
+        lines.append(
+            f"{n:>7} | {cells[0]:>16} | {cells[1]:>16} | {cells[2]:>16} | {over['mean'][k]:6.3f} ± {over['se'][k]:.3f}"
+        )
+    lines += [
+        "  n: preference pairs per dataset",
+        "  RLHF fixed beta: median E_x KL(pi* ‖ pi_hat) (nats) | median entropy (nats), at the floor's beta",
+        "  RLHF beta_n->0: the same with beta_n = beta_fixed (n_min/n)^schedule_power",
+        "  RKL beta=0: the same for pi_R̂",
+        "  fixed/floor: RLHF at fixed beta, its mean forward KL over the exact floor min_beta KL ± s.e.",
+    ]
     lines += [
         "",
         "Small data (medians): forward KL, mass on unobserved responses, smallest observed log-prob, "
@@ -504,4 +564,16 @@ def summary(results: dict) -> str:
                         f"(error/slack max {report['unobserved_stationarity_error_over_slack']:.2g})"
                     )
                 lines.append(line)
+    lines += [
+        "  certified: fraction of fits whose optimality certificate holds",
+        "  KL: median E_x KL(pi* ‖ pi_hat) (nats)",
+        "  unobserved mass: median E_x pi(unobserved responses | x)",
+        "  min log p: median smallest observed log-probability",
+        "  loss change: largest |loss change| after moving the mass onto unobserved responses",
+        "  shifted start (beta = 0): the second start's median unobserved mass and largest loss difference",
+        "  range over minimizers (beta = 0): the certificate's range of the unobserved mass over the minimizer set",
+        "  min ln(pi/pi0) (beta > 0): the smallest log-ratio on unobserved responses (>= 0 up to the slack)",
+        "  stationarity error (beta > 0): median |ln(pi/pi0) − KL| on unobserved responses (nats)",
+        "  error/slack max (beta > 0): the largest error over its certified slack, the check's tightness (<= 1)",
+    ]
     return "\n".join(lines)

@@ -155,21 +155,31 @@ def measure(world: sa.World, logp: torch.Tensor, radius: torch.Tensor) -> dict:
         "log_ratio_over_4R": gap / (4 * radius),
         "within_termwise": within,
         "termwise_factor": termwise_ratio(4 * radius),
+        # the termwise bound's own tightness: reverse / (h(L) · forward)
+        "termwise_slack": torch.where(forward > 0, ratio / high, torch.zeros_like(forward)),
     }
 
 
 def summarize(measured: dict) -> dict:
     ratio = measured["ratio"]
     finite = ratio[~torch.isnan(ratio)]
+    slack = measured["slack"]
     return {
         "forward_mean": float(measured["forward"].mean()),
+        "forward_se": float(measured["forward"].std() / math.sqrt(measured["forward"].numel())),
         "reverse_mean": float(measured["reverse"].mean()),
         "ratio_median": float(finite.median()) if finite.numel() else math.nan,
+        "ratio_mean": float(finite.mean()) if finite.numel() else math.nan,
+        "ratio_se": float(finite.std() / math.sqrt(finite.numel())) if finite.numel() > 1 else math.nan,
         "ratio_max": float(finite.max()) if finite.numel() else math.nan,
+        "fits_with_error": int(finite.numel()),
         "R_min": float(measured["R"].min()),
         "R_max": float(measured["R"].max()),
         "factor_min": float(measured["factor"].min()),
-        "slack_max": float(measured["slack"].max()),
+        "slack_max": float(slack.max()),
+        # Prop. 15's tightness at this n: reverse / (factor · forward), the median over the fits with an error
+        "slack_median": float(slack[~torch.isnan(ratio)].median()) if finite.numel() else 0.0,
+        "termwise_slack_max": float(measured["termwise_slack"].max()),
         "holds": bool((measured["slack"] <= 1).all()),
         "log_ratio_over_4R_max": float(measured["log_ratio_over_4R"].max()),
         "within_termwise": bool(measured["within_termwise"].all()),
@@ -228,13 +238,11 @@ def run(args: Args) -> dict:
 
 
 def plot(results: dict, args: Args) -> None:
-    """prop15.png: (left) reverse against forward KL of every fit; (right) their ratio and the factor against n."""
-    import matplotlib
+    """prop15.png: reverse against forward KL of every fit; their ratio and the factor; measured/bound against n."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig = Figure(figsize=(16, 4.5))
+    left, right, tight = fig.subplots(1, 3)
     ns = np.asarray(results["ns"], dtype=float)
     lows = []
     for name in ESTIMATORS:
@@ -244,34 +252,61 @@ def plot(results: dict, args: Args) -> None:
         keep = (forward > 0) & (reverse > 0)
         left.scatter(forward[keep], reverse[keep], s=3, alpha=0.3, color=COLORS[name], label=name)
         lows.append(forward[keep].min() if keep.any() else 1.0)
-        right.plot(
+        right.errorbar(
             ns,
-            [row["ratio_median"] for row in rows],
-            "o-",
+            [row["ratio_mean"] for row in rows],
+            yerr=[row["ratio_se"] for row in rows],
+            marker="o",
             ms=3,
+            capsize=2,
             color=COLORS[name],
-            label=f"{name}: median reverse/forward",
+            label=f"{name}: mean reverse/forward ± s.e.",
         )
         right.plot(
             ns, [row["factor_min"] for row in rows], "--", lw=1, color=COLORS[name], label=f"{name}: smallest factor"
         )
+        for key, style, what in (("slack_max", "o-", "max"), ("slack_median", "s:", "median")):
+            values = np.asarray([row[key] for row in rows], dtype=float)
+            tight.plot(
+                ns, np.where(values > 0, values, np.nan), style, ms=3, color=COLORS[name], label=f"{name}: {what}"
+            )
     grid = np.geomspace(min(lows), left.get_xlim()[1], 50)
     left.plot(grid, grid, "k:", lw=1, label="reverse = forward")
     left.plot(grid, results["factor_minimum"] * grid, "r--", lw=1, label="factor's minimum 16e³ × forward")
-    left.set(xscale="log", yscale="log", xlabel="E_x KL(pi* || pi_hat)", ylabel="E_x KL(pi_hat || pi*)")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="forward E_x KL(pi* ‖ pi_hat) (nats)",
+        ylabel="reverse E_x KL(pi_hat ‖ pi*) (nats)",
+        title="every fit: reverse against forward KL",
+    )
     left.legend(fontsize=7)
     left.grid(True, which="both", alpha=0.3)
     right.set_xscale("log", base=2)
     right.set_yscale("log")
-    right.set(xlabel="n", ylabel="ratio")
+    right.set(
+        xlabel="n (preference pairs per dataset)",
+        ylabel="reverse / forward KL (dimensionless)",
+        title="the ratio against Prop. 15's factor",
+    )
     right.legend(fontsize=7)
     right.grid(True, which="both", alpha=0.3)
+    tight.axhline(1.0, color="k", ls="--", lw=1, label="bound")
+    tight.set_xscale("log", base=2)
+    tight.set_yscale("log")
+    tight.set(
+        xlabel="n (preference pairs per dataset)",
+        ylabel="reverse / (factor · forward)",
+        title="tightness of Prop. 15 (held: below 1)",
+    )
+    tight.legend(fontsize=6)
+    tight.grid(True, which="both", alpha=0.3)
     fig.suptitle(
         f"Prop. 15 on {results['replicates']} datasets per n; finite class |Π| = {results['class_size']}, "
         f"R = {results['class_R']:.2f}",
         fontsize=10,
-        y=1.02,
     )
+    fig.subplots_adjust(wspace=0.3, top=0.85)
     save_figure(fig, args, "prop15.png")
 
 
@@ -280,7 +315,7 @@ def summary(results: dict) -> str:
     lines = [
         f"Prop. 15: reverse KL <= factor(R) · forward KL; factor >= 16e³ = {results['factor_minimum']:.1f}",
         f"{'estimator':>13} {'n':>7} | {'fwd mean':>9} {'rev/fwd med':>11} {'max':>8} | {'R range':^15} "
-        f"{'min factor':>10} {'h(4R)':>7} | {'max slack':>9} {'|log ratio|/4R':>14}",
+        f"{'min factor':>10} {'h(4R)':>7} | {'max slack':>9} {'med slack':>9} {'|log ratio|/4R':>14}",
     ]
     for name in ESTIMATORS:
         for row in results["estimators"][name]:
@@ -288,8 +323,21 @@ def summary(results: dict) -> str:
                 f"{name:>13} {row['n']:>7} | {row['forward_mean']:9.3g} {row['ratio_median']:11.3f} "
                 f"{row['ratio_max']:8.3f} | [{row['R_min']:5.2f}, {row['R_max']:6.2f}] {row['factor_min']:10.3g} "
                 f"{row['termwise_factor_min']:7.3g} | "
-                f"{row['slack_max']:9.2e} {row['log_ratio_over_4R_max']:14.3f}"
+                f"{row['slack_max']:9.2e} {row['slack_median']:9.2e} {row['log_ratio_over_4R_max']:14.3f}"
             )
+    lines += [
+        "  estimator: the fitted policies",
+        "  n: preference pairs per dataset",
+        "  fwd mean: mean forward E_x KL(pi* ‖ pi_hat) (nats)",
+        "  rev/fwd med: median reverse/forward KL over the fits with an error",
+        "  max: the largest reverse/forward KL",
+        "  R range: A2's constant over the fits",
+        "  min factor: Prop. 15's smallest factor (4R ∨ 1)e^{8R+1}/R²",
+        "  h(4R): the termwise factor at L = 4R",
+        "  max slack: the largest reverse / (factor · forward), the bound's tightness (held: <= 1)",
+        "  med slack: its median over the fits with an error",
+        "  |log ratio|/4R: the largest |ln pi_hat − ln pi*| over 4R (A2 implies <= 1)",
+    ]
     lines.append(
         f"holds for every fit: {results['holds_everywhere']}; worst slack {results['worst_slack']:.3g}; "
         f"reverse/forward within [h(-L), h(L)] for every fit: {results['within_termwise_everywhere']}; "

@@ -1,35 +1,39 @@
 """Strong base model (Thm 14): distillation on π0's responses, as π0 approaches π*.
 
 Setting (finite classes, beta = 0), for reference mixes m from 1 (π0 independent of π*)
-to 0 (π0 = π*), `World.random(reference_mix=m)`:
+to 0 (π0 = π*), `World.random(reference_mix=m)`, and a sweep over n (n labelled pairs for R̂
+and n unlabelled pairs for distillation, from small n, where the pairs leave most of the
+X·A² cells unobserved, to n ≫ cells):
 
 * R̂ = argmin over a finite reward class ℛ (R* and perturbations of it) of eq. 9 on n
   labelled pairs from mu;
 * distillation (eq. 11) on n *unlabelled pairs drawn from π0*
   (`world.sample_pairs(policy=world.reference)`), soft labels σ(R̂(a) − R̂(b)):
-  π̂ = argmin over Π, a class of π* and perturbations of it;
+  π̂ = argmin over Π;
 * baselines on the same R̂: distillation on n pairs from mu (Thm 6's setting), and π_R̂
   (RKL at beta = 0).
 
 Two behaviour policies: `mu = pi0` (the labelled pairs also come from π0, the usual case of a
-strong base model: C_ℛ improves with m too) and `mu fixed` (mu independent of π* and of m, so
-only the distillation pairs move with π0: the C_0 of Thm 14 alone).
+strong base model: C_ℛ improves with m too) and `mu fixed` (mu independent of π* and of m and
+tilted away from π*'s mass by `behavior_tilt`, so only the distillation pairs move with π0:
+the C_0 of Thm 14 alone; at small n mu's pairs then leave the cells π* weighs unobserved).
 
-Decision: ℛ's members other than R* are *not* in Π (A5 dropped).  With 𝒫_γ(ℛ) ⊆ Π the
-distillation loss, a sum of KL(Bern(p̃) ‖ Bern(p_π)) ≥ 0, is 0 at π_R̂, so π̂ = π_R̂ whatever
-the pairs are and π0 could not matter.
+Two policy classes:
 
-Measured at every m: C_0 and C_ℛ (Def. 3, Thm 14), the forward KL E_x KL(π* ‖ π̂) (mean ± s.e.),
-and E_{x, a∼π*}[(ΔR̄_π̂)²] against Thm 14's intermediate bound
-8 e^{4γR}[C_0 ln(2|Π|/δ) + 2 C_ℛ ln(2|ℛ|/δ)]/n (corrected: 32 for 8, `synthalign.bounds`),
-its (1 − δ)-quantile compared at every m.
+* `A5` (Thm 14's own setting): Π = 𝒫_γ(ℛ) ∪ perturbations of π*.  The distillation loss is a
+  sum of KL(Bern(p̃) ‖ Bern(p_π)) ≥ 0, 0 at π_R̂ ∈ Π and > 0 at every other member that
+  differs from it on an observed pair, so π̂ = π_R̂ whichever pairs are drawn: π0 cannot
+  matter, and the record counts how often π̂ = π_R̂;
+* `no A5`: ℛ's members other than R* are not in Π (drawn with another seed), so distillation
+  projects π_R̂ onto Π with the pairs' weights, and which pairs are drawn matters.
 
-What it finds (see the record): the bound holds and falls with C_0, but distillation's error on
-π0's responses does not measurably fall as π0 → π* (with mu fixed it tends to rise): with soft
-labels from R̂ there is no label noise, so the distillation step's only error is how the pairs
-project π_R̂ onto Π, and weighting that projection by π0 ≈ π* copies R̂'s errors exactly where π*
-has its mass.  π_R̂ itself improves when mu = π0 (the reward model's data cover π* better: C_ℛ
-falls).
+Measured at every m and n: C_0 (μ-centred, as the spec defines it) and C_ℛ (Def. 3, Thm 14),
+the forward KL E_x KL(π* ‖ π̂) (mean ± s.e.), and E_{x, a∼π*}[(ΔR̄_π̂)²] against Thm 14's
+intermediate bound 8 e^{4γR}[C_0 ln(2|Π|/δ) + 2 C_ℛ ln(2|ℛ|/δ)]/n (corrected: 32 for 8,
+`synthalign.bounds`), its (1 − δ)-quantile compared at every n with the ratio measured/bound.
+The gains reported, each with its z-score (independent datasets): distillation on π0's pairs
+from m = 1 to m = 0 (Thm 14's prediction), and, at m = 0, distillation on π0's pairs against
+distillation on mu's pairs (Thm 14's C_0 against Thm 6's C_Π).
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.metrics import average_over_prompts
 from synthalign.stats import check_bound
-from synthalign.worlds.classes import perturbation_class
+from synthalign.worlds.classes import perturbation_class, union_class
 
 NAME = "strong-base"
 SETTINGS = ("mu=pi0", "mu fixed")
+CLASSES = ("A5", "no A5")
 ESTIMATES = ("distill_pi0", "distill_mu", "pi_rhat")
 LABELS = {
     "distill_pi0": "distillation on pi0's pairs (Thm 14)",
@@ -58,11 +63,13 @@ LABELS = {
     "pi_rhat": "pi_R̂ (RKL, beta=0)",
 }
 COLORS = {"distill_pi0": "tab:orange", "distill_mu": "tab:gray", "pi_rhat": "tab:blue"}
+GAIN_Z = 3.0
+"""the z-score from which a gain counts as shown"""
 _SIZES = {
-    # size: (replicates, reference mixes, |Π|)
-    "quick": (400, (1.0, 0.0), 512),
-    "default": (400, (1.0, 0.75, 0.5, 0.25, 0.0), 1024),
-    "full": (2000, (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0), 8192),
+    # size: (replicates, reference mixes, |Π|, ns)
+    "quick": (300, (1.0, 0.0), 256, (16, 1024)),
+    "default": (400, (1.0, 0.5, 0.0), 1024, (16, 64, 256, 1024)),
+    "full": (2000, (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0), 8192, (8, 16, 32, 64, 256, 1024, 4096)),
 }
 
 
@@ -73,19 +80,21 @@ class Args(CommonArgs):
     n_prompts: int = 3
     """|X|"""
     n_responses: int = 6
-    """|A|"""
+    """|A| (the data's cells: |X|·|A|² = 108 by default)"""
     gamma: float = 0.5
     """preference tilt"""
     logit_scale: float = 1.0
     """logit scale of pi*, pi0 and mu"""
-    n: int = 1024
-    """labelled pairs for R̂, and unlabelled pairs for distillation"""
+    ns: tuple[int, ...] | None = None
+    """labelled pairs for R̂, and as many unlabelled pairs for distillation, increasing; None: by size"""
     mixes: tuple[float, ...] | None = None
-    """reference mixes m (pi0 = pi* at 0); None: by size"""
+    """reference mixes m (pi0 = pi* at 0), from 1 to 0; None: by size"""
     class_size: int | None = None
-    """|Π|; None: 512 quick, 1024 default, 8192 full (C_0 costs O(|Π|²))"""
+    """perturbations of pi* in Π; None: 256 quick, 1024 default, 8192 full (C_0 costs O(|Π|²))"""
     reward_class_size: int = 16
     """|ℛ|"""
+    behavior_tilt: float = 1.0
+    """'mu fixed': mu's logits shifted by -behavior_tilt · ln pi* (mu avoids pi*'s mass)"""
     radius: tuple[float, float] = (0.05, 1.0)
     """members' per-prompt logit distance to pi*, drawn uniformly in this range"""
     delta: float = 0.1
@@ -95,14 +104,18 @@ class Args(CommonArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"n must be a positive int, got {self.n!r}")
-        if any(not 0 <= m <= 1 for m in self.reference_mixes) or not self.reference_mixes:
-            raise ValueError(f"mixes must lie in [0, 1], got {self.reference_mixes!r}")
+        ns = self.sample_sizes
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns) or list(ns) != sorted(set(ns)):
+            raise ValueError(f"ns must be increasing positive ints, got {ns!r}")
+        mixes = self.reference_mixes
+        if len(mixes) < 2 or any(not 0 <= m <= 1 for m in mixes) or list(mixes) != sorted(set(mixes), reverse=True):
+            raise ValueError(f"mixes must be at least two distinct values in [0, 1], decreasing, got {mixes!r}")
         if not isinstance(self.policy_class_size, int) or self.policy_class_size < 2:
             raise ValueError(f"class_size must be an int >= 2, got {self.class_size!r}")
         if not isinstance(self.reward_class_size, int) or self.reward_class_size < 2:
             raise ValueError(f"reward_class_size must be an int >= 2, got {self.reward_class_size!r}")
+        if not math.isfinite(self.behavior_tilt):
+            raise ValueError(f"behavior_tilt must be finite, got {self.behavior_tilt!r}")
         self.radius = tuple(float(r) for r in self.radius)
         if len(self.radius) != 2 or not 0 <= self.radius[0] <= self.radius[1] or self.radius[1] <= 0:
             raise ValueError(f"radius must be (low, high) with 0 <= low <= high, high > 0, got {self.radius!r}")
@@ -112,8 +125,6 @@ class Args(CommonArgs):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
 
     @property
     def n_replicates(self) -> int:
@@ -127,17 +138,24 @@ class Args(CommonArgs):
     def policy_class_size(self) -> int:
         return self.class_size if self.class_size is not None else _SIZES[self.size][2]
 
+    @property
+    def sample_sizes(self) -> tuple[int, ...]:
+        return tuple(self.ns if self.ns is not None else _SIZES[self.size][3])
+
 
 def make_world(args: Args, mix: float, setting: str) -> sa.World:
     # The seed fixes pi* and the noises: pi0 interpolates between pi* and an independent
-    # policy; "mu fixed" draws mu independently of pi* (behavior_mix = 1), the same for every m.
+    # policy; "mu fixed" draws mu independently of pi* (behavior_mix = 1) and tilts it away
+    # from pi*'s mass, the same for every m.
+    fixed = setting == "mu fixed"
     return sa.World.random(
         args.n_prompts,
         args.n_responses,
         gamma=args.gamma,
         logit_scale=args.logit_scale,
         reference_mix=mix,
-        behavior_mix=None if setting == "mu=pi0" else 1.0,
+        behavior_mix=1.0 if fixed else None,
+        behavior_tilt=args.behavior_tilt if fixed else 0.0,
         seed=args.seed,
         device=args.device,
     )
@@ -153,6 +171,14 @@ def reward_error(world: sa.World, logp: torch.Tensor) -> torch.Tensor:
     return average_over_prompts(per_prompt, world.prompt_dist)
 
 
+def observed_cells(counts: torch.Tensor) -> torch.Tensor:
+    """[R] fraction of the unordered cells (x, {a, b}), a ≠ b, that hold at least one pair."""
+    A = counts.shape[-1]
+    both = counts + counts.transpose(-1, -2)
+    upper = torch.triu(torch.ones(A, A, dtype=torch.bool, device=counts.device), diagonal=1)
+    return (both[..., upper] > 0).to(torch.float64).flatten(1).mean(dim=-1)
+
+
 def _stats(values: torch.Tensor) -> dict:
     return {
         "mean": float(values.mean()),
@@ -161,93 +187,122 @@ def _stats(values: torch.Tensor) -> dict:
     }
 
 
-def run(args: Args) -> dict:
-    """Every setting and mix; writes strong-base.json and .png."""
-    start = time.perf_counter()
+def _gain(before: dict, after: dict) -> dict:
+    """after/before of two mean errors, its delta-method s.e., and z = (before − after)/s.e. (a fall is > 0)."""
+    ratio = after["mean"] / before["mean"]
+    se = math.hypot(before["se"], after["se"])
+    relative = math.hypot(before["se"] / before["mean"], after["se"] / after["mean"])
+    return {"ratio": ratio, "se": ratio * relative, "z": (before["mean"] - after["mean"]) / se if se > 0 else 0.0}
+
+
+def make_classes(args: Args) -> tuple:
+    """(𝒫_γ(ℛ), {"A5": 𝒫_γ(ℛ) ∪ perturbations, "no A5": perturbations}); both contain π* (A1)."""
     reference_world = make_world(args, 0.0, "mu=pi0")
-    # ℛ and Π are drawn with different seeds, so no member of ℛ but R* lies in Π (A5 dropped).
     reward_members = perturbation_class(reference_world, args.reward_class_size, args.radius, seed=args.seed + 11)
-    policy_class = perturbation_class(reference_world, args.policy_class_size, args.radius, seed=args.seed + 2)
-    replicates, delta = args.n_replicates, args.delta
+    perturbations = perturbation_class(reference_world, args.policy_class_size, args.radius, seed=args.seed + 2)
+    return reward_members, {"A5": union_class(reward_members, perturbations), "no A5": perturbations}
+
+
+def run(args: Args) -> dict:
+    """Every setting, class, mix and n; writes strong-base.json and .png."""
+    start = time.perf_counter()
+    reward_members, classes = make_classes(args)
+    ns, replicates, delta = args.sample_sizes, args.n_replicates, args.delta
+    n_tensor = torch.tensor(ns, dtype=torch.float64)
     results = {
-        "n": args.n,
+        "ns": list(ns),
+        "cells": args.n_prompts * args.n_responses**2,
         "replicates": replicates,
         "mixes": list(args.reference_mixes),
         "delta": delta,
-        "class_size": policy_class.size,
+        "class_sizes": {name: policy_class.size for name, policy_class in classes.items()},
         "reward_class_size": reward_members.size,
-        "settings": {},
+        "behavior_tilt": args.behavior_tilt,
+        "cases": {},
     }
     for setting_index, setting in enumerate(SETTINGS):
-        rows = []
-        for mix_index, mix in enumerate(args.reference_mixes):
-            world = make_world(args, mix, setting)
-            seeds = np.random.SeedSequence([args.seed, setting_index, mix_index]).spawn(3)
-            labelled = world.sample_preferences(args.n, replicates, seed=seeds[0])
-            pairs_pi0 = world.sample_pairs(args.n, replicates, seed=seeds[1], policy=world.reference)
-            pairs_mu = world.sample_pairs(args.n, replicates, seed=seeds[2])
-            fits = {
-                "distill_pi0": fit_over_class(
-                    "distillation", pairs_pi0, policy_class, reward_class=reward_members, reward_data=labelled
-                ),
-                "distill_mu": fit_over_class(
-                    "distillation", pairs_mu, policy_class, reward_class=reward_members, reward_data=labelled
-                ),
-            }
-            policies = {name: fit.policy.logp for name, fit in fits.items()}
-            policies["pi_rhat"] = reward_members.logp[fits["distill_pi0"].reward_index]
-            constants = world_constants(
-                world.target.logp,
-                world.behavior.logp,
-                world.reference.logp,
-                world.prompt_dist,
-                world.gamma,
-                policy_class.logp,
-                reward_members.logp,
-                compute_c0=True,
-            )
-            row = {
-                "mix": mix,
-                "kl_target_reference": float(sa.forward_kl(world.target, world.reference)),
-                "constants": dataclasses.asdict(constants),
-                "bound_corrected": float(constants.bound("thm14", args.n, delta, corrected=True)),
-                "bound_printed": float(constants.bound("thm14", args.n, delta, corrected=False)),
-                "reward_exact": float(
-                    (fits["distill_pi0"].reward_index == reward_members.target_index).double().mean()
-                ),
-            }
-            for name, logp in policies.items():
-                forward = sa.forward_kl(world.target, sa.Policy(logp, world.prompt_dist))
-                squared = reward_error(world, logp)
-                row[name] = {
-                    "forward_kl": _stats(forward),
-                    "reward_error": _stats(squared),
-                    "reward_error_quantile": float(np.quantile(squared.cpu().numpy(), 1 - delta, method="higher")),
+        for class_name, policy_class in classes.items():
+            rows = []
+            for mix_index, mix in enumerate(args.reference_mixes):
+                world = make_world(args, mix, setting)
+                constants = world_constants(
+                    world.target.logp,
+                    world.behavior.logp,
+                    world.reference.logp,
+                    world.prompt_dist,
+                    world.gamma,
+                    policy_class.logp,
+                    reward_members.logp,
+                    compute_c0=True,
+                )
+                bound = constants.bound("thm14", n_tensor, delta, corrected=True)
+                row = {
+                    "mix": mix,
+                    "kl_target_reference": float(sa.forward_kl(world.target, world.reference)),
+                    "constants": dataclasses.asdict(constants),
+                    "bound_corrected": bound.tolist(),
+                    "bound_printed": constants.bound("thm14", n_tensor, delta, corrected=False).tolist(),
+                    "reward_exact": [],
+                    "distill_pi0_is_pi_rhat": [],
+                    "observed_cells": {"pi0": [], "mu": []},
+                    **{name: [] for name in ESTIMATES},
                 }
-                if name == "distill_pi0":
-                    # Thm 14 bounds distillation on π0's pairs: its (1 − δ)-quantile at this n.
-                    verdict = check_bound(
-                        [args.n],
-                        squared[None, :],
-                        [row["bound_corrected"]],
-                        delta=delta,
-                        label=f"corrected Thm 14 intermediate bound at mix {mix:g}",
-                    )
-                    row["bound_verdict"] = verdict.to_dict()
-            rows.append(row)
-        worst = max(rows, key=lambda row: row["bound_verdict"]["worst_ratio"])
-        verdict = {
-            "passed": all(row["bound_verdict"]["passed"] for row in rows),
-            "worst_ratio": worst["bound_verdict"]["worst_ratio"],
-            "worst_mix": worst["mix"],
-            "reason": "; ".join(row["bound_verdict"]["reason"] for row in rows),
-        }
-        first, last = rows[0], rows[-1]
-        gains = {}
-        for name in ESTIMATES:
-            a, b = first[name]["forward_kl"], last[name]["forward_kl"]
-            gains[name] = {"ratio": b["mean"] / a["mean"], "z": (a["mean"] - b["mean"]) / math.hypot(a["se"], b["se"])}
-        results["settings"][setting] = {"rows": rows, "bound_verdict": verdict, "gain_first_to_last": gains}
+                squared_errors = []
+                for n_index, n in enumerate(ns):
+                    # The same datasets for both classes: the seeds do not involve the class.
+                    seeds = np.random.SeedSequence([args.seed, setting_index, mix_index, n_index]).spawn(3)
+                    labelled = world.sample_preferences(n, replicates, seed=seeds[0])
+                    pairs_pi0 = world.sample_pairs(n, replicates, seed=seeds[1], policy=world.reference)
+                    pairs_mu = world.sample_pairs(n, replicates, seed=seeds[2])
+                    fits = {
+                        name: fit_over_class(
+                            "distillation", pairs, policy_class, reward_class=reward_members, reward_data=labelled
+                        )
+                        for name, pairs in (("distill_pi0", pairs_pi0), ("distill_mu", pairs_mu))
+                    }
+                    reward_index = fits["distill_pi0"].reward_index
+                    policies = {name: fit.policy.logp for name, fit in fits.items()}
+                    policies["pi_rhat"] = reward_members.logp[reward_index]
+                    row["reward_exact"].append(float((reward_index == reward_members.target_index).double().mean()))
+                    same = (policies["distill_pi0"] - policies["pi_rhat"]).abs().flatten(1).amax(dim=-1) <= 1e-12
+                    row["distill_pi0_is_pi_rhat"].append(float(same.double().mean()))
+                    row["observed_cells"]["pi0"].append(float(observed_cells(pairs_pi0.counts).mean()))
+                    row["observed_cells"]["mu"].append(float(observed_cells(pairs_mu.counts).mean()))
+                    for name, logp in policies.items():
+                        forward = sa.forward_kl(world.target, sa.Policy(logp, world.prompt_dist))
+                        squared = reward_error(world, logp)
+                        row[name].append(
+                            {
+                                "forward_kl": _stats(forward),
+                                "reward_error": _stats(squared),
+                                "reward_error_quantile": float(
+                                    np.quantile(squared.cpu().numpy(), 1 - delta, method="higher")
+                                ),
+                            }
+                        )
+                        if name == "distill_pi0":
+                            squared_errors.append(squared)
+                # Thm 14 bounds distillation on π0's pairs: its (1 − δ)-quantile at every n.
+                verdict = check_bound(
+                    ns,
+                    torch.stack(squared_errors),
+                    bound,
+                    delta=delta,
+                    label=f"corrected Thm 14 intermediate bound at mix {mix:g}",
+                )
+                row["bound_verdict"] = verdict.to_dict()
+                row["measured_over_bound"] = [
+                    entry["reward_error_quantile"] / b
+                    for entry, b in zip(row["distill_pi0"], bound.tolist(), strict=True)
+                ]
+                # its 95% CI from the order statistics around the quantile (the data's sampling error)
+                low, high = quantile_interval(torch.stack(squared_errors).cpu().numpy(), 1 - delta)
+                row["measured_over_bound_ci"] = [
+                    (low / bound.cpu().numpy()).tolist(),
+                    (high / bound.cpu().numpy()).tolist(),
+                ]
+                rows.append(row)
+            results["cases"][f"{setting}, {class_name}"] = summarize_case(rows, ns)
     results["seconds"] = time.perf_counter() - start
     if args.plot:
         plot(results, args)
@@ -255,65 +310,164 @@ def run(args: Args) -> dict:
     return results
 
 
+def quantile_interval(values: np.ndarray, level: float, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """A distribution-free CI for the level-quantile of each row of [N, R] values: two order statistics.
+
+    The number of replicates below the true quantile is Binomial(R, level); the ranks
+    R·level ∓ z·sqrt(R·level·(1 − level)) (normal approximation, rounded outwards, clipped to
+    the sample) bracket it with probability about `confidence`.
+    """
+    values = np.sort(np.asarray(values, dtype=np.float64), axis=-1)
+    count = values.shape[-1]
+    z = {0.9: 1.6449, 0.95: 1.9600, 0.99: 2.5758}[confidence]
+    spread = z * math.sqrt(count * level * (1 - level))
+    low = min(max(math.floor(count * level - spread), 1), count)
+    high = min(max(math.ceil(count * level + spread), 1), count)
+    return values[..., low - 1], values[..., high - 1]
+
+
+def summarize_case(rows: list[dict], ns) -> dict:
+    """The rows, the bound verdict over every mix and n, and the gains at every n."""
+    worst = max(rows, key=lambda row: row["bound_verdict"]["worst_ratio"])
+    first, last = rows[0], rows[-1]
+    gains = []
+    for k, n in enumerate(ns):
+        gains.append(
+            {
+                "n": n,
+                # Thm 14's prediction: distillation on π0's pairs improves as π0 -> π* (m = 1 -> 0).
+                "over_mixes": {
+                    name: _gain(first[name][k]["forward_kl"], last[name][k]["forward_kl"]) for name in ESTIMATES
+                },
+                # At π0 = π*: π0's pairs (C_0 = 1) against mu's pairs (Thm 6's C_Π).
+                "pi0_pairs_over_mu_pairs": _gain(
+                    last["distill_mu"][k]["forward_kl"], last["distill_pi0"][k]["forward_kl"]
+                ),
+            }
+        )
+    shown = [g["n"] for g in gains if g["over_mixes"]["distill_pi0"]["z"] >= GAIN_Z]
+    shown_pairs = [g["n"] for g in gains if g["pi0_pairs_over_mu_pairs"]["z"] >= GAIN_Z]
+    return {
+        "rows": rows,
+        "bound_verdict": {
+            "passed": all(row["bound_verdict"]["passed"] for row in rows),
+            "worst_ratio": worst["bound_verdict"]["worst_ratio"],
+            "worst_mix": worst["mix"],
+            "worst_n": worst["bound_verdict"]["worst_n"],
+            "reason": "; ".join(row["bound_verdict"]["reason"] for row in rows),
+        },
+        "gains": gains,
+        "gain_over_mixes_shown_at_n": shown,
+        "gain_over_mu_pairs_shown_at_n": shown_pairs,
+    }
+
+
 def plot(results: dict, args: Args) -> None:
-    """strong-base.png: forward KL against C_0, one panel per setting."""
-    import matplotlib
+    """strong-base.png: forward KL against n at m = 1 and m = 0 per case; measured/bound against n."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(11, 4.2), squeeze=False)
-    for ax, setting in zip(axes[0], SETTINGS, strict=True):
-        rows = results["settings"][setting]["rows"]
-        C0 = [row["constants"]["C_0"] for row in rows]
+    cases = list(results["cases"])
+    fig = Figure(figsize=(4.6 * len(cases), 8.4))
+    axes = fig.subplots(2, len(cases), squeeze=False)
+    ns = results["ns"]
+    for column, case in enumerate(cases):
+        rows = results["cases"][case]["rows"]
+        ax = axes[0][column]
         for name in ESTIMATES:
-            means = [row[name]["forward_kl"]["mean"] for row in rows]
-            ses = [row[name]["forward_kl"]["se"] for row in rows]
-            ax.errorbar(C0, means, yerr=ses, marker="o", ms=4, capsize=2, color=COLORS[name], label=LABELS[name])
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set(xlabel="C_0 (Thm 14; 1 at pi0 = pi*)", ylabel="mean E_x KL(pi* || pi_hat)")
-        ax.set_title(f"{setting}: reference mix {rows[0]['mix']:g} -> {rows[-1]['mix']:g}", fontsize=9)
+            for row, style in ((rows[0], ":"), (rows[-1], "-")):
+                stats = [entry["forward_kl"] for entry in row[name]]
+                ax.errorbar(
+                    ns,
+                    [s["mean"] for s in stats],
+                    yerr=[s["se"] for s in stats],
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    ls=style,
+                    color=COLORS[name],
+                    label=f"{LABELS[name]}, m = {row['mix']:g} (C_0 = {row['constants']['C_0']:.2g})",
+                )
+        ax.set(xscale="log", yscale="log", xlabel="n (labelled pairs for R̂ = unlabelled pairs)")
+        ax.set_ylabel("mean E_x KL(pi* ‖ pi_hat) (nats, ± s.e.)")
+        ax.set_title(f"{case}: m = 1 (dotted) vs m = 0, pi0 = pi* (solid)", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=5)
+        ax = axes[1][column]
+        for row in rows:
+            line = ax.plot(ns, row["measured_over_bound"], "o-", ms=3, label=f"m = {row['mix']:g}")[0]
+            ax.fill_between(ns, *row["measured_over_bound_ci"], color=line.get_color(), alpha=0.15, lw=0)
+        ax.axhline(1.0, color="k", ls="--", lw=1, label="bound")
+        ax.set(xscale="log", yscale="log", xlabel="n (labelled pairs for R̂ = unlabelled pairs)")
+        ax.set_ylabel(f"{1 - results['delta']:g}-quantile of E_pi*[(ΔR̄)²] / Thm 14 bound")
+        ax.set_title(f"{case}: tightness of Thm 14 (corrected), 95% CI shaded", fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
     fig.suptitle(
-        f"n = {results['n']}, |Π| = {results['class_size']}, |ℛ| = {results['reward_class_size']}, "
-        f"{results['replicates']} datasets",
+        f"Strong base (Thm 14): |Π| = {results['class_sizes']}, |ℛ| = {results['reward_class_size']}, "
+        f"{results['replicates']} datasets per point, {results['cells']} cells",
         fontsize=10,
-        y=1.02,
     )
+    fig.subplots_adjust(hspace=0.3, wspace=0.3)
     save_figure(fig, args, "strong-base.png")
 
 
 def summary(results: dict) -> str:
-    """Per setting and mix: constants, errors, and the bound check."""
+    """Per case, mix and n: constants, errors, the bound check; then the gains."""
     lines = [
-        f"Strong base (Thm 14): n = {results['n']}, |Π| = {results['class_size']}, "
-        f"|ℛ| = {results['reward_class_size']}, {results['replicates']} datasets; mean forward KL ± s.e."
+        f"Strong base (Thm 14): |Π| = {results['class_sizes']}, |ℛ| = {results['reward_class_size']}, "
+        f"{results['replicates']} datasets, {results['cells']} cells (x, a, b); mean E_x KL(pi* ‖ pi_hat) ± s.e."
     ]
-    for setting, res in results["settings"].items():
-        lines.append(f"[{setting}]")
+    notes = [
+        "  mix: m of pi0 = (1-m) pi* + m noise in logits",
+        "  C_0: Thm 14's pairwise coverage constant (μ-centred, as the spec defines it)",
+        "  C_ℛ: coverage constant of 𝒫_γ(ℛ) (Def. 3)",
+        "  n: labelled pairs for R̂, and as many unlabelled pairs for distillation",
+        "  obs π0: mean fraction of the cells (x, {a, b}) that pi0's unlabelled pairs observe",
+        "  obs μ: the same for mu's unlabelled pairs",
+        "  distill_pi0: mean E_x KL(pi* ‖ pi_hat) (nats) ± s.e. of distillation on pi0's pairs (Thm 14)",
+        "  distill_mu: the same for distillation on mu's pairs (Thm 6)",
+        "  pi_rhat: the same for pi_R̂ (RKL at beta = 0)",
+        "  =π_R̂: fraction of datasets where distillation on pi0's pairs returns pi_R̂ itself",
+        f"  q/bound: measured {1 - results['delta']:g}-quantile of E_pi*[(ΔR̄_pi_hat)²] / corrected Thm 14 bound",
+    ]
+    gains_note = "  gains: the error ratio with its delta-method s.e.; z = (before − after)/s.e. (a fall is z > 0)"
+    for index, (case, res) in enumerate(results["cases"].items()):
+        lines.append(f"[{case}]")
         lines.append(
-            f"{'mix':>5} {'C_0':>7} {'C_ℛ':>6} | "
-            + " | ".join(f"{name:^17}" for name in ESTIMATES)
-            + f" | {'q(ΔR̄²)':>8} {'Thm14 bd':>9}"
+            f"{'mix':>4} {'C_0':>6} {'C_ℛ':>5} {'n':>5} {'obs π0':>6} {'obs μ':>6} | "
+            + " | ".join(f"{name:^19}" for name in ESTIMATES)
+            + f" | {'=π_R̂':>5} | {'q/bound':>8}"
         )
         for row in res["rows"]:
-            cells = " | ".join(
-                f"{row[n]['forward_kl']['mean']:.4f} ± {row[n]['forward_kl']['se']:.4f}" for n in ESTIMATES
-            )
             k = row["constants"]
+            for i, n in enumerate(results["ns"]):
+                cells = " | ".join(
+                    f"{row[e][i]['forward_kl']['mean']:.5f} ± {row[e][i]['forward_kl']['se']:.5f}" for e in ESTIMATES
+                )
+                lines.append(
+                    f"{row['mix']:>4g} {k['C_0']:6.2f} {k['C_R']:5.2f} {n:>5} {row['observed_cells']['pi0'][i]:6.2f} "
+                    f"{row['observed_cells']['mu'][i]:6.2f} | {cells} | {row['distill_pi0_is_pi_rhat'][i]:5.2f} | "
+                    f"{row['measured_over_bound'][i]:8.2g}"
+                )
+        if index == 0:  # the columns, once, under the first table
+            lines += notes
+        for gain in res["gains"]:
+            g, p = gain["over_mixes"]["distill_pi0"], gain["pi0_pairs_over_mu_pairs"]
+            r = gain["over_mixes"]["pi_rhat"]
             lines.append(
-                f"{row['mix']:>5g} {k['C_0']:7.2f} {k['C_R']:6.2f} | {cells} | "
-                f"{row['distill_pi0']['reward_error_quantile']:8.4f} {row['bound_corrected']:9.3g}"
+                f"   n = {gain['n']:>5}: distill on pi0 m=0/m=1 x{g['ratio']:.2f} ± {g['se']:.2f} (z={g['z']:.1f}); "
+                f"pi_R̂ x{r['ratio']:.2f} ± {r['se']:.2f} (z={r['z']:.1f}); at m=0 pi0 pairs / mu pairs "
+                f"x{p['ratio']:.2f} ± {p['se']:.2f} (z={p['z']:.1f})"
             )
-        gains = ", ".join(f"{n} x{g['ratio']:.2f} (z={g['z']:.1f})" for n, g in res["gain_first_to_last"].items())
-        lines.append(f"   error at mix {res['rows'][-1]['mix']:g} / at mix {res['rows'][0]['mix']:g}: {gains}")
         v = res["bound_verdict"]
         lines.append(
-            f"   Thm 14 (corrected) held at every mix: {v['passed']}; worst quantile/bound "
-            f"{v['worst_ratio']:.3g} at mix {v['worst_mix']:g}"
+            f"   gain shown (z >= {GAIN_Z:g}) as pi0 -> pi* at n = {res['gain_over_mixes_shown_at_n']}, "
+            f"over mu's pairs at n = {res['gain_over_mu_pairs_shown_at_n']}; Thm 14 (corrected) held at every mix and "
+            f"n: {v['passed']}; worst quantile/bound {v['worst_ratio']:.3g} at mix {v['worst_mix']:g}, "
+            f"n = {v['worst_n']}"
         )
+        if index == 0:
+            lines.append(gains_note)
     lines.append(f"{results['seconds']:.1f} s")
     return "\n".join(lines)
 
