@@ -1,4 +1,5 @@
-"""What every experiment shares: its common options (validated once), the output folder, the JSON record, plots.
+"""What every experiment shares: its common options (validated once), the output folder, the JSON record,
+figures (PNG + SVG, made without pyplot) and the column legend of a summary table.
 
 Parsing a command line into these options is `synthalign.cli`'s job, and only its.
 """
@@ -10,6 +11,7 @@ import json
 import math
 import pathlib
 import platform
+import sys
 import time
 
 import torch
@@ -121,10 +123,61 @@ def write_record(args, name: str, results: dict) -> pathlib.Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
-def save_figure(fig, args, filename: str) -> pathlib.Path:
-    path = output_dir(args) / filename
-    atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, bbox_inches="tight", format=path.suffix[1:]))
-    import matplotlib.pyplot as plt
+FIGURE_DPI = 150
+"""Resolution of every PNG an experiment writes (its SVG twin is resolution-free)."""
 
-    plt.close(fig)
-    return path
+
+def new_figure(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8), squeeze: bool = True, **kwargs
+):
+    """A figure and its axes, like ``matplotlib.pyplot.subplots``, without pyplot.
+
+    The figure is a bare `matplotlib.figure.Figure`: it is never registered with pyplot, never
+    shown, and creating or saving it never selects or switches matplotlib's global backend, so a
+    notebook's inline plots keep working after an experiment has plotted.  `squeeze` and the other
+    keyword arguments are those of `Figure.subplots`; returns ``(figure, axes)``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze, **kwargs)
+    return fig, axes
+
+
+def save_figure(fig, args, filename: str) -> pathlib.Path:
+    """Writes `fig` into ``args.out`` as PNG (`FIGURE_DPI`) and as SVG beside it (same stem); returns the PNG.
+
+    `filename` names the PNG (``"fig1.png"``; its suffix, if any, becomes ``.png`` and ``.svg``).  Each file is
+    written atomically.  A figure that pyplot manages (made with ``pyplot.subplots``) is closed
+    afterwards; a bare `Figure` (`new_figure`) needs no closing.  Nothing here imports pyplot or
+    touches the global backend.
+    """
+    png = (output_dir(args) / filename).with_suffix(".png")
+    svg = png.with_suffix(".svg")
+    atomic_write(png, lambda temporary: fig.savefig(temporary, dpi=FIGURE_DPI, bbox_inches="tight", format="png"))
+    # SVG keeps text as text (metadata Date=None: the same figure gives the same file).
+    atomic_write(
+        svg, lambda temporary: fig.savefig(temporary, bbox_inches="tight", format="svg", metadata={"Date": None})
+    )
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:  # only a figure that pyplot manages needs closing; a no-op for the others
+        pyplot.close(fig)
+    return png
+
+
+def column_legend(columns) -> str:
+    """The legend printed under a summary table: one line per column, ``  name  what it holds``.
+
+    `columns` is a mapping (or a sequence of pairs) from each column's header, as printed, to a
+    one-line explanation; the names are aligned so the explanations start in one column.
+    """
+    items = list(columns.items()) if isinstance(columns, dict) else [tuple(item) for item in columns]
+    if not items:
+        raise ValueError("columns must name at least one column")
+    for item in items:
+        if len(item) != 2 or not all(isinstance(part, str) and part.strip() for part in item):
+            raise ValueError(f"columns must map each column name to a non-empty explanation, got {item!r}")
+        if "\n" in item[1]:
+            raise ValueError(f"column {item[0]!r}: the explanation must be one line, got {item[1]!r}")
+    width = max(len(name) for name, _ in items)
+    return "\n".join(["columns:"] + [f"  {name:<{width}}  {text}" for name, text in items])

@@ -34,7 +34,7 @@ import torch
 
 import synthalign as sa
 from synthalign.estimators.nash import NASH_METHODS, nash_iterations
-from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, column_legend, new_figure, save_figure, write_record
 from synthalign.experiments._grid import run_grid
 from synthalign.theory.games import duality_gap, regularized_nash
 from synthalign.worlds.laws import GeneralLaw
@@ -233,46 +233,84 @@ def run(args: Args, *, executor=None) -> dict:
     return results
 
 
+LABELS = {
+    "nash_md": "Nash-MD",
+    "online_ipo": "online IPO",
+    "sppo": "SPPO (average iterate, β = 0 game)",
+    "extragradient": "extragradient",
+    "dpo": "DPO (eq. 6), pairs from π0",
+    "rkl": "RKL (eq. 15) on R̂, pairs from π0",
+}
+
+
 def plot(results: dict, args: Args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    """general_preferences.png and .svg: exact gap against iterations (left), gap after T iterations against n."""
+    fig, axes = new_figure(2, 2, figsize=(11.5, 8.4))
+    T = results["iterations"]
     for row, family in enumerate(FAMILIES):
         entry = results["families"][family]
         ax = axes[row, 0]
         for method, curve in entry["curves"].items():
-            ax.semilogy([max(g, 1e-17) for g in curve], color=COLORS[method], label=method)
+            ax.semilogy([max(g, 1e-17) for g in curve], color=COLORS[method], label=LABELS[method])
         for name in OFFLINE:
-            ax.axhline(entry["final"][name], color=COLORS[name], ls="--", label=f"{name} (population)")
-        ax.set(title=f"{family} P: exact gap vs iterations", xlabel="iteration", ylabel="duality gap")
+            ax.axhline(entry["final"][name], color=COLORS[name], ls="--", label=f"{LABELS[name]}: population minimizer")
+        ax.set(
+            title=f"{family} P: exact duality gap against iterations (exact win rates)",
+            xlabel="iteration",
+            ylabel="duality gap (0 at the equilibrium; log scale)",
+        )
+        ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
         ax = axes[row, 1]
         for method, rows in entry["vs_n"].items():
             ns = [r["n"] for r in rows]
-            ax.loglog(ns, [r["median"] for r in rows], "o-", color=COLORS[method], label=method)
+            ax.loglog(ns, [r["median"] for r in rows], "o-", color=COLORS[method], label=LABELS[method])
             ax.fill_between(ns, [r["q10"] for r in rows], [r["q90"] for r in rows], color=COLORS[method], alpha=0.15)
-        ax.set(title=f"{family} P: gap after {results['iterations']} iterations vs n", xlabel="n pairs per evaluation")
+        ax.set(
+            title=f"{family} P: duality gap after {T} iterations, win rates estimated from n pairs",
+            xlabel="n (preference pairs per win-rate estimate; DPO, RKL: pairs in the dataset)",
+            ylabel="duality gap: median, 10–90% band",
+        )
+        ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
-    fig.suptitle("SPPO: average iterate, beta = 0 game; others: last iterate, beta-regularized game")
+    fig.suptitle(
+        f"General preferences (|X| = {args.n_prompts}, |A| = {args.n_responses}, β = {args.beta:g}): gap of the "
+        "β-regularized preference game, last iterate; SPPO: average iterate in the β = 0 game",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     save_figure(fig, args, "general_preferences.png")
 
 
 def summary(results: dict) -> str:
-    """The duality-gap table: method × family, exact after T iterations and sampled at the largest n."""
+    """The duality-gap table: method × family, exact after T iterations and sampled at the largest n; its legend."""
     largest = results["ns"][-1]
+    T = results["iterations"]
+    columns = [f"{family} {kind}" for family in FAMILIES for kind in ("exact", f"n={largest}")]
     lines = [
-        f"duality gap after {results['iterations']} iterations (exact | median at n = {largest} per evaluation)",
-        f"{'method':>14} | " + " | ".join(f"{family:>22}" for family in FAMILIES),
+        f"duality gap after {T} iterations (exact | median at n = {largest} per evaluation)",
+        f"{'method':>14} | " + " | ".join(f"{column:>12}" for column in columns),
     ]
     for method in (*NASH_METHODS, *OFFLINE):
         cells = []
         for family in FAMILIES:
             entry = results["families"][family]
-            sampled = entry["vs_n"][method][-1]["median"]
-            cells.append(f"{entry['final'][method]:10.2e} | {sampled:9.2e}")
+            cells.append(f"{entry['final'][method]:12.2e}")
+            cells.append(f"{entry['vs_n'][method][-1]['median']:12.2e}")
         lines.append(f"{method:>14} | " + " | ".join(cells))
+    legend = {
+        "method": "Nash-MD, online IPO, extragradient (last iterate, beta-regularized game), SPPO (average iterate, "
+        "beta = 0 game), DPO and RKL (fits on pairs from pi0; they target the Bradley-Terry projection of P)",
+    }
+    for family in FAMILIES:
+        law = "random skew-symmetric P" if family == "random" else "P with a planted Condorcet cycle"
+        legend[f"{family} exact"] = (
+            f"{law}: exact duality gap after {T} iterations with exact win rates (DPO, RKL: their population minimizer)"
+        )
+        legend[f"{family} n={largest}"] = (
+            f"the same, median over the replicate runs, every win rate estimated from n = {largest} labelled "
+            f"pairs (DPO, RKL: fitted on n = {largest} pairs)"
+        )
+    lines.append(column_legend(legend))
     lines.append(f"{results['seconds']:.1f} s")
     return "\n".join(lines)

@@ -41,7 +41,14 @@ from synthalign.estimators.onpolicy import (
     sampled_score_function_gradients,
     score_function_fit,
 )
-from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    OptionError,
+    column_legend,
+    new_figure,
+    save_figure,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
 
 NAME = "gradient-estimators"
@@ -397,13 +404,10 @@ def label(row: dict) -> str:
 
 
 def plot(results: dict, args: Args) -> None:
-    """gradient_estimators.png: final forward KL to the optimum per row (± s.e.), one panel per world × objective."""
-    import matplotlib
+    """gradient_estimators.png and .svg: final KL to the optimum per row (± s.e.), one panel per world × objective."""
+    from matplotlib.patches import Patch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(WORLDS), len(OBJECTIVES), figsize=(12, 8), squeeze=False)
+    fig, axes = new_figure(len(WORLDS), len(OBJECTIVES), figsize=(12, 8.4), squeeze=False)
     for i, world_name in enumerate(WORLDS):
         for j, objective in enumerate(OBJECTIVES):
             ax = axes[i][j]
@@ -416,26 +420,33 @@ def plot(results: dict, args: Args) -> None:
             ax.set_yticks(y, [f"{label(row)} (cos {row['cosine']:.2f})" for row in rows], fontsize=7)
             ax.set_xscale("log")
             ax.invert_yaxis()
-            ax.set_title(f"{world_name} world, {objective}: KL(opt ‖ pi) after {results['steps']} steps", fontsize=9)
+            ax.set_title(f"{world_name} world, {objective.upper()} (β = {args.beta:g})", fontsize=9)
+            ax.set_xlabel(f"KL(optimum ‖ π) after {results['steps']} Adam steps (nats, log scale)", fontsize=8)
             ax.grid(True, axis="x", which="both", alpha=0.3)
+    legend = [
+        Patch(color="tab:green", alpha=0.8, label="expected gradient = true gradient (cosine 1)"),
+        Patch(color="tab:red", alpha=0.8, label="expected gradient ≠ true gradient"),
+    ]
+    fig.legend(handles=legend, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(
-        f"green: expected gradient = true gradient; red: it is not ({results['samples']} samples per step, "
-        f"{results['replicates']} runs, mean ± s.e.)",
+        "Final distance to the objective's optimum per score-function estimator × KL estimator × placement\n"
+        f"({results['samples']} samples per prompt per step; bars: mean ± s.e. over {results['replicates']} runs; "
+        "cos: cosine of the exact expected gradient to the true one)",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     save_figure(fig, args, "gradient_estimators.png")
 
 
 def summary(results: dict) -> str:
-    """One line per row: its declared law, cosine and relative error, variance, final KL ± s.e."""
+    """One line per row: its declared law, cosine and relative error, variance, final KL ± s.e.; then the legend."""
     lines = [
         f"{results['samples']} samples per step, {results['steps']} Adam steps, {results['replicates']} runs; "
         f"every expected gradient equals its declared law: {results['all_as_declared']} "
         f"(worst relative error {results['worst_declared_relative_error']:.1e})"
     ]
     header = (
-        f"{'row':>22} | {'declared law':>26} | {'cosine':>7} | {'rel.err':>7} | {'tr Cov (m)':>10} | "
+        f"{'row':>23} | {'declared law':>26} | {'cosine':>7} | {'rel.err':>7} | {'tr Cov (m)':>10} | "
         f"{'KL(opt‖pi) ± s.e.':>21} | {'KL(pi*‖pi) ± s.e.':>21}"
     )
     for world_name, entry in results["worlds"].items():
@@ -447,10 +458,35 @@ def summary(results: dict) -> str:
             ]
             for row in block["rows"]:
                 lines.append(
-                    f"{label(row):>22} | {row['declared'][0]:>26} | {row['cosine']:7.4f} | "
+                    f"{label(row):>23} | {row['declared'][0]:>26} | {row['cosine']:7.4f} | "
                     f"{row['relative_error']:7.3f} | {row['variance']:10.4g} | "
                     f"{row['kl_to_optimum_mean']:10.3g} ± {row['kl_to_optimum_se']:8.2g} | "
                     f"{row['kl_to_target_mean']:10.3g} ± {row['kl_to_target_se']:8.2g}"
                 )
+    runs = f"mean ± standard error over {results['replicates']} training runs from pi0, {results['steps']} Adam steps"
+    lines.append(
+        column_legend(
+            {
+                "row": "score-function estimator (REINFORCE, or RLOO's leave-one-out baseline): KL estimator "
+                "k1 = -ln r, k2 = (ln r)^2/2 or k3 = r - 1 - ln r (r = pi0/pi), placed in the reward "
+                "(score function) or in the loss (differentiated on fixed samples); exact KL: KL(pi‖pi0) on the table",
+                "declared law": "the gradient the library declares this row's expectation to be (checked exactly)",
+                "cosine": "cosine between the row's exact expected gradient and the true gradient of the objective "
+                "(1: it follows the true gradient)",
+                "rel.err": "|E[g] - true gradient| / |true gradient|, at the same random point",
+                "tr Cov (m)": f"trace of the exact covariance of one step's gradient, m = {results['samples']} "
+                "samples per prompt",
+                "KL(opt‖pi) ± s.e.": f"KL(optimum ‖ trained policy) in nats, the optimum in closed form: {runs}",
+                "KL(pi*‖pi) ± s.e.": "the same to pi* (the optimum is not pi* when beta > 0: see KL(pi* ‖ optimum))",
+            }
+        )
+    )
+    lines.append(
+        "Identical entries are expected: a REINFORCE row and the RLOO row of the same KL estimator and placement "
+        "share the declared law, cosine and rel.err, because RLOO's baseline has mean zero and changes only the "
+        "variance; k1 in the reward, k2 in the loss and the exact KL share the law ∇KL(pi‖pi0); and REINFORCE "
+        "with k1 in the reward and with k2 in the loss draw the same per-sample gradient ln(pi/pi0)·∇ln pi, "
+        "hence the same tr Cov (their training runs draw independent samples)."
+    )
     lines.append(f"{results['seconds']:.1f} s")
     return "\n".join(lines)

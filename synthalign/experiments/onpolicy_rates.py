@@ -40,7 +40,14 @@ import torch
 
 import synthalign as sa
 from synthalign.estimators.onpolicy import onpolicy_pair_fit, score_function_fit
-from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    OptionError,
+    column_legend,
+    new_figure,
+    save_figure,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
 from synthalign.stats import check_rate, fit_slope
 
@@ -360,17 +367,14 @@ def _run(args: Args, executor=None) -> dict:
 
 
 def plot(results: dict, args: Args) -> None:
-    """onpolicy_rates.png: (left) forward KL against n, every method; (right) optimization against statistical error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    """onpolicy_rates.png and .svg: (left) forward KL against n, every method; (right) optimization error against n."""
+    fig, (left, right) = new_figure(1, 2, figsize=(12.5, 5.0))
     ns = np.asarray(results["ns"], dtype=float)
+    coincide = _coinciding(results)
     for name, entry in results["exact"].items():
         s = entry["slope"]
         style = "-" if name == "rkl_exact" else "o-"
+        note = " (on RKL's exact curve: the same policy pi_R̂)" if name in coincide and name != "rkl_exact" else ""
         left.plot(
             ns,
             entry["mean"],
@@ -378,7 +382,7 @@ def plot(results: dict, args: Args) -> None:
             ms=3,
             color=COLORS[name],
             lw=2 if name == "rkl_exact" else 1,
-            label=f"{LABELS[name]}: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+            label=f"{LABELS[name]}{note}: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
         )
     for method, block in results["stochastic"].items():
         budgets = list(block["budgets"])
@@ -404,51 +408,113 @@ def plot(results: dict, args: Args) -> None:
                 alpha=alpha,
                 label=f"{LABELS[method]}, m={budget}",
             )
-    right.plot(ns, results["exact"]["rkl_exact"]["mean"], "k-", lw=2, label="statistical error KL(pi* ‖ pi_R̂)")
+    right.plot(ns, results["exact"]["rkl_exact"]["mean"], "k-", lw=2, label="statistical error KL(π* ‖ π_R̂)")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("n (preference pairs)")
+        ax.set_xlabel("n (preference pairs per dataset)")
         ax.grid(True, which="both", alpha=0.3)
-    left.set_ylabel("mean E_x KL(pi* ‖ pi_hat)")
+    left.set_ylabel("mean forward KL  E_x KL(π* ‖ π̂)  (nats; DPO: to π0·π*/Z)")
     left.set_title(
-        f"sequence world, {results['world']['n_sequences']} sequences, {results['replicates']} datasets per n",
+        f"sequence world, {results['world']['n_sequences']} sequences: error against n, mean over "
+        f"{results['replicates']} datasets per n; slope [95% CI]",
         fontsize=9,
     )
-    right.set_ylabel("mean KL(pi_R̂ ‖ pi_sgd)")
-    right.set_title(f"optimization error after {results['steps']} steps (lr {results['lr_schedule']})", fontsize=9)
+    right.set_ylabel("mean optimization error  E_x KL(π_R̂ ‖ π_sgd)  (nats)")
+    right.set_title(
+        f"optimization error after {results['steps']} Adam steps (lr {results['lr_schedule']}), "
+        "m = responses per prompt per step",
+        fontsize=9,
+    )
     left.legend(fontsize=6)
     right.legend(fontsize=6)
     fig.tight_layout()
     save_figure(fig, args, "onpolicy_rates.png")
 
 
+def _exact_cells(entry: dict) -> str:
+    """The cells of an exact estimator's row of the summary table (slope, CI, mean at the largest n)."""
+    s = entry["slope"]
+    return f"{s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | {entry['mean'][-1]:13.3g}"
+
+
+def _coinciding(results: dict) -> list[str]:
+    """The exact methods whose printed row equals that of RKL's exact minimizer (rkl_exact included)."""
+    reference = _exact_cells(results["exact"]["rkl_exact"])
+    return [name for name, entry in results["exact"].items() if _exact_cells(entry) == reference]
+
+
+def _identical_rows_note(results: dict) -> str | None:
+    """Why exact rows of the table coincide, with how many datasets give the very same policy; None if none do."""
+    coincide = _coinciding(results)
+    if len(coincide) < 2:
+        return None
+    reference = np.asarray(results["exact"]["rkl_exact"]["values"])
+    same = np.ones(reference.shape, dtype=bool)
+    for name in coincide:
+        values = np.asarray(results["exact"][name]["values"])
+        same &= np.abs(values - reference) <= 1e-6 * np.abs(reference)
+    total, agree = same.size, int(same.sum())
+    separable = round(sum(results["separable_fraction"]) * results["replicates"])
+    names = "; ".join(LABELS[name] for name in coincide)
+    note = (
+        f"Identical rows ({names}): in the full tabular class over the enumerated sequences these fits are one "
+        "policy, pi_R̂, wherever the Bradley-Terry maximum likelihood R̂ exists (PMLE is that MLE in the "
+        "parametrization R = gamma ln pi; distillation's loss is 0 at pi_R̂; RKL at beta = 0 is pi_R̂, spec §2). "
+        f"They agree to 1e-6 relative on {agree} of {total} datasets"
+    )
+    if agree == total:
+        return note + "."
+    if total - agree <= separable:
+        return note + (
+            f"; the other {total - agree}: no more than the separable datasets ({separable}), where no finite R̂ "
+            "exists and the fits need not agree."
+        )
+    return note + f" ({separable} datasets are separable)."
+
+
 def summary(results: dict) -> str:
-    """Slopes with CIs per method and budget; the budget at which each stochastic method attains the rate."""
+    """Slopes with CIs per method and budget; the budget at which each stochastic method attains the rate; legend."""
     w = results["world"]
     ns = results["ns"]
     lines = [
         f"sequence world V={w['vocab_size']}, L={w['max_length']}, X={w['n_prompts']} ({w['n_sequences']} sequences), "
         f"n = {ns[0]}..{ns[-1]}, {results['replicates']} datasets per n; separable at the smallest n: "
         f"{results['separable_fraction'][0]:.3f}",
-        f"{'method':>40} | {'slope':>7} | {'95% CI':^18} | {'mean at n_max':>13} | {'opt/stat at n_max':>17} | verdict",
+        f"{'method':>41} | {'slope':>7} | {'95% CI':^18} | {'mean at n_max':>13} | {'opt/stat at n_max':>17} | verdict",
     ]
     for name, entry in results["exact"].items():
         s = entry["slope"]
         ok = "pass" if entry["verdict"]["passed"] else "FAIL"
-        lines.append(
-            f"{LABELS[name]:>40} | {s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | "
-            f"{entry['mean'][-1]:13.3g} | {'':>17} | {ok}"
-        )
+        lines.append(f"{LABELS[name]:>41} | {_exact_cells(entry)} | {'':>17} | {ok}")
     for method, block in results["stochastic"].items():
         for budget, entry in block["budgets"].items():
             s = entry["slope"]
             ok = "pass" if entry["verdict"]["passed"] else "FAIL"
             name = f"{LABELS[method]}, m={budget}"
             lines.append(
-                f"{name:>40} | {s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | "
+                f"{name:>41} | {s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | "
                 f"{entry['mean'][-1]:13.3g} | {entry['optimization_over_statistical'][-1]:17.3g} | {ok}"
             )
-        lines.append(f"{'':>40}   rate appears at budget m = {block['rate_appears_at_budget']}")
+        lines.append(f"{'':>41}   rate appears at budget m = {block['rate_appears_at_budget']}")
+    lines.append(
+        column_legend(
+            {
+                "method": "estimator; exact ones solved by Newton or in closed form at beta = 0, stochastic ones "
+                "trained by Adam from pi0 with m responses per prompt per step",
+                "slope": "least-squares slope of log mean forward KL against log n (the theorems: -1)",
+                "95% CI": "bootstrap interval of the slope over the replicate datasets",
+                "mean at n_max": f"mean E_x KL(pi* || pi_hat) at n = {ns[-1]}, nats (DPO: KL to its population "
+                "minimizer pi0·pi*/Z, as it is not consistent)",
+                "opt/stat at n_max": "optimization error KL(pi_R̂ || pi_sgd) over statistical error "
+                "KL(pi* || pi_R̂) at n_max (blank for the exact solvers)",
+                "verdict": "pass when -1 lies in the 95% CI and the CI is narrow enough to tell 1/n from "
+                "1/sqrt(n) (check_rate)",
+            }
+        )
+    )
+    note = _identical_rows_note(results)
+    if note is not None:
+        lines.append(note)
     lines.append(f"{results['steps']} steps, lr {results['lr_schedule']}; {results['seconds']:.1f} s")
     return "\n".join(lines)
