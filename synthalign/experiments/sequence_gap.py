@@ -114,8 +114,11 @@ class Args(CommonArgs):
             raise OptionError("steps", f"steps must be a positive integer, got {self.steps!r}")
         if self.log2_ns is not None:
             self.log2_ns = tuple(self.log2_ns)
-            if not self.log2_ns or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 30
-                                       for k in self.log2_ns) or list(self.log2_ns) != sorted(set(self.log2_ns)):
+            if (
+                not self.log2_ns
+                or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 30 for k in self.log2_ns)
+                or list(self.log2_ns) != sorted(set(self.log2_ns))
+            ):
                 raise OptionError("log2_ns", f"log2_ns must be increasing integers in [1, 30], got {self.log2_ns!r}")
         if self.tilts is not None:
             self.tilts = tuple(float(t) for t in self.tilts)
