@@ -68,11 +68,20 @@ def population_preferences(world: World) -> PreferenceData:
     (b, a) with a winning, hence the factor 2; the diagonal cell (a, a) gets
     2 D mu(a)² · ½ = D mu(a)², the probability of drawing a twice.  The weights sum to 1.
     """
+    from synthalign.worlds.laws import BradleyTerry  # laws builds on this module
+
     behavior = world.behavior.probs
-    logp = world.target.logp
+    logp, gamma = world.target.logp, world.gamma
+    # Another law (synthalign.worlds.laws) gives its own matrix P[x, a, b]; spec §1's is built below, in
+    # blocks, for a world without a law and for an explicit `BradleyTerry` law alike, so that the two give
+    # bit-identical numbers (a sigmoid over the whole table and over blocks may round differently).
+    law = getattr(world, "law", None)
+    if isinstance(law, BradleyTerry):
+        logp = logp if law.target is None else law.target.logp.to(world.prompt_dist)
+        gamma = gamma if law.gamma is None else law.gamma
+        law = None
+    law = law.matrix(world) if law is not None else None
     X, A = logp.shape
-    # Another law (synthalign.worlds.laws) gives its own matrix P[x, a, b]; spec §1's is built below.
-    law = world.law.matrix(world) if getattr(world, "law", None) is not None else None
     counts = torch.empty(1, X, A, A, dtype=logp.dtype, device=logp.device)
     # Filled a block of rows at a time, in place, so that no temporary is the size of the table.
     rows = max(1, _TABLE_BLOCK // A)
@@ -85,7 +94,7 @@ def population_preferences(world: World) -> PreferenceData:
             else:
                 torch.sub(logp[x, start : start + rows, None], logp[x, None, :], out=block)
                 block.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))  # two zeros tie
-                block.mul_(world.gamma).sigmoid_()
+                block.mul_(gamma).sigmoid_()
             block.mul_(weight[x, start : start + rows, None]).mul_(behavior[x, None, :])
     return PreferenceData(counts, None, world)
 
