@@ -34,6 +34,7 @@ from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS, kl_estimator
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.autoregressive import TabularAutoregressive, TabularSoftmax
 from synthalign.worlds.policy import Policy
+from synthalign.worlds.preferences import preference_matrix
 from synthalign.worlds.sequence import SequenceWorld
 from synthalign.worlds.tabular import World
 from synthalign.worlds.torch_sampling import make_generator
@@ -317,6 +318,37 @@ def pair_inputs(
     return inputs
 
 
+def label_probability(tab: World, first: Tensor, second: Tensor, matrix: Tensor | None = None) -> Tensor:
+    """P(first ≻ second | x) under the world's law, for ids [R, X, m]: spec §1's σ(γ ln[π*(a)/π*(b)])
+    when `tab.law` is None, else the law's matrix (pass `preference_matrix(tab)` as `matrix`)."""
+    if matrix is None:
+        target = tab.target.logp
+        return torch.sigmoid(tab.gamma * (_gather(target, first) - _gather(target, second)))
+    rows = torch.gather(
+        matrix.expand(first.shape[0], *matrix.shape), -2, first.unsqueeze(-1).expand(*first.shape, matrix.shape[-1])
+    )
+    return torch.gather(rows, -1, second.unsqueeze(-1)).squeeze(-1)
+
+
+def _pair_step_loss(obj, policy, tab, prompts, pairs, generator, reward, matrix, resolved, beta) -> Tensor:
+    """One step's loss per replicate, [R]: `pairs` pairs from π_t per prompt, labelled if `obj` needs it."""
+    ref = tab.reference.logp
+    draws = policy.sample(prompts, 2 * pairs, generator)
+    first, second = draws[..., :pairs], draws[..., pairs:]
+    if obj.data == "preferences":
+        p_first = label_probability(tab, first, second, matrix)
+        uniform = torch.rand(first.shape, generator=generator, dtype=torch.float64, device=tab.device)
+        first_wins = uniform < p_first
+        first, second = torch.where(first_wins, first, second), torch.where(first_wins, second, first)
+    logp_a, logp_b = policy.log_prob(prompts, first), policy.log_prob(prompts, second)
+    rewards = (None, None) if reward is None else (_gather(reward, first), _gather(reward, second))
+    inputs = pair_inputs(obj, logp_a, logp_b, _gather(ref, first), _gather(ref, second), *rewards, tab.gamma)
+    per_prompt = obj.fn(**inputs, **resolved).mean(dim=-1)
+    if beta:
+        per_prompt = per_prompt + beta * kl_per_prompt(policy.table(), ref)
+    return (per_prompt * tab.prompt_dist).sum(dim=-1)
+
+
 def onpolicy_pair_fit(
     world,
     objective: str | Objective = "distillation",
@@ -337,8 +369,12 @@ def onpolicy_pair_fit(
     through the draw).  Objectives on unlabelled pairs (data "pairs", e.g. distillation,
     eq. 11/12 with μ = π_t: Algorithm 1) see them in draw order with R̂; objectives on
     labelled pairs (data "preferences", e.g. online DPO, eq. 6) get a label from the true
-    law P*(a ≻ b | x) = σ(γ ln[π*(a|x)/π*(b|x)]) (spec §1).  β·KL(π‖π0) is exact on the
-    table.  Prompts are weighed by D.
+    law — spec §1's P*(a ≻ b | x) = σ(γ ln[π*(a|x)/π*(b|x)]) unless the world carries another
+    (`World.law`).  β·KL(π‖π0) is exact on the table.  Prompts are weighed by D.
+
+    The expected gradient of one step is the gradient of the population objective with the pair
+    law held at π_t (a semi-gradient), not that of the objective whose pairs move with π:
+    `synthalign.estimators.gradient_check.pair_gradient_law`.
     """
     tab = tabular_view(world)
     obj = _pair_objective(objective)
@@ -350,23 +386,11 @@ def onpolicy_pair_fit(
     optimizer = torch.optim.Adam([logits], lr=check_positive(lr, "lr"))
     generator = make_generator(seed, tab.device)
     prompts = torch.arange(tab.n_prompts, device=tab.device).expand(replicates, -1)
-    ref, target = tab.reference.logp, tab.target.logp
+    # A law other than spec §1's is held as its matrix P[x, a, b]; spec §1's is computed per pair.
+    matrix = preference_matrix(tab) if obj.data == "preferences" and tab.law is not None else None
     losses = []
     for _ in range(int(steps)):
-        draws = policy.sample(prompts, 2 * pairs, generator)
-        first, second = draws[..., :pairs], draws[..., pairs:]
-        if obj.data == "preferences":
-            p_first = torch.sigmoid(tab.gamma * (_gather(target, first) - _gather(target, second)))
-            uniform = torch.rand(first.shape, generator=generator, dtype=torch.float64, device=tab.device)
-            first_wins = uniform < p_first
-            first, second = torch.where(first_wins, first, second), torch.where(first_wins, second, first)
-        logp_a, logp_b = policy.log_prob(prompts, first), policy.log_prob(prompts, second)
-        rewards = (None, None) if reward is None else (_gather(reward, first), _gather(reward, second))
-        inputs = pair_inputs(obj, logp_a, logp_b, _gather(ref, first), _gather(ref, second), *rewards, tab.gamma)
-        per_prompt = obj.fn(**inputs, **resolved).mean(dim=-1)
-        if beta:
-            per_prompt = per_prompt + beta * kl_per_prompt(policy.table(), ref)
-        loss = (per_prompt * tab.prompt_dist).sum(dim=-1)
+        loss = _pair_step_loss(obj, policy, tab, prompts, pairs, generator, reward, matrix, resolved, beta)
         optimizer.zero_grad()
         loss.sum().backward()
         optimizer.step()
@@ -411,4 +435,35 @@ def sampled_score_function_gradients(
     if "exact" in (kl_placement, entropy_placement):
         per_prompt = per_prompt + _exact_terms(policy.table(), ref, **options)
     (gradient,) = torch.autograd.grad((per_prompt * tab.prompt_dist).sum(), leaf)
+    return gradient.reshape(replicates, -1)
+
+
+def sampled_pair_gradients(
+    world,
+    logits: Tensor,
+    objective: str | Objective = "distillation",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    pairs: int = 1,
+    replicates: int = 1000,
+    seed: int = 0,
+    **params,
+) -> Tensor:
+    """`replicates` independent one-step gradients of `onpolicy_pair_fit` at `logits` (no replicate dim), [R, |θ|].
+
+    The same step as the fit's; its exact mean is `gradient_check.expected_pair_gradient`.
+    """
+    tab = tabular_view(world)
+    obj = _pair_objective(objective)
+    beta = check_positive(beta, "beta", allow_zero=True)
+    resolved = obj.resolve_params(params)
+    reward = _check_reward(reward, tab) if (obj.needs_reward or reward is not None) else None
+    leaf = logits.detach().expand(replicates, *logits.shape).clone().requires_grad_(True)
+    policy = make_parametrization(world, leaf)
+    prompts = torch.arange(tab.n_prompts, device=tab.device).expand(replicates, -1)
+    matrix = preference_matrix(tab) if obj.data == "preferences" and tab.law is not None else None
+    generator = make_generator(seed, tab.device)
+    loss = _pair_step_loss(obj, policy, tab, prompts, pairs, generator, reward, matrix, resolved, beta)
+    (gradient,) = torch.autograd.grad(loss.sum(), leaf)
     return gradient.reshape(replicates, -1)
