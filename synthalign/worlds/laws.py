@@ -134,8 +134,9 @@ class LinkLaw(PreferenceLaw):
 class BradleyTerry(LinkLaw):
     """Spec §1's gamma-tilted Bradley–Terry law σ(γ ln[π*(a)/π*(b)]) as an explicit law.
 
-    `World(..., law=BradleyTerry())` gives exactly the numbers of a world without a law: the
-    logistic link at scale 1 is `synthalign.worlds.preferences.preference_probability`'s formula.
+    `World(..., law=BradleyTerry())` gives the numbers of a world without a law to float64 rounding
+    (an ulp: torch's sigmoid rounds a row block and a whole matrix differently): the logistic link at
+    scale 1 is `synthalign.worlds.preferences.preference_probability`'s formula.
     """
 
     def __init__(self, target: Policy | None = None, gamma: float | None = None):
