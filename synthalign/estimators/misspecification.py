@@ -40,6 +40,7 @@ __all__ = [
     "fit_reward_class",
     "overoptimization_curve",
     "random_features",
+    "warm_started",
 ]
 
 
@@ -144,6 +145,9 @@ class LowRankClass:
       max_iterations: damped Newton steps per start.
       tol: the fit counts as converged when max |gradient| ≤ tol · (total count).
       seed: seed of the starts.
+      init: a start (U, V) flattened, [(X + A)·k] (e.g. the population fit's `FeatureFit.weights[0]`):
+        then the one start, no random restarts — near the population optimum Newton converges in a few
+        steps, which makes fits on large samples cheap (a small sample may prefer another basin).
     """
 
     rank: int
@@ -151,6 +155,7 @@ class LowRankClass:
     max_iterations: int = 100
     tol: float = 1e-7
     seed: int = 0
+    init: Tensor | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         for name in ("rank", "restarts", "max_iterations"):
@@ -182,8 +187,13 @@ class LowRankClass:
         scale = self.tol * counts.sum(dim=(1, 2, 3)).clamp_min(1.0)
         generator = torch.Generator().manual_seed(self.seed)
         best_value = best_theta = best_converged = None
-        for _ in range(self.restarts):
-            theta = torch.randn(R, size, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+        for _ in range(1 if self.init is not None else self.restarts):
+            if self.init is not None:
+                theta = (
+                    as_tensor(self.init, "init", dtype=dtype, device=device).reshape(1, size).expand(R, size).clone()
+                )
+            else:
+                theta = torch.randn(R, size, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
             damping = torch.ones(R, dtype=dtype, device=device)
             value = value_fn(theta, counts)
             converged = torch.zeros(R, dtype=torch.bool, device=device)
@@ -223,6 +233,13 @@ def _bt_loss(data: PreferenceData, reward: Tensor) -> Tensor:
     return (data.counts * torch.nn.functional.softplus(-margin)).sum(dim=(1, 2, 3))
 
 
+def warm_started(reward_class, floor: dict):
+    """A `LowRankClass` started at the population fit of `approximation_floor`'s result; other classes unchanged."""
+    if isinstance(reward_class, LowRankClass):
+        return dataclasses.replace(reward_class, init=floor["parameters"])
+    return reward_class
+
+
 def fit_reward_class(data: PreferenceData, reward_class, *, ridge: float = 0.0) -> FeatureFit:
     """The BT fit in a reward class: features [X, A, d] (a linear class) or a `LowRankClass`."""
     if isinstance(reward_class, LowRankClass):
@@ -237,7 +254,8 @@ def approximation_floor(world, features, *, ridge: float = 0.0) -> dict:
     """
     fit = fit_reward_class(world.population_preferences(), features, ridge=ridge)
     policy = reward_policy(fit.reward[0], world.gamma, world.prompt_dist)
-    return {"reward": fit.reward[0], "policy": policy, "floor": float(forward_kl(world.target, policy))}
+    floor = float(forward_kl(world.target, policy))
+    return {"reward": fit.reward[0], "policy": policy, "floor": floor, "parameters": fit.weights[0]}
 
 
 def overoptimization_curve(world, reward: Tensor, betas) -> dict:

@@ -3,7 +3,8 @@
 World: `World.random` (X prompts, A responses, mu = pi0, pi* independent).  Reward classes: linear
 features ℛ_d = {φ_{:d}(x, a)·w} with φ one N(0, 1) draw [X, A, d_max] whose first d columns are used, so
 the classes are nested; low-rank classes R = c(x) + U[x]·V[a] of rank k (`LowRankClass`, realizable once
-k ≥ min(X, A − 1)); plus the tabular class (one-hot features, realizable: floor 0).  For each class:
+k ≥ min(X, A − 1); its sampled fits start at its population fit); plus the tabular class (one-hot features,
+realizable: floor 0).  For each class:
 
 * the exact floor KL(π* ‖ π_{R̂∞}) with R̂∞ the population BT fit in the class
   (`synthalign.estimators.misspecification.approximation_floor`);
@@ -39,6 +40,7 @@ from synthalign.estimators.misspecification import (
     fit_reward_class,
     overoptimization_curve,
     random_features,
+    warm_started,
 )
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
 
@@ -149,6 +151,7 @@ def run(args: Args) -> dict:
     results = {"ns": args.ns, "fit_ns": args.ns[len(args.ns) // 2 :], "classes": {}}
     for name, features in classes.items():
         exact = approximation_floor(world, features)
+        features = warm_started(features, exact)  # low-rank fits start at the population optimum
         errors = []
         for n in args.ns:
             data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 100003 + n)
