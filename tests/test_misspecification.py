@@ -15,6 +15,7 @@ from synthalign.estimators.misspecification import (
     feature_reward_fit,
     overoptimization_curve,
     random_features,
+    warm_started,
 )
 from synthalign.experiments import misspecification
 
@@ -141,3 +142,13 @@ def test_low_rank_fit_batches_replicates_and_validates():
     assert fit.reward.shape == (3, 3, 5) and torch.isfinite(fit.reward).all()
     with np.testing.assert_raises(ValueError):
         LowRankClass(0)
+
+
+def test_warm_start_at_the_population_fit_stays_there():
+    world = _world()
+    cls = LowRankClass(1)
+    floor = approximation_floor(world, cls)
+    again = approximation_floor(world, warm_started(cls, floor))
+    assert abs(again["floor"] - floor["floor"]) < 1e-10
+    onehot = torch.eye(15, dtype=torch.float64).reshape(3, 5, 15)
+    assert warm_started(onehot, floor) is onehot  # a linear class is convex: nothing to start
