@@ -40,3 +40,16 @@ def test_gaps_are_nonnegative_and_zero_only_at_the_equilibrium(results):
         # Extragradient contracts: after the quick run's iterations its gap is far below the start.
         curve = entry["curves"]["extragradient"]
         assert curve[-1] < 1e-2 * curve[0]
+
+
+def test_mixed_pair_samplers_beat_the_uniform_one(results):
+    _, values = results
+    rows = values["samplers"]
+    # Uniform: linear, at the rate the linearization predicts; mixed: order ≈ 2, at rounding in a few steps.
+    uniform = rows["uniform"]
+    assert uniform["measured_rate"] == pytest.approx(uniform["predicted_rate"], rel=2e-2)
+    assert max(uniform["orders"][2:]) < 1.2
+    for sampler in ("mix_reward", "mix_policy"):
+        assert max(rows[sampler]["orders"]) > 1.8
+        assert rows[sampler]["iterations_to_1e-10"] < uniform["iterations_to_1e-10"]
+    assert "mix_policy" in general_preferences.sampler_summary(values)

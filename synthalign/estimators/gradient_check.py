@@ -17,6 +17,27 @@ are what the tests verify row by row:
     k2 in the loss: ∇KL(π‖π0)           k2 in the reward: ∇½E_π[ln²(π/π0)] − ∇KL(π‖π0)
     k3 in the loss: ∇KL(π0‖π)           k3 in the reward: ∇KL(π‖π0) − ∇KL(π0‖π)
     entropy −ln π in the reward: ∇(−H);  ln π in the loss: 0.
+
+The two on-policy pair estimators of `onpolicy_pair_fit` (distillation with pairs from π_t, eq. 11/12
+with μ = π_t, Algorithm 1; online DPO, eq. 6 on pairs from π_t labelled by the true law P) draw
+(a, b) ~ π_t ⊗ π_t without a gradient through the draw, so, with ℓ̄_θ(a, b) the label-averaged loss
+(ℓ_θ(a, b) in draw order for distillation; P(a ≻ b) ℓ_θ(a, b) + P(b ≻ a) ℓ_θ(b, a) for online DPO),
+
+    E[g] = Σ_x D(x) Σ_{a,b} sg(π(a|x) π(b|x)) ∇_θ ℓ̄_θ(a, b) + β ∇KL(π‖π0)
+         = ∇_θ L(π_θ; μ) |_{μ = sg π_t}                                  (the semi-gradient),
+
+the gradient of the population objective L(π; μ) (eq. 12 / eq. 6 with pairs from μ) with its pair
+law *held* at π_t.  The objective whose pair law moves with π, F(θ) = L(π_θ; π_θ), has
+
+    ∇F = ∇_θ L(π_θ; sg π_t) + Σ_x D(x) Σ_{a,b} ∇_θ[π(a|x) π(b|x)] · sg ℓ̄(a, b),
+
+the second term (the score-function term the sampler drops) nonzero in general.  So the iteration's
+fixed points are the stationary points of L(·; μ) at μ = π.  Where the minimizer of L(·; μ) does not
+depend on the full-support μ, it is the on-policy target: DPO's π ∝ π0 π* (at β = 0), where E[g] = 0
+but ∇F ≠ 0 (DPO's pair loss is not 0 per cell); distillation's π_R̂ (β = 0), where both vanish because
+its pair term KL(Bern(p̃) ‖ Bern(p_π)) is 0 on every cell there.  `pair_gradient_law`
+computes E[g] by summing over every ordered draw (a, b) and both labels, and compares it with both
+candidates (`PAIR_GRADIENT_LAWS`); the declared law is the semi-gradient.
 """
 
 from __future__ import annotations
@@ -29,13 +50,19 @@ from torch import Tensor
 from synthalign.estimators.onpolicy import (
     _check_reward,
     _exact_terms,
+    _pair_objective,
     _score_function_objective,
     loss_terms,
     make_parametrization,
+    pair_inputs,
     sample_reward,
     tabular_view,
 )
+from synthalign.evaluate import make_context, population_loss, weighted_cell_sum
 from synthalign.metrics import entropy_per_prompt, kl_per_prompt
+from synthalign.registry.protocol import get_objective
+from synthalign.worlds.policy import Policy
+from synthalign.worlds.preferences import preference_matrix
 
 KL_GRADIENT_LAWS = {
     ("k1", "loss"): "0",
@@ -205,9 +232,15 @@ def gradient_law(
 
 
 def gradient_table(
-    world, logits: Tensor, objective: str = "rkl", *, reward: Tensor | None = None, beta: float = 1.0
-) -> list[GradientRow]:
-    """Every estimator × KL estimator × KL placement × entropy placement, as `GradientRow`s."""
+    world, logits: Tensor, objective: str = "rkl", *, reward: Tensor | None = None, beta: float = 1.0, **params
+) -> list[GradientRow] | list[PairGradientRow]:
+    """Every estimator × KL estimator × KL placement × entropy placement, as `GradientRow`s.
+
+    For a pair objective (trained on pairs from π_t by `onpolicy_pair_fit`: "distillation",
+    "dpo" as online DPO, …) there is one estimator and no placement: one `PairGradientRow`.
+    """
+    if get_objective(objective).kind == "pair":
+        return [pair_gradient_law(world, logits, objective, reward=reward, beta=beta, **params)]
     entropy_placements = ("reward", "loss", "exact") if objective == "rkl" else ("reward",)
     rows = []
     for estimator in ("reinforce", "rloo"):
@@ -271,3 +304,152 @@ def exact_gradient_variance(
     second = (prob * jacobian.square().sum(dim=-1)).sum(dim=1)  # [X]
     per_prompt = second - mean.square().sum(dim=-1)
     return (tab.prompt_dist.square() * per_prompt).sum() / samples
+
+
+PAIR_GRADIENT_LAWS = {
+    "semi": "∇L(π; μ = sg π_t)",
+    "moving": "∇L(π; μ = π)",
+}
+"""The two candidate gradients of an on-policy pair estimator (module docstring); "semi" is declared."""
+
+
+def _pair_setup(world, logits: Tensor, objective, reward, params):
+    tab = tabular_view(world)
+    obj = _pair_objective(objective)
+    resolved = obj.resolve_params(params)
+    reward = _check_reward(reward, tab) if (obj.needs_reward or reward is not None) else None
+    leaf = logits.detach().clone().requires_grad_(True)
+    table = make_parametrization(world, leaf).table()  # [X, N]
+    return tab, obj, resolved, reward, leaf, table
+
+
+def expected_pair_gradient(
+    world, logits: Tensor, objective="distillation", *, reward: Tensor | None = None, beta: float = 0.0, **params
+) -> Tensor:
+    """The exact expected gradient of one `onpolicy_pair_fit` step at `logits`, flattened, [|θ|].
+
+    Sums the per-pair gradient over every ordered draw (first a, second b) ~ π_t ⊗ π_t and, for a
+    labelled objective, over both labels (first wins with P(a ≻ b), the world's law), exactly as the
+    sampler forms them; plus β ∇KL(π‖π0) (exact on the table).  Prompts weighed by D.
+    """
+    tab, obj, resolved, reward, leaf, table = _pair_setup(world, logits, objective, reward, params)
+    prob = table.detach().exp()
+    draw = prob[:, :, None] * prob[:, None, :]  # [X, N, N]: first a, second b
+    shape = draw.shape
+    ref = tab.reference.logp
+
+    def loss(chosen_first: bool) -> Tensor:
+        def views(t):
+            if t is None:
+                return None, None
+            a, b = t[:, :, None].expand(shape), t[:, None, :].expand(shape)
+            return (a, b) if chosen_first else (b, a)
+
+        logp_c, logp_r = views(table)
+        ref_c, ref_r = views(ref)
+        reward_c, reward_r = views(reward)
+        return obj.fn(**pair_inputs(obj, logp_c, logp_r, ref_c, ref_r, reward_c, reward_r, tab.gamma), **resolved)
+
+    if obj.data == "preferences":
+        first_wins = preference_matrix(tab)  # P(a ≻ b | x), [X, N, N]
+        per_draw = first_wins * loss(True) + (1.0 - first_wins) * loss(False)
+    else:
+        per_draw = loss(True)
+    per_prompt = (draw * per_draw).sum(dim=(-1, -2))
+    if beta:
+        per_prompt = per_prompt + beta * kl_per_prompt(table, ref)
+    (gradient,) = torch.autograd.grad((per_prompt * tab.prompt_dist).sum(), leaf)
+    return gradient.reshape(-1)
+
+
+def pair_cell_weights(world, policy_logp: Tensor, objective) -> Tensor:
+    """The population weights of one pair with both responses from π (rows [X, N] of log-probs), [X, N, N].
+
+    Labelled: 2 D(x) π(a) π(b) P(a ≻ b | x) on (a⁺ = a, a⁻ = b) (`population_preferences`' law with
+    μ = π); unlabelled: D(x) π(a) π(b) (`population_pairs`').  Differentiable in `policy_logp`.
+    """
+    tab = tabular_view(world)
+    obj = _pair_objective(objective)
+    prob = policy_logp.exp()
+    joint = tab.prompt_dist[:, None, None] * prob[:, :, None] * prob[:, None, :]
+    if obj.data == "preferences":
+        return 2.0 * joint * preference_matrix(tab)
+    return joint
+
+
+def pair_candidate_gradients(
+    world, logits: Tensor, objective="distillation", *, reward: Tensor | None = None, beta: float = 0.0, **params
+) -> dict[str, Tensor]:
+    """Exact ∇ of the two candidates of `PAIR_GRADIENT_LAWS`, flattened, by the library's population losses.
+
+    "semi": ∇_θ `population_loss` with the pair law held at π_t (μ = π_t for labelled pairs,
+    `pairs_from` = π_t for unlabelled); "moving": that plus the gradient of the same weighted cell sum
+    (`evaluate.weighted_cell_sum`) with the loss held and the weights `pair_cell_weights(π_θ)` moving.
+    """
+    tab, obj, resolved, reward, leaf, table = _pair_setup(world, logits, objective, reward, params)
+    current = Policy(table.detach(), tab.prompt_dist)
+    held = tab.replace(behavior=current)
+    semi_loss = population_loss(
+        obj,
+        held,
+        Policy(table, tab.prompt_dist),
+        beta=beta,
+        reward=reward,
+        pairs_from=current if obj.data == "pairs" else None,
+        **resolved,
+    )
+    (semi,) = torch.autograd.grad(semi_loss, leaf)
+    leaf_moving = logits.detach().clone().requires_grad_(True)
+    moving_table = make_parametrization(world, leaf_moving).table()
+    ctx = make_context(obj, tab, reward, resolved)
+    weights = pair_cell_weights(world, moving_table, obj)
+    # The weights sum to 1 at every θ, so the normalization of the population loss is constant.
+    score_term = weighted_cell_sum(obj, table.detach(), ctx, weights).sum()
+    (score,) = torch.autograd.grad(score_term, leaf_moving)
+    return {"semi": semi.reshape(-1), "moving": (semi + score).reshape(-1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PairGradientRow:
+    """One on-policy pair estimator's row of the estimator table.
+
+    Attributes:
+      objective: the pair objective trained on pairs from π_t.
+      declared: the key of `PAIR_GRADIENT_LAWS` the library declares ("semi").
+      matched: the candidates the exact expected gradient equals (relative error < tol).
+      relative_errors: ‖E[g] − ∇_c‖ / ‖∇_c‖ for c in ("semi", "moving").
+      moving_cosine: cosine between E[g] and ∇ of the objective whose pair law moves with π.
+    """
+
+    objective: str
+    declared: str
+    matched: tuple[str, ...]
+    relative_errors: dict
+    moving_cosine: float
+
+    @property
+    def as_declared(self) -> bool:
+        return self.declared in self.matched
+
+
+def pair_gradient_law(
+    world,
+    logits: Tensor,
+    objective="distillation",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    tol: float = 1e-9,
+    **params,
+) -> PairGradientRow:
+    """Which exact gradient the expected on-policy pair gradient equals, at `logits` (module docstring)."""
+    expected = expected_pair_gradient(world, logits, objective, reward=reward, beta=beta, **params)
+    candidates = pair_candidate_gradients(world, logits, objective, reward=reward, beta=beta, **params)
+    errors = {key: ((expected - c).norm() / c.norm().clamp_min(1e-300)).item() for key, c in candidates.items()}
+    return PairGradientRow(
+        objective=get_objective(objective).name,
+        declared="semi",
+        matched=tuple(key for key, error in errors.items() if error < tol),
+        relative_errors=errors,
+        moving_cosine=torch.nn.functional.cosine_similarity(expected, candidates["moving"], dim=0).item(),
+    )

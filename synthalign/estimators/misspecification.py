@@ -11,6 +11,8 @@ the floor exact here (`approximation_floor`) and the 1/n part measured (`synthal
 
 * `feature_reward_fit(data, features, ridge)`: the BT maximum-likelihood w over labelled counts, batched over
   replicates, by Newton's method on the convex logistic loss (ridge/2 · |w|² on the summed loss).
+* `LowRankClass(rank)`: the low-rank class R = c(x) + U Vᵀ (rank k), fitted by damped Newton on (U, V)
+  from several starts; `fit_reward_class` fits either kind.
 * `overoptimization_curve(world, reward, betas)`: RLHF's optimum π_β ∝ π0 exp(R̂/β) (eq. 1) over a grid of
   β, with its KL(π_β ‖ π0), the proxy gain E_{π_β} R̂ − E_{π0} R̂, the true win rate P(π_β ≻ π0) under the
   world's law and KL(π* ‖ π_β): the over-optimization curve of Gao, Schulman, Hilton 2023 (arXiv
@@ -30,7 +32,16 @@ from synthalign.theory.closed_forms import reward_policy, rlhf_policy
 from synthalign.worlds.datasets import PreferenceData
 from synthalign.worlds.preferences import preference_matrix
 
-__all__ = ["FeatureFit", "approximation_floor", "feature_reward_fit", "overoptimization_curve", "random_features"]
+__all__ = [
+    "FeatureFit",
+    "LowRankClass",
+    "approximation_floor",
+    "feature_reward_fit",
+    "fit_reward_class",
+    "overoptimization_curve",
+    "random_features",
+    "warm_started",
+]
 
 
 def random_features(n_prompts: int, n_responses: int, dim: int, *, seed: int = 0, dtype=torch.float64) -> Tensor:
@@ -52,39 +63,54 @@ class FeatureFit:
 
 
 def feature_reward_fit(
-    data: PreferenceData, features: Tensor, *, ridge: float = 0.0, tol: float = 1e-10, max_iterations: int = 100
+    data: PreferenceData,
+    features: Tensor,
+    *,
+    ridge: float = 0.0,
+    tol: float = 1e-10,
+    max_iterations: int = 100,
+    init: Tensor | None = None,
 ) -> FeatureFit:
     """argmin_w Σ_cells counts · softplus(−(φ(x,a⁺) − φ(x,a⁻))·w) + ridge/2 |w|² (eq. 9 over ℛ_φ), per replicate.
 
     Newton's method with a halving line search; the gradient −Σ c σ(−m) Δφ and Hessian Σ c σ(m)σ(−m) Δφ Δφᵀ
     (m = Δφ·w) are written out.  Without a ridge the minimizer is finite when the data are not separable
-    in ℛ_φ (always so for a population law of full support).
+    in ℛ_φ (always so for a population law of full support).  `features` is [X, A, d], or [R, X, A, d]
+    with one feature map per replicate (the low-rank fit's alternating steps); `init` starts w ([R, d]).
     """
     if not isinstance(data, PreferenceData):
         raise ValueError(f"data must be a PreferenceData, got {type(data).__name__}")
     features = as_tensor(features, "features", dtype=data.counts.dtype, device=data.counts.device)
     R, X, A, _ = data.counts.shape
-    if features.dim() != 3 or features.shape[:2] != (X, A):
-        raise ValueError(f"features must have shape [X={X}, A={A}, d], got {tuple(features.shape)}")
+    if (
+        features.dim() not in (3, 4)
+        or features.shape[-3:-1] != (X, A)
+        or (features.dim() == 4 and features.shape[0] != R)
+    ):
+        raise ValueError(f"features must have shape [X={X}, A={A}, d] or [R={R}, X, A, d], got {tuple(features.shape)}")
     ridge = check_positive(ridge, "ridge", allow_zero=True)
+    features = features.expand(R, *features.shape[-3:])
     d = features.shape[-1]
-    diff = features.unsqueeze(2) - features.unsqueeze(1)  # [X, A, A, d]: φ(a⁺) − φ(a⁻)
+    diff = features.unsqueeze(3) - features.unsqueeze(2)  # [R, X, A, A, d]: φ(a⁺) − φ(a⁻)
     counts = data.counts
 
     def loss(w):
-        margin = torch.einsum("xabd,rd->rxab", diff, w)
+        margin = torch.einsum("rxabd,rd->rxab", diff, w)
         return (counts * torch.nn.functional.softplus(-margin)).sum(dim=(1, 2, 3)) + 0.5 * ridge * w.square().sum(-1)
 
-    w = torch.zeros(R, d, dtype=counts.dtype, device=counts.device)
+    if init is None:
+        w = torch.zeros(R, d, dtype=counts.dtype, device=counts.device)
+    else:
+        w = as_tensor(init, "init", dtype=counts.dtype, device=counts.device).expand(R, d).clone()
     eye = torch.eye(d, dtype=counts.dtype, device=counts.device)
     converged = torch.zeros(R, dtype=torch.bool, device=counts.device)
     iterations = 0
     for _ in range(max_iterations):
         iterations += 1
-        margin = torch.einsum("xabd,rd->rxab", diff, w)
-        grad = -torch.einsum("rxab,xabd->rd", counts * torch.sigmoid(-margin), diff) + ridge * w
+        margin = torch.einsum("rxabd,rd->rxab", diff, w)
+        grad = -torch.einsum("rxab,rxabd->rd", counts * torch.sigmoid(-margin), diff) + ridge * w
         curvature = counts * torch.sigmoid(margin) * torch.sigmoid(-margin)
-        hessian = torch.einsum("rxab,xabd,xabe->rde", curvature, diff, diff) + (ridge + 1e-12) * eye
+        hessian = torch.einsum("rxab,rxabd,rxabe->rde", curvature, diff, diff) + (ridge + 1e-12) * eye
         converged = grad.abs().amax(-1) <= tol * counts.sum(dim=(1, 2, 3)).clamp_min(1.0)
         if bool(converged.all()):
             break
@@ -97,16 +123,139 @@ def feature_reward_fit(
                 break
             scale = torch.where(worse.unsqueeze(-1), scale / 2, scale)
         w = torch.where(converged.unsqueeze(-1), w, w + scale * step)
-    reward = torch.einsum("xad,rd->rxa", features, w)
+    reward = torch.einsum("rxad,rd->rxa", features, w)
     reward = reward - reward.mean(-1, keepdim=True)
     return FeatureFit(w, reward, converged, iterations)
 
 
-def approximation_floor(world, features: Tensor, *, ridge: float = 0.0) -> dict:
-    """The n → ∞ limit: R̂∞ fitted on the population law, π_{R̂∞} ∝ exp(R̂∞/γ), and KL(π* ‖ π_{R̂∞})."""
-    fit = feature_reward_fit(world.population_preferences(), features, ridge=ridge)
+@dataclasses.dataclass(frozen=True)
+class LowRankClass:
+    """The reward class ℛ_k = {R(x, a) = c(x) + U[x]·V[a] : U ∈ R^{X×k}, V ∈ R^{A×k}}: rank-k reward matrices.
+
+    The Bradley–Terry likelihood sees R only through R(x, a) − R(x, b) = U[x]·(V[a] − V[b]), so c(x) is free
+    and ℛ_k is realizable (contains R* = γ ln π* up to c(x)) once k ≥ min(X, A − 1).  Not a linear class
+    and not convex in (U, V): `fit` runs a damped (Levenberg–Marquardt) Newton iteration on the joint
+    parameters — exact gradient and Hessian by automatic differentiation, batched over replicates, the
+    damping λ divided by 3 after an accepted step and multiplied by 3 after a rejected one — from
+    `restarts` random starts, and keeps per replicate the start of the lowest penalized loss.
+
+    Attributes:
+      rank: k.
+      restarts: random starts (the best one is kept).
+      max_iterations: damped Newton steps per start.
+      tol: the fit counts as converged when max |gradient| ≤ tol · (total count).
+      seed: seed of the starts.
+      init: a start (U, V) flattened, [(X + A)·k] (e.g. the population fit's `FeatureFit.weights[0]`):
+        then the one start, no random restarts — near the population optimum Newton converges in a few
+        steps, which makes fits on large samples cheap (a small sample may prefer another basin).
+    """
+
+    rank: int
+    restarts: int = 2
+    max_iterations: int = 100
+    tol: float = 1e-7
+    seed: int = 0
+    init: Tensor | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        for name in ("rank", "restarts", "max_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def fit(self, data: PreferenceData, *, ridge: float = 0.0) -> FeatureFit:
+        """The penalized BT fit (ridge/2 (|U|² + |V|²) on the summed loss) in ℛ_k, per replicate."""
+        if not isinstance(data, PreferenceData):
+            raise ValueError(f"data must be a PreferenceData, got {type(data).__name__}")
+        ridge = check_positive(ridge, "ridge", allow_zero=True)
+        counts = data.counts
+        R, X, A, _ = counts.shape
+        k, dtype, device = self.rank, counts.dtype, counts.device
+        size = (X + A) * k
+
+        def loss(theta: Tensor, cell_counts: Tensor) -> Tensor:  # one replicate: theta [size]
+            u, v = theta[: X * k].reshape(X, k), theta[X * k :].reshape(A, k)
+            reward = u @ v.T
+            margin = reward.unsqueeze(-1) - reward.unsqueeze(-2)
+            penalty = 0.5 * ridge * theta.square().sum()
+            return (cell_counts * torch.nn.functional.softplus(-margin)).sum() + penalty
+
+        grad_fn = torch.func.vmap(torch.func.grad(loss))
+        hess_fn = torch.func.vmap(torch.func.hessian(loss))
+        value_fn = torch.func.vmap(loss)
+        eye = torch.eye(size, dtype=dtype, device=device)
+        scale = self.tol * counts.sum(dim=(1, 2, 3)).clamp_min(1.0)
+        generator = torch.Generator().manual_seed(self.seed)
+        best_value = best_theta = best_converged = None
+        for _ in range(1 if self.init is not None else self.restarts):
+            if self.init is not None:
+                theta = (
+                    as_tensor(self.init, "init", dtype=dtype, device=device).reshape(1, size).expand(R, size).clone()
+                )
+            else:
+                theta = torch.randn(R, size, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+            damping = torch.ones(R, dtype=dtype, device=device)
+            value = value_fn(theta, counts)
+            converged = torch.zeros(R, dtype=torch.bool, device=device)
+            for _ in range(self.max_iterations):
+                grad = grad_fn(theta, counts)
+                converged = grad.abs().amax(-1) <= scale
+                if bool(converged.all()):
+                    break
+                hessian = hess_fn(theta, counts)
+                # H + λ(|diag H| + 1) I: positive definite for λ large enough, Newton as λ → 0.
+                shift = (
+                    damping[:, None, None] * (hessian.diagonal(dim1=-2, dim2=-1).abs().amax(-1) + 1.0)[:, None, None]
+                )
+                step = -torch.linalg.solve(hessian + shift * eye, grad.unsqueeze(-1)).squeeze(-1)
+                trial = theta + step
+                trial_value = value_fn(trial, counts)
+                accept = (trial_value < value) & ~converged & torch.isfinite(trial_value)
+                theta = torch.where(accept[:, None], trial, theta)
+                value = torch.where(accept, trial_value, value)
+                damping = torch.where(accept, damping / 3, damping * 3).clamp(1e-12, 1e12)
+            if best_value is None:
+                best_value, best_theta, best_converged = value, theta, converged
+            else:
+                better = value < best_value
+                best_value = torch.where(better, value, best_value)
+                best_theta = torch.where(better[:, None], theta, best_theta)
+                best_converged = torch.where(better, converged, best_converged)
+        u, v = best_theta[:, : X * k].reshape(R, X, k), best_theta[:, X * k :].reshape(R, A, k)
+        reward = torch.einsum("rxk,rak->rxa", u, v)
+        reward = reward - reward.mean(-1, keepdim=True)
+        return FeatureFit(best_theta, reward, best_converged, self.max_iterations)
+
+
+def _bt_loss(data: PreferenceData, reward: Tensor) -> Tensor:
+    """Σ_cells counts · softplus(−(R(a⁺) − R(a⁻))), per replicate, [R]."""
+    margin = reward.unsqueeze(-1) - reward.unsqueeze(-2)
+    return (data.counts * torch.nn.functional.softplus(-margin)).sum(dim=(1, 2, 3))
+
+
+def warm_started(reward_class, floor: dict):
+    """A `LowRankClass` started at the population fit of `approximation_floor`'s result; other classes unchanged."""
+    if isinstance(reward_class, LowRankClass):
+        return dataclasses.replace(reward_class, init=floor["parameters"])
+    return reward_class
+
+
+def fit_reward_class(data: PreferenceData, reward_class, *, ridge: float = 0.0) -> FeatureFit:
+    """The BT fit in a reward class: features [X, A, d] (a linear class) or a `LowRankClass`."""
+    if isinstance(reward_class, LowRankClass):
+        return reward_class.fit(data, ridge=ridge)
+    return feature_reward_fit(data, reward_class, ridge=ridge)
+
+
+def approximation_floor(world, features, *, ridge: float = 0.0) -> dict:
+    """The n → ∞ limit: R̂∞ fitted on the population law, π_{R̂∞} ∝ exp(R̂∞/γ), and KL(π* ‖ π_{R̂∞}).
+
+    `features`: a linear class's features [X, A, d], or a `LowRankClass`.
+    """
+    fit = fit_reward_class(world.population_preferences(), features, ridge=ridge)
     policy = reward_policy(fit.reward[0], world.gamma, world.prompt_dist)
-    return {"reward": fit.reward[0], "policy": policy, "floor": float(forward_kl(world.target, policy))}
+    floor = float(forward_kl(world.target, policy))
+    return {"reward": fit.reward[0], "policy": policy, "floor": floor, "parameters": fit.weights[0]}
 
 
 def overoptimization_curve(world, reward: Tensor, betas) -> dict:

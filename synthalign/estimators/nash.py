@@ -1,7 +1,9 @@
 """Nash-style iterations on a general preference law, exact and sampled, batched over replicates.
 
 Each method maps the current policy π_t (per prompt, in log space) to π_{t+1} through the win
-rates w(q)(a) = P(a ≻ q) of some opponent q (`synthalign.theory.games.win_rates`):
+rates w(q)(a) = P(a ≻ q) of some opponent q (`synthalign.theory.games.win_rates`); the step maps are
+`synthalign.objectives.nash`'s and the methods, with their declared targets, are registered in
+`synthalign.registry.nash.METHOD_REGISTRY` (conformance: `synthalign.testing.method_checks`):
 
 * ``nash_md`` — Nash mirror descent (Munos et al. 2023, arXiv 2312.00886, §7): the geometric
   mixture q_t ∝ π_t^{1−ηβ} π0^{ηβ}, then π_{t+1} = argmax_π η P(π ≻ q_t) − KL(π ‖ q_t), i.e.
@@ -36,20 +38,17 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import check_positive
+from synthalign.registry.nash import METHOD_REGISTRY, Method, get_method, list_methods
 from synthalign.theory.games import duality_gap, game_matrix, win_rates
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.torch_sampling import make_generator
 
 __all__ = ["NASH_METHODS", "NASH_TARGETS", "NashTrace", "nash_iterations"]
 
-NASH_METHODS = ("nash_md", "online_ipo", "sppo", "extragradient")
-NASH_TARGETS = {
-    "nash_md": "regularized Nash equilibrium (last iterate)",
-    "online_ipo": "regularized Nash equilibrium (fixed point)",
-    "sppo": "von Neumann winner of the unregularized game (average iterate)",
-    "extragradient": "regularized Nash equilibrium (last iterate)",
-}
-"""What each method's iteration converges to, as its paper states."""
+NASH_METHODS = tuple(list_methods())
+"""The registered methods (`synthalign.registry.nash.METHOD_REGISTRY`): nash_md, online_ipo, sppo, extragradient."""
+NASH_TARGETS = {name: get_method(name).declared for name in NASH_METHODS}
+"""What each method's iteration converges to, as its paper states (declared with the method)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +80,8 @@ class NashTrace:
 
     @property
     def target(self) -> str:
-        return NASH_TARGETS[self.method]
+        """The method's declared target, in words (empty for a method outside `METHOD_REGISTRY`)."""
+        return get_method(self.method).declared if self.method in METHOD_REGISTRY else ""
 
 
 def _batched_counts(probs: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -115,7 +115,7 @@ def _sampled_win_rates(matrix, prompt_dist, opponent, n, generator) -> Tensor:
 
 
 def nash_iterations(
-    method: str,
+    method: str | Method,
     matrix,
     reference: Policy | Tensor,
     *,
@@ -128,7 +128,9 @@ def nash_iterations(
     replicates: int = 1,
     seed: int = 0,
 ) -> NashTrace:
-    """Runs `method` (one of `NASH_METHODS`) for `iterations` steps from `start` (default π0).
+    """Runs `method` (a registered `Method` or its name, `NASH_METHODS`) for `iterations` steps from `start`.
+
+    The start defaults to π0; each step is the method's declared step map (`synthalign.objectives.nash`).
 
     Args:
       matrix: P[x, a, b] (or a world, whose law gives it).
@@ -139,12 +141,13 @@ def nash_iterations(
       n_pairs: labelled pairs per win-rate evaluation (None: exact win rates).
       replicates, seed: independent sampled runs (ignored when exact, R = 1).
     """
-    if method not in NASH_METHODS:
-        raise ValueError(f"method must be one of {NASH_METHODS}, got {method!r}")
+    declared = get_method(method)
     eta = check_positive(eta, "eta")
-    beta = check_positive(beta, "beta", allow_zero=method == "sppo")
-    if method in ("nash_md", "extragradient") and eta * beta > 1:
-        raise ValueError(f"eta * beta must be at most 1 for {method}, got {eta * beta:g}")
+    beta = check_positive(beta, "beta", allow_zero=not declared.needs_beta)
+    if declared.max_eta_beta is not None and eta * beta > declared.max_eta_beta:
+        raise ValueError(
+            f"eta * beta must be at most {declared.max_eta_beta:g} for {declared.name}, got {eta * beta:g}"
+        )
     if not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
     if n_pairs is not None and (not isinstance(n_pairs, int) or n_pairs < 1):
@@ -164,24 +167,9 @@ def nash_iterations(
             return win_rates(matrix, opponent)
         return _sampled_win_rates(matrix, prompt_dist, opponent, n_pairs, generator)
 
-    mixing = eta * beta
     iterates = [logp]
     for _ in range(iterations):
-        if method == "nash_md":
-            mixture = torch.log_softmax((1 - mixing) * logp + mixing * ref, dim=-1)
-            logp = torch.log_softmax(mixture + eta * rates(mixture), dim=-1)
-        elif method == "online_ipo":
-            probs = logp.exp()
-            g = logp - ref
-            centred = g - (probs * g).sum(-1, keepdim=True)
-            grad = 4.0 * probs * (centred - (rates(logp) - 0.5) / beta)
-            logp = torch.log_softmax(logp - eta * grad, dim=-1)
-        elif method == "sppo":
-            logp = torch.log_softmax(logp + eta * rates(logp), dim=-1)
-        else:  # extragradient
-            anchor = (1 - mixing) * logp + mixing * ref
-            half = torch.log_softmax(anchor + eta * rates(logp), dim=-1)
-            logp = torch.log_softmax(anchor + eta * rates(half), dim=-1)
+        logp = declared.step(logp, ref, rates, beta=beta, eta=eta)
         iterates.append(logp)
     stacked = torch.stack(iterates)
     steps = torch.arange(1, iterations + 2, dtype=stacked.dtype, device=stacked.device)
@@ -189,4 +177,4 @@ def nash_iterations(
     gap = duality_gap(stacked, matrix, beta=beta, reference=ref, prompt_dist=prompt_dist)
     gap0 = duality_gap(stacked, matrix, prompt_dist=prompt_dist)
     average_gap0 = duality_gap(average, matrix, prompt_dist=prompt_dist)
-    return NashTrace(method, beta, eta, stacked, gap, gap0, average_gap0, n_pairs)
+    return NashTrace(declared.name, beta, eta, stacked, gap, gap0, average_gap0, n_pairs)

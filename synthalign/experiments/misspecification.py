@@ -2,7 +2,9 @@
 
 World: `World.random` (X prompts, A responses, mu = pi0, pi* independent).  Reward classes: linear
 features ℛ_d = {φ_{:d}(x, a)·w} with φ one N(0, 1) draw [X, A, d_max] whose first d columns are used, so
-the classes are nested; plus the tabular class (one-hot features, realizable: floor 0).  For each class:
+the classes are nested; low-rank classes R = c(x) + U[x]·V[a] of rank k (`LowRankClass`, realizable once
+k ≥ min(X, A − 1); its sampled fits start at its population fit); plus the tabular class (one-hot features,
+realizable: floor 0).  For each class:
 
 * the exact floor KL(π* ‖ π_{R̂∞}) with R̂∞ the population BT fit in the class
   (`synthalign.estimators.misspecification.approximation_floor`);
@@ -33,10 +35,12 @@ import torch
 
 import synthalign as sa
 from synthalign.estimators.misspecification import (
+    LowRankClass,
     approximation_floor,
-    feature_reward_fit,
+    fit_reward_class,
     overoptimization_curve,
     random_features,
+    warm_started,
 )
 from synthalign.experiments._common import CommonArgs, column_legend, new_figure, save_figure, write_record
 from synthalign.experiments._grid import run_grid
@@ -64,6 +68,8 @@ class Args(CommonArgs):
     """logit scale of pi* and pi0"""
     dims: tuple[int, ...] = (2, 4, 8)
     """feature dimensions of the linear reward classes (nested: the first d columns of one draw)"""
+    ranks: tuple[int, ...] = (1, 2)
+    """ranks k of the low-rank reward classes R = c(x) + U[x]·V[a] (`LowRankClass`)"""
     log2_n_min: int = 6
     """smallest n is 2^log2_n_min"""
     log2_n_max: int | None = None
@@ -80,6 +86,9 @@ class Args(CommonArgs):
         self.dims = tuple(int(d) for d in self.dims)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims!r}")
+        self.ranks = tuple(int(k) for k in self.ranks)
+        if self.ranks and min(self.ranks) < 1:
+            raise ValueError(f"ranks must be positive integers, got {self.ranks!r}")
         for name in ("gamma", "logit_scale", "ridge"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -120,16 +129,29 @@ def floor_rate_fit(ns, errors: np.ndarray, resamples: int, seed: int) -> dict:
 def class_errors(world, features, n: int, args: Args) -> list[float]:
     """One work item: KL(π* ‖ π_R̂n) of the class with these features, on each of the replicate datasets of size n."""
     data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 100003 + n)
-    fit = feature_reward_fit(data, features, ridge=args.ridge)
+    fit = fit_reward_class(data, features, ridge=args.ridge)
     policy = sa.reward_policy(fit.reward, world.gamma, world.prompt_dist)
     return sa.forward_kl(world.target, policy).cpu().tolist()
+
+
+def low_rank_classes(args: Args) -> dict:
+    """The low-rank reward classes of `args.ranks`, by name (their floors and fits: `LowRankClass`)."""
+    return {f"low-rank k={k}": LowRankClass(k, seed=args.seed) for k in args.ranks}
+
+
+def class_dimension(reward_class, n_prompts: int, n_responses: int) -> int:
+    """Free parameters of a class: d for linear features [X, A, d]; (X + A)·k for rank k."""
+    if isinstance(reward_class, LowRankClass):
+        return (n_prompts + n_responses) * reward_class.rank
+    return int(reward_class.shape[-1])
 
 
 def run(args: Args, *, executor=None) -> dict:
     """Floors and rates of every reward class, then the over-optimization curve; writes the JSON and PNG.
 
     Each (class, n) is one work item of the sweep store (`synthalign.experiments._grid`): finished items
-    are kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    are kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.  Low-rank fits
+    start at the class's population optimum (`warm_started`).
     """
     start = time.time()
     world = sa.World.random(
@@ -138,19 +160,22 @@ def run(args: Args, *, executor=None) -> dict:
     X, A = args.n_prompts, args.n_responses
     big = random_features(X, A, max(args.dims), seed=args.seed + 1).to(world.device)
     classes = {f"linear d={d}": big[..., :d] for d in args.dims}
+    classes.update(low_rank_classes(args))
     classes["tabular"] = torch.eye(X * A, dtype=world.dtype, device=world.device).reshape(X, A, X * A)
     resamples = _SIZES[args.size][2]
     results = {"ns": args.ns, "fit_ns": args.ns[len(args.ns) // 2 :], "classes": {}}
-    items = [(world, features, n, args) for features in classes.values() for n in args.ns]
+    floors = {name: approximation_floor(world, features) for name, features in classes.items()}
+    warm = {name: warm_started(features, floors[name]) for name, features in classes.items()}
+    items = [(world, warm[name], n, args) for name in classes for n in args.ns]
     labels = [{"class": name, "n": n} for name in classes for n in args.ns]
     measured = iter(run_grid(args, NAME, class_errors, items, labels, executor=executor))
     for name, features in classes.items():
-        exact = approximation_floor(world, features)
+        exact = floors[name]
         errors = np.array([next(measured) for _ in args.ns], dtype=np.float64)
         upper = len(args.ns) // 2
         decomposition = floor_rate_fit(args.ns[upper:], errors[upper:], resamples, args.seed)
         results["classes"][name] = {
-            "dim": int(features.shape[-1]),
+            "dim": class_dimension(features, X, A),
             "exact_floor": exact["floor"],
             "mean_error": errors.mean(axis=1).tolist(),
             "q10": np.quantile(errors, 0.1, axis=1).tolist(),
