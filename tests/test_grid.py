@@ -25,12 +25,21 @@ from synthalign.experiments._grid import STORE_FOLDER, options_config, run_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "misspecification"
-# 4 reward classes × 4 sample sizes = 16 work items of a few hundredths of a second each.
+# Reward classes (linear, low-rank, tabular) × 4 sample sizes: work items of a few hundredths of a second each.
 SMALL = ["--quick", "--replicates", "4", "--set", "log2_n_max=9", "--set", "plot=false", "--no-progress"]
 
 
 def _args(out: Path, *extra: str, name: str = NAME, options=SMALL):
     return experiment_args(name, ["--out", str(out), *options, *extra])
+
+
+def _n_items(options=SMALL) -> int:
+    """Work items of a misspecification run: one per (reward class, n)."""
+    args = experiment_args(NAME, list(options))
+    return (len(args.dims) + len(args.ranks) + 1) * len(args.ns)
+
+
+ITEMS = _n_items()
 
 
 def _record(out: Path, name: str = NAME) -> str:
@@ -74,7 +83,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_a_rerun_reads_every_item_back_and_writes_the_same_record(uninterrupted, tmp_path):
     items = len(_lines(uninterrupted))
-    assert items == 16
+    assert items == ITEMS
     out = tmp_path / "run"
     load(NAME).run(_args(out))
     assert _record(out) == _record(uninterrupted)
@@ -107,7 +116,7 @@ def test_other_options_are_other_items(uninterrupted, tmp_path):
     out = tmp_path / "run"
     load(NAME).run(_args(out))
     load(NAME).run(_args(out, "--seed", "1"))
-    assert len(_lines(out)) == 32  # the 16 items of seed 1 are new
+    assert len(_lines(out)) == 2 * ITEMS  # the items of seed 1 are new
     assert "out" not in options_config(_args(out)) and "seed" in options_config(_args(out))
 
 
@@ -131,14 +140,14 @@ def test_kill_minus_nine_mid_grid_then_rerun_recomputes_no_finished_item(uninter
         process.wait()
     assert process.returncode == -signal.SIGKILL
     finished = _lines(out)
-    assert 2 <= len(finished) < 16 and not (out / f"{NAME}.json").exists()
+    assert 2 <= len(finished) < ITEMS and not (out / f"{NAME}.json").exists()
     assert main(["run", NAME, "--out", str(out), *SMALL]) == 0
     entries = _lines(out)
     before = {entry["item"] for entry in finished}
     appended = [entry["item"] for entry in entries[len(finished) :]]
     recomputed = len(before & set(appended))
-    print(f"\nkill -9 after {len(finished)} of 16 items; finished items recomputed on the rerun: {recomputed}")
-    assert recomputed == 0 and len(appended) == 16 - len(finished)
+    print(f"\nkill -9 after {len(finished)} of {ITEMS} items; finished items recomputed on the rerun: {recomputed}")
+    assert recomputed == 0 and len(appended) == ITEMS - len(finished)
     assert _record(out) == _record(uninterrupted)
 
 

@@ -181,7 +181,9 @@ class LowRankClass:
             return (cell_counts * torch.nn.functional.softplus(-margin)).sum() + penalty
 
         grad_fn = torch.func.vmap(torch.func.grad(loss))
-        hess_fn = torch.func.vmap(torch.func.hessian(loss))
+        # Reverse over reverse, not `torch.func.hessian` (forward over reverse): forward-mode AD levels are
+        # process-global and break when work items run in threads (a thread pool, Dask threads).
+        hess_fn = torch.func.vmap(torch.func.jacrev(torch.func.grad(loss)))
         value_fn = torch.func.vmap(loss)
         eye = torch.eye(size, dtype=dtype, device=device)
         scale = self.tol * counts.sum(dim=(1, 2, 3)).clamp_min(1.0)
