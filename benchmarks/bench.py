@@ -15,7 +15,8 @@ floor, a cost measured in the same run that the workload cannot beat by much:
   class with one shared reward;
 * the batched count fit: the per-sample Adam PMLE written the usual way
   (explicit pair tensors, one replicate at a time, 500 steps), as a speed-up;
-* sampling: its own cheapest n (cost should not grow with n);
+* sampling (torch and numpy count samplers): its own cheapest n over n = 2^5 … 2^40
+  (cost should not grow with n);
 * the command line: the 0.5 s target itself.
 
 Timings use one CPU thread (`torch.set_num_threads(1)`) unless --threads says
@@ -228,14 +229,24 @@ def bench_fit_over_class(bench: Bench, members: int, replicates: int) -> None:
 
 
 def bench_sampling(bench: Bench, replicates: int, exponents) -> None:
-    world = sa.World.paper_toy(seed=0)
-    medians = {}
-    for e in exponents:
-        times = bench.times(lambda e=e: world.sample_preferences(2**e, replicates, seed=1))
-        medians[e] = statistics.median(times)
-        bench.record("sampling", {"R": replicates, "n": f"2^{e}"}, times, None, "")
-    cheapest = min(medians.values())
-    bench.record("sampling_spread", {"R": replicates}, [max(medians.values())], cheapest, "ratio <= 2 (not in scope)")
+    """Count datasets of n = 2^e pairs: the torch sampler (the target) and numpy's, each over every n."""
+    world = sa.World.paper_toy(seed=0, device=bench.device)
+    cpu_world = world.to("cpu")
+    samplers = {
+        "sampling_torch": lambda n: sa.sample_preferences_torch(world, n, replicates, 1),
+        "sampling_numpy": lambda n: cpu_world.sample_preferences(n, replicates, seed=1),
+    }
+    for name, sample in samplers.items():
+        medians = {}
+        for e in exponents:
+            times = bench.times(lambda e=e, sample=sample: sample(2**e))
+            medians[e] = statistics.median(times)
+            bench.record(name, {"R": replicates, "n": f"2^{e}"}, times, None, "")
+        spread = f"2^{min(exponents)}..2^{max(exponents)}"
+        target = "ratio <= 2" if name == "sampling_torch" else ""
+        bench.record(
+            f"{name}_spread", {"R": replicates, "n": spread}, [max(medians.values())], min(medians.values()), target
+        )
 
 
 def adam_pmle_one_replicate(prompt, chosen, rejected, X, A, gamma, device) -> torch.Tensor:
@@ -421,7 +432,8 @@ def main(argv=None) -> None:
         bench_class(bench, members, reps)
         bench_fit_over_class(bench, min(members, 10_000), reps)
     if "sampling" in only:
-        bench_sampling(bench, 10 if args.tiny else 1000, (5, 20) if args.tiny else (5, 10, 15, 20, 30, 40))
+        exponents = (5, 20) if args.tiny else (5, 10, 15, 20, 25, 30, 35, 40)
+        bench_sampling(bench, 10 if args.tiny else 1000, exponents)
     if "count_fit" in only:
         bench_count_fit(bench, 4 if args.tiny else 100, 2**10 if args.tiny else 2**16)
     if "memory" in only and bench.device.type == "cpu":
