@@ -133,7 +133,6 @@ class LogitObjective:
         # ℓ is unchanged by adding a constant to l, so these are also its derivatives in theta.
         # The weighted h'' of each block is written once into its rows of `hess`; the
         # off-diagonal part −(W + Wᵀ) is formed at the end, one tile pair at a time.
-        # The replicate's 1 / total weight (`scale`) multiplies the sums and the tiles afterwards.
         weight = self.pair_weight
         X, A = logp.shape[-2:]
         for group in cell_blocks(tuple(hess.shape[:-3]), X, A):
@@ -143,6 +142,7 @@ class LogitObjective:
                 inputs = _block_inputs(self.obj, logp, self.ctx, w, prompts, rows)
                 values = self.obj.fn(**inputs, **self.ctx.params)
                 first, second = self.obj.margin_derivatives(**inputs, **self.ctx.params)
+                w = w * scale
                 w_second = hess[..., prompts, rows, :]
                 w_first = w * first
                 torch.mul(w, second, out=w_second)
@@ -158,10 +158,7 @@ class LogitObjective:
                 grad[..., prompts, :] -= sums[1]
                 diag[..., prompts, rows] += sums[2]
                 diag[..., prompts, :] += sums[3]
-        value.mul_(scale[..., 0, 0] if scale.dim() else scale)
-        grad.mul_(scale[..., 0] if scale.dim() else scale)
-        diag.mul_(scale[..., 0] if scale.dim() else scale)
-        _negated_symmetric_sum(hess, scale)
+        _negated_symmetric_sum(hess)
 
     def _autograd_pair_derivatives(self, logp, probs, scale, value, grad, diag, hess, low_rank) -> None:
         # Elementwise derivatives of the pair loss in its two log-probability arguments
@@ -300,18 +297,17 @@ _TILE = 256
 """Rows and columns of one tile of `_negated_symmetric_sum`."""
 
 
-def _negated_symmetric_sum(matrix: Tensor, scale) -> None:
-    """matrix ← −scale · (matrix + matrixᵀ) in place over the last two dimensions, one pair of tiles at a time."""
+def _negated_symmetric_sum(matrix: Tensor) -> None:
+    """matrix ← −(matrix + matrixᵀ) in place over the last two dimensions, one pair of tiles at a time."""
     A = matrix.shape[-1]
-    factor = -scale
     for i in range(0, A, _TILE):
         rows = slice(i, min(i + _TILE, A))
         tile = matrix[..., rows, rows]
-        tile.copy_((tile + tile.transpose(-1, -2)).mul_(factor))
+        tile.copy_((tile + tile.transpose(-1, -2)).neg_())
         for j in range(i + _TILE, A, _TILE):
             cols = slice(j, min(j + _TILE, A))
             upper, lower = matrix[..., rows, cols], matrix[..., cols, rows]
-            torch.mul(upper + lower.transpose(-1, -2), factor, out=upper)
+            torch.neg(upper + lower.transpose(-1, -2), out=upper)
             lower.copy_(upper.transpose(-1, -2))
 
 
