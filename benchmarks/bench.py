@@ -1,7 +1,7 @@
 """The synthalign benchmark: every hot path over a range of sizes, as ratios to a floor measured in the same run.
 
 Run:  python benchmarks/bench.py [--quick] [--device cpu|cuda] [--repeats 5] [--out bench.json]
-                                 [--only WORKLOAD ...] [--compare REF_JSON]
+                                 [--only WORKLOAD ...] [--fit-size A] [--compare REF_JSON]
 
 Each workload is timed `repeats` times after one warm-up run; the record holds the
 median, the minimum and maximum and the ratio of the median to the workload's
@@ -391,6 +391,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="write the JSON record here")
     parser.add_argument("--only", nargs="*", choices=WORKLOADS, default=None, help="run only these workloads")
     parser.add_argument("--compare", default=None, metavar="REF_JSON", help="print ratios against an earlier record")
+    parser.add_argument("--fit-size", type=int, default=None, metavar="A", help="time only the fits with A responses")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the test suite's smoke run
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -420,6 +421,8 @@ def main(argv=None) -> None:
             ("rkl", 300, {"ridge": 1e-8}),
         ]
         members, reps = 100_000, 100
+    if args.fit_size is not None:
+        fits = [case for case in fits if case[1] == args.fit_size]
     if "population_loss" in only:
         bench_population_loss(bench, big)
     if "derivatives" in only:
