@@ -71,6 +71,25 @@ class Bench:
             out.append(time.perf_counter() - start)
         return out
 
+    def interleaved(self, fns: dict, repeats: int | None = None) -> dict[str, list[float]]:
+        """Times of each of `fns`, run in turn within every repeat (after one warm-up each).
+
+        On a loaded machine the load drifts during a run; timing a workload and its floor
+        (or the sizes of a sweep) in alternation exposes them to the same load, so their
+        ratio is what the run measures.
+        """
+        for fn in fns.values():
+            fn()
+        self.sync()
+        out = {name: [] for name in fns}
+        for _ in range(repeats or self.repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                self.sync()
+                out[name].append(time.perf_counter() - start)
+        return out
+
     def record(self, workload: str, params: dict, times: list[float], floor: float | None, target: str, **extra):
         """One record; `times` are seconds, or MiB for a memory workload (extra `unit="MiB"`)."""
         median = statistics.median(times)
@@ -100,9 +119,14 @@ class Bench:
 
 
 def copy_floor(bench: Bench, elements: int) -> float:
+    return statistics.median(bench.times(copier(bench, elements)))
+
+
+def copier(bench: Bench, elements: int):
+    """A plain copy of `elements` float64 (read once, written once): the memory-bandwidth floor."""
     source = torch.rand(elements, dtype=torch.float64, device=bench.device)
     target = torch.empty_like(source)
-    return statistics.median(bench.times(lambda: target.copy_(source)))
+    return lambda: target.copy_(source)
 
 
 def cholesky_time(bench: Bench, shape: tuple[int, ...]) -> float:
@@ -127,8 +151,10 @@ def bench_population_loss(bench: Bench, sizes) -> None:
     for A in sizes:
         world = big_world(bench, A)
         policy = sa.Policy.from_logits(torch.zeros(10, A, dtype=torch.float64, device=bench.device))
-        floor = copy_floor(bench, 10 * A * A)
-        times = bench.times(lambda w=world, p=policy: sa.population_loss("pmle", w, p))
+        timed = bench.interleaved(
+            {"copy": copier(bench, 10 * A * A), "loss": lambda w=world, p=policy: sa.population_loss("pmle", w, p)}
+        )
+        floor, times = statistics.median(timed["copy"]), timed["loss"]
         bench.record("population_loss", {"objective": "pmle", "X": 10, "A": A}, times, floor, "ratio <= 5")
 
 
@@ -141,10 +167,12 @@ def bench_derivatives(bench: Bench, sizes) -> None:
         ctx = make_context(obj, world, None, obj.resolve_params({}))
         problem = LogitObjective(obj, pair_weight, prompt_weight, total, ctx, 0.0, 0.0)
         theta = world.reference.logp.unsqueeze(0).clone()
-        floor = copy_floor(bench, 10 * A * A)
-        times = bench.times(lambda p=problem, t=theta: p.derivatives(t))
+        derivatives = problem.derivatives
+        copy = copier(bench, 10 * A * A)
+        timed = bench.interleaved({"copy": copy, "derivatives": lambda d=derivatives, t=theta: d(t)})
+        floor, times = statistics.median(timed["copy"]), timed["derivatives"]
         bench.record("derivatives", {"objective": "pmle", "X": 10, "A": A}, times, floor, "ratio <= 5")
-        del problem, data, pair_weight
+        del problem, derivatives, data, pair_weight
 
 
 def bench_fits(bench: Bench, cases) -> None:
@@ -237,11 +265,11 @@ def bench_sampling(bench: Bench, replicates: int, exponents) -> None:
         "sampling_numpy": lambda n: cpu_world.sample_preferences(n, replicates, seed=1),
     }
     for name, sample in samplers.items():
+        timed = bench.interleaved({e: (lambda e=e, sample=sample: sample(2**e)) for e in exponents})
         medians = {}
         for e in exponents:
-            times = bench.times(lambda e=e, sample=sample: sample(2**e))
-            medians[e] = statistics.median(times)
-            bench.record(name, {"R": replicates, "n": f"2^{e}"}, times, None, "")
+            medians[e] = statistics.median(timed[e])
+            bench.record(name, {"R": replicates, "n": f"2^{e}"}, timed[e], None, "")
         spread = f"2^{min(exponents)}..2^{max(exponents)}"
         target = "ratio <= 2" if name == "sampling_torch" else ""
         bench.record(
@@ -281,13 +309,27 @@ def bench_count_fit(bench: Bench, replicates: int, n: int) -> None:
 
 
 def child_peak(code: str) -> float:
-    """Peak resident memory (MiB) a fresh interpreter adds while running `code`, beyond its imports."""
+    """Peak resident memory (MiB) a fresh interpreter adds while running `code`, beyond its imports.
+
+    The kernel's high-water mark is reset after the imports (`/proc/self/clear_refs`), so the
+    peak of `code` is measured even when it stays below the import-time peak; where that reset
+    is unavailable, the rise of `ru_maxrss` is reported instead.
+    """
     script = (
         "import resource, synthalign as sa, torch\n"
         "torch.set_num_threads(1)\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def status(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key):\n"
+        "            return int(line.split()[1])\n"
+        "try:\n"
+        "    open('/proc/self/clear_refs', 'w').write('5')\n"
+        "    base, peak = status('VmRSS:'), lambda: status('VmHWM:')\n"
+        "except OSError:\n"
+        "    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"{code}\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+        "print((peak() - base) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=os.environ)
     return float(out.stdout.strip().splitlines()[-1])
