@@ -442,6 +442,11 @@ def population_loss(
     current policy for Algorithm 1).  When the objective needs a reward and
     none is given, the true reward R* = gamma ln pi* is used (spec §6.13).
     The result has the policy's batch shape.
+
+    The law's cell weights (`PopulationWeights`) are made one block of cells at a
+    time in the same pass as the loss, so memory stays O(block) beyond the policy
+    whatever A is; the numbers are those of `empirical_loss` on
+    `population_preferences(world)` (or `population_pairs`) to float64 rounding.
     """
     check_policy_for_world(policy, check_world(world))
     if pairs_from is not None:

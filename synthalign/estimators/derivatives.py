@@ -6,8 +6,10 @@ ridge) in the logits; the objective's values come from `synthalign.evaluate`.  T
 (`synthalign.estimators.newton`) only consume them.
 
 Cost and memory.  The pair terms are computed one block of cells at a time
-(`synthalign.evaluate.cell_blocks`) and written into the one Hessian tensor in place;
-every term that is not elementwise in the cells is a diagonal plus a low-rank
+(`synthalign.evaluate.cell_blocks`) and written into the one Hessian tensor in place
+(for analytic margin derivatives each block's weighted h'' is written once into its
+rows, and the symmetric off-diagonal part is formed at the end one tile pair at a
+time); every term that is not elementwise in the cells is a diagonal plus a low-rank
 update, applied once as a batched rank-k product.  So a call costs O(R·X·A²) and
 holds the Hessian plus O(block) temporaries.
 
