@@ -1,7 +1,7 @@
 """The synthalign benchmark: every hot path over a range of sizes, as ratios to a floor measured in the same run.
 
 Run:  python benchmarks/bench.py [--quick] [--device cpu|cuda] [--repeats 5] [--out bench.json]
-                                 [--only WORKLOAD ...] [--compare REF_JSON]
+                                 [--only WORKLOAD ...] [--fit-size A] [--compare REF_JSON]
 
 Each workload is timed `repeats` times after one warm-up run; the record holds the
 median, the minimum and maximum and the ratio of the median to the workload's
@@ -15,7 +15,8 @@ floor, a cost measured in the same run that the workload cannot beat by much:
   class with one shared reward;
 * the batched count fit: the per-sample Adam PMLE written the usual way
   (explicit pair tensors, one replicate at a time, 500 steps), as a speed-up;
-* sampling: its own cheapest n (cost should not grow with n);
+* sampling (torch and numpy count samplers): its own cheapest n over n = 2^5 … 2^40
+  (cost should not grow with n);
 * the command line: the 0.5 s target itself.
 
 Timings use one CPU thread (`torch.set_num_threads(1)`) unless --threads says
@@ -70,6 +71,25 @@ class Bench:
             out.append(time.perf_counter() - start)
         return out
 
+    def interleaved(self, fns: dict, repeats: int | None = None) -> dict[str, list[float]]:
+        """Times of each of `fns`, run in turn within every repeat (after one warm-up each).
+
+        On a loaded machine the load drifts during a run; timing a workload and its floor
+        (or the sizes of a sweep) in alternation exposes them to the same load, so their
+        ratio is what the run measures.
+        """
+        for fn in fns.values():
+            fn()
+        self.sync()
+        out = {name: [] for name in fns}
+        for _ in range(repeats or self.repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                self.sync()
+                out[name].append(time.perf_counter() - start)
+        return out
+
     def record(self, workload: str, params: dict, times: list[float], floor: float | None, target: str, **extra):
         """One record; `times` are seconds, or MiB for a memory workload (extra `unit="MiB"`)."""
         median = statistics.median(times)
@@ -99,9 +119,14 @@ class Bench:
 
 
 def copy_floor(bench: Bench, elements: int) -> float:
+    return statistics.median(bench.times(copier(bench, elements)))
+
+
+def copier(bench: Bench, elements: int):
+    """A plain copy of `elements` float64 (read once, written once): the memory-bandwidth floor."""
     source = torch.rand(elements, dtype=torch.float64, device=bench.device)
     target = torch.empty_like(source)
-    return statistics.median(bench.times(lambda: target.copy_(source)))
+    return lambda: target.copy_(source)
 
 
 def cholesky_time(bench: Bench, shape: tuple[int, ...]) -> float:
@@ -126,8 +151,10 @@ def bench_population_loss(bench: Bench, sizes) -> None:
     for A in sizes:
         world = big_world(bench, A)
         policy = sa.Policy.from_logits(torch.zeros(10, A, dtype=torch.float64, device=bench.device))
-        floor = copy_floor(bench, 10 * A * A)
-        times = bench.times(lambda w=world, p=policy: sa.population_loss("pmle", w, p))
+        timed = bench.interleaved(
+            {"copy": copier(bench, 10 * A * A), "loss": lambda w=world, p=policy: sa.population_loss("pmle", w, p)}
+        )
+        floor, times = statistics.median(timed["copy"]), timed["loss"]
         bench.record("population_loss", {"objective": "pmle", "X": 10, "A": A}, times, floor, "ratio <= 5")
 
 
@@ -140,10 +167,12 @@ def bench_derivatives(bench: Bench, sizes) -> None:
         ctx = make_context(obj, world, None, obj.resolve_params({}))
         problem = LogitObjective(obj, pair_weight, prompt_weight, total, ctx, 0.0, 0.0)
         theta = world.reference.logp.unsqueeze(0).clone()
-        floor = copy_floor(bench, 10 * A * A)
-        times = bench.times(lambda p=problem, t=theta: p.derivatives(t))
+        derivatives = problem.derivatives
+        copy = copier(bench, 10 * A * A)
+        timed = bench.interleaved({"copy": copy, "derivatives": lambda d=derivatives, t=theta: d(t)})
+        floor, times = statistics.median(timed["copy"]), timed["derivatives"]
         bench.record("derivatives", {"objective": "pmle", "X": 10, "A": A}, times, floor, "ratio <= 5")
-        del problem, data, pair_weight
+        del problem, derivatives, data, pair_weight
 
 
 def bench_fits(bench: Bench, cases) -> None:
@@ -228,14 +257,24 @@ def bench_fit_over_class(bench: Bench, members: int, replicates: int) -> None:
 
 
 def bench_sampling(bench: Bench, replicates: int, exponents) -> None:
-    world = sa.World.paper_toy(seed=0)
-    medians = {}
-    for e in exponents:
-        times = bench.times(lambda e=e: world.sample_preferences(2**e, replicates, seed=1))
-        medians[e] = statistics.median(times)
-        bench.record("sampling", {"R": replicates, "n": f"2^{e}"}, times, None, "")
-    cheapest = min(medians.values())
-    bench.record("sampling_spread", {"R": replicates}, [max(medians.values())], cheapest, "ratio <= 2 (not in scope)")
+    """Count datasets of n = 2^e pairs: the torch sampler (the target) and numpy's, each over every n."""
+    world = sa.World.paper_toy(seed=0, device=bench.device)
+    cpu_world = world.to("cpu")
+    samplers = {
+        "sampling_torch": lambda n: sa.sample_preferences_torch(world, n, replicates, 1),
+        "sampling_numpy": lambda n: cpu_world.sample_preferences(n, replicates, seed=1),
+    }
+    for name, sample in samplers.items():
+        timed = bench.interleaved({e: (lambda e=e, sample=sample: sample(2**e)) for e in exponents})
+        medians = {}
+        for e in exponents:
+            medians[e] = statistics.median(timed[e])
+            bench.record(name, {"R": replicates, "n": f"2^{e}"}, timed[e], None, "")
+        spread = f"2^{min(exponents)}..2^{max(exponents)}"
+        target = "ratio <= 2" if name == "sampling_torch" else ""
+        bench.record(
+            f"{name}_spread", {"R": replicates, "n": spread}, [max(medians.values())], min(medians.values()), target
+        )
 
 
 def adam_pmle_one_replicate(prompt, chosen, rejected, X, A, gamma, device) -> torch.Tensor:
@@ -270,13 +309,27 @@ def bench_count_fit(bench: Bench, replicates: int, n: int) -> None:
 
 
 def child_peak(code: str) -> float:
-    """Peak resident memory (MiB) a fresh interpreter adds while running `code`, beyond its imports."""
+    """Peak resident memory (MiB) a fresh interpreter adds while running `code`, beyond its imports.
+
+    The kernel's high-water mark is reset after the imports (`/proc/self/clear_refs`), so the
+    peak of `code` is measured even when it stays below the import-time peak; where that reset
+    is unavailable, the rise of `ru_maxrss` is reported instead.
+    """
     script = (
         "import resource, synthalign as sa, torch\n"
         "torch.set_num_threads(1)\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def status(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key):\n"
+        "            return int(line.split()[1])\n"
+        "try:\n"
+        "    open('/proc/self/clear_refs', 'w').write('5')\n"
+        "    base, peak = status('VmRSS:'), lambda: status('VmHWM:')\n"
+        "except OSError:\n"
+        "    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"{code}\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+        "print((peak() - base) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=os.environ)
     return float(out.stdout.strip().splitlines()[-1])
@@ -380,6 +433,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="write the JSON record here")
     parser.add_argument("--only", nargs="*", choices=WORKLOADS, default=None, help="run only these workloads")
     parser.add_argument("--compare", default=None, metavar="REF_JSON", help="print ratios against an earlier record")
+    parser.add_argument("--fit-size", type=int, default=None, metavar="A", help="time only the fits with A responses")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the test suite's smoke run
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -409,6 +463,8 @@ def main(argv=None) -> None:
             ("rkl", 300, {"ridge": 1e-8}),
         ]
         members, reps = 100_000, 100
+    if args.fit_size is not None:
+        fits = [case for case in fits if case[1] == args.fit_size]
     if "population_loss" in only:
         bench_population_loss(bench, big)
     if "derivatives" in only:
@@ -421,7 +477,8 @@ def main(argv=None) -> None:
         bench_class(bench, members, reps)
         bench_fit_over_class(bench, min(members, 10_000), reps)
     if "sampling" in only:
-        bench_sampling(bench, 10 if args.tiny else 1000, (5, 20) if args.tiny else (5, 10, 15, 20, 30, 40))
+        exponents = (5, 20) if args.tiny else (5, 10, 15, 20, 25, 30, 35, 40)
+        bench_sampling(bench, 10 if args.tiny else 1000, exponents)
     if "count_fit" in only:
         bench_count_fit(bench, 4 if args.tiny else 100, 2**10 if args.tiny else 2**16)
     if "memory" in only and bench.device.type == "cpu":

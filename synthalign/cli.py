@@ -26,7 +26,9 @@ import types
 import typing
 
 from synthalign.experiments import EXPERIMENTS, load
-from synthalign.experiments._common import CommonArgs, OptionError
+
+if typing.TYPE_CHECKING:  # _common imports torch: `list` and `--help` do without it
+    from synthalign.experiments._common import CommonArgs
 
 EXIT_USAGE = 2
 
@@ -157,6 +159,8 @@ def _list() -> int:
 
 
 def _experiment_args(module, options):
+    from synthalign.experiments._common import OptionError
+
     out = pathlib.Path(options.out if options.out is not None else pathlib.Path("runs") / options.experiment)
     settings = {
         "out": str(out),

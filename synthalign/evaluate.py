@@ -25,6 +25,7 @@ probabilities.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -42,7 +43,7 @@ from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
-from synthalign.worlds.preferences import population_pairs, population_preferences
+from synthalign.worlds.preferences import preference_probability
 
 Pair = tuple[Tensor, Tensor]
 """(chosen view, rejected view) of one source tensor."""
@@ -51,6 +52,7 @@ __all__ = [
     "CELL_BLOCK",
     "CellBlock",
     "EvalContext",
+    "PopulationWeights",
     "cell_block_inputs",
     "cell_blocks",
     "cell_inputs",
@@ -187,9 +189,16 @@ def cell_block_inputs(
 ) -> dict[str, Tensor | float]:
     """`cell_inputs` on one block of cells: views t[..., prompts, rows, None] and t[..., prompts, None, :]."""
     prompts, rows = (slice(None), slice(None)) if block is None else (block.prompts, block.rows)
-    used = weight[..., prompts, rows, :] > 0 if weight is not None else None
+    w = weight[..., prompts, rows, :] if weight is not None else None
+    return _block_inputs(obj, logp, ctx, w, prompts, rows, first, second)
+
+
+def _block_inputs(obj, logp, ctx, w, prompts, rows, first=None, second=None) -> dict[str, Tensor | float]:
+    """`cell_block_inputs` with the block's weights `w` already sliced (None: no masking)."""
+    used = None
 
     def views(base: Tensor | None, chosen: Tensor | None = None, rejected: Tensor | None = None) -> Pair | None:
+        nonlocal used
         if base is None:
             return None
         base = base[..., prompts, :]
@@ -198,8 +207,10 @@ def cell_block_inputs(
             base.unsqueeze(-2) if rejected is None else rejected,
         )
         # Only a source with a non-finite entry needs masking; the check runs on the small [.., X, A] base.
-        if used is None or torch.isfinite(base).all():
+        if w is None or torch.isfinite(base).all():
             return pair
+        if used is None:
+            used = w > 0
         masked = []
         for view in pair:
             view, mask = torch.broadcast_tensors(view, used)
@@ -248,21 +259,83 @@ def cell_values(
     return obj.fn(**cell_inputs(obj, logp, ctx, weight, first=first, second=second), **ctx.params)
 
 
-def weighted_cell_sum(obj: Objective, logp: Tensor, ctx: EvalContext, weight: Tensor) -> Tensor:
+def weighted_cell_sum(obj: Objective, logp: Tensor, ctx: EvalContext, weight) -> Tensor:
     """Σ_(a, b) weight · ℓ(x, a, b) per prompt, [..., X], one block of cells at a time.
 
-    A cell of weight zero contributes 0 whatever its loss (even inf or NaN).
+    `weight` is a [..., X, A, A] tensor or `PopulationWeights` (the law's weights, made a
+    block at a time).  A cell of weight zero contributes 0 whatever its loss (even inf or NaN).
     """
+    return _cell_sums(obj, logp, ctx, weight)[0]
+
+
+def _weighted_block_sum(w: Tensor, values: Tensor) -> Tensor:
+    """Σ over the last two dimensions of w · values, with 0 wherever w = 0 (even if values is inf or NaN).
+
+    One product and one sum; the mask is applied only when that sum is not finite (a non-finite
+    product exists: then either a used cell's loss is infinite, kept, or an unused cell's is, dropped).
+    """
+    total = (w * values).sum(dim=(-1, -2))
+    if bool(torch.isfinite(total).all()):
+        return total
+    return torch.where(w > 0, w * values, 0.0).sum(dim=(-1, -2))
+
+
+def _cell_sums(obj: Objective | None, logp: Tensor, ctx: EvalContext, weight) -> tuple[Tensor | None, Tensor]:
+    """(Σ_(a, b) w ℓ per prompt [..., X] (None if `obj` is None), Σ_(a, b) w per prompt [..., X]) in one pass."""
     X, A = logp.shape[-2:]
-    sums = []
+    block_of = weight.block if isinstance(weight, PopulationWeights) else None
+    sums, masses = [], []
     for group in cell_blocks(cells_batch(logp, ctx, weight), X, A):
-        total = 0.0
+        total, mass = 0.0, 0.0
         for block in group:
-            values = obj.fn(**cell_block_inputs(obj, logp, ctx, weight, block), **ctx.params)
-            w = weight[..., block.prompts, block.rows, :]
-            total = total + torch.where(w > 0, w * values, 0.0).sum(dim=(-1, -2))
+            w = block_of(block) if block_of is not None else weight[..., block.prompts, block.rows, :]
+            mass = mass + w.sum(dim=(-1, -2))
+            if obj is not None:
+                inputs = _block_inputs(obj, logp, ctx, w, block.prompts, block.rows)
+                total = total + _weighted_block_sum(w, obj.fn(**inputs, **ctx.params))
         sums.append(total)
-    return torch.cat(sums, dim=-1)
+        masses.append(mass)
+    return (torch.cat(sums, dim=-1) if obj is not None else None), torch.cat(masses, dim=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationWeights:
+    """The exact law of one pair over the cells of `world`, made one block of cells at a time.
+
+    The same numbers as `population_preferences(world).counts` (labelled pairs, the world's
+    law) or `population_pairs(world, pairs_from).counts` (unlabelled pairs), computed by the
+    same operations in the same order, but never held as a whole [1, X, A, A] table.
+    """
+
+    world: object
+    labelled: bool
+    pairs_from: Policy | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        X, A = self.world.n_prompts, self.world.n_responses
+        return (1, X, A, A)
+
+    def block(self, block: CellBlock) -> Tensor:
+        """The weights of the cells of `block`, [1, prompts, rows, A]."""
+        world, prompts, rows = self.world, block.prompts, block.rows
+        if not self.labelled:  # D(x) p(a|x) p(b|x)
+            probs = (self.pairs_from if self.pairs_from is not None else world.behavior).probs[prompts]
+            joint = world.prompt_dist[prompts, None, None] * probs[:, rows, None] * probs[:, None, :]
+            return joint.unsqueeze(0)
+        # 2 D(x) mu(a|x) mu(b|x) P(a ≻ b | x), as in `population_preferences`.
+        behavior = world.behavior.probs[prompts]
+        if getattr(world, "law", None) is not None:
+            table = self._law_matrix[prompts, rows].clone()
+        else:
+            target = world.target.logp[prompts]
+            table = preference_probability(target[:, rows, None], target[:, None, :], world.gamma)
+        weight = 2.0 * world.prompt_dist[prompts, None] * behavior
+        return table.mul_(weight[:, rows, None]).mul_(behavior[:, None, :]).unsqueeze(0)
+
+    @functools.cached_property
+    def _law_matrix(self) -> Tensor:
+        return self.world.law.matrix(self.world)
 
 
 def prompt_values(obj: Objective, logp: Tensor, ctx: EvalContext, beta: float) -> Tensor:
@@ -369,17 +442,34 @@ def population_loss(
     current policy for Algorithm 1).  When the objective needs a reward and
     none is given, the true reward R* = gamma ln pi* is used (spec §6.13).
     The result has the policy's batch shape.
+
+    The law's cell weights (`PopulationWeights`) are made one block of cells at a
+    time in the same pass as the loss, so memory stays O(block) beyond the policy
+    whatever A is; the numbers are those of `empirical_loss` on
+    `population_preferences(world)` (or `population_pairs`) to float64 rounding.
     """
     check_policy_for_world(policy, check_world(world))
     if pairs_from is not None:
         check_policy_for_world(pairs_from, world, "pairs_from")
     obj = get_objective(objective)
-    if obj.data == "pairs":
-        data = population_pairs(world, pairs_from)
-    else:
-        data = population_preferences(world)
+    if obj.data == "pairs" and pairs_from is not None and pairs_from.probs.dim() != 2:
+        raise ValueError("policy must be a single policy of shape [X, A]")  # as `population_pairs`
     if obj.needs_reward and reward is None:
         reward = world.true_reward
-    loss = empirical_loss(obj, data, policy, beta=beta, reward=reward, **params)
+    # The law's weights are made one block of cells at a time, in the same pass as the loss:
+    # the same sums as `empirical_loss` on `population_preferences(world)` (or `population_pairs`).
+    weights = PopulationWeights(world, labelled=obj.data != "pairs", pairs_from=pairs_from)
+    beta = check_positive(beta, "beta", allow_zero=True)
+    ctx = make_context(obj, world, reward, obj.resolve_params(params))
+    if obj.needs_reward and ctx.reward is None:
+        raise ValueError(f"objective {obj.name!r} needs a reward: pass reward=...")
+    logp = as_logp(policy).to(world.dtype)
+    per_prompt, prompt_weight = _cell_sums(obj if obj.kind == "pair" else None, logp, ctx, weights)
+    if per_prompt is None:
+        per_prompt = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    if obj.kind == "prompt" or beta > 0:
+        values = prompt_values(obj, logp, ctx, beta)
+        per_prompt = per_prompt + torch.where(prompt_weight > 0, prompt_weight * values, torch.zeros_like(values))
+    loss = per_prompt.sum(dim=-1) / prompt_weight.sum(dim=-1)
     batch = as_logp(policy).shape[:-2]
     return loss.reshape(batch) if len(batch) == 0 else loss

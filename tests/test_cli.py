@@ -110,3 +110,41 @@ def test_python_dash_m_and_the_thin_script():
     assert script.returncode == 2
     lines = script.stderr.strip().splitlines()
     assert len(lines) == 1 and "no_such_field" in lines[0]
+
+
+_IMPORTS_AFTER = """
+import contextlib, io, sys
+import synthalign.cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = synthalign.cli.main({argv!r})
+    try:
+        synthalign.cli.main(["--help"])
+    except SystemExit as stop:
+        assert stop.code == 0
+print(code, sorted(name for name in ("torch", "matplotlib", "numpy", "scipy") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["list"], ["run", "no-such-experiment"]])
+def test_list_and_help_import_neither_torch_nor_matplotlib(argv):
+    # `synthalign list`, `--help` and a bad experiment name are answered without the numerical stack.
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER.format(argv=argv)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    code, loaded = done.stdout.strip().split(" ", 1)
+    assert int(code) == (0 if argv == ["list"] else 2)
+    assert loaded == "[]"
+
+
+def test_flat_api_is_lazy_and_complete():
+    # The flat API resolves every public name on first use; importing the package loads no torch.
+    source = (
+        "import sys, synthalign as sa\n"
+        "before = 'torch' in sys.modules\n"
+        "missing = [name for name in sa.__all__ if not hasattr(sa, name)]\n"
+        "print(before, missing, set(sa.__all__) <= set(dir(sa)), sa.World is sa.worlds.World)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "[]", "True", "True"]

@@ -135,3 +135,56 @@ def test_losses_refuse_data_the_objective_cannot_use():
         sa.empirical_loss("pmle", world.reference.logp, world.reference)
     with pytest.raises(ValueError, match="needs a reward"):
         sa.empirical_loss("rkl", world.sample_preferences(10, 1, seed=0), world.reference)
+
+
+def _law_worlds():
+    from synthalign.worlds.laws import GeneralLaw, thurstone
+
+    base = sa.World.random(3, 6, seed=4)
+    return [base, base.replace(law=thurstone()), sa.World.random(2, 4, seed=2).replace(law=GeneralLaw.random(2, 4))]
+
+
+@pytest.mark.parametrize("world", _law_worlds(), ids=["bradley-terry", "thurstone", "general"])
+def test_population_weights_are_the_law_block_by_block(world):
+    # The blocks of `PopulationWeights` are the population tables in any block split (to the last
+    # bits: a vectorized sigmoid may round a block's tail differently).
+    from synthalign.evaluate import CellBlock, PopulationWeights
+
+    X, A = world.n_prompts, world.n_responses
+    policy = sa.Policy.from_logits(torch.randn(X, A, dtype=DTYPE, generator=torch.Generator().manual_seed(0)))
+    for labelled, table in (
+        (True, sa.population_preferences(world).counts),
+        (False, sa.population_pairs(world, policy).counts),
+    ):
+        weights = PopulationWeights(world, labelled=labelled, pairs_from=None if labelled else policy)
+        assert weights.shape == tuple(table.shape)
+        rows = [weights.block(CellBlock(slice(x, x + 1), slice(a, min(a + 4, A)))) for x in range(X) for a in (0, 4)]
+        blocks = [torch.cat(rows[2 * x : 2 * x + 2], dim=2) for x in range(X)]
+        torch.testing.assert_close(torch.cat(blocks, dim=1), table, rtol=1e-15, atol=0.0)
+
+
+@pytest.mark.parametrize("name", ["pmle", "dpo", "distillation", "rkl", "simpo"])
+def test_population_loss_equals_the_loss_on_the_population_table(name, monkeypatch):
+    # The block-by-block population loss is the empirical loss on the materialized law (blocks of 7 cells).
+    monkeypatch.setattr(sa.evaluate, "CELL_BLOCK", 7)
+    world = sa.World.random(3, 6, seed=4)
+    obj = sa.get_objective(name)
+    policies = sa.Policy.from_logits(torch.randn(2, 3, 6, dtype=DTYPE, generator=torch.Generator().manual_seed(1)))
+    data = sa.population_pairs(world) if obj.data == "pairs" else sa.population_preferences(world)
+    reward = world.true_reward if obj.needs_reward else None
+    for beta in (0.0, 0.3):
+        got = sa.population_loss(name, world, policies, beta=beta)
+        want = sa.empirical_loss(name, data, policies, beta=beta, reward=reward)
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=0.0)
+
+
+def test_population_loss_with_a_zero_probability_response_is_finite_where_unused():
+    # pi*(a) = 0 and mu(a) = 0: the cells of that response have weight 0; a policy giving it
+    # probability 0 must not turn 0 · inf into NaN in the block sums.
+    target = torch.tensor([[0.6, 0.4, 0.0]], dtype=DTYPE)
+    world = sa.World.from_tensors(target=target, reference=torch.tensor([[0.5, 0.5, 0.0]], dtype=DTYPE), gamma=1.0)
+    policy = sa.Policy.from_probs(torch.tensor([[0.7, 0.3, 0.0]], dtype=DTYPE))
+    loss = sa.population_loss("pmle", world, policy)
+    want = sa.empirical_loss("pmle", sa.population_preferences(world), policy).reshape(())
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss, want, rtol=1e-14, atol=0.0)

@@ -6,8 +6,10 @@ ridge) in the logits; the objective's values come from `synthalign.evaluate`.  T
 (`synthalign.estimators.newton`) only consume them.
 
 Cost and memory.  The pair terms are computed one block of cells at a time
-(`synthalign.evaluate.cell_blocks`) and written into the one Hessian tensor in place;
-every term that is not elementwise in the cells is a diagonal plus a low-rank
+(`synthalign.evaluate.cell_blocks`) and written into the one Hessian tensor in place
+(for analytic margin derivatives each block's weighted h'' is written once into its
+rows, and the symmetric off-diagonal part is formed at the end one tile pair at a
+time); every term that is not elementwise in the cells is a diagonal plus a low-rank
 update, applied once as a batched rank-k product.  So a call costs O(R·X·A²) and
 holds the Hessian plus O(block) temporaries.
 
@@ -29,6 +31,8 @@ from torch import Tensor
 
 from synthalign.evaluate import (
     EvalContext,
+    _block_inputs,
+    _weighted_block_sum,
     cell_block_inputs,
     cell_blocks,
     cells_batch,
@@ -89,7 +93,9 @@ class LogitObjective:
         batch = theta.shape[:-2]
         if self.pair_weight is not None:
             batch = torch.Size(cells_batch(logp, self.ctx, self.pair_weight))
-        hess = theta.new_zeros(*batch, *theta.shape[-2:], A)
+        # The analytic pair path writes every entry of the Hessian; any other path adds into zeros.
+        analytic = self.obj.kind == "pair" and self.obj.margin_derivatives is not None
+        hess = (theta.new_empty if analytic else theta.new_zeros)(*batch, *theta.shape[-2:], A)
         value = theta.new_zeros(*batch, theta.shape[-2])
         grad = theta.new_zeros(*batch, *theta.shape[-2:])
         diag = torch.zeros_like(grad)
@@ -97,7 +103,7 @@ class LogitObjective:
 
         if self.obj.kind == "pair":
             scale = inverse_total.reshape(-1, *[1] * 3) if inverse_total.dim() else inverse_total
-            if self.obj.margin_derivatives is not None:
+            if analytic:
                 self._margin_pair_derivatives(logp, scale, value, grad, diag, hess)
             else:
                 self._autograd_pair_derivatives(logp, probs, scale, value, grad, diag, hess, low_rank)
@@ -127,26 +133,34 @@ class LogitObjective:
         # ℓ(cell i, j) = h(Δ_ij), Δ_ij = l_i − l_j: ∂/∂l_i = h', ∂/∂l_j = −h', and the
         # Hessian block of the cell is h'' [[1, −1], [−1, 1]] (zero on the diagonal cells i = j).
         # ℓ is unchanged by adding a constant to l, so these are also its derivatives in theta.
+        # The weighted h'' of each block is written once into its rows of `hess`; the
+        # off-diagonal part −(W + Wᵀ) is formed at the end, one tile pair at a time.
         weight = self.pair_weight
         X, A = logp.shape[-2:]
         for group in cell_blocks(tuple(hess.shape[:-3]), X, A):
             for block in group:
                 prompts, rows = block.prompts, block.rows
-                inputs = cell_block_inputs(self.obj, logp, self.ctx, weight, block)
+                w = weight[..., prompts, rows, :]
+                inputs = _block_inputs(self.obj, logp, self.ctx, w, prompts, rows)
                 values = self.obj.fn(**inputs, **self.ctx.params)
                 first, second = self.obj.margin_derivatives(**inputs, **self.ctx.params)
-                w = weight[..., prompts, rows, :]
-                used = w > 0
                 w = w * scale
-                value[..., prompts] += torch.where(used, w * values, 0.0).sum(dim=(-1, -2))
-                w_first = torch.where(used, w * first, 0.0)
-                w_second = torch.where(used, w * second, 0.0)
-                grad[..., prompts, rows] += w_first.sum(dim=-1)
-                grad[..., prompts, :] -= w_first.sum(dim=-2)
-                diag[..., prompts, rows] += w_second.sum(dim=-1)
-                diag[..., prompts, :] += w_second.sum(dim=-2)
-                hess[..., prompts, rows, :] -= w_second
-                hess[..., prompts, :, rows] -= w_second.transpose(-1, -2)
+                w_second = hess[..., prompts, rows, :]
+                w_first = w * first
+                torch.mul(w, second, out=w_second)
+                sums = (w_first.sum(dim=-1), w_first.sum(dim=-2), w_second.sum(dim=-1), w_second.sum(dim=-2))
+                if not all(bool(torch.isfinite(t).all()) for t in sums):
+                    # A non-finite product: drop the cells of weight zero (their loss may be inf or NaN).
+                    used = w > 0
+                    w_first = torch.where(used, w_first, 0.0)
+                    w_second.copy_(torch.where(used, w_second, 0.0))
+                    sums = (w_first.sum(dim=-1), w_first.sum(dim=-2), w_second.sum(dim=-1), w_second.sum(dim=-2))
+                value[..., prompts] += _weighted_block_sum(w, values)
+                grad[..., prompts, rows] += sums[0]
+                grad[..., prompts, :] -= sums[1]
+                diag[..., prompts, rows] += sums[2]
+                diag[..., prompts, :] += sums[3]
+        _negated_symmetric_sum(hess)
 
     def _autograd_pair_derivatives(self, logp, probs, scale, value, grad, diag, hess, low_rank) -> None:
         # Elementwise derivatives of the pair loss in its two log-probability arguments
@@ -279,6 +293,24 @@ def _paper_prompt_forms() -> dict:
         return None, None, torch.softmax(ctx.reward / ctx.gamma, dim=-1)
 
     return {paper._rkl.fn: rkl, paper._rlhf.fn: rlhf, paper._forward_kl.fn: forward_kl}
+
+
+_TILE = 256
+"""Rows and columns of one tile of `_negated_symmetric_sum`."""
+
+
+def _negated_symmetric_sum(matrix: Tensor) -> None:
+    """matrix ← −(matrix + matrixᵀ) in place over the last two dimensions, one pair of tiles at a time."""
+    A = matrix.shape[-1]
+    for i in range(0, A, _TILE):
+        rows = slice(i, min(i + _TILE, A))
+        tile = matrix[..., rows, rows]
+        tile.copy_((tile + tile.transpose(-1, -2)).neg_())
+        for j in range(i + _TILE, A, _TILE):
+            cols = slice(j, min(j + _TILE, A))
+            upper, lower = matrix[..., rows, cols], matrix[..., cols, rows]
+            torch.neg(upper + lower.transpose(-1, -2), out=upper)
+            lower.copy_(upper.transpose(-1, -2))
 
 
 def _subtract_low_rank(hess: Tensor, factors: list[tuple[Tensor, Tensor]]) -> None:

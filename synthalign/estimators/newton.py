@@ -148,15 +148,21 @@ def _kkt_direction(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) ->
     A = grad.shape[-1]
     probs = logp.exp()
     wanting = torch.where(torch.isfinite(reduced), reduced.clamp_max(0.0), torch.zeros_like(reduced))
-    jacobian = torch.diag_embed(probs) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
-    system = hess - wanting.unsqueeze(-1) * jacobian
+    # system = H − diag(wanting) (diag(p) − ppᵀ), with the pinned response's row and column those
+    # of the identity, each row scaled by its largest entry: built in one [.., A, A] buffer.
+    system = torch.mul(probs.unsqueeze(-1), probs.unsqueeze(-2)).neg_()  # the Jacobian off the diagonal
+    jacobian_diagonal = probs - probs * probs
+    system.diagonal(dim1=-2, dim2=-1).copy_(jacobian_diagonal)
+    system.mul_(wanting.unsqueeze(-1))
+    torch.sub(hess, system, out=system)
     rhs = -grad
     pinned = torch.nn.functional.one_hot(probs.argmax(dim=-1), A).to(torch.bool)
-    eye = torch.eye(A, dtype=hess.dtype, device=hess.device).expand_as(system)
-    system = torch.where(pinned.unsqueeze(-1) | pinned.unsqueeze(-2), eye, system)
+    system.masked_fill_(pinned.unsqueeze(-1), 0.0).masked_fill_(pinned.unsqueeze(-2), 0.0)
+    system.diagonal(dim1=-2, dim2=-1).masked_fill_(pinned, 1.0)
     rhs = torch.where(pinned, torch.zeros_like(rhs), rhs)
-    row_scale = system.abs().amax(dim=-1).clamp_min(1e-300)
-    system, rhs = system / row_scale.unsqueeze(-1), rhs / row_scale
+    row_scale = torch.maximum(system.amax(dim=-1), system.amin(dim=-1).neg()).clamp_min(1e-300)
+    system.div_(row_scale.unsqueeze(-1))
+    rhs = rhs / row_scale
     solution, info = torch.linalg.solve_ex(system, rhs.unsqueeze(-1))
     kkt = solution.squeeze(-1)
     kkt = kkt - kkt.mean(dim=-1, keepdim=True)
@@ -174,10 +180,11 @@ def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     KL term is not convex in the logits) use |eigenvalues| instead.
     """
     A = grad.shape[-1]
-    hess = 0.5 * (hess + hess.transpose(-1, -2))
+    hess = (hess + hess.transpose(-1, -2)).mul_(0.5)
     scale = hess.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1.0)[..., None, None]
-    eye = torch.eye(A, dtype=hess.dtype, device=hess.device)
-    regularized = hess + scale * (1.0 / A + 1e-12 * eye)
+    # hess + scale · (1/A + 1e-12 I), without an [.., A, A] temporary for the shift.
+    regularized = hess + scale * (1.0 / A)
+    regularized.diagonal(dim1=-2, dim2=-1).copy_(hess.diagonal(dim1=-2, dim2=-1) + scale[..., 0] * (1.0 / A + 1e-12))
     factor, info = torch.linalg.cholesky_ex(regularized)
     direction = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
     failed = info > 0
