@@ -13,13 +13,22 @@ from synthalign.estimators.finite_class import ClassEstimate, ClassFit, argmin_o
 from synthalign.estimators.fit import FitResult, comparison_graph_separable, fit, fit_reward_model
 from synthalign.estimators.gradient_check import (
     GradientRow,
+    PairGradientRow,
     exact_gradient_variance,
     expected_gradient,
+    expected_pair_gradient,
     gradient_law,
     gradient_table,
+    pair_gradient_law,
 )
 from synthalign.estimators.nash import NASH_METHODS, NASH_TARGETS, NashTrace, nash_iterations
-from synthalign.estimators.onpolicy import OnPolicyFit, onpolicy_pair_fit, score_function_fit
+from synthalign.estimators.onpolicy import (
+    OnPolicyFit,
+    exact_online_dpo,
+    onpolicy_pair_fit,
+    sampled_pair_gradients,
+    score_function_fit,
+)
 
 __all__ = [
     "NASH_METHODS",
@@ -28,16 +37,21 @@ __all__ = [
     "ClassFit",
     "FitResult",
     "GradientRow",
+    "PairGradientRow",
     "NashTrace",
     "OnPolicyFit",
     "argmin_over_class",
     "comparison_graph_separable",
     "exact_gradient_variance",
     "expected_gradient",
+    "expected_pair_gradient",
+    "exact_online_dpo",
     "fit",
     "fit_over_class",
     "fit_reward_model",
     "gradient_law",
+    "pair_gradient_law",
+    "sampled_pair_gradients",
     "gradient_table",
     "nash_iterations",
     "onpolicy_pair_fit",

@@ -7,6 +7,8 @@ Two halves, both for users as much as for synthalign's own tests:
   property-based tests.  They need `hypothesis`, a development dependency
   (``pip install "synthalign[dev]"``); it is imported when a strategy is built,
   so importing this package does not need it.
+* **Checks of iterative methods** (Nash-MD, online IPO, SPPO, extragradient: registered `Method`s,
+  `synthalign.registry.nash`): `check_method(method)` (`synthalign.testing.method_checks`).
 * **Checks**: `check_objective(objective, ...)` runs a battery of checks on an
   `Objective` (built-in or user-defined with `@synthalign.objective`) and
   returns a `CheckReport`, one `CheckResult` per check (name, passed, detail);
@@ -60,6 +62,7 @@ Prompt objectives take no pairs: not applicable.
 """
 
 from synthalign.testing.checks import CHECKS, check_objective
+from synthalign.testing.method_checks import MethodCheckOptions, check_method
 from synthalign.testing.pytest_glue import parametrize_with_checks
 from synthalign.testing.report import CheckOptions, CheckReport, CheckResult
 from synthalign.testing.strategies import log_probs, policies, preference_datasets, worlds
@@ -69,6 +72,8 @@ __all__ = [
     "CheckOptions",
     "CheckReport",
     "CheckResult",
+    "MethodCheckOptions",
+    "check_method",
     "check_objective",
     "log_probs",
     "parametrize_with_checks",
