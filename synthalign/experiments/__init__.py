@@ -15,7 +15,7 @@ EXPERIMENTS = {
     "fig1": "Figure 1: RLHF with beta tuned per n saturates while RKL keeps falling (spec §5)",
     "rates": "PMLE, distillation and RKL converge at rate 1/n and respect the explicit bounds (Thms 4, 6, 7)",
     "onpolicy-gap": "As mu's coverage of pi* worsens, PMLE and distillation degrade with C_Pi while RKL does not (§4)",
-    "strong-base": "Distillation on pi0's responses gains as pi0 approaches pi* (Thm 14)",
+    "strong-base": "Thm 14 with and without A5: does distillation on pi0's responses gain as pi0 approaches pi*?",
     "degeneracy": (
         "RLHF collapses (beta_n -> 0) or underfits (fixed beta); "
         "unregularized PMLE/DPO are blind where there is no data (§2)"
