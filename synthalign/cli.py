@@ -27,6 +27,8 @@ import typing
 
 from synthalign.experiments import EXPERIMENTS, load
 
+__all__ = ["EXIT_USAGE", "UsageError", "build_parser", "experiment_args", "main"]
+
 if typing.TYPE_CHECKING:  # _common imports torch: `list` and `--help` do without it
     from synthalign.experiments._common import CommonArgs
 

@@ -27,6 +27,22 @@ from synthalign._checks import (
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 
+__all__ = [
+    "average_over_prompts",
+    "expectation_per_prompt",
+    "kl_per_prompt",
+    "entropy_per_prompt",
+    "forward_kl",
+    "reverse_kl",
+    "kl_divergence",
+    "squared_hellinger",
+    "total_variation",
+    "entropy",
+    "expected_reward",
+    "preference_squared_error",
+    "win_rate",
+]
+
 
 def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
     if prompt_dist is not None:

@@ -33,6 +33,8 @@ from synthalign.worlds.classes import PolicyClass
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
 
+__all__ = ["ClassFit", "argmin_over_class", "ClassEstimate", "fit_over_class"]
+
 _CELL_BUDGET = 2**24  # elements per chunk of per-replicate cell losses in argmin_over_class (128 MiB in float64)
 
 

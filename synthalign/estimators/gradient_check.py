@@ -64,6 +64,23 @@ from synthalign.registry.protocol import get_objective
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 
+__all__ = [
+    "KL_GRADIENT_LAWS",
+    "ENTROPY_GRADIENT_LAWS",
+    "expected_gradient",
+    "candidate_gradients",
+    "GradientRow",
+    "gradient_law",
+    "gradient_table",
+    "exact_gradient_variance",
+    "PAIR_GRADIENT_LAWS",
+    "expected_pair_gradient",
+    "pair_cell_weights",
+    "pair_candidate_gradients",
+    "PairGradientRow",
+    "pair_gradient_law",
+]
+
 KL_GRADIENT_LAWS = {
     ("k1", "loss"): "0",
     ("k2", "loss"): "∇KL(π‖π0)",

@@ -16,6 +16,8 @@ from torch import Tensor
 from synthalign.estimators.certificate import best_mass_move, reduced_gradient
 from synthalign.estimators.derivatives import LogitObjective
 
+__all__ = ["NewtonProblem"]
+
 _LINE_SEARCH_STEPS = 12
 _ARMIJO = 1e-4
 

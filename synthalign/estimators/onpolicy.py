@@ -39,6 +39,30 @@ from synthalign.worlds.sequence import SequenceWorld
 from synthalign.worlds.tabular import World
 from synthalign.worlds.torch_sampling import make_generator
 
+__all__ = [
+    "ESTIMATORS",
+    "PLACEMENTS",
+    "SCORE_FUNCTION_OBJECTIVES",
+    "OnPolicyFit",
+    "tabular_view",
+    "make_parametrization",
+    "initial_logits",
+    "sample_reward",
+    "loss_terms",
+    "score_function_surrogate",
+    "score_function_fit",
+    "pair_inputs",
+    "label_probability",
+    "onpolicy_pair_fit",
+    "sampled_score_function_gradients",
+    "sampled_pair_gradients",
+    "DPO_SAMPLERS",
+    "sampler_pair_weights",
+    "dpo_linear_rate",
+    "SamplerRun",
+    "exact_online_dpo",
+]
+
 ESTIMATORS = ("reinforce", "rloo")
 PLACEMENTS = ("reward", "loss", "exact")
 SCORE_FUNCTION_OBJECTIVES = ("rkl", "rlhf")

@@ -56,6 +56,8 @@ from synthalign.theory.references import (
     rlhf_population_floor,
 )
 
+__all__ = ["NAME", "METHODS", "Args", "run_scale", "run", "plot", "summary"]
+
 NAME = "fig1"
 METHODS = ("rlhf", "rkl")
 _SIZES = {

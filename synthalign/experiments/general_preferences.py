@@ -40,6 +40,23 @@ from synthalign.experiments._grid import run_grid
 from synthalign.theory.games import duality_gap, regularized_nash
 from synthalign.worlds.laws import GeneralLaw
 
+__all__ = [
+    "NAME",
+    "FAMILIES",
+    "OFFLINE",
+    "COLORS",
+    "Args",
+    "make_world",
+    "family_part",
+    "run",
+    "LABELS",
+    "SAMPLER_ITERATIONS",
+    "sampler_comparison",
+    "sampler_summary",
+    "plot",
+    "summary",
+]
+
 NAME = "general-preferences"
 FAMILIES = ("random", "cyclic")
 OFFLINE = ("dpo", "rkl")

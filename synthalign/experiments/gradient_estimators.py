@@ -51,6 +51,26 @@ from synthalign.experiments._common import (
 )
 from synthalign.experiments._grid import run_grid
 
+__all__ = [
+    "NAME",
+    "OBJECTIVES",
+    "WORLDS",
+    "ESTIMATORS",
+    "CONFIGS",
+    "TRUE_LAW",
+    "Args",
+    "make_worlds",
+    "evaluation_point",
+    "optimum",
+    "exact_variance",
+    "row_seed",
+    "measure_row",
+    "run",
+    "label",
+    "plot",
+    "summary",
+]
+
 NAME = "gradient-estimators"
 OBJECTIVES = ("rkl", "rlhf")
 WORLDS = ("tabular", "sequence")

@@ -45,6 +45,18 @@ from synthalign.estimators.misspecification import (
 from synthalign.experiments._common import CommonArgs, column_legend, new_figure, save_figure, write_record
 from synthalign.experiments._grid import run_grid
 
+__all__ = [
+    "NAME",
+    "Args",
+    "floor_rate_fit",
+    "class_errors",
+    "low_rank_classes",
+    "class_dimension",
+    "run",
+    "plot",
+    "summary",
+]
+
 NAME = "misspecification"
 _SIZES = {
     # size: (largest log2 n, replicates, bootstrap resamples)

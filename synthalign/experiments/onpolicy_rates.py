@@ -51,6 +51,23 @@ from synthalign.experiments._common import (
 from synthalign.experiments._grid import run_grid
 from synthalign.stats import check_rate, fit_slope
 
+__all__ = [
+    "NAME",
+    "EXACT",
+    "STOCHASTIC",
+    "LABELS",
+    "COLORS",
+    "Args",
+    "exact_at_n",
+    "exact_fits",
+    "train",
+    "stochastic_run",
+    "curve",
+    "run",
+    "plot",
+    "summary",
+]
+
 NAME = "onpolicy-rates"
 EXACT = ("pmle", "dpo", "distillation_mu", "rkl_exact")
 STOCHASTIC = ("rkl_sgd", "distillation_pit")

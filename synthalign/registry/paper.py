@@ -15,6 +15,8 @@ from synthalign.objectives import paper as losses
 from synthalign.registry.protocol import objective
 from synthalign.theory import closed_forms
 
+__all__: list[str] = []  # declarations only: importing this module registers the paper's objectives
+
 
 def _logistic_derivatives(margin: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """d/dΔ and d²/dΔ² of −ln σ(m) with m = scale · Δ + const."""

@@ -45,6 +45,19 @@ from synthalign.theory.games import regularized_nash, von_neumann_winner, win_ra
 from synthalign.worlds.laws import GeneralLaw
 from synthalign.worlds.policy import Policy
 
+__all__ = [
+    "METHOD_CHECKS",
+    "FIXED_POINT_TOL",
+    "MethodCheckOptions",
+    "check_fixed_point",
+    "check_local_contraction",
+    "check_target_reached",
+    "check_gap_decreasing",
+    "check_sampled_vs_exact",
+    "check_bad_input",
+    "check_method",
+]
+
 METHOD_CHECKS = (
     "fixed_point",
     "local_contraction",

@@ -17,6 +17,8 @@ from synthalign._checks import FLOAT_DTYPES, check_device, check_policy_for_worl
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells, numpy_generator
 from synthalign.worlds.preferences import population_pairs, population_preferences
 
+__all__ = ["sample_cell_counts", "sample_preferences", "sample_pairs", "sample_preference_list"]
+
 # Counts are held in floating tensors; float64 represents every integer up to
 # 2^53 exactly, so a dataset of at most 2^53 pairs keeps exact counts (and an
 # exact total n) whatever its split over the cells.

@@ -31,6 +31,16 @@ from torch import Tensor
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells
 from synthalign.worlds.preferences import population_pairs, population_preferences
 
+__all__ = [
+    "make_generator",
+    "sample_counts",
+    "sample_categorical",
+    "sample_indices",
+    "sample_preferences_torch",
+    "sample_pairs_torch",
+    "sample_preference_list_torch",
+]
+
 # float64 holds every integer up to 2^53 exactly: counts (and n) stay exact.
 _MAX_DRAWS = 2**53
 _MAX_LIST_DRAWS = 2**26
