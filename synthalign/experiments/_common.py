@@ -6,6 +6,7 @@ Parsing a command line into these options is `synthalign.cli`'s job, and only it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -181,3 +182,20 @@ def column_legend(columns) -> str:
             raise ValueError(f"column {item[0]!r}: the explanation must be one line, got {item[1]!r}")
     width = max(len(name) for name, _ in items)
     return "\n".join(["columns:"] + [f"  {name:<{width}}  {text}" for name, text in items])
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: str):
+    """Runs the block with one intra-op CPU thread (on the CPU only), then restores the setting.
+
+    The experiments' tensors are small (at most a few million entries): on a 2-core machine shared with
+    other work, a second intra-op thread costs more in synchronization than it saves (a reward fit and a
+    training step of the sequence world both measured about ten times slower with 2 threads under load).
+    """
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

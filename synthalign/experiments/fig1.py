@@ -35,7 +35,6 @@ objective (tests compare the two).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -45,7 +44,14 @@ import torch
 from torch import Tensor
 
 import synthalign as sa
-from synthalign.experiments._common import CommonArgs, column_legend, new_figure, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    column_legend,
+    new_figure,
+    one_cpu_thread,
+    save_figure,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
 from synthalign.theory.references import (
     closed_form_coefficients,
@@ -233,30 +239,13 @@ def run_scale(args: Args, scale_index: int, scale: float) -> dict:
     return result
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str):
-    """Runs the block with one intra-op CPU thread, then restores the setting.
-
-    Every tensor here is small (at most a few million entries): on a 2-core machine
-    shared with other work, intra-op threads cost more in synchronization than they
-    save (the reward fit measured ten times slower with 2 threads under load).
-    """
-    previous = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def run(args: Args, *, executor=None) -> dict:
     """Runs every logit scale, writes fig1.json and the plots, returns the results.
 
     Each logit scale is one work item of the sweep store (`synthalign.experiments._grid`): finished
     scales are kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
     """
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         return _run(args, executor)
 
 

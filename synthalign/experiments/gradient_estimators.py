@@ -24,7 +24,6 @@ is −γ ln π in the reward throughout (its correct placement).  Per row:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -46,6 +45,7 @@ from synthalign.experiments._common import (
     OptionError,
     column_legend,
     new_figure,
+    one_cpu_thread,
     save_figure,
     write_record,
 )
@@ -340,30 +340,13 @@ def measure_row(world, point, objective, estimator, kind, placement, args: Args,
 # ----------------------------------------------------------------------------- experiment
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str):
-    """Runs the block with one intra-op CPU thread, then restores the setting.
-
-    Every tensor here is tiny; on a 2-core machine shared with other work a second
-    intra-op thread costs far more in synchronization than it saves (a training step of
-    the sequence world measured over ten times slower with 2 threads under load).
-    """
-    previous = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def run(args: Args, *, executor=None) -> dict:
     """Every (world, objective, estimator, KL estimator, placement) row; writes the JSON and PNG.
 
     Each row is one work item of the sweep store (`synthalign.experiments._grid`): finished rows are
     kept in `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
     """
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         return _run(args, executor)
 
 

@@ -30,7 +30,6 @@ slope passes is "the budget at which the rate appears".
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -45,6 +44,7 @@ from synthalign.experiments._common import (
     OptionError,
     column_legend,
     new_figure,
+    one_cpu_thread,
     save_figure,
     write_record,
 )
@@ -286,23 +286,6 @@ def curve(ns, values: torch.Tensor, args: Args) -> dict:
 # ----------------------------------------------------------------------------- experiment
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str):
-    """Runs the block with one intra-op CPU thread, then restores the setting.
-
-    Every tensor here is tiny; on a 2-core machine shared with other work a second
-    intra-op thread costs far more in synchronization than it saves (a training step of
-    the sequence world measured over ten times slower with 2 threads under load).
-    """
-    previous = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def run(args: Args, *, executor=None) -> dict:
     """Exact and stochastic estimators over n; writes onpolicy_rates.json and onpolicy_rates.png.
 
@@ -310,7 +293,7 @@ def run(args: Args, *, executor=None) -> dict:
     sweep store (`synthalign.experiments._grid`): finished items are kept in `<out>/store/` and reused by
     a rerun; `executor` runs them in parallel.
     """
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         return _run(args, executor)
 
 
