@@ -243,6 +243,23 @@ def check_real(value, name: str, *, finite: bool = True) -> float:
     return value
 
 
+def check_unit_interval(value, name: str) -> float:
+    """A real number in the open interval (0, 1) as a float: a failure probability δ, a confidence level."""
+    value = check_real(value, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {value}")
+    return value
+
+
+def check_at_least(value, name: str, minimum: float, *, finite: bool = True) -> float:
+    """A real number >= `minimum` as a float (+inf allowed unless `finite`): a class size, a world constant."""
+    value = check_real(value, name, finite=finite)
+    if value < minimum:
+        qualifier = "a finite number" if finite else "a number (inf allowed)"
+        raise ValueError(f"{name} must be {qualifier} >= {minimum:g}, got {value}")
+    return value
+
+
 def check_callable(value, name: str, what: str = "a function"):
     if not callable(value):
         raise InputTypeError(f"{name} must be {what}, got {describe(value)}")

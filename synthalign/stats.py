@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthalign._checks import InputTypeError, check_array_like, check_real, describe
+from synthalign._checks import InputTypeError, check_array_like, check_real, check_unit_interval, describe
 from synthalign._checks import check_seed as _check_seed
 
 __all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope"]
@@ -155,9 +155,7 @@ def fit_slope(
     if ns_array.shape[0] < 2:
         raise ValueError(f"ns must hold at least 2 sample sizes for a slope, got {ns_array.shape[0]}")
     statistic = _check_statistic(statistic)
-    confidence = check_real(confidence, "confidence")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    confidence = check_unit_interval(confidence, "confidence")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
         raise ValueError(f"n_boot must be an int >= 100, got {n_boot!r}")
     seed = check_seed(seed)
@@ -324,9 +322,7 @@ def check_bound(
         raise ValueError(f"values are empty (shape {matrix.shape}); expected at least one replicate per n")
     if np.isnan(matrix).any():
         raise ValueError("values contain NaN")
-    delta = check_real(delta, "delta")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    delta = check_unit_interval(delta, "delta")
     if callable(bound):
         bounds = np.array([check_real(bound(n), f"bound({n})", finite=False) for n in ns_tuple])
     else:

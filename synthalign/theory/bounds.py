@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive
+from synthalign._checks import as_tensor, check_at_least, check_positive, check_unit_interval
 from synthalign.theory.lemmas import _lemma9_factor_of_log
 
 __all__ = [
@@ -74,34 +74,16 @@ def _check_n(n):
 
 
 def _check_delta(delta) -> float:
-    try:
-        delta = float(delta)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"delta must be a real number, got {delta!r}") from err
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must lie in the open interval (0, 1), got {delta}")
-    return delta
+    return check_unit_interval(delta, "delta")
 
 
 def _check_size(size, name: str) -> float:
-    try:
-        size = float(size)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a real number, got {size!r}") from err
-    if not (math.isfinite(size) and size >= 1.0):
-        raise ValueError(f"{name} must be a finite number >= 1, got {size}")
-    return size
+    return check_at_least(size, name, 1.0)
 
 
 def _check_constant(value, name: str) -> float:
     """A world constant (R, C_Π, …): >= 0; +inf is allowed and gives an infinite bound."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from err
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 (inf allowed), got {value}")
-    return value
+    return check_at_least(value, name, 0.0, finite=False)
 
 
 def _exp(x: float) -> float:
