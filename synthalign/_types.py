@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeAlias
+
 import numpy as np
 import torch
 
@@ -15,3 +17,15 @@ DTypeLike = torch.dtype | None
 Seed = int | np.random.Generator | None
 #: Numeric input converted with `torch.as_tensor` after validation: a tensor, a numpy array or nested lists.
 ArrayLike = torch.Tensor | np.ndarray | list | tuple | float
+
+if TYPE_CHECKING:  # names for annotations only: importing them here at run time would be circular
+    from synthalign.worlds.policy import Policy
+    from synthalign.worlds.sequence import SequenceWorld
+    from synthalign.worlds.tabular import World
+
+    #: A policy given as a `Policy` or as its log-probabilities [..., X, A].
+    PolicyLike: TypeAlias = Policy | torch.Tensor
+    #: A tabular world, or a sequence world (a tabular world over its enumerated sequences).
+    WorldLike: TypeAlias = World | SequenceWorld
+    #: What the torch samplers accept as randomness: an integer seed or a `torch.Generator`.
+    TorchSeed: TypeAlias = int | torch.Generator

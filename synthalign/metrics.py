@@ -9,6 +9,8 @@ divergence is +inf (never NaN) when p puts mass where q has none.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -26,6 +28,10 @@ from synthalign._checks import (
 )
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
+
+if TYPE_CHECKING:
+    from synthalign._types import PolicyLike
+    from synthalign.worlds.tabular import World
 
 __all__ = [
     "average_over_prompts",
@@ -108,28 +114,28 @@ def entropy_per_prompt(logp: Tensor) -> Tensor:
     return -expectation_per_prompt(logp.exp(), logp)
 
 
-def forward_kl(target, estimate, *, prompt_dist: Tensor | None = None) -> Tensor:
+def forward_kl(target: PolicyLike, estimate: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi* ‖ pi_hat): the paper's error measure (spec §1, §4)."""
     dist = _prompt_dist(prompt_dist, target, estimate)
     target_logp, estimate_logp = _log_probs(target=target, estimate=estimate)
     return average_over_prompts(kl_per_prompt(target_logp, estimate_logp), dist)
 
 
-def reverse_kl(target, estimate, *, prompt_dist: Tensor | None = None) -> Tensor:
+def reverse_kl(target: PolicyLike, estimate: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi_hat ‖ pi*) (Prop. 15's left side)."""
     dist = _prompt_dist(prompt_dist, target, estimate)
     target_logp, estimate_logp = _log_probs(target=target, estimate=estimate)
     return average_over_prompts(kl_per_prompt(estimate_logp, target_logp), dist)
 
 
-def kl_divergence(policy, reference, *, prompt_dist: Tensor | None = None) -> Tensor:
+def kl_divergence(policy: PolicyLike, reference: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi ‖ pi0): the regularizer weighed by beta in every objective."""
     dist = _prompt_dist(prompt_dist, policy, reference)
     policy_logp, reference_logp = _log_probs(policy=policy, reference=reference)
     return average_over_prompts(kl_per_prompt(policy_logp, reference_logp), dist)
 
 
-def squared_hellinger(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
+def squared_hellinger(p: PolicyLike, q: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x H²(p, q) with H² = 1 − Σ_a sqrt(p q) (the convention with values in [0, 1])."""
     dist = _prompt_dist(prompt_dist, p, q)
     p_logp, q_logp = _log_probs(p=p, q=q)
@@ -137,7 +143,7 @@ def squared_hellinger(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
     return average_over_prompts((1.0 - overlap).clamp_min(0.0), dist)
 
 
-def total_variation(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
+def total_variation(p: PolicyLike, q: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x TV(p, q) = E_x ½ Σ_a |p − q|."""
     dist = _prompt_dist(prompt_dist, p, q)
     p_logp, q_logp = _log_probs(p=p, q=q)
@@ -145,13 +151,13 @@ def total_variation(p, q, *, prompt_dist: Tensor | None = None) -> Tensor:
     return average_over_prompts(per_prompt, dist)
 
 
-def entropy(policy, *, prompt_dist: Tensor | None = None) -> Tensor:
+def entropy(policy: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x H(pi(·|x))."""
     (logp,) = _log_probs(policy=policy)
     return average_over_prompts(entropy_per_prompt(logp), _prompt_dist(prompt_dist, policy))
 
 
-def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None) -> Tensor:
+def expected_reward(policy: PolicyLike, reward: Tensor, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_{x, a~pi} R(x, a); responses of zero probability contribute 0 even where R = −inf."""
     (logp,) = _log_probs(policy=policy)
     reward = as_tensor(reward, "reward", dtype=logp.dtype)
@@ -161,7 +167,7 @@ def expected_reward(policy, reward: Tensor, *, prompt_dist: Tensor | None = None
     return average_over_prompts(per_prompt, _prompt_dist(prompt_dist, policy))
 
 
-def preference_squared_error(world, policy) -> Tensor:
+def preference_squared_error(world: World, policy: PolicyLike) -> Tensor:
     """E_{x; a,b~mu} [(P_pi(a≻b|x) − P_pi*(a≻b|x))²]: the left side of Prop. 12."""
     # P_pi is invariant to adding c(x) to ln pi (spec §6.1): unnormalized log-probabilities are welcome here.
     logp = check_policy_for_world(policy, check_world(world), normalized=False)
@@ -171,7 +177,7 @@ def preference_squared_error(world, policy) -> Tensor:
     return (pair_weight * diff.square()).sum(dim=(-1, -2, -3))
 
 
-def win_rate(world, policy, *, against=None) -> Tensor:
+def win_rate(world: World, policy: PolicyLike, *, against: PolicyLike | None = None) -> Tensor:
     """E_x Σ_{a,b} pi(a|x) pi0(b|x) P*(a ≻ b | x): how often pi beats pi0 (or `against`) under the true law."""
     check_policy_for_world(policy, check_world(world))
     opponent = world.reference if against is None else against

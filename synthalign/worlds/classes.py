@@ -32,6 +32,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -47,8 +48,12 @@ from synthalign._checks import (
     check_seed,
     describe,
 )
+from synthalign._types import DeviceLike, DTypeLike
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.tabular import World
+
+if TYPE_CHECKING:
+    from synthalign._types import PolicyLike
 
 __all__ = [
     "PolicyClass",
@@ -114,7 +119,7 @@ class PolicyClass(Policy):
         gamma = check_positive(gamma, "gamma")
         return gamma * self.logp
 
-    def to(self, device=None, dtype=None) -> PolicyClass:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> PolicyClass:
         prompt_dist = None if self.prompt_dist is None else self.prompt_dist.to(device=device, dtype=dtype)
         return PolicyClass(self.logp.to(device=device, dtype=dtype), prompt_dist, self.target_index, self.name)
 
@@ -177,7 +182,7 @@ def _softmax_members(target_logp: Tensor, offsets: Tensor) -> Tensor:
 
 
 def perturbation_class(
-    target,
+    target: PolicyLike,
     size: int,
     radius: float | tuple[float, float],
     *,
@@ -247,7 +252,7 @@ def _check_radius(radius) -> tuple[float, float]:
 
 
 def grid_class(
-    target,
+    target: PolicyLike,
     directions: Tensor | int,
     steps: Sequence[float],
     *,
@@ -319,7 +324,7 @@ def _check_steps(steps) -> list[float]:
 
 def list_class(
     members: Sequence[Policy | Tensor] | Tensor | Policy,
-    target,
+    target: PolicyLike,
     *,
     add_target: bool = True,
 ) -> PolicyClass:
@@ -375,7 +380,7 @@ def _find(logp: Tensor, target_logp: Tensor) -> int | None:
 def reward_class(
     rewards: Tensor,
     gamma: float,
-    target,
+    target: PolicyLike,
     *,
     add_target: bool = True,
 ) -> PolicyClass:

@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive, safe_log_ratio
+from synthalign._types import DeviceLike, DTypeLike
 from synthalign.worlds.policy import Policy
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
 
 __all__ = ["BradleyTerry", "GeneralLaw", "LINKS", "LinkLaw", "PreferenceLaw", "check_preference_matrix", "thurstone"]
 
@@ -69,13 +74,13 @@ def check_preference_matrix(matrix: Tensor, name: str = "matrix") -> Tensor:
 class PreferenceLaw:
     """The protocol of a preference law: `matrix(world)` -> P [X, A, A]; `to(device, dtype)`."""
 
-    def matrix(self, world) -> Tensor:  # pragma: no cover - the protocol
+    def matrix(self, world: World) -> Tensor:  # pragma: no cover - the protocol
         raise NotImplementedError
 
-    def to(self, device=None, dtype=None) -> PreferenceLaw:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> PreferenceLaw:
         return self
 
-    def validate(self, world) -> None:
+    def validate(self, world: World) -> None:
         """Raises ValueError (naming `law`) unless the law gives a valid [X, A, A] matrix on `world`."""
         try:
             matrix = self.matrix(world)
@@ -117,13 +122,13 @@ class LinkLaw(PreferenceLaw):
         if self.gamma is not None:
             object.__setattr__(self, "gamma", check_positive(self.gamma, "gamma"))
 
-    def matrix(self, world) -> Tensor:
+    def matrix(self, world: World) -> Tensor:
         logp = _target_logp(self.target, world)
         gamma = world.gamma if self.gamma is None else self.gamma
         margin = safe_log_ratio(logp.unsqueeze(-1), logp.unsqueeze(-2))
         return LINKS[self.link](self.scale * gamma * margin)
 
-    def to(self, device=None, dtype=None) -> LinkLaw:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> LinkLaw:
         target = None if self.target is None else self.target.to(device=device, dtype=dtype)
         return dataclasses.replace(self, target=target)
 
@@ -141,7 +146,7 @@ class BradleyTerry(LinkLaw):
     def __init__(self, target: Policy | None = None, gamma: float | None = None):
         super().__init__(link="logistic", target=target, scale=1.0, gamma=gamma)
 
-    def to(self, device=None, dtype=None) -> BradleyTerry:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> BradleyTerry:
         target = None if self.target is None else self.target.to(device=device, dtype=dtype)
         return BradleyTerry(target, self.gamma)
 
@@ -174,10 +179,10 @@ class GeneralLaw(PreferenceLaw):
         check_preference_matrix(probs, "probs")
         object.__setattr__(self, "probs", probs)
 
-    def matrix(self, world) -> Tensor:
+    def matrix(self, world: World) -> Tensor:
         return self.probs.to(dtype=world.dtype, device=world.device)
 
-    def to(self, device=None, dtype=None) -> GeneralLaw:
+    def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> GeneralLaw:
         return GeneralLaw(self.probs.to(device=device, dtype=dtype))
 
     @property

@@ -9,13 +9,20 @@ device and dtype.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from synthalign._checks import FLOAT_DTYPES, check_device, check_policy_for_world, check_world
+from synthalign._types import DeviceLike, DTypeLike, Seed
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells, numpy_generator
 from synthalign.worlds.preferences import population_pairs, population_preferences
+
+if TYPE_CHECKING:
+    from synthalign.worlds.policy import Policy
+    from synthalign.worlds.tabular import World
 
 __all__ = ["sample_cell_counts", "sample_preferences", "sample_pairs", "sample_preference_list"]
 
@@ -25,7 +32,7 @@ __all__ = ["sample_cell_counts", "sample_preferences", "sample_pairs", "sample_p
 _MAX_PAIRS = 2**53
 
 
-def sample_cell_counts(probs: Tensor, n: int, replicates: int, seed=None) -> np.ndarray:
+def sample_cell_counts(probs: Tensor, n: int, replicates: int, seed: Seed = None) -> np.ndarray:
     """Multinomial counts of n draws over the flattened cells of `probs`, for each replicate.
 
     Returns an int64 array [replicates, cells].  Cost O(replicates × cells),
@@ -40,7 +47,9 @@ def sample_cell_counts(probs: Tensor, n: int, replicates: int, seed=None) -> np.
     return generator.multinomial(n, pvals, size=replicates)
 
 
-def sample_preferences(world, n: int, replicates: int = 1, seed=None, *, dtype=None, device=None) -> PreferenceData:
+def sample_preferences(
+    world: World, n: int, replicates: int = 1, seed: Seed = None, *, dtype: DTypeLike = None, device: DeviceLike = None
+) -> PreferenceData:
     """`replicates` i.i.d. datasets of n labelled pairs from the world's law (spec §1), as counts."""
     check_world(world)
     device = check_device(device)
@@ -51,7 +60,16 @@ def sample_preferences(world, n: int, replicates: int = 1, seed=None, *, dtype=N
     return PreferenceData(counts.reshape(replicates, *law.shape), int(n), world)
 
 
-def sample_pairs(world, n: int, replicates: int = 1, seed=None, *, policy=None, dtype=None, device=None) -> PairData:
+def sample_pairs(
+    world: World,
+    n: int,
+    replicates: int = 1,
+    seed: Seed = None,
+    *,
+    policy: Policy | None = None,
+    dtype: DTypeLike = None,
+    device: DeviceLike = None,
+) -> PairData:
     """Unlabelled pairs x ~ D, a, b ~ p(·|x) i.i.d. with p = mu or `policy` (eq. 11 inputs), as counts."""
     check_world(world)
     device = check_device(device)
@@ -64,7 +82,9 @@ def sample_pairs(world, n: int, replicates: int = 1, seed=None, *, policy=None, 
     return PairData(counts.reshape(replicates, *law.shape), int(n), world)
 
 
-def sample_preference_list(world, n: int, replicates: int = 1, seed=None, *, device=None) -> PreferenceList:
+def sample_preference_list(
+    world: World, n: int, replicates: int = 1, seed: Seed = None, *, device: DeviceLike = None
+) -> PreferenceList:
     """Labelled pairs as explicit (prompt, chosen, rejected) index tensors [R, n]; O(n) per replicate."""
     check_world(world)
     device = check_device(device)

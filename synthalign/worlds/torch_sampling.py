@@ -24,12 +24,19 @@ data should be born on the GPU where the estimators run.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from synthalign._types import DeviceLike, DTypeLike
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells
 from synthalign.worlds.preferences import population_pairs, population_preferences
+
+if TYPE_CHECKING:
+    from synthalign._types import TorchSeed
+    from synthalign.worlds.policy import Policy
+    from synthalign.worlds.tabular import World
 
 __all__ = [
     "make_generator",
@@ -46,7 +53,7 @@ _MAX_DRAWS = 2**53
 _MAX_LIST_DRAWS = 2**26
 
 
-def make_generator(seed, device=None) -> torch.Generator:
+def make_generator(seed: TorchSeed, device: DeviceLike = None) -> torch.Generator:
     """A `torch.Generator` on `device` from an integer seed (or the generator itself, checked)."""
     device = torch.device(device if device is not None else "cpu")
     if isinstance(seed, torch.Generator):
@@ -77,7 +84,9 @@ def _check_probs(probs: Tensor) -> Tensor:
     return probs
 
 
-def sample_counts(probs: Tensor, n: int, replicates: int = 1, generator=0, *, dtype=torch.float64) -> Tensor:
+def sample_counts(
+    probs: Tensor, n: int, replicates: int = 1, generator: TorchSeed = 0, *, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """Multinomial(n, p) counts over the flattened cells of `probs`, for each replicate: [R, C].
 
     p = probs / Σ probs in float64.  Binomial splitting over a binary tree of the cells
@@ -109,7 +118,7 @@ def sample_counts(probs: Tensor, n: int, replicates: int = 1, generator=0, *, dt
     return counts[:, :n_cells].to(dtype)
 
 
-def sample_categorical(logits: Tensor, generator, n_samples: int | None = None) -> Tensor:
+def sample_categorical(logits: Tensor, generator: TorchSeed, n_samples: int | None = None) -> Tensor:
     """Indices drawn from softmax(logits) over the last dimension, by the Gumbel-max trick.
 
     argmax_a (logits_a + G_a) with G_a = −ln(−ln U_a), U_a ~ Uniform[0, 1) in float64, is
@@ -125,7 +134,7 @@ def sample_categorical(logits: Tensor, generator, n_samples: int | None = None) 
     return (logits.detach().to(torch.float64) + gumbel).argmax(dim=-1)
 
 
-def sample_indices(probs: Tensor, n: int, replicates: int = 1, generator=0) -> Tensor:
+def sample_indices(probs: Tensor, n: int, replicates: int = 1, generator: TorchSeed = 0) -> Tensor:
     """n i.i.d. cell indices per replicate, [R, n], by inverse CDF on a float64 cumulative sum.
 
     O(n log C) (a binary search per draw).  For explicit lists only (n ≤ 2^26); a dataset
@@ -144,21 +153,31 @@ def sample_indices(probs: Tensor, n: int, replicates: int = 1, generator=0) -> T
 # ---------------------------------------------------------------------- datasets of a world
 
 
-def sample_preferences_torch(world, n: int, replicates: int = 1, generator=0, *, dtype=None) -> PreferenceData:
+def sample_preferences_torch(
+    world: World, n: int, replicates: int = 1, generator: TorchSeed = 0, *, dtype: DTypeLike = None
+) -> PreferenceData:
     """`replicates` datasets of n labelled pairs from the world's law (spec §1), as counts, on its device."""
     law = population_preferences(world).counts[0]
     counts = sample_counts(law, n, replicates, generator, dtype=dtype or world.dtype)
     return PreferenceData(counts.reshape(replicates, *law.shape), int(n), world)
 
 
-def sample_pairs_torch(world, n: int, replicates: int = 1, generator=0, *, policy=None, dtype=None) -> PairData:
+def sample_pairs_torch(
+    world: World,
+    n: int,
+    replicates: int = 1,
+    generator: TorchSeed = 0,
+    *,
+    policy: Policy | None = None,
+    dtype: DTypeLike = None,
+) -> PairData:
     """Unlabelled pairs x ~ D, a, b ~ p(·|x) i.i.d. (p = mu or `policy`), as counts, on the world's device."""
     law = population_pairs(world, policy).counts[0]
     counts = sample_counts(law, n, replicates, generator, dtype=dtype or world.dtype)
     return PairData(counts.reshape(replicates, *law.shape), int(n), world)
 
 
-def sample_preference_list_torch(world, n: int, replicates: int = 1, generator=0) -> PreferenceList:
+def sample_preference_list_torch(world: World, n: int, replicates: int = 1, generator: TorchSeed = 0) -> PreferenceList:
     """Labelled pairs as explicit (prompt, chosen, rejected) index tensors [R, n], on the world's device."""
     law = population_preferences(world).counts[0]
     return decode_cells(sample_indices(law, n, replicates, generator), world)
