@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import types
 
+__all__ = ["EXPERIMENTS", "load"]
+
 EXPERIMENTS = {
     "fig1": "Figure 1: RLHF with beta tuned per n saturates while RKL keeps falling (spec §5)",
     "rates": "PMLE, distillation and RKL converge at rate 1/n and respect the explicit bounds (Thms 4, 6, 7)",

@@ -9,3 +9,5 @@
 
 Nothing here fits or samples; `synthalign.bounds` re-exports the last three for users.
 """
+
+__all__: list[str] = []  # a namespace of submodules; import them by name
