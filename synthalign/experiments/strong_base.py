@@ -275,7 +275,7 @@ def run(args: Args, *, executor=None) -> dict:
     items, labels = [], []
     for setting_index, setting in enumerate(SETTINGS):
         for class_name, policy_class in classes.items():
-            for mix_index, mix in enumerate(args.reference_mixes):
+            for mix_index in range(len(args.reference_mixes)):
                 for n_index, n in enumerate(ns):
                     # The same datasets for both classes: the seeds do not involve the class.
                     seeds = (args.seed, setting_index, mix_index, n_index)
@@ -319,7 +319,8 @@ def run(args: Args, *, executor=None) -> dict:
                         row["observed_cells"][side].append(item["observed_cells"][side])
                     for name, entry in item["estimates"].items():
                         row[name].append(entry)
-                    squared_errors.append(torch.tensor(item["squared_errors"], dtype=torch.float64, device=bound.device))
+                    squared = torch.tensor(item["squared_errors"], dtype=torch.float64, device=bound.device)
+                    squared_errors.append(squared)
                 # Thm 14 bounds distillation on π0's pairs: its (1 − δ)-quantile at every n.
                 verdict = check_bound(
                     ns,
