@@ -130,3 +130,17 @@ def test_a_rerun_with_another_seed_computes_new_items(tmp_path):
     load(name).run(_args(name, out, options))
     load(name).run(_args(name, out, options, "--seed", "1"))
     assert len(_lines(out)) == 2 * items(_args(name, out, options))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, options", [case[:2] for case in CASES], ids=[case[0] for case in CASES])
+def test_worker_processes_give_the_serial_record(name, options, tmp_path):
+    """Two spawned worker processes (every item pickled to them and back), against a serial run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    serial, spread = tmp_path / "serial", tmp_path / "pool"
+    load(name).run(_args(name, serial, options))
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        load(name).run(_args(name, spread, options), executor=executor)
+    assert _record(spread, name) == _record(serial, name)
