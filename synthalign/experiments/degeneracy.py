@@ -47,6 +47,7 @@ from torch import Tensor
 
 import synthalign as sa
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.theory.references import kl_target_reference, rlhf_population_floor
 
 NAME = "degeneracy"
@@ -178,23 +179,32 @@ def population_sweep(world: sa.World, betas: list[float]) -> dict:
     return {"betas": betas, "entropy": entropy, "forward_kl": forward_kl, "argmax_mass": argmax_mass}
 
 
-def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float) -> dict:
-    """Fixed beta, beta_n -> 0, and RKL at beta = 0, on R̂ fitted to n pairs, for every n."""
-    ns, replicates = args.ns, args.n_replicates
-    schedule = [fixed_beta * (ns[0] / n) ** args.schedule_power for n in ns]
-    methods = {"rlhf_fixed": [], "rlhf_schedule": [], "rkl_beta0": []}
-    for k, n in enumerate(ns):
-        data = world.sample_preferences(n, replicates, seed=_seed(args.seed, 0, k))
+def rlhf_at_n(world: sa.World, fixed_beta: float, schedule_beta: float, k: int, n: int, args: Args) -> dict:
+    """One work item of part A: [2, R] forward KL and entropy of every method on the datasets of the k-th n."""
+    with _one_cpu_thread(args.device):
+        data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 0, k))
         reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=1e-9, max_iter=50).reward
         policies = {
             "rlhf_fixed": sa.rlhf_policy(reward, world.reference, fixed_beta),
-            "rlhf_schedule": sa.rlhf_policy(reward, world.reference, schedule[k]),
+            "rlhf_schedule": sa.rlhf_policy(reward, world.reference, schedule_beta),
             "rkl_beta0": sa.rkl_policy(reward, world.reference, world.gamma, 0.0),
         }
-        for name, policy in policies.items():
-            methods[name].append(
-                torch.stack([sa.forward_kl(world.target, policy), sa.entropy(policy, prompt_dist=world.prompt_dist)])
-            )
+        return {
+            name: torch.stack([sa.forward_kl(world.target, policy), sa.entropy(policy, prompt_dist=world.prompt_dist)])
+            for name, policy in policies.items()
+        }
+
+
+def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float, executor=None) -> dict:
+    """Fixed beta, beta_n -> 0, and RKL at beta = 0, on R̂ fitted to n pairs, for every n (one work item each)."""
+    ns, replicates = args.ns, args.n_replicates
+    schedule = [fixed_beta * (ns[0] / n) ** args.schedule_power for n in ns]
+    methods = {"rlhf_fixed": [], "rlhf_schedule": [], "rkl_beta0": []}
+    items = [(world, fixed_beta, schedule[k], k, n, args) for k, n in enumerate(ns)]
+    labels = [{"k": k, "n": n} for k, n in enumerate(ns)]
+    for measured in run_grid(args, NAME, rlhf_at_n, items, labels, stage="rlhf", executor=executor):
+        for name, rows in measured.items():
+            methods[name].append(torch.tensor(rows, dtype=torch.float64, device=world.device))
     result = {"n": ns, "fixed_beta": fixed_beta, "schedule_betas": schedule}
     floor, _ = rlhf_population_floor(world)
     for name, rows in methods.items():
@@ -310,8 +320,15 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
     return report
 
 
-def offline_small_data(args: Args, world: sa.World) -> dict:
-    """Part B for every small n, objective and beta (0 and the regularized ones)."""
+def offline_fit_at_n(world: sa.World, k: int, n: int, objective: str, beta: float, args: Args) -> dict:
+    """One work item of part B: `offline_fit_report` of one objective and beta on the datasets of the k-th small n."""
+    with _one_cpu_thread(args.device):
+        data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 1, k))
+        return offline_fit_report(args, world, data, objective, beta)
+
+
+def offline_small_data(args: Args, world: sa.World, executor=None) -> dict:
+    """Part B for every small n, objective and beta (0 and the regularized ones): one work item each."""
     betas = (0.0, *args.betas_positive)
     result = {
         "n": args.small_ns,
@@ -331,22 +348,32 @@ def offline_small_data(args: Args, world: sa.World) -> dict:
         result["reference_unobserved_mass"].append(
             _quantiles(_mass(world.reference.probs, unobserved, world.prompt_dist))
         )
-        for objective in args.objectives:
-            for beta in betas:
-                result["fits"][objective][str(beta)].append(offline_fit_report(args, world, data, objective, beta))
+    cells = [
+        (k, n, objective, beta) for k, n in enumerate(args.small_ns) for objective in args.objectives for beta in betas
+    ]
+    items = [(world, k, n, objective, beta, args) for k, n, objective, beta in cells]
+    labels = [{"k": k, "n": n, "objective": objective, "beta": beta} for k, n, objective, beta in cells]
+    reports = run_grid(args, NAME, offline_fit_at_n, items, labels, stage="small_data", executor=executor)
+    for (_, _, objective, beta), report in zip(cells, reports, strict=True):
+        result["fits"][objective][str(beta)].append(report)
     return result
 
 
 # ----------------------------------------------------------------------------- experiment
 
 
-def run(args: Args) -> dict:
-    """Parts A and B; writes degeneracy.json and degeneracy.png; returns the results."""
+def run(args: Args, *, executor=None) -> dict:
+    """Parts A and B; writes degeneracy.json and degeneracy.png; returns the results.
+
+    Each n of part A, and each (small n, objective, beta) of part B, is one work item of the sweep
+    store (`synthalign.experiments._grid`, one stage per part): finished items are kept in
+    `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    """
     with _one_cpu_thread(args.device):
-        return _run(args)
+        return _run(args, executor)
 
 
-def _run(args: Args) -> dict:
+def _run(args: Args, executor=None) -> dict:
     from tqdm import tqdm
 
     world = sa.World.paper_toy(args.seed, logit_scale=args.logit_scale, device=args.device)
@@ -368,9 +395,9 @@ def _run(args: Args) -> dict:
     }
     results["population"] = population_sweep(world, betas)
     steps.update()
-    results["rlhf_data"] = rlhf_with_data(args, world, fixed_beta)
+    results["rlhf_data"] = rlhf_with_data(args, world, fixed_beta, executor)
     steps.update()
-    results["small_data"] = offline_small_data(args, world)
+    results["small_data"] = offline_small_data(args, world, executor)
     steps.update()
     steps.close()
     if args.plot:

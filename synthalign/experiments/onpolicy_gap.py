@@ -51,6 +51,7 @@ import synthalign as sa
 from synthalign.bounds import coverage_ratios, world_constants
 from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.stats import check_bound
 from synthalign.worlds.classes import perturbation_class, union_class
 
@@ -193,8 +194,46 @@ def _ratio(larger: dict, smaller: dict) -> dict:
     return {"ratio": ratio, "se": ratio * relative, "z": _z(larger, smaller)}
 
 
-def run(args: Args) -> dict:
-    """Every n, tilt, class family, size and method; writes onpolicy-gap.json and .png."""
+def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, ...], n: int, args: Args) -> dict:
+    """One work item: every method over every prefix Π_K of one class family, on the datasets of one (tilt, n).
+
+    `seeds` is the SeedSequence entropy of the datasets; it does not involve the family, so every
+    family is fitted on the same datasets.  Returns, per K, the cell's measured part and the
+    replicate errors of every method.
+    """
+    replicates = args.n_replicates
+    data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence(list(seeds)))
+    fits = {
+        method: fit_over_class(method, data, policy_class, reward_class=None if method == "pmle" else reward_members)
+        for method in METHODS
+    }
+    per_size = []
+    for K in args.policy_class_sizes:
+        cell, errors, picks = {}, {}, {}
+        for method, estimate in fits.items():
+            # Π_K is the first K members: its argmin is the argmin of the first K losses.
+            index = estimate.losses[:, :K].argmin(dim=-1)
+            picks[method] = index
+            error = sa.forward_kl(world.target, sa.Policy(policy_class.logp[index], world.prompt_dist))
+            errors[method] = error
+            cell[method] = {
+                "mean": float(error.mean()),
+                "se": float(error.std() / math.sqrt(replicates)),
+                "median": float(error.median()),
+                "fraction_exact": float((index == policy_class.target_index).double().mean()),
+            }
+        cell["distillation_equals_rkl"] = float((picks["distillation"] == picks["rkl"]).double().mean())
+        per_size.append({"cell": cell, "errors": errors})
+    return per_size
+
+
+def run(args: Args, *, executor=None) -> dict:
+    """Every n, tilt, class family, size and method; writes onpolicy-gap.json and .png.
+
+    Each (tilt, n, class family) is one work item of the sweep store (`synthalign.experiments._grid`),
+    all prefix sizes K of the family at once (they share its fits): finished items are kept in
+    `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
+    """
     start = time.perf_counter()
     ns, sizes, replicates, delta = args.sample_sizes, args.policy_class_sizes, args.n_replicates, args.delta
     reward_members, classes = make_classes(args, make_world(args, 0.0))
@@ -209,8 +248,15 @@ def run(args: Args) -> dict:
         "cells": [],
         "bounds": [],
     }
-    for tilt_index, tilt in enumerate(args.behavior_tilts):
-        world = make_world(args, tilt)
+    worlds = [make_world(args, tilt) for tilt in args.behavior_tilts]
+    items, labels = [], []
+    for tilt_index, world in enumerate(worlds):
+        for n_index, n in enumerate(ns):
+            for aim_index, policy_class in enumerate(classes.values()):
+                items.append((world, policy_class, reward_members, (args.seed, tilt_index, n_index), n, args))
+                labels.append({"tilt_index": tilt_index, "n_index": n_index, "aim_index": aim_index})
+    measured = iter(run_grid(args, NAME, fits_at_n, items, labels, executor=executor))
+    for tilt, world in zip(args.behavior_tilts, worlds, strict=True):
         reward_ratios = coverage_ratios(
             reward_members.logp, world.target.logp, world.behavior.logp, world.prompt_dist, world.gamma
         )
@@ -235,17 +281,9 @@ def run(args: Args) -> dict:
                 for K in sizes
             ]
         errors = {(aim, K, m): [] for aim in classes for K in sizes for m in METHODS}
-        for n_index, n in enumerate(ns):
-            seed = np.random.SeedSequence([args.seed, tilt_index, n_index])
-            data = world.sample_preferences(n, replicates, seed=seed)
-            for aim, policy_class in classes.items():
-                fits = {
-                    method: fit_over_class(
-                        method, data, policy_class, reward_class=None if method == "pmle" else reward_members
-                    )
-                    for method in METHODS
-                }
-                for k_index, K in enumerate(sizes):
+        for n in ns:
+            for aim in classes:
+                for k_index, (K, item) in enumerate(zip(sizes, next(measured), strict=True)):
                     cell = {
                         "n": n,
                         "tilt": tilt,
@@ -254,21 +292,11 @@ def run(args: Args) -> dict:
                         "C_Pi": coverage[aim][k_index],
                         "C_R": C_R,
                         "kl_target_behavior": float(sa.forward_kl(world.target, world.behavior)),
+                        **item["cell"],
                     }
-                    picks = {}
-                    for method, estimate in fits.items():
-                        # Π_K is the first K members: its argmin is the argmin of the first K losses.
-                        index = estimate.losses[:, :K].argmin(dim=-1)
-                        picks[method] = index
-                        error = sa.forward_kl(world.target, sa.Policy(policy_class.logp[index], world.prompt_dist))
+                    for method in METHODS:
+                        error = torch.tensor(item["errors"][method], dtype=torch.float64, device=world.device)
                         errors[aim, K, method].append(error)
-                        cell[method] = {
-                            "mean": float(error.mean()),
-                            "se": float(error.std() / math.sqrt(replicates)),
-                            "median": float(error.median()),
-                            "fraction_exact": float((index == policy_class.target_index).double().mean()),
-                        }
-                    cell["distillation_equals_rkl"] = float((picks["distillation"] == picks["rkl"]).double().mean())
                     results["cells"].append(cell)
         for aim in classes:
             for k_index, K in enumerate(sizes):

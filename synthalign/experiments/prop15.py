@@ -38,6 +38,7 @@ import synthalign as sa
 from synthalign.bounds import boundedness_constant, centred_reward, prop15_factor
 from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.worlds.classes import perturbation_class
 
 NAME = "prop15"
@@ -189,8 +190,29 @@ def summarize(measured: dict) -> dict:
     }
 
 
-def run(args: Args) -> dict:
-    """Every estimator and n; writes prop15.json and prop15.png."""
+def estimators_at_n(world: sa.World, policy_class, class_radius: float, n: int, args: Args) -> dict:
+    """One work item: every estimator fitted on the replicate datasets of size n, summarized by name."""
+    replicates = args.n_replicates
+    data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
+    pmle = sa.fit("pmle", data, tol=args.solver_tol).policy.logp
+    reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=args.solver_tol).reward
+    rkl = sa.fit("rkl", data, reward=reward).policy.logp
+    chosen = fit_over_class("pmle", data, policy_class).policy.logp
+    fits = {
+        "tabular pmle": (pmle, pair_radius(world, pmle)),
+        "tabular rkl": (rkl, pair_radius(world, rkl)),
+        "class pmle": (chosen, torch.full((replicates,), class_radius, dtype=torch.float64, device=chosen.device)),
+    }
+    return {name: {"n": n, **summarize(measure(world, logp, radius))} for name, (logp, radius) in fits.items()}
+
+
+def run(args: Args, *, executor=None) -> dict:
+    """Every estimator and n; writes prop15.json and prop15.png.
+
+    Each n (all estimators on its datasets) is one work item of the sweep store
+    (`synthalign.experiments._grid`): finished items are kept in `<out>/store/` and reused by a
+    rerun; `executor` runs them in parallel.
+    """
     start = time.perf_counter()
     world = sa.World.random(
         args.n_prompts,
@@ -212,19 +234,11 @@ def run(args: Args) -> dict:
         "factor_minimum": prop15_factor(0.25),
         "estimators": {name: [] for name in ESTIMATORS},
     }
-    for n in ns:
-        data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
-        pmle = sa.fit("pmle", data, tol=args.solver_tol).policy.logp
-        reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=args.solver_tol).reward
-        rkl = sa.fit("rkl", data, reward=reward).policy.logp
-        chosen = fit_over_class("pmle", data, policy_class).policy.logp
-        fits = {
-            "tabular pmle": (pmle, pair_radius(world, pmle)),
-            "tabular rkl": (rkl, pair_radius(world, rkl)),
-            "class pmle": (chosen, torch.full((replicates,), class_radius, dtype=torch.float64, device=chosen.device)),
-        }
-        for name, (logp, radius) in fits.items():
-            results["estimators"][name].append({"n": n, **summarize(measure(world, logp, radius))})
+    items = [(world, policy_class, class_radius, n, args) for n in ns]
+    labels = [{"n": n} for n in ns]
+    for rows in run_grid(args, NAME, estimators_at_n, items, labels, executor=executor):
+        for name, row in rows.items():
+            results["estimators"][name].append(row)
     results["holds_everywhere"] = all(row["holds"] for rows in results["estimators"].values() for row in rows)
     results["within_termwise_everywhere"] = all(
         row["within_termwise"] for rows in results["estimators"].values() for row in rows

@@ -45,8 +45,9 @@ import torch
 import synthalign as sa
 from synthalign.bounds import world_constants
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.stats import check_bound, check_rate, fit_slope
-from synthalign.sweeps import rate_sweep
+from synthalign.sweeps import SweepResult, rate_sweep
 from synthalign.theory.references import rkl_asymptotic_constant
 from synthalign.worlds.classes import perturbation_class, union_class
 
@@ -175,9 +176,9 @@ def tabular_estimators(args: Args) -> dict:
     return {"pmle": pmle, "distillation": distillation, "rkl": rkl}
 
 
-def run_tabular(args: Args) -> dict:
-    """Part A: mean forward KL against n and its fitted slope, per method."""
-    world = sa.World.random(
+def tabular_world(args: Args) -> sa.World:
+    """The world of part A."""
+    return sa.World.random(
         args.n_prompts,
         args.n_responses,
         gamma=args.gamma,
@@ -185,6 +186,44 @@ def run_tabular(args: Args) -> dict:
         seed=args.seed,
         device=args.device,
     )
+
+
+def stacked_sweep(ns, rows: list[dict], estimator: str, seed: int) -> SweepResult:
+    """The `rate_sweep` result of one method from its work items (one per n, each `rate_sweep` at that n alone)."""
+    columns = {key: torch.stack([torch.tensor(row[key], dtype=torch.float64) for row in rows]) for key in rows[0]}
+    values = columns.pop("forward_kl")
+    return SweepResult(
+        ns=tuple(ns),
+        values=values,
+        metric="forward_kl",
+        estimator=estimator,
+        seed=seed,
+        mean=values.mean(dim=1),
+        median=torch.from_numpy(np.quantile(values.numpy(), 0.5, axis=-1)),
+        quantiles={},
+        extra=columns,
+    )
+
+
+def _sweep_row(sweep: SweepResult) -> dict:
+    """The one n of a `rate_sweep` result, every metric, JSON-ready."""
+    return {"forward_kl": sweep.values[0].tolist(), **{key: value[0].tolist() for key, value in sweep.extra.items()}}
+
+
+def tabular_item(args: Args, method: str, n: int) -> dict:
+    """One work item of part A: the method's forward KL on the replicate datasets of size n.
+
+    `rate_sweep` draws the datasets of size n from SeedSequence([seed, n]) whatever the other ns,
+    so a sweep over one n is that n's row of the sweep over all.
+    """
+    world = tabular_world(args)
+    estimator = tabular_estimators(args)[method]
+    return _sweep_row(rate_sweep(world, estimator, [n], replicates=args.n_replicates, seed=args.seed))
+
+
+def run_tabular(args: Args, executor=None) -> dict:
+    """Part A: mean forward KL against n and its fitted slope, per method (one work item per method and n)."""
+    world = tabular_world(args)
     ns, replicates = args.ns, args.n_replicates
     # rate_sweep draws the datasets of size n from SeedSequence([seed, n]): every method sees the same data.
     separable = []
@@ -198,8 +237,11 @@ def run_tabular(args: Args) -> dict:
         "asymptotic_constant": rkl_asymptotic_constant(world),
         "methods": {},
     }
-    for method, estimator in tabular_estimators(args).items():
-        sweep = rate_sweep(world, estimator, ns, replicates=replicates, seed=args.seed, progress=args.progress)
+    items = [(args, method, n) for method in METHODS for n in ns]
+    labels = [{"method": method, "n": n} for method in METHODS for n in ns]
+    rows = iter(run_grid(args, NAME, tabular_item, items, labels, stage="tabular", executor=executor))
+    for method in METHODS:
+        sweep = stacked_sweep(ns, [next(rows) for _ in ns], method, args.seed)
         slope = fit_slope(ns, sweep.values, n_boot=args.n_boot, seed=args.seed)
         verdict = check_rate(ns, sweep.values, args.expected_slope, n_boot=args.n_boot, seed=args.seed)
         result["methods"][method] = {
@@ -226,8 +268,27 @@ def make_classes(args: Args, world: sa.World):
     return reward_members, union_class(reward_members, extra)
 
 
-def run_finite(args: Args) -> dict:
-    """Part B: (1 − δ)-quantiles of the forward KL against the corrected bounds of Thms 4, 6, 7 and Prop. 12."""
+def finite_item(world: sa.World, reward_members, policy_class, method: str, n: int, args: Args) -> dict:
+    """One work item of part B: the method's argmin over Π on the replicate datasets of size n, both metrics."""
+    extra = {"preference_squared_error": lambda target, policy: sa.preference_squared_error(world, policy)}
+    sweep = rate_sweep(
+        world,
+        method,
+        [n],
+        replicates=args.n_replicates,
+        seed=args.seed,
+        candidates=policy_class,
+        reward_class=None if method == "pmle" else reward_members,
+        extra_metrics=extra,
+    )
+    return _sweep_row(sweep)
+
+
+def run_finite(args: Args, executor=None) -> dict:
+    """Part B: (1 − δ)-quantiles of the forward KL against the corrected bounds of Thms 4, 6, 7 and Prop. 12.
+
+    One work item per method and n.
+    """
     world = sa.World.random(
         args.n_prompts,
         args.n_responses,
@@ -247,7 +308,7 @@ def run_finite(args: Args) -> dict:
         reward_members.logp,
         compute_c0=False,
     )
-    ns, replicates, delta = args.class_ns, args.n_replicates, args.delta
+    ns, delta = args.class_ns, args.delta
     n_tensor = torch.tensor(ns, dtype=torch.float64)
     result = {
         "ns": ns,
@@ -257,19 +318,11 @@ def run_finite(args: Args) -> dict:
         "policy_class": policy_class.name,
         "methods": {},
     }
+    items = [(world, reward_members, policy_class, method, n, args) for method in METHODS for n in ns]
+    labels = [{"method": method, "n": n} for method in METHODS for n in ns]
+    rows = iter(run_grid(args, NAME, finite_item, items, labels, stage="finite", executor=executor))
     for method in METHODS:
-        extra = {"preference_squared_error": lambda target, policy: sa.preference_squared_error(world, policy)}
-        sweep = rate_sweep(
-            world,
-            method,
-            ns,
-            replicates=replicates,
-            seed=args.seed,
-            candidates=policy_class,
-            reward_class=None if method == "pmle" else reward_members,
-            extra_metrics=extra,
-            progress=args.progress,
-        )
+        sweep = stacked_sweep(ns, [next(rows) for _ in ns], method, args.seed)
         theorem = THEOREMS[method]
         corrected = constants.bound(theorem, n_tensor, delta, corrected=True)
         printed = constants.bound(theorem, n_tensor, delta, corrected=False)
@@ -343,12 +396,17 @@ def _describe(world: sa.World) -> dict:
 # ----------------------------------------------------------------------------- experiment
 
 
-def run(args: Args) -> dict:
-    """Runs both parts, writes rates.json and rates.png, returns the results."""
+def run(args: Args, *, executor=None) -> dict:
+    """Runs both parts, writes rates.json and rates.png, returns the results.
+
+    Each (part, method, n) is one work item of the sweep store (`synthalign.experiments._grid`, one
+    stage per part): finished items are kept in `<out>/store/` and reused by a rerun; `executor`
+    runs them in parallel.
+    """
     start = time.perf_counter()
-    results = {"replicates": args.n_replicates, "tabular": run_tabular(args)}
+    results = {"replicates": args.n_replicates, "tabular": run_tabular(args, executor)}
     results["tabular_seconds"] = time.perf_counter() - start
-    results["finite"] = run_finite(args)
+    results["finite"] = run_finite(args, executor)
     results["seconds"] = time.perf_counter() - start
     results["all_bounds_hold"] = all(m["verdict"]["passed"] for m in results["finite"]["methods"].values())
     results["worst_bound_ratio"] = max(m["verdict"]["worst_ratio"] for m in results["finite"]["methods"].values())

@@ -50,6 +50,7 @@ import torch
 import synthalign as sa
 from synthalign.bridge._deps import require
 from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 
 NAME = "sequence-gap"
 METHODS = ("pmle", "dpo", "distillation_mu", "distillation_pit", "rkl")
@@ -276,13 +277,49 @@ def _one_cpu_thread(device: str):
         torch.set_num_threads(previous)
 
 
-def run(args: Args) -> dict:
-    """Every (tilt, n, replicate, method, parametrization); writes sequence-gap.json and sequence_gap.png."""
+def fit_method(
+    reference_model, reference_prefix, world: sa.SequenceWorld, data, reward, method: str, args: Args
+) -> dict:
+    """One work item: one method on one dataset, exact tabular and trained in both parametrizations.
+
+    Training is deterministic (exact losses, Adam from pi0's parameters), so the item's numbers depend
+    only on its dataset and R̂.
+    """
     with _one_cpu_thread(args.device):
-        return _run(args)
+        X = args.sized("world")[2]
+        tab = world.as_tabular()
+        support = support_of(data)
+        exact = exact_tabular(method, data, reward, tab, args.ridge)
+        entry = {"tabular_exact": _measure(exact, tab, support)}
+        model = copy.deepcopy(reference_model)
+        policies = {
+            "transformer": TransformerPolicy(model, world.space, X),
+            "tabular_ar": TabularARPolicy(reference_prefix, world.space),
+        }
+        for name, policy in policies.items():
+            lr = args.lr if name == "transformer" else args.tabular_lr
+            table = train(policy, method, data, reward, tab, args, lr)
+            entry[name] = _measure(table, tab, support)
+            with torch.no_grad():
+                entry[name]["excess_loss"] = float(
+                    method_loss(method, table, data, reward, tab) - method_loss(method, exact, data, reward, tab)
+                )
+        return entry
 
 
-def _run(args: Args) -> dict:
+def run(args: Args, *, executor=None) -> dict:
+    """Every (tilt, n, replicate, method, parametrization); writes sequence-gap.json and sequence_gap.png.
+
+    Each (tilt, n, replicate, method) is one work item of the sweep store
+    (`synthalign.experiments._grid`), both parametrizations at once: finished items are kept in
+    `<out>/store/` and reused by a rerun; `executor` runs them in parallel.  Pretraining pi0 and
+    fitting R̂ (batched over the replicates) stay outside the items: every item starts from them.
+    """
+    with _one_cpu_thread(args.device):
+        return _run(args, executor)
+
+
+def _run(args: Args, executor=None) -> dict:
     start = time.perf_counter()
     V, L, X = args.sized("world")
     world0 = sa.SequenceWorld.random(
@@ -310,6 +347,7 @@ def _run(args: Args) -> dict:
         },
         "cells": [],
     }
+    cells, items, labels = [], [], []
     for tilt_index, tilt in enumerate(tilts):
         world = tilted_world(world0, reference_prefix, tilt)
         tab = world.as_tabular()
@@ -320,34 +358,25 @@ def _run(args: Args) -> dict:
             for r in range(replicates):
                 data, reward = all_data[r], rewards[r]
                 support = support_of(data)
-                cell = {
-                    "tilt": tilt,
-                    "n": n,
-                    "replicate": r,
-                    "coverage": coverage,
-                    "kl_target_behavior": float(sa.forward_kl(tab.target, tab.behavior)),
-                    "target_mass_off_support": float(sa.mass_outside(tab.target, support)),
-                    "support_fraction": float(support.double().mean()),
-                }
-                for method in METHODS:
-                    exact = exact_tabular(method, data, reward, tab, args.ridge)
-                    entry = {"tabular_exact": _measure(exact, tab, support)}
-                    model = copy.deepcopy(reference_model)
-                    policies = {
-                        "transformer": TransformerPolicy(model, world.space, X),
-                        "tabular_ar": TabularARPolicy(reference_prefix, world.space),
+                cells.append(
+                    {
+                        "tilt": tilt,
+                        "n": n,
+                        "replicate": r,
+                        "coverage": coverage,
+                        "kl_target_behavior": float(sa.forward_kl(tab.target, tab.behavior)),
+                        "target_mass_off_support": float(sa.mass_outside(tab.target, support)),
+                        "support_fraction": float(support.double().mean()),
                     }
-                    for name, policy in policies.items():
-                        lr = args.lr if name == "transformer" else args.tabular_lr
-                        table = train(policy, method, data, reward, tab, args, lr)
-                        entry[name] = _measure(table, tab, support)
-                        with torch.no_grad():
-                            entry[name]["excess_loss"] = float(
-                                method_loss(method, table, data, reward, tab)
-                                - method_loss(method, exact, data, reward, tab)
-                            )
-                    cell[method] = entry
-                results["cells"].append(cell)
+                )
+                for method in METHODS:
+                    items.append((reference_model, reference_prefix, world, data, reward, method, args))
+                    labels.append({"tilt_index": tilt_index, "n": n, "replicate": r, "method": method})
+    entries = iter(run_grid(args, NAME, fit_method, items, labels, executor=executor))
+    for cell in cells:
+        for method in METHODS:
+            cell[method] = next(entries)
+        results["cells"].append(cell)
     results["curves"] = curves(results)
     results["gap"] = gap(results)
     results["seconds"] = time.perf_counter() - start

@@ -49,6 +49,7 @@ import synthalign as sa
 from synthalign.bounds import centred_reward, world_constants
 from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._grid import run_grid
 from synthalign.metrics import average_over_prompts
 from synthalign.stats import check_bound
 from synthalign.worlds.classes import perturbation_class, union_class
@@ -203,8 +204,54 @@ def make_classes(args: Args) -> tuple:
     return reward_members, {"A5": union_class(reward_members, perturbations), "no A5": perturbations}
 
 
-def run(args: Args) -> dict:
-    """Every setting, class, mix and n; writes strong-base.json and .png."""
+def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, ...], n: int, args: Args) -> dict:
+    """One work item: the distillation fits of one (setting, class, mix, n) and their errors.
+
+    `seeds` is the SeedSequence entropy of the item's datasets; they do not involve the class, so
+    both classes see the same datasets.
+    """
+    replicates, delta = args.n_replicates, args.delta
+    streams = np.random.SeedSequence(list(seeds)).spawn(3)
+    labelled = world.sample_preferences(n, replicates, seed=streams[0])
+    pairs_pi0 = world.sample_pairs(n, replicates, seed=streams[1], policy=world.reference)
+    pairs_mu = world.sample_pairs(n, replicates, seed=streams[2])
+    fits = {
+        name: fit_over_class("distillation", pairs, policy_class, reward_class=reward_members, reward_data=labelled)
+        for name, pairs in (("distill_pi0", pairs_pi0), ("distill_mu", pairs_mu))
+    }
+    reward_index = fits["distill_pi0"].reward_index
+    policies = {name: fit.policy.logp for name, fit in fits.items()}
+    policies["pi_rhat"] = reward_members.logp[reward_index]
+    same = (policies["distill_pi0"] - policies["pi_rhat"]).abs().flatten(1).amax(dim=-1) <= 1e-12
+    item = {
+        "reward_exact": float((reward_index == reward_members.target_index).double().mean()),
+        "distill_pi0_is_pi_rhat": float(same.double().mean()),
+        "observed_cells": {
+            "pi0": float(observed_cells(pairs_pi0.counts).mean()),
+            "mu": float(observed_cells(pairs_mu.counts).mean()),
+        },
+        "estimates": {},
+    }
+    for name, logp in policies.items():
+        forward = sa.forward_kl(world.target, sa.Policy(logp, world.prompt_dist))
+        squared = reward_error(world, logp)
+        item["estimates"][name] = {
+            "forward_kl": _stats(forward),
+            "reward_error": _stats(squared),
+            "reward_error_quantile": float(np.quantile(squared.cpu().numpy(), 1 - delta, method="higher")),
+        }
+        if name == "distill_pi0":
+            item["squared_errors"] = squared
+    return item
+
+
+def run(args: Args, *, executor=None) -> dict:
+    """Every setting, class, mix and n; writes strong-base.json and .png.
+
+    Each (setting, class, mix, n) is one work item of the sweep store
+    (`synthalign.experiments._grid`): finished items are kept in `<out>/store/` and reused by a
+    rerun; `executor` runs them in parallel.
+    """
     start = time.perf_counter()
     reward_members, classes = make_classes(args)
     ns, replicates, delta = args.sample_sizes, args.n_replicates, args.delta
@@ -220,11 +267,27 @@ def run(args: Args) -> dict:
         "behavior_tilt": args.behavior_tilt,
         "cases": {},
     }
+    worlds = {
+        (setting_index, mix_index): make_world(args, mix, setting)
+        for setting_index, setting in enumerate(SETTINGS)
+        for mix_index, mix in enumerate(args.reference_mixes)
+    }
+    items, labels = [], []
+    for setting_index, setting in enumerate(SETTINGS):
+        for class_name, policy_class in classes.items():
+            for mix_index in range(len(args.reference_mixes)):
+                for n_index, n in enumerate(ns):
+                    # The same datasets for both classes: the seeds do not involve the class.
+                    seeds = (args.seed, setting_index, mix_index, n_index)
+                    world = worlds[setting_index, mix_index]
+                    items.append((world, policy_class, reward_members, seeds, n, args))
+                    labels.append({"setting": setting, "class": class_name, "mix_index": mix_index, "n_index": n_index})
+    measured = iter(run_grid(args, NAME, fits_at_n, items, labels, executor=executor))
     for setting_index, setting in enumerate(SETTINGS):
         for class_name, policy_class in classes.items():
             rows = []
             for mix_index, mix in enumerate(args.reference_mixes):
-                world = make_world(args, mix, setting)
+                world = worlds[setting_index, mix_index]
                 constants = world_constants(
                     world.target.logp,
                     world.behavior.logp,
@@ -248,40 +311,16 @@ def run(args: Args) -> dict:
                     **{name: [] for name in ESTIMATES},
                 }
                 squared_errors = []
-                for n_index, n in enumerate(ns):
-                    # The same datasets for both classes: the seeds do not involve the class.
-                    seeds = np.random.SeedSequence([args.seed, setting_index, mix_index, n_index]).spawn(3)
-                    labelled = world.sample_preferences(n, replicates, seed=seeds[0])
-                    pairs_pi0 = world.sample_pairs(n, replicates, seed=seeds[1], policy=world.reference)
-                    pairs_mu = world.sample_pairs(n, replicates, seed=seeds[2])
-                    fits = {
-                        name: fit_over_class(
-                            "distillation", pairs, policy_class, reward_class=reward_members, reward_data=labelled
-                        )
-                        for name, pairs in (("distill_pi0", pairs_pi0), ("distill_mu", pairs_mu))
-                    }
-                    reward_index = fits["distill_pi0"].reward_index
-                    policies = {name: fit.policy.logp for name, fit in fits.items()}
-                    policies["pi_rhat"] = reward_members.logp[reward_index]
-                    row["reward_exact"].append(float((reward_index == reward_members.target_index).double().mean()))
-                    same = (policies["distill_pi0"] - policies["pi_rhat"]).abs().flatten(1).amax(dim=-1) <= 1e-12
-                    row["distill_pi0_is_pi_rhat"].append(float(same.double().mean()))
-                    row["observed_cells"]["pi0"].append(float(observed_cells(pairs_pi0.counts).mean()))
-                    row["observed_cells"]["mu"].append(float(observed_cells(pairs_mu.counts).mean()))
-                    for name, logp in policies.items():
-                        forward = sa.forward_kl(world.target, sa.Policy(logp, world.prompt_dist))
-                        squared = reward_error(world, logp)
-                        row[name].append(
-                            {
-                                "forward_kl": _stats(forward),
-                                "reward_error": _stats(squared),
-                                "reward_error_quantile": float(
-                                    np.quantile(squared.cpu().numpy(), 1 - delta, method="higher")
-                                ),
-                            }
-                        )
-                        if name == "distill_pi0":
-                            squared_errors.append(squared)
+                for _ in ns:
+                    item = next(measured)
+                    row["reward_exact"].append(item["reward_exact"])
+                    row["distill_pi0_is_pi_rhat"].append(item["distill_pi0_is_pi_rhat"])
+                    for side in ("pi0", "mu"):
+                        row["observed_cells"][side].append(item["observed_cells"][side])
+                    for name, entry in item["estimates"].items():
+                        row[name].append(entry)
+                    squared = torch.tensor(item["squared_errors"], dtype=torch.float64, device=bound.device)
+                    squared_errors.append(squared)
                 # Thm 14 bounds distillation on π0's pairs: its (1 − δ)-quantile at every n.
                 verdict = check_bound(
                     ns,
