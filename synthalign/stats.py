@@ -30,7 +30,7 @@ from torch import Tensor
 from synthalign._checks import InputTypeError, check_array_like, check_real, check_unit_interval, describe
 from synthalign._checks import check_seed as _check_seed
 
-__all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope"]
+__all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope", "quantile_interval"]
 
 _STATISTICS = ("mean", "median")
 
@@ -351,3 +351,23 @@ def check_bound(
             f"{ratios[worst]:.3g} at n = {ns_tuple[worst]}"
         )
     return Verdict(not exceed, reason, worst_ratio=float(ratios[worst]), worst_n=ns_tuple[worst])
+
+
+def quantile_interval(values: np.ndarray, level: float, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """A distribution-free CI for the level-quantile of each row of [N, R] values: two order statistics.
+
+    The number of replicates below the true quantile is Binomial(R, level); the ranks
+    R·level ∓ z·sqrt(R·level·(1 − level)) (normal approximation, rounded outwards, clipped to
+    the sample) bracket it with probability about `confidence`.
+    """
+    confidence_z = {0.9: 1.6449, 0.95: 1.9600, 0.99: 2.5758}
+    if confidence not in confidence_z:
+        raise ValueError(f"confidence must be one of {sorted(confidence_z)}, got {confidence!r}")
+    level = check_unit_interval(level, "level")
+    values = np.sort(np.asarray(values, dtype=np.float64), axis=-1)
+    count = values.shape[-1]
+    z = confidence_z[confidence]
+    spread = z * math.sqrt(count * level * (1 - level))
+    low = min(max(math.floor(count * level - spread), 1), count)
+    high = min(max(math.ceil(count * level + spread), 1), count)
+    return values[..., low - 1], values[..., high - 1]

@@ -37,7 +37,6 @@ fraction and the statuses):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 
@@ -46,9 +45,24 @@ import torch
 from torch import Tensor
 
 import synthalign as sa
-from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, one_cpu_thread, save_figure, write_record
 from synthalign.experiments._grid import run_grid
 from synthalign.theory.references import kl_target_reference, rlhf_population_floor
+
+__all__ = [
+    "NAME",
+    "Args",
+    "population_sweep",
+    "rlhf_at_n",
+    "rlhf_with_data",
+    "unobserved_responses",
+    "offline_fit_report",
+    "offline_fit_at_n",
+    "offline_small_data",
+    "run",
+    "plot",
+    "summary",
+]
 
 NAME = "degeneracy"
 _SIZES = {
@@ -151,18 +165,6 @@ def _quantiles(values: Tensor) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str):
-    """One intra-op CPU thread for the block (small tensors; see fig1), restored afterwards."""
-    previous = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- part A: RLHF's dilemma
 
 
@@ -181,7 +183,7 @@ def population_sweep(world: sa.World, betas: list[float]) -> dict:
 
 def rlhf_at_n(world: sa.World, fixed_beta: float, schedule_beta: float, k: int, n: int, args: Args) -> dict:
     """One work item of part A: [2, R] forward KL and entropy of every method on the datasets of the k-th n."""
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 0, k))
         reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=1e-9, max_iter=50).reward
         policies = {
@@ -322,7 +324,7 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
 
 def offline_fit_at_n(world: sa.World, k: int, n: int, objective: str, beta: float, args: Args) -> dict:
     """One work item of part B: `offline_fit_report` of one objective and beta on the datasets of the k-th small n."""
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 1, k))
         return offline_fit_report(args, world, data, objective, beta)
 
@@ -369,7 +371,7 @@ def run(args: Args, *, executor=None) -> dict:
     store (`synthalign.experiments._grid`, one stage per part): finished items are kept in
     `<out>/store/` and reused by a rerun; `executor` runs them in parallel.
     """
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         return _run(args, executor)
 
 

@@ -41,6 +41,21 @@ from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.experiments._grid import run_grid
 from synthalign.worlds.classes import perturbation_class
 
+__all__ = [
+    "NAME",
+    "ESTIMATORS",
+    "COLORS",
+    "Args",
+    "pair_radius",
+    "termwise_ratio",
+    "measure",
+    "summarize",
+    "estimators_at_n",
+    "run",
+    "plot",
+    "summary",
+]
+
 NAME = "prop15"
 ESTIMATORS = ("tabular pmle", "tabular rkl", "class pmle")
 COLORS = {"tabular pmle": "tab:green", "tabular rkl": "tab:blue", "class pmle": "tab:purple"}

@@ -46,10 +46,30 @@ import synthalign as sa
 from synthalign.bounds import world_constants
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.experiments._grid import run_grid
-from synthalign.stats import check_bound, check_rate, fit_slope
+from synthalign.stats import check_bound, check_rate, fit_slope, quantile_interval
 from synthalign.sweeps import SweepResult, rate_sweep
 from synthalign.theory.references import rkl_asymptotic_constant
 from synthalign.worlds.classes import perturbation_class, union_class
+
+__all__ = [
+    "NAME",
+    "METHODS",
+    "THEOREMS",
+    "LABELS",
+    "COLORS",
+    "Args",
+    "tabular_estimators",
+    "tabular_world",
+    "stacked_sweep",
+    "tabular_item",
+    "run_tabular",
+    "make_classes",
+    "finite_item",
+    "run_finite",
+    "run",
+    "plot",
+    "summary",
+]
 
 NAME = "rates"
 METHODS = ("pmle", "distillation", "rkl")
@@ -366,22 +386,6 @@ def _upper_quantile(values, level: float) -> np.ndarray:
     """[N] the level-quantile of [N, R] values along R, numpy's "higher" method (as `check_bound`)."""
     values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     return np.quantile(values, level, axis=1, method="higher")
-
-
-def quantile_interval(values: np.ndarray, level: float, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """A distribution-free CI for the level-quantile of each row of [N, R] values: two order statistics.
-
-    The number of replicates below the true quantile is Binomial(R, level); the ranks
-    R·level ∓ z·sqrt(R·level·(1 − level)) (normal approximation, rounded outwards, clipped to
-    the sample) bracket it with probability about `confidence`.
-    """
-    values = np.sort(np.asarray(values, dtype=np.float64), axis=-1)
-    count = values.shape[-1]
-    z = {0.9: 1.6449, 0.95: 1.9600, 0.99: 2.5758}[confidence]
-    spread = z * math.sqrt(count * level * (1 - level))
-    low = min(max(math.floor(count * level - spread), 1), count)
-    high = min(max(math.ceil(count * level + spread), 1), count)
-    return values[..., low - 1], values[..., high - 1]
 
 
 def _describe(world: sa.World) -> dict:

@@ -38,7 +38,6 @@ of `benchmarks/gpu_check.sh`).  Few steps leave the transformer short of its min
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -49,8 +48,33 @@ import torch
 
 import synthalign as sa
 from synthalign.bridge._deps import require
-from synthalign.experiments._common import CommonArgs, OptionError, save_figure, write_record
+from synthalign.experiments._common import CommonArgs, OptionError, one_cpu_thread, save_figure, write_record
 from synthalign.experiments._grid import run_grid
+
+__all__ = [
+    "NAME",
+    "METHODS",
+    "OFFLINE",
+    "PARAMETRIZATIONS",
+    "LABELS",
+    "COLORS",
+    "Args",
+    "tiny_llama",
+    "TransformerPolicy",
+    "TabularARPolicy",
+    "pretrain_reference",
+    "tilted_world",
+    "method_loss",
+    "train",
+    "exact_tabular",
+    "support_of",
+    "fit_method",
+    "run",
+    "curves",
+    "gap",
+    "plot",
+    "summary",
+]
 
 NAME = "sequence-gap"
 METHODS = ("pmle", "dpo", "distillation_mu", "distillation_pit", "rkl")
@@ -265,18 +289,6 @@ def support_of(data) -> torch.Tensor:
 # ----------------------------------------------------------------------------- experiment
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str):
-    """One intra-op thread on CPU: every tensor here is tiny, and a second thread only adds synchronization."""
-    previous = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def fit_method(
     reference_model, reference_prefix, world: sa.SequenceWorld, data, reward, method: str, args: Args
 ) -> dict:
@@ -285,7 +297,7 @@ def fit_method(
     Training is deterministic (exact losses, Adam from pi0's parameters), so the item's numbers depend
     only on its dataset and R̂.
     """
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         X = args.sized("world")[2]
         tab = world.as_tabular()
         support = support_of(data)
@@ -315,7 +327,7 @@ def run(args: Args, *, executor=None) -> dict:
     `<out>/store/` and reused by a rerun; `executor` runs them in parallel.  Pretraining pi0 and
     fitting R̂ (batched over the replicates) stay outside the items: every item starts from them.
     """
-    with _one_cpu_thread(args.device):
+    with one_cpu_thread(args.device):
         return _run(args, executor)
 
 

@@ -51,8 +51,28 @@ from synthalign.estimators.finite_class import fit_over_class
 from synthalign.experiments._common import CommonArgs, save_figure, write_record
 from synthalign.experiments._grid import run_grid
 from synthalign.metrics import average_over_prompts
-from synthalign.stats import check_bound
+from synthalign.stats import check_bound, quantile_interval
 from synthalign.worlds.classes import perturbation_class, union_class
+
+__all__ = [
+    "NAME",
+    "SETTINGS",
+    "CLASSES",
+    "ESTIMATES",
+    "LABELS",
+    "COLORS",
+    "GAIN_Z",
+    "Args",
+    "make_world",
+    "reward_error",
+    "observed_cells",
+    "make_classes",
+    "fits_at_n",
+    "run",
+    "summarize_case",
+    "plot",
+    "summary",
+]
 
 NAME = "strong-base"
 SETTINGS = ("mu=pi0", "mu fixed")
@@ -347,22 +367,6 @@ def run(args: Args, *, executor=None) -> dict:
         plot(results, args)
     write_record(args, NAME, results)
     return results
-
-
-def quantile_interval(values: np.ndarray, level: float, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """A distribution-free CI for the level-quantile of each row of [N, R] values: two order statistics.
-
-    The number of replicates below the true quantile is Binomial(R, level); the ranks
-    R·level ∓ z·sqrt(R·level·(1 − level)) (normal approximation, rounded outwards, clipped to
-    the sample) bracket it with probability about `confidence`.
-    """
-    values = np.sort(np.asarray(values, dtype=np.float64), axis=-1)
-    count = values.shape[-1]
-    z = {0.9: 1.6449, 0.95: 1.9600, 0.99: 2.5758}[confidence]
-    spread = z * math.sqrt(count * level * (1 - level))
-    low = min(max(math.floor(count * level - spread), 1), count)
-    high = min(max(math.ceil(count * level + spread), 1), count)
-    return values[..., low - 1], values[..., high - 1]
 
 
 def summarize_case(rows: list[dict], ns) -> dict:

@@ -1,0 +1,43 @@
+"""The public surface: every public module declares `__all__`, and every name it lists exists."""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+
+import pytest
+
+import synthalign
+
+PACKAGE = pathlib.Path(synthalign.__file__).resolve().parent
+OPTIONAL = {"synthalign.bridge"}  # needs the `bridge` extra
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if any(part.startswith("_") for part in parts[1:]):  # private modules and __main__
+            continue
+        names.append(".".join(parts))
+    return names
+
+
+MODULES = _public_modules()
+
+
+def test_the_package_has_public_modules():
+    assert "synthalign.metrics" in MODULES and "synthalign.worlds.tabular" in MODULES
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_public_module_declares_all_and_every_listed_name_exists(name):
+    if any(name == o or name.startswith(o + ".") for o in OPTIONAL):
+        pytest.importorskip("transformers")
+    module = importlib.import_module(name)
+    assert isinstance(getattr(module, "__all__", None), list), f"{name} has no __all__ list"
+    missing = [item for item in module.__all__ if not hasattr(module, item)]
+    assert not missing, f"{name}.__all__ names what it does not define: {missing}"
+    assert len(set(module.__all__)) == len(module.__all__), f"{name}.__all__ repeats a name"
