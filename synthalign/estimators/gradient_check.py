@@ -43,6 +43,7 @@ candidates (`PAIR_GRADIENT_LAWS`); the declared law is the semi-gradient.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -63,6 +64,9 @@ from synthalign.metrics import entropy_per_prompt, kl_per_prompt
 from synthalign.registry.protocol import get_objective
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
+
+if TYPE_CHECKING:
+    from synthalign._types import WorldLike
 
 __all__ = [
     "KL_GRADIENT_LAWS",
@@ -111,7 +115,7 @@ def _kl_terms(table: Tensor, ref: Tensor) -> dict[str, Tensor]:
 
 
 def expected_gradient(
-    world,
+    world: WorldLike,
     logits: Tensor,
     objective: str = "rkl",
     *,
@@ -206,7 +210,7 @@ class GradientRow:
 
 
 def gradient_law(
-    world,
+    world: WorldLike,
     logits: Tensor,
     objective: str = "rkl",
     *,
@@ -281,7 +285,7 @@ def gradient_table(
 
 
 def exact_gradient_variance(
-    world,
+    world: WorldLike,
     logits: Tensor,
     objective: str = "rkl",
     *,
@@ -330,7 +334,7 @@ PAIR_GRADIENT_LAWS = {
 """The two candidate gradients of an on-policy pair estimator (module docstring); "semi" is declared."""
 
 
-def _pair_setup(world, logits: Tensor, objective, reward, params):
+def _pair_setup(world: WorldLike, logits: Tensor, objective, reward, params):
     tab = tabular_view(world)
     obj = _pair_objective(objective)
     resolved = obj.resolve_params(params)
@@ -379,7 +383,7 @@ def expected_pair_gradient(
     return gradient.reshape(-1)
 
 
-def pair_cell_weights(world, policy_logp: Tensor, objective) -> Tensor:
+def pair_cell_weights(world: WorldLike, policy_logp: Tensor, objective) -> Tensor:
     """The population weights of one pair with both responses from π (rows [X, N] of log-probs), [X, N, N].
 
     Labelled: 2 D(x) π(a) π(b) P(a ≻ b | x) on (a⁺ = a, a⁻ = b) (`population_preferences`' law with
@@ -450,7 +454,7 @@ class PairGradientRow:
 
 
 def pair_gradient_law(
-    world,
+    world: WorldLike,
     logits: Tensor,
     objective="distillation",
     *,

@@ -24,6 +24,7 @@ What the expected value of each stochastic gradient is, exactly, is
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -38,6 +39,9 @@ from synthalign.worlds.preferences import preference_matrix
 from synthalign.worlds.sequence import SequenceWorld
 from synthalign.worlds.tabular import World
 from synthalign.worlds.torch_sampling import make_generator
+
+if TYPE_CHECKING:
+    from synthalign._types import WorldLike
 
 __all__ = [
     "ESTIMATORS",
@@ -94,14 +98,14 @@ def tabular_view(world) -> World:
     raise ValueError(f"world must be a World or a SequenceWorld, got {type(world).__name__}")
 
 
-def make_parametrization(world, logits: Tensor):
+def make_parametrization(world: WorldLike, logits: Tensor):
     """The policy parametrization of a world: tabular softmax on a `World`, per-prefix on a `SequenceWorld`."""
     if isinstance(world, SequenceWorld):
         return TabularAutoregressive(logits, world.space)
     return TabularSoftmax(logits)
 
 
-def initial_logits(world, replicates: int, init: Tensor | None = None) -> Tensor:
+def initial_logits(world: WorldLike, replicates: int, init: Tensor | None = None) -> Tensor:
     """Leaf logits [R, ...] starting from `init` (default pi0's logits), one copy per replicate."""
     if init is None:
         init = world.reference if isinstance(world, SequenceWorld) else world.reference.logp
@@ -243,7 +247,7 @@ def _gather(table: Tensor, ids: Tensor) -> Tensor:
 
 
 def score_function_fit(
-    world,
+    world: WorldLike,
     objective: str = "rkl",
     *,
     reward: Tensor | None = None,
@@ -374,7 +378,7 @@ def _pair_step_loss(obj, policy, tab, prompts, pairs, generator, reward, matrix,
 
 
 def onpolicy_pair_fit(
-    world,
+    world: WorldLike,
     objective: str | Objective = "distillation",
     *,
     reward: Tensor | None = None,
@@ -425,7 +429,7 @@ def onpolicy_pair_fit(
 
 
 def sampled_score_function_gradients(
-    world,
+    world: WorldLike,
     logits: Tensor,
     objective: str = "rkl",
     *,
@@ -463,7 +467,7 @@ def sampled_score_function_gradients(
 
 
 def sampled_pair_gradients(
-    world,
+    world: WorldLike,
     logits: Tensor,
     objective: str | Objective = "distillation",
     *,
@@ -559,7 +563,7 @@ def _dpo_population_loss(logp: Tensor, pair_law: Tensor, world) -> Tensor:
     return (pair_law * per_pair).sum(dim=(-1, -2))
 
 
-def dpo_linear_rate(world, sampler: str) -> tuple[Tensor, Tensor]:
+def dpo_linear_rate(world: WorldLike, sampler: str) -> tuple[Tensor, Tensor]:
     """(optimal constant step η [X], linear contraction ρ [X]) of exact online DPO at its limit.
 
     Near the limit π_lim ∝ π0 π* the error e = h − r* (h = γ ln π/π0, centred per prompt) follows
@@ -605,7 +609,7 @@ class SamplerRun:
     rate: Tensor
 
 
-def exact_online_dpo(world, sampler: str, *, iterations: int, start: Tensor | None = None) -> SamplerRun:
+def exact_online_dpo(world: WorldLike, sampler: str, *, iterations: int, start: Tensor | None = None) -> SamplerRun:
     """Gradient descent in the logits on each prompt's exact online DPO loss under `sampler`'s pair law.
 
     Each step recomputes the pair law at π_t (held fixed within the step: the semi-gradient of
