@@ -6,7 +6,6 @@ folder, wall-clock `seconds`): everything else, every number included, must be i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from store_records import comparable_record, store_lines
 
 from synthalign.cli import experiment_args, main
 from synthalign.experiments import load
@@ -43,35 +43,10 @@ ITEMS = _n_items()
 
 
 def _record(out: Path, name: str = NAME) -> str:
-    """The JSON record without `created`, `config.out` and any `seconds`: the part two runs must share."""
-    record = json.loads((out / f"{name}.json").read_text())
-    record.pop("created")
-    record["config"].pop("out")
-    record["config"].pop("fresh")
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if "seconds" not in k}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return json.dumps(strip(record))
+    return comparable_record(out, name)
 
 
-def _lines(out: Path) -> list[dict]:
-    """Every complete item line of the store files under `out`, in file order (as the store reads them: a line
-    cut short by a kill, and closed by the next append, is skipped)."""
-    entries = []
-    for path in sorted((out / STORE_FOLDER).glob("*.jsonl")):
-        for line in path.read_text().splitlines(keepends=True):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if line.endswith("\n"):
-                entries.append(entry)
-    return entries
+_lines = store_lines
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,14 @@ tests/test_grid.py.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from store_records import comparable_record, store_lines
 
 from synthalign.cli import experiment_args
 from synthalign.experiments import load, rates, sequence_gap, strong_base
-from synthalign.experiments._grid import STORE_FOLDER
 
 COMMON = ["--quick", "--set", "plot=false", "--no-progress"]
 
@@ -71,31 +70,8 @@ def _args(name: str, out: Path, options: list[str], *extra: str):
     return experiment_args(name, ["--out", str(out), *COMMON, *options, *extra])
 
 
-def _record(out: Path, name: str) -> str:
-    """The JSON record without `created`, `config.out`, `config.fresh` and any `seconds`."""
-    record = json.loads((out / f"{name}.json").read_text())
-    record.pop("created")
-    record["config"].pop("out")
-    record["config"].pop("fresh")
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if "seconds" not in k}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return json.dumps(strip(record))
-
-
-def _lines(out: Path) -> list[dict]:
-    """Every item line of the store files under `out`."""
-    return [
-        json.loads(line)
-        for path in sorted((out / STORE_FOLDER).glob("*.jsonl"))
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
+_record = comparable_record
+_lines = store_lines
 
 
 @pytest.mark.parametrize("name, options, items", CASES, ids=[case[0] for case in CASES])
