@@ -22,15 +22,21 @@ the floor exact here (`approximation_floor`) and the 1/n part measured (`synthal
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
+from synthalign._types import ArrayLike
 from synthalign.metrics import forward_kl, kl_divergence
 from synthalign.theory.closed_forms import reward_policy, rlhf_policy
 from synthalign.worlds.datasets import PreferenceData
 from synthalign.worlds.preferences import preference_matrix
+
+if TYPE_CHECKING:
+    from synthalign._types import RewardClass
+    from synthalign.worlds.tabular import World
 
 __all__ = [
     "FeatureFit",
@@ -44,7 +50,9 @@ __all__ = [
 ]
 
 
-def random_features(n_prompts: int, n_responses: int, dim: int, *, seed: int = 0, dtype=torch.float64) -> Tensor:
+def random_features(
+    n_prompts: int, n_responses: int, dim: int, *, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """φ(x, a) i.i.d. N(0, 1) in R^dim, [X, A, dim]: a linear reward class of dimension dim."""
     if not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -235,21 +243,21 @@ def _bt_loss(data: PreferenceData, reward: Tensor) -> Tensor:
     return (data.counts * torch.nn.functional.softplus(-margin)).sum(dim=(1, 2, 3))
 
 
-def warm_started(reward_class, floor: dict):
+def warm_started(reward_class: RewardClass, floor: dict) -> RewardClass:
     """A `LowRankClass` started at the population fit of `approximation_floor`'s result; other classes unchanged."""
     if isinstance(reward_class, LowRankClass):
         return dataclasses.replace(reward_class, init=floor["parameters"])
     return reward_class
 
 
-def fit_reward_class(data: PreferenceData, reward_class, *, ridge: float = 0.0) -> FeatureFit:
+def fit_reward_class(data: PreferenceData, reward_class: RewardClass, *, ridge: float = 0.0) -> FeatureFit:
     """The BT fit in a reward class: features [X, A, d] (a linear class) or a `LowRankClass`."""
     if isinstance(reward_class, LowRankClass):
         return reward_class.fit(data, ridge=ridge)
     return feature_reward_fit(data, reward_class, ridge=ridge)
 
 
-def approximation_floor(world, features, *, ridge: float = 0.0) -> dict:
+def approximation_floor(world: World, features: RewardClass, *, ridge: float = 0.0) -> dict:
     """The n → ∞ limit: R̂∞ fitted on the population law, π_{R̂∞} ∝ exp(R̂∞/γ), and KL(π* ‖ π_{R̂∞}).
 
     `features`: a linear class's features [X, A, d], or a `LowRankClass`.
@@ -260,7 +268,7 @@ def approximation_floor(world, features, *, ridge: float = 0.0) -> dict:
     return {"reward": fit.reward[0], "policy": policy, "floor": floor, "parameters": fit.weights[0]}
 
 
-def overoptimization_curve(world, reward: Tensor, betas) -> dict:
+def overoptimization_curve(world: World, reward: ArrayLike, betas: ArrayLike) -> dict:
     """RLHF optima π_β ∝ π0 exp(R̂/β) over `betas`: KL(π_β‖π0), proxy gain, true win rate vs π0, KL(π*‖π_β).
 
     The true win rate is P(π_β ≻ π0) = E_x Σ_ab π_β(a) π0(b) P(a ≻ b | x) under the world's law.

@@ -37,11 +37,16 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from synthalign._types import ExecutorLike
 from synthalign.store import SweepStore, config_key, run_items
+
+if TYPE_CHECKING:
+    from synthalign.experiments._common import CommonArgs
 
 __all__ = ["NOT_IN_KEY", "grid_store", "options_config", "run_grid"]
 
@@ -53,14 +58,14 @@ STORE_FOLDER = "store"
 _log = logging.getLogger(__name__)
 
 
-def options_config(args) -> dict:
+def options_config(args: CommonArgs) -> dict:
     """The options of `args` (an experiment's `Args`) that can change a number, as plain values."""
     if not dataclasses.is_dataclass(args) or isinstance(args, type):
         raise TypeError(f"args must be an experiment's Args dataclass, got {type(args).__name__}")
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name not in NOT_IN_KEY}
 
 
-def grid_store(args) -> SweepStore:
+def grid_store(args: CommonArgs) -> SweepStore:
     """The sweep store of the run `args` describes: `<args.out>/store/`."""
     return SweepStore(Path(args.out) / STORE_FOLDER)
 
@@ -81,7 +86,7 @@ def _json_ready(value):
     raise TypeError(f"a grid item returned a {type(value).__name__}, which has no JSON form: {value!r}")
 
 
-def as_stored(result):
+def as_stored(result: Any) -> Any:
     """`result` as the store holds it: through one JSON round trip (tuples become lists, keys strings)."""
     return json.loads(json.dumps(_json_ready(result)))
 
@@ -97,14 +102,14 @@ class _StoredItem:
 
 
 def run_grid(
-    args,
+    args: CommonArgs,
     name: str,
     fn: Callable,
     items: Sequence[tuple],
     labels: Sequence[Mapping],
     *,
     stage: str | None = None,
-    executor=None,
+    executor: ExecutorLike | None = None,
 ) -> list:
     """`[fn(*item) for item in items]` through the store at `<args.out>/store/` (module docstring).
 
