@@ -386,14 +386,24 @@ def check_init(init, data) -> None:
     check_same_device({"init": tensor, "data": data.counts})
 
 
-def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
-    """Checks that a scalar hyper-parameter is finite and positive (or non-negative)."""
+def check_finite_float(value: float, name: str) -> float:
+    """`float(value)` for a scalar hyper-parameter, refusing what float() refuses and ±inf or NaN.
+
+    More permissive than `check_real`: whatever float() converts (a one-element tensor, a bool, a
+    numeric string) is accepted, as the loss and world hyper-parameters always have been.
+    """
     try:
         value = float(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a real number, got {value!r}") from err
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Checks that a scalar hyper-parameter is finite and positive (or non-negative)."""
+    value = check_finite_float(value, name)
     if allow_zero and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     if not allow_zero and value <= 0:
