@@ -56,7 +56,7 @@ class SequenceSpace:
     max_length: int
     eos: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "max_length", "eos"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -258,7 +258,7 @@ class SequenceWorld(_OverPrompts):
     behavior: Tensor
     gamma: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.space, SequenceSpace):
             raise ValueError(f"space must be a SequenceSpace, got {type(self.space).__name__}")
         check_positive(self.gamma, "gamma")

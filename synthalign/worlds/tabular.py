@@ -9,6 +9,7 @@ construction; every other module can then trust its tensors.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,7 +68,7 @@ class _DialedLogits:
     logit_scale: float
     behavior_tilt: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_mix(self.reference_mix, "reference_mix")
         if self.behavior_mix is not None:
             _check_mix(self.behavior_mix, "behavior_mix", expected="[0, 1] or be None")
@@ -110,7 +111,7 @@ class World(_OverPrompts):
     gamma: float
     law: PreferenceLaw | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_positive(self.gamma, "gamma")
         if not isinstance(self.prompt_dist, Tensor):
             raise InputTypeError(f"prompt_dist must be a 1-D tensor of shape [X], got {describe(self.prompt_dist)}")
@@ -310,7 +311,7 @@ class World(_OverPrompts):
             return self
         return self.replace(reference=Policy(logp.clamp_min(float(floor))))
 
-    def replace(self, **changes) -> World:
+    def replace(self, **changes: Any) -> World:
         """A copy with some fields changed (e.g. `world.replace(gamma=2.0)`), re-validated."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields.update(changes)
@@ -322,17 +323,17 @@ class World(_OverPrompts):
         """The exact law of one labelled pair as a `PreferenceData` of probabilities."""
         return population_preferences(self)
 
-    def sample_preferences(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs) -> PreferenceData:
+    def sample_preferences(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs: Any) -> PreferenceData:
         """`replicates` independent datasets of n labelled pairs, held as counts."""
         return sample_preferences(self, n, replicates=replicates, seed=seed, **kwargs)
 
     def sample_pairs(
-        self, n: int, replicates: int = 1, seed: Seed = None, *, policy: Policy | None = None, **kwargs
+        self, n: int, replicates: int = 1, seed: Seed = None, *, policy: Policy | None = None, **kwargs: Any
     ) -> PairData:
         """Unlabelled pairs (a, b) drawn from mu (or `policy`), held as counts."""
         return sample_pairs(self, n, replicates=replicates, seed=seed, policy=policy, **kwargs)
 
-    def sample_preference_list(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs) -> PreferenceList:
+    def sample_preference_list(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs: Any) -> PreferenceList:
         """Labelled pairs as explicit index tensors, for per-sample code."""
         return sample_preference_list(self, n, replicates=replicates, seed=seed, **kwargs)
 
