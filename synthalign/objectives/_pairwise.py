@@ -112,7 +112,11 @@ def _scores(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, dive
 
 
 def _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha):
-    """γΔ = γ · [f'(π(a⁺)/π0(a⁺)) − f'(π(a⁻)/π0(a⁻))], the scaled margin of the f-DPO family (γ already checked)."""
+    """ρ = γΔ = γ · [f'(π(a⁺)/π0(a⁺)) − f'(π(a⁻)/π0(a⁻))], the scaled margin of the f-DPO family.
+
+    f-DPO's margin (Wang et al. 2023, https://arxiv.org/abs/2309.16240; the reverse KL gives DPO's, eq. 6 of
+    the paper); `gamma` is checked by the caller, the divergence here.
+    """
     score_chosen, score_rejected = _scores(
         logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
     )
@@ -128,5 +132,9 @@ def _with_doc(doc: str):
 
 
 def _smoothed_logistic(logits: Tensor, eps: float) -> Tensor:
-    """−(1 − ε) ln σ(z) − ε ln σ(−z): the logistic loss with labels flipped at rate ε (cDPO, AOT)."""
+    """−(1 − ε) ln σ(z) − ε ln σ(−z) at z = `logits`: the logistic loss with labels flipped at rate ε.
+
+    cDPO's loss (Mitchell 2023, https://ericmitchell.ai/cdpo.pdf) and AOT's per-quantile loss (Melnyk et al.
+    2024, https://arxiv.org/abs/2406.05882).
+    """
     return -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
