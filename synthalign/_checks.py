@@ -27,10 +27,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from synthalign._types import DeviceLike
+
+if TYPE_CHECKING:
+    from synthalign.worlds.datasets import CellData
+    from synthalign.worlds.tabular import World
+
+_T = TypeVar("_T")
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -45,7 +54,7 @@ class InputTypeError(TypeError, ValueError):
     """An argument of the wrong Python type: a TypeError that `except ValueError` also catches."""
 
 
-def describe(value) -> str:
+def describe(value: object) -> str:
     """A short description of a value for an error message: a tensor's shape and dtype, else its repr."""
     if isinstance(value, Tensor):
         return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
@@ -55,7 +64,7 @@ def describe(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_device(device, name: str = "device") -> torch.device | None:
+def check_device(device: DeviceLike, name: str = "device") -> torch.device | None:
     """`device` as a torch.device (None stays None); a CUDA device without CUDA is refused in one line."""
     if device is None:
         return None
@@ -85,7 +94,9 @@ def check_same_device(tensors: Mapping[str, Tensor | None]) -> None:
             )
 
 
-def as_tensor(value, name: str, *, dtype: torch.dtype | None = None, device=None, allow_empty: bool = False) -> Tensor:
+def as_tensor(
+    value: object, name: str, *, dtype: torch.dtype | None = None, device: DeviceLike = None, allow_empty: bool = False
+) -> Tensor:
     """Converts `value` (tensor, numpy array, list or number) to a real tensor, rejecting NaN and emptiness.
 
     Integer tensors are converted to `dtype` (default float64); bool and complex are refused.
@@ -148,7 +159,9 @@ def check_dims(tensor: Tensor, name: str, dims: Sequence[str], *, batch: bool = 
             raise ValueError(f"{name} must have shape [{expected}] with {want}, got {shape}")
 
 
-def check_logp(value, name: str, *, normalized: bool = True, dtypes: Sequence[torch.dtype] = FLOAT_DTYPES) -> Tensor:
+def check_logp(
+    value: object, name: str, *, normalized: bool = True, dtypes: Sequence[torch.dtype] = FLOAT_DTYPES
+) -> Tensor:
     """Validated log-probabilities [..., X, A]: floating, no NaN or +inf, rows normalized (logsumexp = 0)."""
     tensor = check_floating(
         as_tensor(value, name) if not isinstance(value, Tensor) else value,
@@ -173,7 +186,7 @@ def check_logp(value, name: str, *, normalized: bool = True, dtypes: Sequence[to
     return tensor
 
 
-def check_distribution(probs, name: str, tol: float = NORMALIZATION_TOL) -> Tensor:
+def check_distribution(probs: Tensor, name: str, tol: float = NORMALIZATION_TOL) -> Tensor:
     """Probabilities along the last dimension: floating, finite, non-negative, summing to 1, not empty."""
     probs = check_floating(probs, name, what="probabilities")
     if probs.dim() == 0 or probs.numel() == 0:
@@ -191,7 +204,7 @@ def check_distribution(probs, name: str, tol: float = NORMALIZATION_TOL) -> Tens
     return probs
 
 
-def check_prompt_dist(prompt_dist, name: str = "prompt_dist", *, n_prompts: int | None = None) -> Tensor:
+def check_prompt_dist(prompt_dist: object, name: str = "prompt_dist", *, n_prompts: int | None = None) -> Tensor:
     """D over prompts: a distribution of shape [X] (X = `n_prompts` when given)."""
     prompt_dist = as_tensor(prompt_dist, name) if not isinstance(prompt_dist, Tensor) else prompt_dist
     if n_prompts is not None and prompt_dist.dim() == 1 and prompt_dist.shape[0] != n_prompts:
@@ -203,7 +216,7 @@ def check_prompt_dist(prompt_dist, name: str = "prompt_dist", *, n_prompts: int 
     return check_distribution(prompt_dist, name)
 
 
-def check_int(value, name: str, *, minimum: int = 1) -> int:
+def check_int(value: object, name: str, *, minimum: int = 1) -> int:
     """A Python or numpy integer >= `minimum` (bools and non-integral floats refused)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -214,7 +227,7 @@ def check_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_seed(seed, name: str = "seed") -> int:
+def check_seed(seed: object, name: str = "seed") -> int:
     """A seed: a Python or numpy integer >= 0 (bools, floats and None refused)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputTypeError(f"{name} must be a non-negative int, got {describe(seed)}")
@@ -223,14 +236,14 @@ def check_seed(seed, name: str = "seed") -> int:
     return int(seed)
 
 
-def check_bool(value, name: str) -> bool:
+def check_bool(value: object, name: str) -> bool:
     """True or False (numpy bools too); 1, 'yes' and None are refused."""
     if not isinstance(value, (bool, np.bool_)):
         raise InputTypeError(f"{name} must be True or False, got {describe(value)}")
     return bool(value)
 
 
-def check_real(value, name: str, *, finite: bool = True) -> float:
+def check_real(value: object, name: str, *, finite: bool = True) -> float:
     """A real number as a float (NaN always refused; ±inf refused with `finite`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
@@ -243,7 +256,7 @@ def check_real(value, name: str, *, finite: bool = True) -> float:
     return value
 
 
-def check_unit_interval(value, name: str) -> float:
+def check_unit_interval(value: object, name: str) -> float:
     """A real number in the open interval (0, 1) as a float: a failure probability δ, a confidence level."""
     value = check_real(value, name)
     if not 0.0 < value < 1.0:
@@ -251,7 +264,7 @@ def check_unit_interval(value, name: str) -> float:
     return value
 
 
-def check_at_least(value, name: str, minimum: float, *, finite: bool = True) -> float:
+def check_at_least(value: object, name: str, minimum: float, *, finite: bool = True) -> float:
     """A real number >= `minimum` as a float (+inf allowed unless `finite`): a class size, a world constant."""
     value = check_real(value, name, finite=finite)
     if value < minimum:
@@ -260,13 +273,13 @@ def check_at_least(value, name: str, minimum: float, *, finite: bool = True) -> 
     return value
 
 
-def check_callable(value, name: str, what: str = "a function"):
+def check_callable(value: _T, name: str, what: str = "a function") -> _T:
     if not callable(value):
         raise InputTypeError(f"{name} must be {what}, got {describe(value)}")
     return value
 
 
-def check_class_logp(value, name: str, *, world=None) -> Tensor:
+def check_class_logp(value: object, name: str, *, world: World | None = None) -> Tensor:
     """A finite class as log-probabilities [K, X, A]: a `Policy` with batch [K] (a `PolicyClass`) or a tensor.
 
     Floating, no NaN or +inf, every row normalized; with `world`, X and A are its sizes and the
@@ -291,14 +304,14 @@ _NOT_GIVEN = object()
 
 
 def check_class_fit(
-    data,
-    candidates,
+    data: CellData,
+    candidates: object,
     name: str,
     *,
-    beta,
-    chunk_size,
-    reward=None,
-    reward_ridge=_NOT_GIVEN,
+    beta: float,
+    chunk_size: int,
+    reward: object = None,
+    reward_ridge: object = _NOT_GIVEN,
 ) -> None:
     """The arguments shared by the estimators over a finite class (`argmin_over_class`, `fit_over_class`)."""
     check_data(data)
@@ -313,7 +326,7 @@ def check_class_fit(
         check_positive(reward_ridge, "reward_ridge", allow_zero=True)
 
 
-def check_world(world, name: str = "world", *, duck: bool = False):
+def check_world(world: object, name: str = "world", *, duck: bool = False) -> Any:
     """A `World`; with `duck`, anything with `target` and `sample_preferences` (a wrapper of a World)."""
     from synthalign.worlds.tabular import World
 
@@ -324,7 +337,7 @@ def check_world(world, name: str = "world", *, duck: bool = False):
     return world
 
 
-def check_data(data, name: str = "data"):
+def check_data(data: object, name: str = "data") -> CellData:
     """A `PreferenceData` or `PairData` (validated at construction)."""
     from synthalign.worlds.datasets import CellData
 
@@ -333,7 +346,7 @@ def check_data(data, name: str = "data"):
     return data
 
 
-def check_policy_for_world(policy, world, name: str = "policy", *, normalized: bool = True) -> Tensor:
+def check_policy_for_world(policy: object, world: World, name: str = "policy", *, normalized: bool = True) -> Tensor:
     """The log-probabilities of a Policy or tensor [..., X, A] matching `world` in X, A and device."""
     from synthalign.worlds.policy import Policy
 
@@ -343,7 +356,7 @@ def check_policy_for_world(policy, world, name: str = "policy", *, normalized: b
     return logp
 
 
-def check_array_like(value, name: str) -> None:
+def check_array_like(value: object, name: str) -> None:
     """A tensor, numpy array or (nested) sequence of real numbers; refuses other types and non-numbers."""
     if value is None or isinstance(value, (str, bytes, dict, set)):
         raise InputTypeError(f"{name} must be an array of numbers, got {describe(value)}")
@@ -360,7 +373,7 @@ def check_array_like(value, name: str) -> None:
         raise ValueError(f"{name} must be an array of real numbers, got {describe(value)}") from err
 
 
-def check_reward(reward, world, name: str = "reward") -> None:
+def check_reward(reward: object, world: World, name: str = "reward") -> None:
     """R̂ for `world`: real, NaN-free, shape [..., X, A], on the world's device (None is allowed)."""
     if reward is None:
         return
@@ -369,7 +382,7 @@ def check_reward(reward, world, name: str = "reward") -> None:
     check_same_device({name: tensor, "world": world.prompt_dist})
 
 
-def check_init(init, data) -> None:
+def check_init(init: object, data: CellData) -> None:
     """Initial logits for a fit of `data`: [X, A] or [R, X, A], no NaN or +inf, on the data's device."""
     if init is None:
         return
@@ -386,14 +399,24 @@ def check_init(init, data) -> None:
     check_same_device({"init": tensor, "data": data.counts})
 
 
-def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
-    """Checks that a scalar hyper-parameter is finite and positive (or non-negative)."""
+def check_finite_float(value: float, name: str) -> float:
+    """`float(value)` for a scalar hyper-parameter, refusing what float() refuses and ±inf or NaN.
+
+    More permissive than `check_real`: whatever float() converts (a one-element tensor, a bool, a
+    numeric string) is accepted, as the loss and world hyper-parameters always have been.
+    """
     try:
         value = float(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a real number, got {value!r}") from err
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Checks that a scalar hyper-parameter is finite and positive (or non-negative)."""
+    value = check_finite_float(value, name)
     if allow_zero and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     if not allow_zero and value <= 0:
@@ -489,7 +512,9 @@ def safe_difference(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(torch.isinf(a) & (a == b), torch.zeros_like(diff), diff)
 
 
-def double_log_ratio(logp_chosen: Tensor, logp_rejected: Tensor, ref_logp_chosen: Tensor, ref_logp_rejected: Tensor):
+def double_log_ratio(
+    logp_chosen: Tensor, logp_rejected: Tensor, ref_logp_chosen: Tensor, ref_logp_rejected: Tensor
+) -> Tensor:
     """h⁺ − h⁻ = ln[π(a⁺)π0(a⁻) / (π(a⁻)π0(a⁺))], never NaN for log-probabilities in [−inf, 0].
 
     Each log-ratio h = ln π/π0 is formed first, with 0/0 (a response neither policy

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive, check_same_shape, safe_difference, safe_log_ratio
+from synthalign._checks import (
+    as_tensor,
+    check_finite_float,
+    check_positive,
+    check_same_shape,
+    safe_difference,
+    safe_log_ratio,
+)
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
@@ -36,18 +43,17 @@ def _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) 
 _difference = safe_difference
 
 
-def _check_real(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from err
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+def _check_offset(value: Tensor | float, name: str) -> Tensor | float:
+    """A finite float, or a tensor used as given once it is finite everywhere (a reward shift, a reference point)."""
+    if not isinstance(value, Tensor):
+        return check_finite_float(value, name)
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} must be finite")
     return value
 
 
 def _check_interval(value, name: str, low: float, high: float, *, low_open: bool, high_open: bool) -> float:
-    value = _check_real(value, name)
+    value = check_finite_float(value, name)
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:
@@ -105,6 +111,18 @@ def _scores(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, dive
     return _f_score(h_chosen, divergence, divergence_alpha), _f_score(h_rejected, divergence, divergence_alpha)
 
 
+def _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha):
+    """ρ = γΔ = γ · [f'(π(a⁺)/π0(a⁺)) − f'(π(a⁻)/π0(a⁻))], the scaled margin of the f-DPO family.
+
+    f-DPO's margin (Wang et al. 2023, https://arxiv.org/abs/2309.16240; the reverse KL gives DPO's, eq. 6 of
+    the paper); `gamma` is checked by the caller, the divergence here.
+    """
+    score_chosen, score_rejected = _scores(
+        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
+    )
+    return gamma * _difference(score_chosen, score_rejected)
+
+
 def _with_doc(doc: str):
     def decorate(fn):
         fn.__doc__ = fn.__doc__.replace("{divergence}", doc)
@@ -113,6 +131,10 @@ def _with_doc(doc: str):
     return decorate
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Logistic (sigmoid) family
-# ----------------------------------------------------------------------------------------------------------------------
+def _smoothed_logistic(logits: Tensor, eps: float) -> Tensor:
+    """−(1 − ε) ln σ(z) − ε ln σ(−z) at z = `logits`: the logistic loss with labels flipped at rate ε.
+
+    cDPO's loss (Mitchell 2023, https://ericmitchell.ai/cdpo.pdf) and AOT's per-quantile loss (Melnyk et al.
+    2024, https://arxiv.org/abs/2406.05882).
+    """
+    return -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)

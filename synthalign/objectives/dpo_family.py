@@ -1,7 +1,8 @@
 """The DPO family of the zoo: losses of the margin Δ = h⁺ − h⁻ of the two log-ratios h = ln(π/π0).
 
 f-DPO and its length-normalized form, cDPO, rDPO, EXO, DiscoPOP, the hinge (SLiC), f-IPO, and
-AOT's two batch forms.  Conventions (naming, lengths, TRL) are `synthalign.objectives.zoo`'s.
+AOT's two batch forms.  Conventions (naming, lengths, TRL) are `synthalign.objectives.zoo`'s; the code
+calls the scaled margin ρ = γΔ (DiscoPOP's notation).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from synthalign.objectives._pairwise import (
     _DIVERGENCE_DOC,
     _check_interval,
     _difference,
+    _f_margin,
     _lengths,
     _log_ratios,
     _pair_inputs,
     _per_token,
     _scores,
+    _smoothed_logistic,
     _with_doc,
 )
 
@@ -66,11 +69,8 @@ def f_dpo_loss(
         {divergence}
     """
     gamma = check_positive(gamma, "gamma")
-    score_chosen, score_rejected = _scores(
-        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
-    )
-    loss = -F.logsigmoid(gamma * _difference(score_chosen, score_rejected))
-    return weighted_reduce(loss, weight, reduction)
+    rho = _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha)
+    return weighted_reduce(-F.logsigmoid(rho), weight, reduction)
 
 
 @_with_doc(_DIVERGENCE_DOC)
@@ -139,9 +139,7 @@ def conservative_dpo_loss(
     gamma = check_positive(gamma, "gamma")
     eps = _check_interval(label_smoothing, "label_smoothing", 0.0, 1.0, low_open=False, high_open=False)
     h_chosen, h_rejected = _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
-    logits = gamma * _difference(h_chosen, h_rejected)
-    loss = -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
-    return weighted_reduce(loss, weight, reduction)
+    return weighted_reduce(_smoothed_logistic(gamma * _difference(h_chosen, h_rejected), eps), weight, reduction)
 
 
 @_with_doc(_DIVERGENCE_DOC)
@@ -172,11 +170,8 @@ def robust_dpo_loss(
     """
     gamma = check_positive(gamma, "gamma")
     eps = _check_interval(label_smoothing, "label_smoothing", 0.0, 0.5, low_open=False, high_open=True)
-    score_chosen, score_rejected = _scores(
-        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
-    )
-    logits = gamma * _difference(score_chosen, score_rejected)
-    loss = (-(1.0 - eps) * F.logsigmoid(logits) + eps * F.logsigmoid(-logits)) / (1.0 - 2.0 * eps)
+    rho = _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha)
+    loss = (-(1.0 - eps) * F.logsigmoid(rho) + eps * F.logsigmoid(-rho)) / (1.0 - 2.0 * eps)
     return weighted_reduce(loss, weight, reduction)
 
 
@@ -211,13 +206,10 @@ def exo_pair_loss(
     """
     gamma = check_positive(gamma, "gamma")
     eps = _check_interval(label_smoothing, "label_smoothing", 0.0, 1.0, low_open=True, high_open=True)
-    score_chosen, score_rejected = _scores(
-        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
-    )
-    logits = gamma * _difference(score_chosen, score_rejected)
-    # Beyond |logits| = 1e4 both sigmoids are exactly 0 or 1 in float32 and float64, so the clamp
+    rho = _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha)
+    # Beyond |ρ| = 1e4 both sigmoids are exactly 0 or 1 in float32 and float64, so the clamp
     # changes no finite value; at ±inf it avoids 0 · (−inf) and gives the limit −ln(1 − ε) or −ln ε.
-    logits = logits.clamp(-1e4, 1e4)
+    logits = rho.clamp(-1e4, 1e4)
     log_q_win, log_q_lose = F.logsigmoid(logits), F.logsigmoid(-logits)
     loss = torch.sigmoid(logits) * (log_q_win - math.log1p(-eps)) + torch.sigmoid(-logits) * (
         log_q_lose - math.log(eps)
@@ -255,10 +247,7 @@ def discopop_loss(
     """
     gamma = check_positive(gamma, "gamma")
     tau = check_positive(tau, "tau")
-    score_chosen, score_rejected = _scores(
-        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
-    )
-    rho = gamma * _difference(score_chosen, score_rejected)
+    rho = _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha)
     logistic = torch.sigmoid(-rho / tau) * -F.logsigmoid(rho)
     exponential = torch.exp(F.logsigmoid(rho / tau) - rho)
     return weighted_reduce(logistic + exponential, weight, reduction)
@@ -290,11 +279,8 @@ def hinge_loss(
         {divergence}
     """
     gamma = check_positive(gamma, "gamma")
-    score_chosen, score_rejected = _scores(
-        logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
-    )
-    loss = torch.relu(1.0 - gamma * _difference(score_chosen, score_rejected))
-    return weighted_reduce(loss, weight, reduction)
+    rho = _f_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, gamma, divergence, divergence_alpha)
+    return weighted_reduce(torch.relu(1.0 - rho), weight, reduction)
 
 
 @_with_doc(_DIVERGENCE_DOC)
@@ -387,9 +373,7 @@ def aot_loss(
     lc, lr, rc, rr = _pair_inputs(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     policy_margin, _ = torch.sort(safe_log_ratio(lc, lr), dim=dim)
     ref_margin, _ = torch.sort(safe_log_ratio(rc, rr), dim=dim)
-    logits = gamma * _difference(policy_margin, ref_margin)
-    loss = -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
-    return weighted_reduce(loss, None, reduction)
+    return weighted_reduce(_smoothed_logistic(gamma * _difference(policy_margin, ref_margin), eps), None, reduction)
 
 
 def aot_unpaired_loss(
@@ -426,6 +410,6 @@ def aot_unpaired_loss(
     h_chosen, h_rejected = torch.broadcast_tensors(h_chosen, h_rejected)
     sorted_chosen, _ = torch.sort(h_chosen, dim=dim)
     sorted_rejected, _ = torch.sort(h_rejected, dim=dim)
-    logits = gamma * _difference(sorted_chosen, sorted_rejected)
-    loss = -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
-    return weighted_reduce(loss, None, reduction)
+    return weighted_reduce(
+        _smoothed_logistic(gamma * _difference(sorted_chosen, sorted_rejected), eps), None, reduction
+    )

@@ -15,7 +15,7 @@ from synthalign._checks import as_tensor, check_positive, check_same_shape, weig
 from synthalign.objectives._pairwise import (
     _CHIPO_CAP_MARGIN,
     _PAIR_NAMES,
-    _check_real,
+    _check_offset,
     _difference,
     _lengths,
     _log_ratios,
@@ -275,11 +275,7 @@ def bco_pair_loss(
         delta: reward shift δ, a finite float or a tensor broadcastable with the pair.
     """
     gamma = check_positive(gamma, "gamma")
-    if isinstance(delta, Tensor):
-        if not torch.isfinite(delta).all():
-            raise ValueError("delta must be finite")
-    else:
-        delta = _check_real(delta, "delta")
+    delta = _check_offset(delta, "delta")
     h_chosen, h_rejected = _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     loss = -F.logsigmoid(gamma * h_chosen - delta) - F.logsigmoid(-(gamma * h_rejected - delta))
     return weighted_reduce(loss, weight, reduction)
@@ -371,11 +367,7 @@ def kto_pair_loss(
     gamma = check_positive(gamma, "gamma")
     desirable_weight = check_positive(desirable_weight, "desirable_weight")
     undesirable_weight = check_positive(undesirable_weight, "undesirable_weight")
-    if isinstance(z0, Tensor):
-        if not torch.isfinite(z0).all():
-            raise ValueError("z0 must be finite")
-    else:
-        z0 = _check_real(z0, "z0")
+    z0 = _check_offset(z0, "z0")
     h_chosen, h_rejected = _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     loss = desirable_weight * torch.sigmoid(-gamma * (h_chosen - z0)) + undesirable_weight * torch.sigmoid(
         -gamma * (z0 - h_rejected)

@@ -113,7 +113,7 @@ class LinkLaw(PreferenceLaw):
     scale: float = 1.0
     gamma: float | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.link not in LINKS:
             raise ValueError(f"link must be one of {sorted(LINKS)}, got {self.link!r}")
         if self.target is not None and not isinstance(self.target, Policy):
@@ -143,7 +143,7 @@ class BradleyTerry(LinkLaw):
     logistic link at scale 1 is `synthalign.worlds.preferences.preference_probability`'s formula.
     """
 
-    def __init__(self, target: Policy | None = None, gamma: float | None = None):
+    def __init__(self, target: Policy | None = None, gamma: float | None = None) -> None:
         super().__init__(link="logistic", target=target, scale=1.0, gamma=gamma)
 
     def to(self, device: DeviceLike = None, dtype: DTypeLike = None) -> BradleyTerry:
@@ -172,7 +172,7 @@ class GeneralLaw(PreferenceLaw):
 
     probs: Tensor
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         probs = as_tensor(self.probs, "probs")
         if probs.dim() != 3:
             raise ValueError(f"probs must have shape [X, A, A], got {tuple(probs.shape)}")

@@ -34,7 +34,7 @@ from torch import Tensor
 from synthalign._checks import as_tensor, check_positive
 from synthalign._types import ArrayLike, DeviceLike, DTypeLike
 from synthalign.worlds.policy import Policy, check_distribution
-from synthalign.worlds.tabular import World
+from synthalign.worlds.tabular import World, _DialedLogits, _OverPrompts
 
 __all__ = ["SequenceSpace", "SequenceWorld"]
 
@@ -56,7 +56,7 @@ class SequenceSpace:
     max_length: int
     eos: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "max_length", "eos"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -239,7 +239,7 @@ def _normalize_prefix_logits(logits: Tensor, name: str) -> Tensor:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SequenceWorld:
+class SequenceWorld(_OverPrompts):
     """A world whose responses are token sequences, with pi*, pi0, mu as tabular autoregressive models.
 
     Attributes:
@@ -258,7 +258,7 @@ class SequenceWorld:
     behavior: Tensor
     gamma: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.space, SequenceSpace):
             raise ValueError(f"space must be a SequenceSpace, got {type(self.space).__name__}")
         check_positive(self.gamma, "gamma")
@@ -342,56 +342,23 @@ class SequenceWorld:
         with `behavior_mix` (None: mu = pi0) shifted by −behavior_tilt·θ*.  `eos_bias` is
         added to every EOS logit of all three (positive: shorter sequences).  D is uniform.
         """
-        for name, value in (("reference_mix", reference_mix),):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if behavior_mix is not None and not 0.0 <= behavior_mix <= 1.0:
-            raise ValueError(f"behavior_mix must lie in [0, 1] or be None, got {behavior_mix}")
+        dials = _DialedLogits(reference_mix, behavior_mix, logit_scale, behavior_tilt)
         if not isinstance(n_prompts, int) or n_prompts < 1:
             raise ValueError(f"n_prompts must be a positive integer, got {n_prompts!r}")
-        logit_scale = check_positive(logit_scale, "logit_scale")
         space = SequenceSpace(vocab_size=vocab_size, max_length=max_length, eos=eos)
         generator = torch.Generator().manual_seed(int(seed))
-        shape = (n_prompts, space.n_prefixes, vocab_size)
-
-        def noise():
-            return torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
-
-        target = noise()
-        reference = (1 - reference_mix) * target + reference_mix * noise()
-        behavior = reference.clone() if behavior_mix is None else (1 - behavior_mix) * target + behavior_mix * noise()
-        behavior = behavior - behavior_tilt * target
-        for table in (target, reference, behavior):
+        logits = dials.draw((n_prompts, space.n_prefixes, vocab_size), generator)
+        for table in logits.values():
             table[..., eos] += eos_bias
         return cls.from_tensors(
-            vocab_size=vocab_size,
-            max_length=max_length,
-            target=target,
-            reference=reference,
-            behavior=behavior,
-            gamma=gamma,
-            eos=eos,
-            dtype=dtype,
-            device=device,
+            vocab_size=vocab_size, max_length=max_length, **logits, gamma=gamma, eos=eos, dtype=dtype, device=device
         )
 
     # ------------------------------------------------------------------ accessors
 
     @property
-    def n_prompts(self) -> int:
-        return self.prompt_dist.shape[0]
-
-    @property
     def n_sequences(self) -> int:
         return self.space.n_sequences
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.prompt_dist.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.prompt_dist.device
 
     def sequence_policy(self, field: str) -> Policy:
         """The `Policy` over the N enumerated sequences of pi* ("target"), pi0 or mu, [X, N]."""

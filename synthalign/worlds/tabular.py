@@ -9,7 +9,7 @@ construction; every other module can then trust its tensors.
 from __future__ import annotations
 
 import dataclasses
-import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from synthalign._checks import (
     InputTypeError,
     as_tensor,
     check_device,
+    check_finite_float,
     check_int,
     check_positive,
     check_prompt_dist,
@@ -35,8 +36,62 @@ from synthalign.worlds.sampling import sample_pairs, sample_preference_list, sam
 __all__ = ["World"]
 
 
+class _OverPrompts:
+    """What a world reads off its prompt distribution D: the number of prompts, its dtype and device."""
+
+    prompt_dist: Tensor
+
+    @property
+    def n_prompts(self) -> int:
+        return self.prompt_dist.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prompt_dist.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_dist.device
+
+
+@dataclasses.dataclass(frozen=True)
+class _DialedLogits:
+    """The dials of `World.random` and `SequenceWorld.random`, validated, and the logits they draw.
+
+    Logits of pi* are θ* ~ N(0, logit_scale²); pi0's are (1 − reference_mix) θ* + reference_mix ξ with ξ
+    fresh noise of the same scale; mu's are built the same way with `behavior_mix` (None: mu = pi0) and
+    then shifted by −behavior_tilt · θ*.
+    """
+
+    reference_mix: float
+    behavior_mix: float | None
+    logit_scale: float
+    behavior_tilt: float
+
+    def __post_init__(self) -> None:
+        _check_mix(self.reference_mix, "reference_mix")
+        if self.behavior_mix is not None:
+            _check_mix(self.behavior_mix, "behavior_mix", expected="[0, 1] or be None")
+        object.__setattr__(self, "logit_scale", check_positive(self.logit_scale, "logit_scale"))
+        object.__setattr__(self, "behavior_tilt", check_finite_float(self.behavior_tilt, "behavior_tilt"))
+
+    def draw(self, shape: tuple[int, ...], generator: torch.Generator) -> dict[str, Tensor]:
+        """{"target", "reference", "behavior"} logits of `shape`, float64, drawn from `generator` in that order."""
+
+        def noise():
+            return torch.randn(shape, generator=generator, dtype=torch.float64) * self.logit_scale
+
+        target = noise()
+        reference = (1 - self.reference_mix) * target + self.reference_mix * noise()
+        if self.behavior_mix is None:
+            behavior = reference.clone()
+        else:
+            behavior = (1 - self.behavior_mix) * target + self.behavior_mix * noise()
+        return {"target": target, "reference": reference, "behavior": behavior - self.behavior_tilt * target}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class World:
+class World(_OverPrompts):
     """A contextual-bandit world with a known target distribution.
 
     Attributes:
@@ -56,7 +111,7 @@ class World:
     gamma: float
     law: PreferenceLaw | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_positive(self.gamma, "gamma")
         if not isinstance(self.prompt_dist, Tensor):
             raise InputTypeError(f"prompt_dist must be a 1-D tensor of shape [X], got {describe(self.prompt_dist)}")
@@ -200,66 +255,32 @@ class World:
         `prompt_concentration` draws D from a Dirichlet with that concentration
         (None: uniform).
         """
-        for name, value in (("reference_mix", reference_mix), ("zero_fraction", zero_fraction)):
-            value = check_positive(value, name, allow_zero=True)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if behavior_mix is not None and not 0.0 <= check_positive(behavior_mix, "behavior_mix", allow_zero=True) <= 1.0:
-            raise ValueError(f"behavior_mix must lie in [0, 1] or be None, got {behavior_mix}")
+        dials = _DialedLogits(reference_mix, behavior_mix, logit_scale, behavior_tilt)
+        _check_mix(zero_fraction, "zero_fraction")
         shape = (check_int(n_prompts, "n_prompts"), check_int(n_responses, "n_responses", minimum=2))
-        logit_scale = check_positive(logit_scale, "logit_scale")
-        behavior_tilt = _finite(behavior_tilt, "behavior_tilt")
         _check_dtype(dtype)
         generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
-
-        def noise():
-            return torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
-
-        target = noise()
-        reference = (1 - reference_mix) * target + reference_mix * noise()
-        if behavior_mix is None:
-            behavior = reference.clone()
-        else:
-            behavior = (1 - behavior_mix) * target + behavior_mix * noise()
-        behavior = behavior - behavior_tilt * target
+        logits = dials.draw(shape, generator)
         if zero_fraction > 0:
+            target = logits["target"]
             dropped = torch.rand(shape, generator=generator, dtype=torch.float64) < zero_fraction
             keep = target.argmax(dim=-1, keepdim=True)
             dropped.scatter_(-1, keep, False)
-            target = target.masked_fill(dropped, float("-inf"))
+            logits["target"] = target.masked_fill(dropped, float("-inf"))
         prompt_dist = None
         if prompt_concentration is not None:
             concentration = check_positive(prompt_concentration, "prompt_concentration")
             gammas = torch._standard_gamma(torch.full((shape[0],), concentration, dtype=torch.float64), generator)
             prompt_dist = (gammas + 1e-12) / (gammas + 1e-12).sum()
         return cls.from_tensors(
-            target=target,
-            reference=reference,
-            behavior=behavior,
-            prompt_dist=prompt_dist,
-            gamma=gamma,
-            kind="logits",
-            dtype=dtype,
-            device=device,
+            **logits, prompt_dist=prompt_dist, gamma=gamma, kind="logits", dtype=dtype, device=device
         )
 
     # ------------------------------------------------------------------ accessors
 
     @property
-    def n_prompts(self) -> int:
-        return self.prompt_dist.shape[0]
-
-    @property
     def n_responses(self) -> int:
         return self.target.n_responses
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.prompt_dist.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.prompt_dist.device
 
     @property
     def true_reward(self) -> Tensor:
@@ -290,7 +311,7 @@ class World:
             return self
         return self.replace(reference=Policy(logp.clamp_min(float(floor))))
 
-    def replace(self, **changes) -> World:
+    def replace(self, **changes: Any) -> World:
         """A copy with some fields changed (e.g. `world.replace(gamma=2.0)`), re-validated."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields.update(changes)
@@ -302,17 +323,17 @@ class World:
         """The exact law of one labelled pair as a `PreferenceData` of probabilities."""
         return population_preferences(self)
 
-    def sample_preferences(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs) -> PreferenceData:
+    def sample_preferences(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs: Any) -> PreferenceData:
         """`replicates` independent datasets of n labelled pairs, held as counts."""
         return sample_preferences(self, n, replicates=replicates, seed=seed, **kwargs)
 
     def sample_pairs(
-        self, n: int, replicates: int = 1, seed: Seed = None, *, policy: Policy | None = None, **kwargs
+        self, n: int, replicates: int = 1, seed: Seed = None, *, policy: Policy | None = None, **kwargs: Any
     ) -> PairData:
         """Unlabelled pairs (a, b) drawn from mu (or `policy`), held as counts."""
         return sample_pairs(self, n, replicates=replicates, seed=seed, policy=policy, **kwargs)
 
-    def sample_preference_list(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs) -> PreferenceList:
+    def sample_preference_list(self, n: int, replicates: int = 1, seed: Seed = None, **kwargs: Any) -> PreferenceList:
         """Labelled pairs as explicit index tensors, for per-sample code."""
         return sample_preference_list(self, n, replicates=replicates, seed=seed, **kwargs)
 
@@ -326,11 +347,8 @@ def _check_dtype(dtype) -> None:
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
 
 
-def _finite(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from err
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+def _check_mix(value, name: str, expected: str = "[0, 1]") -> float:
+    value = check_positive(value, name, allow_zero=True)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in {expected}, got {value}")
     return value
