@@ -36,14 +36,17 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import check_positive
-from synthalign.estimators.online_dpo import (
+
+# `online_dpo` and part of `score_function` were once this module: their names stay importable from here
+# (re-exported, outside `__all__`, so that the documentation shows each object once, where it is defined).
+from synthalign.estimators.online_dpo import (  # noqa: F401
     DPO_SAMPLERS,
     SamplerRun,
     dpo_linear_rate,
     exact_online_dpo,
     sampler_pair_weights,
 )
-from synthalign.estimators.score_function import (
+from synthalign.estimators.score_function import (  # noqa: F401
     ESTIMATORS,
     PLACEMENTS,
     GradientConfig,
@@ -69,31 +72,17 @@ if TYPE_CHECKING:
     from synthalign._types import WorldLike
 
 __all__ = [
-    "ESTIMATORS",
-    "PLACEMENTS",
     "SCORE_FUNCTION_OBJECTIVES",
-    "GradientConfig",
-    "GradientOptions",
-    "SampleTerms",
-    "gradient_config",
     "OnPolicyFit",
     "tabular_view",
     "make_parametrization",
     "initial_logits",
-    "sample_reward",
-    "loss_terms",
-    "score_function_surrogate",
     "score_function_fit",
     "pair_inputs",
     "label_probability",
     "onpolicy_pair_fit",
     "sampled_score_function_gradients",
     "sampled_pair_gradients",
-    "DPO_SAMPLERS",
-    "sampler_pair_weights",
-    "dpo_linear_rate",
-    "SamplerRun",
-    "exact_online_dpo",
 ]
 
 SCORE_FUNCTION_OBJECTIVES = ("rkl", "rlhf")
