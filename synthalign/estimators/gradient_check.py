@@ -179,8 +179,19 @@ def candidate_gradients(
     return out
 
 
+class _Verdict:
+    """What a row of the estimator table concludes: whether the declared law is among the matched ones."""
+
+    declared: object
+    matched: tuple
+
+    @property
+    def as_declared(self) -> bool:
+        return self.declared in self.matched
+
+
 @dataclasses.dataclass(frozen=True)
-class GradientRow:
+class GradientRow(_Verdict):
     """One row of the estimator table.
 
     Attributes:
@@ -200,10 +211,6 @@ class GradientRow:
     relative_errors: dict
     true_relative_error: float
     true_cosine: float
-
-    @property
-    def as_declared(self) -> bool:
-        return self.declared in self.matched
 
 
 def gradient_law(
@@ -421,7 +428,7 @@ def pair_candidate_gradients(
 
 
 @dataclasses.dataclass(frozen=True)
-class PairGradientRow:
+class PairGradientRow(_Verdict):
     """One on-policy pair estimator's row of the estimator table.
 
     Attributes:
@@ -437,10 +444,6 @@ class PairGradientRow:
     matched: tuple[str, ...]
     relative_errors: dict
     moving_cosine: float
-
-    @property
-    def as_declared(self) -> bool:
-        return self.declared in self.matched
 
 
 def pair_gradient_law(
