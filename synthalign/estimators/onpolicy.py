@@ -87,6 +87,8 @@ __all__ = [
 
 SCORE_FUNCTION_OBJECTIVES = ("rkl", "rlhf")
 
+_Parametrization = TabularSoftmax | TabularAutoregressive
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class OnPolicyFit:
@@ -114,7 +116,7 @@ def tabular_view(world: WorldLike) -> World:
     raise ValueError(f"world must be a World or a SequenceWorld, got {type(world).__name__}")
 
 
-def make_parametrization(world: WorldLike, logits: Tensor) -> TabularSoftmax | TabularAutoregressive:
+def make_parametrization(world: WorldLike, logits: Tensor) -> _Parametrization:
     """The policy parametrization of a world: tabular softmax on a `World`, per-prefix on a `SequenceWorld`."""
     if isinstance(world, SequenceWorld):
         return TabularAutoregressive(logits, world.space)
@@ -181,7 +183,7 @@ class _ScoreFunctionProblem:
             value = value + self.config.beta * kl_per_prompt(table, self.tab.reference.logp)
         return value
 
-    def step_loss(self, policy, prompts: Tensor, generator: torch.Generator) -> Tensor:
+    def step_loss(self, policy: _Parametrization, prompts: Tensor, generator: torch.Generator) -> Tensor:
         """One step's loss per replicate, [R]: `samples` responses from π_t per prompt, the surrogate weighed by D."""
         ref, config = self.tab.reference.logp, self.config
         ids = policy.sample(prompts, config.samples, generator)
@@ -204,7 +206,7 @@ def _score_function_problem(
     return _ScoreFunctionProblem(tab, _check_reward(options.get("reward"), tab), entropy_coef, config)
 
 
-_StepLoss = Callable[[TabularSoftmax | TabularAutoregressive, Tensor, torch.Generator], Tensor]
+_StepLoss = Callable[[_Parametrization, Tensor, torch.Generator], Tensor]
 
 
 def _train(
@@ -344,7 +346,7 @@ class _PairProblem:
     pairs: int
     matrix: Tensor | None  # a law other than spec §1's, as its matrix P[x, a, b]; spec §1's is computed per pair
 
-    def step_loss(self, policy, prompts: Tensor, generator: torch.Generator) -> Tensor:
+    def step_loss(self, policy: _Parametrization, prompts: Tensor, generator: torch.Generator) -> Tensor:
         """One step's loss per replicate, [R]: `pairs` pairs from π_t per prompt, labelled if the objective needs it."""
         tab, obj, reward, pairs, ref = self.tab, self.obj, self.reward, self.pairs, self.tab.reference.logp
         draws = policy.sample(prompts, 2 * pairs, generator)
