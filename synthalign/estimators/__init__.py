@@ -4,8 +4,10 @@
 * `synthalign.estimators.newton`: the batched damped Newton solver over tabular softmax logits;
 * `synthalign.estimators.finite_class`: argmins over an explicit finite class (the theorems' setting).
 
+* `synthalign.estimators.score_function`: `GradientConfig` and the per-sample score-function terms;
 * `synthalign.estimators.onpolicy`: stochastic-gradient estimators from samples of the policy itself;
 * `synthalign.estimators.gradient_check`: their exact expected gradients on enumerable spaces;
+* `synthalign.estimators.online_dpo`: exact online DPO under a pair sampler;
 * `synthalign.estimators.nash`: Nash-MD, online IPO, SPPO and extragradient on a general law, exact and sampled.
 """
 

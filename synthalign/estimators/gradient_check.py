@@ -49,23 +49,30 @@ import torch
 from torch import Tensor
 
 from synthalign.estimators.onpolicy import (
-    _check_reward,
-    _exact_terms,
     _pair_objective,
+    _pair_problem,
     _score_function_objective,
-    loss_terms,
+    _score_function_problem,
     make_parametrization,
     pair_inputs,
-    sample_reward,
     tabular_view,
+)
+from synthalign.estimators.score_function import (
+    GradientConfig,
+    GradientOptions,
+    gradient_config,
+    loss_terms,
+    sample_reward,
 )
 from synthalign.evaluate import make_context, population_loss, weighted_cell_sum
 from synthalign.metrics import entropy_per_prompt, kl_per_prompt
-from synthalign.registry.protocol import get_objective
+from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from synthalign._types import WorldLike
 
 __all__ = [
@@ -98,6 +105,9 @@ KL_GRADIENT_LAWS = {
 }
 ENTROPY_GRADIENT_LAWS = {"reward": "∇(−H)", "loss": "0", "exact": "∇(−H)"}
 
+# The exact expectations do not depend on the samples per prompt; the variance's default is one sample.
+_EXACT = GradientConfig(estimator="reinforce", samples=1)
+
 
 def _kl_terms(table: Tensor, ref: Tensor) -> dict[str, Tensor]:
     """Per-prompt values of the candidate KL terms, differentiable in `table` [.., X, N]."""
@@ -115,56 +125,43 @@ def _kl_terms(table: Tensor, ref: Tensor) -> dict[str, Tensor]:
 
 
 def expected_gradient(
-    world: WorldLike,
-    logits: Tensor,
-    objective: str = "rkl",
-    *,
-    reward: Tensor | None = None,
-    beta: float = 0.0,
-    estimator: str = "reinforce",
-    kl_estimator: str = "k1",
-    kl_placement: str = "reward",
-    entropy_placement: str = "reward",
+    world: WorldLike, logits: Tensor, objective: str = "rkl", **options: Unpack[GradientOptions]
 ) -> Tensor:
     """The exact expected score-function gradient at `logits` (one parameter set), flattened, [|θ|].
 
-    Formula: module docstring; r(a) and ℓ(a) are `onpolicy.sample_reward` / `loss_terms`.
+    Formula: module docstring; r(a) and ℓ(a) are `sample_reward` / `loss_terms`.  `options`: `reward`,
+    `config` and the fields of `GradientConfig` (`GradientOptions`; default REINFORCE, β = 0).
     """
-    tab = tabular_view(world)
-    _, entropy_coef = _score_function_objective(objective, tab.gamma)
-    reward = _check_reward(reward, tab)
+    problem = _score_function_problem(world, objective, options, _EXACT)
+    tab, reward, terms = problem.tab, problem.reward, problem.terms
     leaf = logits.detach().clone().requires_grad_(True)
     table = make_parametrization(world, leaf).table()  # [X, N]
     ref = tab.reference.logp
-    options = dict(entropy_coef=entropy_coef, beta=beta, kl_placement=kl_placement, entropy_placement=entropy_placement)
     prob = table.detach().exp()
-    r = sample_reward(table, ref, reward, kl_kind=kl_estimator, **options)
+    r = sample_reward(table, ref, reward, **terms)
     safe_table = torch.where(prob > 0, table, torch.zeros_like(table))
-    if estimator == "reinforce":
+    if problem.config.estimator == "reinforce":
         score_term = -(prob * r * safe_table).sum(dim=-1)
-    elif estimator == "rloo":
-        # Σ_{a,b} π(a)π(b)(r(a) − r(b)) ln π(a): the pair sum, factored exactly over b.
+    else:
+        # RLOO: Σ_{a,b} π(a)π(b)(r(a) − r(b)) ln π(a), the pair sum, factored exactly over b.
         mean_r = (prob * torch.where(prob > 0, r, torch.zeros_like(r))).sum(dim=-1, keepdim=True)
         score_term = -(prob * (r - mean_r) * safe_table).sum(dim=-1)
-    else:
-        raise ValueError(f"estimator must be 'reinforce' or 'rloo', got {estimator!r}")
-    pathwise = loss_terms(safe_table, ref, kl_kind=kl_estimator, **options)
+    pathwise = loss_terms(safe_table, ref, **terms)
     per_prompt = score_term + (prob * torch.where(prob > 0, pathwise, torch.zeros_like(pathwise))).sum(dim=-1)
-    per_prompt = per_prompt + _exact_terms(table, ref, **options)
+    per_prompt = per_prompt + problem.exact_terms(table)
     (gradient,) = torch.autograd.grad((per_prompt * tab.prompt_dist).sum(), leaf)
     return gradient.reshape(-1)
 
 
 def candidate_gradients(
-    world, logits: Tensor, objective: str = "rkl", *, reward: Tensor | None = None, beta: float = 0.0
+    world: WorldLike, logits: Tensor, objective: str = "rkl", *, reward: Tensor | None = None, beta: float = 0.0
 ) -> dict[tuple[str, str], Tensor]:
     """Exact ∇ of −E_π R̂ − c·[H term] + β·[KL term] for every candidate pair (KL law, entropy law).
 
     The pair ("∇KL(π‖π0)", "∇(−H)") is the true gradient of eq. 15 (eq. 1 for RLHF, c = 0).
     """
-    tab = tabular_view(world)
-    _, entropy_coef = _score_function_objective(objective, tab.gamma)
-    reward = _check_reward(reward, tab)
+    problem = _score_function_problem(world, objective, {"reward": reward, "beta": beta}, _EXACT)
+    tab, reward, entropy_coef, beta = problem.tab, problem.reward, problem.entropy_coef, problem.config.beta
     out = {}
     entropy_laws = ("∇(−H)", "0") if entropy_coef else ("∇(−H)",)
     for kl_law in _kl_terms(tab.reference.logp, tab.reference.logp):
@@ -182,8 +179,19 @@ def candidate_gradients(
     return out
 
 
+class _Verdict:
+    """What a row of the estimator table concludes: whether the declared law is among the matched ones."""
+
+    declared: object
+    matched: tuple
+
+    @property
+    def as_declared(self) -> bool:
+        return self.declared in self.matched
+
+
 @dataclasses.dataclass(frozen=True)
-class GradientRow:
+class GradientRow(_Verdict):
     """One row of the estimator table.
 
     Attributes:
@@ -204,47 +212,29 @@ class GradientRow:
     true_relative_error: float
     true_cosine: float
 
-    @property
-    def as_declared(self) -> bool:
-        return self.declared in self.matched
-
 
 def gradient_law(
-    world: WorldLike,
-    logits: Tensor,
-    objective: str = "rkl",
-    *,
-    reward: Tensor | None = None,
-    beta: float = 1.0,
-    estimator: str = "reinforce",
-    kl_estimator: str = "k1",
-    kl_placement: str = "reward",
-    entropy_placement: str = "reward",
-    tol: float = 1e-9,
+    world: WorldLike, logits: Tensor, objective: str = "rkl", *, tol: float = 1e-9, **options: Unpack[GradientOptions]
 ) -> GradientRow:
-    """Which exact gradient the expected stochastic gradient equals, at `logits` (spec §6 item 14)."""
-    expected = expected_gradient(
-        world,
-        logits,
-        objective,
-        reward=reward,
-        beta=beta,
-        estimator=estimator,
-        kl_estimator=kl_estimator,
-        kl_placement=kl_placement,
-        entropy_placement=entropy_placement,
-    )
-    candidates = candidate_gradients(world, logits, objective, reward=reward, beta=beta)
+    """Which exact gradient the expected stochastic gradient equals, at `logits` (spec §6 item 14).
+
+    `options` as `expected_gradient`'s, but β defaults to 1.
+    """
+    config = gradient_config(options, dataclasses.replace(_EXACT, beta=1.0))
+    reward = options.get("reward")
+    expected = expected_gradient(world, logits, objective, reward=reward, config=config)
+    candidates = candidate_gradients(world, logits, objective, reward=reward, beta=config.beta)
     errors = {key: ((expected - c).norm() / c.norm().clamp_min(1e-300)).item() for key, c in candidates.items()}
     matched = tuple(key for key, error in errors.items() if error < tol)
     true = candidates[("∇KL(π‖π0)", "∇(−H)")]
-    entropy_law = ENTROPY_GRADIENT_LAWS[entropy_placement] if _score_function_objective(objective, 1.0)[1] else "∇(−H)"
+    has_entropy = _score_function_objective(objective, 1.0)[1]
+    entropy_law = ENTROPY_GRADIENT_LAWS[config.entropy_placement] if has_entropy else "∇(−H)"
     return GradientRow(
-        estimator=estimator,
-        kl_estimator=kl_estimator,
-        kl_placement=kl_placement,
-        entropy_placement=entropy_placement,
-        declared=(KL_GRADIENT_LAWS[(kl_estimator, kl_placement)], entropy_law),
+        estimator=config.estimator,
+        kl_estimator=config.kl_estimator,
+        kl_placement=config.kl_placement,
+        entropy_placement=config.entropy_placement,
+        declared=(KL_GRADIENT_LAWS[(config.kl_estimator, config.kl_placement)], entropy_law),
         matched=matched,
         relative_errors=errors,
         true_relative_error=errors[("∇KL(π‖π0)", "∇(−H)")],
@@ -253,7 +243,13 @@ def gradient_law(
 
 
 def gradient_table(
-    world, logits: Tensor, objective: str = "rkl", *, reward: Tensor | None = None, beta: float = 1.0, **params
+    world: WorldLike,
+    logits: Tensor,
+    objective: str | Objective = "rkl",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 1.0,
+    **params: float,
 ) -> list[GradientRow] | list[PairGradientRow]:
     """Every estimator × KL estimator × KL placement × entropy placement, as `GradientRow`s.
 
@@ -285,38 +281,30 @@ def gradient_table(
 
 
 def exact_gradient_variance(
-    world: WorldLike,
-    logits: Tensor,
-    objective: str = "rkl",
-    *,
-    reward: Tensor | None = None,
-    beta: float = 0.0,
-    kl_estimator: str = "k1",
-    kl_placement: str = "reward",
-    entropy_placement: str = "reward",
-    samples: int = 1,
+    world: WorldLike, logits: Tensor, objective: str = "rkl", **options: Unpack[GradientOptions]
 ) -> Tensor:
     """tr Cov of the REINFORCE gradient with `samples` draws per prompt (prompts weighed by D), exactly.
 
         tr Cov = Σ_x D(x)² (E_a‖∇s_x(a)‖² − ‖E_a ∇s_x(a)‖²) / m,
 
     with s_x(a) = −sg(r(a)) ln π(a|x) + ℓ(a) the one-sample surrogate; the per-response
-    gradients ∇s_x(a) are one Jacobian over the finite space (no sampling).
+    gradients ∇s_x(a) are one Jacobian over the finite space (no sampling).  `options` as
+    `expected_gradient`'s (default 1 sample); the estimator must be REINFORCE.
     """
-    tab = tabular_view(world)
-    _, entropy_coef = _score_function_objective(objective, tab.gamma)
-    if "exact" in (kl_placement, entropy_placement):
+    problem = _score_function_problem(world, objective, options, _EXACT)
+    tab, config, terms = problem.tab, problem.config, problem.terms
+    if config.needs_table:
         raise ValueError("exact_gradient_variance covers sampled placements ('reward', 'loss') only")
-    reward = _check_reward(reward, tab)
+    if config.estimator != "reinforce":
+        raise ValueError(f"exact_gradient_variance covers estimator 'reinforce' only, got {config.estimator!r}")
     ref = tab.reference.logp
-    options = dict(entropy_coef=entropy_coef, beta=beta, kl_placement=kl_placement, entropy_placement=entropy_placement)
     base = logits.detach()
     prob = make_parametrization(world, base).table().exp()
-    r = sample_reward(torch.log(prob), ref, reward, kl_kind=kl_estimator, **options)
+    r = sample_reward(torch.log(prob), ref, problem.reward, **terms)
 
     def per_response(theta: Tensor) -> Tensor:
         table = make_parametrization(world, theta).table()
-        return -r * table + loss_terms(table, ref, kl_kind=kl_estimator, **options)  # [X, N]
+        return -r * table + loss_terms(table, ref, **terms)  # [X, N]
 
     jacobian = torch.autograd.functional.jacobian(per_response, base, vectorize=True)  # [X, N, *θ]
     jacobian = torch.where(prob.reshape(*prob.shape, *([1] * base.dim())) > 0, jacobian, torch.zeros_like(jacobian))
@@ -324,7 +312,7 @@ def exact_gradient_variance(
     mean = (prob.unsqueeze(-1) * jacobian).sum(dim=1)  # [X, |θ|]
     second = (prob * jacobian.square().sum(dim=-1)).sum(dim=1)  # [X]
     per_prompt = second - mean.square().sum(dim=-1)
-    return (tab.prompt_dist.square() * per_prompt).sum() / samples
+    return (tab.prompt_dist.square() * per_prompt).sum() / config.samples
 
 
 PAIR_GRADIENT_LAWS = {
@@ -334,18 +322,21 @@ PAIR_GRADIENT_LAWS = {
 """The two candidate gradients of an on-policy pair estimator (module docstring); "semi" is declared."""
 
 
-def _pair_setup(world: WorldLike, logits: Tensor, objective, reward, params):
-    tab = tabular_view(world)
-    obj = _pair_objective(objective)
-    resolved = obj.resolve_params(params)
-    reward = _check_reward(reward, tab) if (obj.needs_reward or reward is not None) else None
+def _pair_setup(world: WorldLike, logits: Tensor, objective, reward, beta, params):
+    problem = _pair_problem(world, objective, reward, beta, params)
     leaf = logits.detach().clone().requires_grad_(True)
     table = make_parametrization(world, leaf).table()  # [X, N]
-    return tab, obj, resolved, reward, leaf, table
+    return problem.tab, problem.obj, problem.params, problem.reward, problem.beta, leaf, table
 
 
 def expected_pair_gradient(
-    world, logits: Tensor, objective="distillation", *, reward: Tensor | None = None, beta: float = 0.0, **params
+    world: WorldLike,
+    logits: Tensor,
+    objective: str | Objective = "distillation",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    **params: float,
 ) -> Tensor:
     """The exact expected gradient of one `onpolicy_pair_fit` step at `logits`, flattened, [|θ|].
 
@@ -353,7 +344,7 @@ def expected_pair_gradient(
     labelled objective, over both labels (first wins with P(a ≻ b), the world's law), exactly as the
     sampler forms them; plus β ∇KL(π‖π0) (exact on the table).  Prompts weighed by D.
     """
-    tab, obj, resolved, reward, leaf, table = _pair_setup(world, logits, objective, reward, params)
+    tab, obj, resolved, reward, beta, leaf, table = _pair_setup(world, logits, objective, reward, beta, params)
     prob = table.detach().exp()
     draw = prob[:, :, None] * prob[:, None, :]  # [X, N, N]: first a, second b
     shape = draw.shape
@@ -383,7 +374,7 @@ def expected_pair_gradient(
     return gradient.reshape(-1)
 
 
-def pair_cell_weights(world: WorldLike, policy_logp: Tensor, objective) -> Tensor:
+def pair_cell_weights(world: WorldLike, policy_logp: Tensor, objective: str | Objective) -> Tensor:
     """The population weights of one pair with both responses from π (rows [X, N] of log-probs), [X, N, N].
 
     Labelled: 2 D(x) π(a) π(b) P(a ≻ b | x) on (a⁺ = a, a⁻ = b) (`population_preferences`' law with
@@ -399,7 +390,13 @@ def pair_cell_weights(world: WorldLike, policy_logp: Tensor, objective) -> Tenso
 
 
 def pair_candidate_gradients(
-    world, logits: Tensor, objective="distillation", *, reward: Tensor | None = None, beta: float = 0.0, **params
+    world: WorldLike,
+    logits: Tensor,
+    objective: str | Objective = "distillation",
+    *,
+    reward: Tensor | None = None,
+    beta: float = 0.0,
+    **params: float,
 ) -> dict[str, Tensor]:
     """Exact ∇ of the two candidates of `PAIR_GRADIENT_LAWS`, flattened, by the library's population losses.
 
@@ -407,7 +404,7 @@ def pair_candidate_gradients(
     `pairs_from` = π_t for unlabelled); "moving": that plus the gradient of the same weighted cell sum
     (`evaluate.weighted_cell_sum`) with the loss held and the weights `pair_cell_weights(π_θ)` moving.
     """
-    tab, obj, resolved, reward, leaf, table = _pair_setup(world, logits, objective, reward, params)
+    tab, obj, resolved, reward, beta, leaf, table = _pair_setup(world, logits, objective, reward, beta, params)
     current = Policy(table.detach(), tab.prompt_dist)
     held = tab.replace(behavior=current)
     semi_loss = population_loss(
@@ -431,7 +428,7 @@ def pair_candidate_gradients(
 
 
 @dataclasses.dataclass(frozen=True)
-class PairGradientRow:
+class PairGradientRow(_Verdict):
     """One on-policy pair estimator's row of the estimator table.
 
     Attributes:
@@ -448,20 +445,16 @@ class PairGradientRow:
     relative_errors: dict
     moving_cosine: float
 
-    @property
-    def as_declared(self) -> bool:
-        return self.declared in self.matched
-
 
 def pair_gradient_law(
     world: WorldLike,
     logits: Tensor,
-    objective="distillation",
+    objective: str | Objective = "distillation",
     *,
     reward: Tensor | None = None,
     beta: float = 0.0,
     tol: float = 1e-9,
-    **params,
+    **params: float,
 ) -> PairGradientRow:
     """Which exact gradient the expected on-policy pair gradient equals, at `logits` (module docstring)."""
     expected = expected_pair_gradient(world, logits, objective, reward=reward, beta=beta, **params)

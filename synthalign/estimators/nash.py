@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -42,6 +43,9 @@ from synthalign.registry.nash import METHOD_REGISTRY, Method, get_method, list_m
 from synthalign.theory.games import duality_gap, game_matrix, win_rates
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.torch_sampling import make_generator
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
 
 __all__ = ["NASH_METHODS", "NASH_TARGETS", "NashTrace", "nash_iterations"]
 
@@ -116,7 +120,7 @@ def _sampled_win_rates(matrix, prompt_dist, opponent, n, generator) -> Tensor:
 
 def nash_iterations(
     method: str | Method,
-    matrix,
+    matrix: Tensor | World,
     reference: Policy | Tensor,
     *,
     beta: float,
