@@ -26,6 +26,7 @@ from synthalign._checks import (
     describe,
     safe_log_ratio,
 )
+from synthalign._exports import flat_names
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 
@@ -33,21 +34,7 @@ if TYPE_CHECKING:
     from synthalign._types import PolicyLike
     from synthalign.worlds.tabular import World
 
-__all__ = [
-    "average_over_prompts",
-    "expectation_per_prompt",
-    "kl_per_prompt",
-    "entropy_per_prompt",
-    "forward_kl",
-    "reverse_kl",
-    "kl_divergence",
-    "squared_hellinger",
-    "total_variation",
-    "entropy",
-    "expected_reward",
-    "preference_squared_error",
-    "win_rate",
-]
+__all__ = [*flat_names(__name__), "average_over_prompts", "expectation_per_prompt"]
 
 
 def _prompt_dist(prompt_dist, *policies) -> Tensor | None:

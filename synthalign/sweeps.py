@@ -26,6 +26,7 @@ from synthalign._checks import (
     check_world,
     describe,
 )
+from synthalign._exports import flat_names
 from synthalign.estimators.finite_class import ClassFit, fit_over_class
 from synthalign.estimators.fit import FitResult, fit
 from synthalign.metrics import forward_kl
@@ -34,13 +35,7 @@ from synthalign.stats import SlopeFit, Verdict, check_bound, check_ns, check_rat
 from synthalign.store import SweepStore, run_items, world_fingerprint
 from synthalign.worlds.policy import Policy
 
-__all__ = [
-    "DEFAULT_NS",
-    "SweepResult",
-    "class_estimator",
-    "rate_sweep",
-    "tabular_estimator",
-]
+__all__ = [*flat_names(__name__), "DEFAULT_NS"]
 
 DEFAULT_NS = tuple(2**k for k in range(5, 17))
 DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)

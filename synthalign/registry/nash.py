@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 
+from synthalign._exports import flat_names
 from synthalign.objectives import nash as steps
 from synthalign.objectives import paper as losses
 from synthalign.registry.paper import _ipo_derivatives
@@ -208,12 +209,4 @@ method(
     reference="Cen, Wei, Chi 2021, arXiv 2105.15186; Zhou, Fazel, Du 2025, arXiv 2503.08942 (EGPO)",
 )(steps.extragradient_step)
 
-__all__ = [
-    "METHOD_REGISTRY",
-    "NASH_OBJECTIVES",
-    "Method",
-    "MethodRegistry",
-    "get_method",
-    "list_methods",
-    "method",
-]
+__all__ = [*flat_names(__name__), "MethodRegistry", "NASH_OBJECTIVES", "method"]

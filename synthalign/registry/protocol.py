@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from torch import Tensor
 
+from synthalign._exports import flat_names
+
 PAIR_INPUTS = (
     "logp_chosen",
     "logp_rejected",
@@ -355,12 +357,4 @@ def list_objectives() -> list[str]:
     return DEFAULT_REGISTRY.names()
 
 
-__all__ = [
-    "DEFAULT_REGISTRY",
-    "Objective",
-    "Registry",
-    "get_objective",
-    "list_objectives",
-    "objective",
-    "objective_from_loss",
-]
+__all__ = [*flat_names(__name__), "objective_from_loss"]

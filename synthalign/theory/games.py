@@ -32,19 +32,12 @@ from scipy.optimize import linprog
 from torch import Tensor
 
 from synthalign._checks import check_positive
+from synthalign._exports import flat_names
 from synthalign.worlds.laws import check_preference_matrix
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_matrix
 
-__all__ = [
-    "best_response",
-    "duality_gap",
-    "game_matrix",
-    "is_condorcet_winner",
-    "regularized_nash",
-    "von_neumann_winner",
-    "win_rates",
-]
+__all__ = [*flat_names(__name__), "game_matrix", "is_condorcet_winner", "win_rates"]
 
 # Residual of the fixed-point equation (in log-probabilities) at which Newton stops: a few ulps
 # of numbers of order ln A / β.
