@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
 
-__all__ = ["ArrayLike", "DeviceLike", "DTypeLike", "Seed"]
+__all__ = ["ArrayLike", "DeviceLike", "DTypeLike", "ExecutorLike", "Seed"]
 
 #: Where a tensor may live: a `torch.device`, its name ("cpu", "cuda:0"), or None for "leave it where it is".
 DeviceLike = torch.device | str | None
@@ -18,7 +19,16 @@ Seed = int | np.random.Generator | None
 #: Numeric input converted with `torch.as_tensor` after validation: a tensor, a numpy array or nested lists.
 ArrayLike = torch.Tensor | np.ndarray | list | tuple | float
 
+
+class ExecutorLike(Protocol):
+    """Where work items run: anything with `submit(fn, *args)` returning a future with `result()`
+    (a `concurrent.futures.Executor`, a Dask `distributed.Client`, Ray, submitit)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Any: ...
+
+
 if TYPE_CHECKING:  # names for annotations only: importing them here at run time would be circular
+    from synthalign.worlds.classes import PolicyClass
     from synthalign.worlds.policy import Policy
     from synthalign.worlds.sequence import SequenceWorld
     from synthalign.worlds.tabular import World
@@ -29,3 +39,5 @@ if TYPE_CHECKING:  # names for annotations only: importing them here at run time
     WorldLike: TypeAlias = World | SequenceWorld
     #: What the torch samplers accept as randomness: an integer seed or a `torch.Generator`.
     TorchSeed: TypeAlias = int | torch.Generator
+    #: A finite policy class: a `PolicyClass`, a `Policy` of batch [K], or log-probabilities [K, X, A].
+    ClassLike: TypeAlias = PolicyClass | Policy | torch.Tensor

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from torch import Tensor
 
@@ -144,7 +145,7 @@ class Registry:
     objectives needs ``replace=True``.
     """
 
-    def __init__(self, objectives: Iterable[Objective] = ()):
+    def __init__(self, objectives: Iterable[Objective] = ()) -> None:
         self._objectives: dict[str, Objective] = {}
         for obj in objectives:
             self.register(obj)
@@ -160,7 +161,7 @@ class Registry:
         self._objectives[obj.name] = obj
         return obj
 
-    def objective(self, name: str | None = None, **declaration) -> Callable[[Callable], Objective]:
+    def objective(self, name: str | None = None, **declaration: Any) -> Callable[[Callable], Objective]:
         """The `objective` decorator, registering here."""
         return objective(name, registry=self, **declaration)
 
@@ -277,7 +278,7 @@ def objective_from_loss(
     rename: Mapping[str, str] | None = None,
     registry: Registry | None = None,
     register: bool = True,
-    **declaration,
+    **declaration: Any,
 ) -> Objective:
     """A pair objective generated from a pure loss's own signature (``loss(logp_chosen, ..., *, gamma, ...,
     weight=None, reduction="mean")``), called with ``reduction="none"``.

@@ -26,6 +26,8 @@ Nothing here samples or fits; the iterations that approach these targets are
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from scipy.optimize import linprog
@@ -37,6 +39,9 @@ from synthalign.worlds.laws import check_preference_matrix
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_matrix
 
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
+
 __all__ = [*flat_names(__name__), "game_matrix", "is_condorcet_winner", "win_rates"]
 
 # Residual of the fixed-point equation (in log-probabilities) at which Newton stops: a few ulps
@@ -44,7 +49,7 @@ __all__ = [*flat_names(__name__), "game_matrix", "is_condorcet_winner", "win_rat
 _NEWTON_TOL = 1e-12
 
 
-def game_matrix(world_or_matrix) -> Tensor:
+def game_matrix(world_or_matrix: World | Tensor) -> Tensor:
     """P[x, a, b] of a world's law (`preference_matrix`), or a given tensor, checked (P + Pᵀ = 1)."""
     if isinstance(world_or_matrix, Tensor):
         return check_preference_matrix(world_or_matrix, "matrix")
