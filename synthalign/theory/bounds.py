@@ -199,16 +199,8 @@ def thm14_intermediate_bound(
     turning 8 into 32 (4 times the printed bound).  Thm 14's KL statement is
     given only up to constants (≲) and is not computed.
     """
-    n, R, C_0, C_R, gamma, size, reward_size, delta = _checked(
-        n=n,
-        R=R,
-        C_0=C_0,
-        C_R=C_R,
-        gamma=gamma,
-        class_size=class_size,
-        reward_class_size=reward_class_size,
-        delta=delta,
-    )
+    n, R, C_0, C_R, gamma = _checked(n=n, R=R, C_0=C_0, C_R=C_R, gamma=gamma)
+    size, reward_size, delta = _checked(class_size=class_size, reward_class_size=reward_class_size, delta=delta)
     weighted = _times(C_0, math.log(2.0 * size / delta)) + _times(C_R, 2.0 * math.log(2.0 * reward_size / delta))
     return _reward_error(weighted, R, gamma, corrected) / n
 
