@@ -31,6 +31,7 @@ class ExecutorLike(Protocol):
 
 if TYPE_CHECKING:  # names for annotations only: importing them here at run time would be circular
     from synthalign.estimators.misspecification import LowRankClass
+    from synthalign.worlds.classes import PolicyClass
     from synthalign.worlds.policy import Policy
     from synthalign.worlds.sequence import SequenceWorld
     from synthalign.worlds.tabular import World
@@ -41,5 +42,7 @@ if TYPE_CHECKING:  # names for annotations only: importing them here at run time
     WorldLike: TypeAlias = World | SequenceWorld
     #: What the torch samplers accept as randomness: an integer seed or a `torch.Generator`.
     TorchSeed: TypeAlias = int | torch.Generator
+    #: A finite policy class: a `PolicyClass`, a `Policy` of batch [K], or log-probabilities [K, X, A].
+    ClassLike: TypeAlias = PolicyClass | Policy | torch.Tensor
     #: A reward class: linear features [X, A, d], or a `LowRankClass`.
     RewardClass: TypeAlias = torch.Tensor | LowRankClass

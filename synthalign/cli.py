@@ -40,7 +40,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of argparse's usage block
+    def error(self, message: str) -> typing.NoReturn:  # one line instead of argparse's usage block
         raise UsageError(message)
 
 

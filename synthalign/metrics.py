@@ -26,6 +26,7 @@ from synthalign._checks import (
     describe,
     safe_log_ratio,
 )
+from synthalign._exports import flat_names
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 
@@ -33,21 +34,7 @@ if TYPE_CHECKING:
     from synthalign._types import PolicyLike
     from synthalign.worlds.tabular import World
 
-__all__ = [
-    "average_over_prompts",
-    "expectation_per_prompt",
-    "kl_per_prompt",
-    "entropy_per_prompt",
-    "forward_kl",
-    "reverse_kl",
-    "kl_divergence",
-    "squared_hellinger",
-    "total_variation",
-    "entropy",
-    "expected_reward",
-    "preference_squared_error",
-    "win_rate",
-]
+__all__ = [*flat_names(__name__), "average_over_prompts", "expectation_per_prompt"]
 
 
 def _prompt_dist(prompt_dist, *policies) -> Tensor | None:
@@ -116,23 +103,26 @@ def entropy_per_prompt(logp: Tensor) -> Tensor:
 
 def forward_kl(target: PolicyLike, estimate: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi* ‖ pi_hat): the paper's error measure (spec §1, §4)."""
-    dist = _prompt_dist(prompt_dist, target, estimate)
-    target_logp, estimate_logp = _log_probs(target=target, estimate=estimate)
-    return average_over_prompts(kl_per_prompt(target_logp, estimate_logp), dist)
+    return _expected_kl(prompt_dist, target=target, estimate=estimate)
 
 
 def reverse_kl(target: PolicyLike, estimate: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi_hat ‖ pi*) (Prop. 15's left side)."""
-    dist = _prompt_dist(prompt_dist, target, estimate)
-    target_logp, estimate_logp = _log_probs(target=target, estimate=estimate)
-    return average_over_prompts(kl_per_prompt(estimate_logp, target_logp), dist)
+    return _expected_kl(prompt_dist, target=target, estimate=estimate, reverse=True)
 
 
 def kl_divergence(policy: PolicyLike, reference: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x KL(pi ‖ pi0): the regularizer weighed by beta in every objective."""
-    dist = _prompt_dist(prompt_dist, policy, reference)
-    policy_logp, reference_logp = _log_probs(policy=policy, reference=reference)
-    return average_over_prompts(kl_per_prompt(policy_logp, reference_logp), dist)
+    return _expected_kl(prompt_dist, policy=policy, reference=reference)
+
+
+def _expected_kl(prompt_dist: Tensor | None, *, reverse: bool = False, **policies: PolicyLike) -> Tensor:
+    """E_x KL(p ‖ q) of two named policies p, q (the names are the arguments' in errors); KL(q ‖ p) if `reverse`."""
+    dist = _prompt_dist(prompt_dist, *policies.values())
+    p_logp, q_logp = _log_probs(**policies)
+    if reverse:
+        p_logp, q_logp = q_logp, p_logp
+    return average_over_prompts(kl_per_prompt(p_logp, q_logp), dist)
 
 
 def squared_hellinger(p: PolicyLike, q: PolicyLike, *, prompt_dist: Tensor | None = None) -> Tensor:

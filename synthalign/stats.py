@@ -29,8 +29,9 @@ from torch import Tensor
 
 from synthalign._checks import InputTypeError, check_array_like, check_real, check_unit_interval, describe
 from synthalign._checks import check_seed as _check_seed
+from synthalign._exports import flat_names
 
-__all__ = ["SlopeFit", "Verdict", "check_bound", "check_rate", "fit_slope", "quantile_interval"]
+__all__ = [*flat_names(__name__), "quantile_interval"]
 
 _STATISTICS = ("mean", "median")
 

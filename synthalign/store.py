@@ -28,11 +28,16 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from synthalign._checks import InputTypeError, check_bool, check_callable, describe
 from synthalign._version import __version__
+
+if TYPE_CHECKING:
+    from synthalign._types import ExecutorLike
+    from synthalign.worlds.tabular import World
 
 __all__ = ["SweepStore", "atomic_write", "check_writable_dir", "config_key", "run_items", "world_fingerprint"]
 
@@ -108,7 +113,7 @@ def config_key(config: Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def world_fingerprint(world) -> dict:
+def world_fingerprint(world: World) -> dict:
     """What identifies a world's numbers: its tensors (hashed) and gamma."""
     fields = {"gamma": float(world.gamma), "prompt_dist": world.prompt_dist}
     for name in ("target", "reference", "behavior"):
@@ -123,7 +128,7 @@ class SweepStore:
     the items computed and appended: a resumed sweep reports how much it redid.
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = _path(directory, "store directory")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -184,7 +189,7 @@ def run_items(
     sweep_config: Mapping,
     store: SweepStore | None = None,
     fresh: bool = False,
-    executor=None,
+    executor: ExecutorLike | None = None,
 ) -> list:
     """`[fn(*item) for item in items]`, reusing finished items from `store` and persisting new ones.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from synthalign._checks import (
     check_world,
     describe,
 )
+from synthalign._exports import flat_names
 from synthalign.estimators.finite_class import ClassFit, fit_over_class
 from synthalign.estimators.fit import FitResult, fit
 from synthalign.metrics import forward_kl
@@ -34,13 +36,12 @@ from synthalign.stats import SlopeFit, Verdict, check_bound, check_ns, check_rat
 from synthalign.store import SweepStore, run_items, world_fingerprint
 from synthalign.worlds.policy import Policy
 
-__all__ = [
-    "DEFAULT_NS",
-    "SweepResult",
-    "class_estimator",
-    "rate_sweep",
-    "tabular_estimator",
-]
+if TYPE_CHECKING:
+    from synthalign._types import ClassLike, ExecutorLike
+    from synthalign.worlds.datasets import PairData, PreferenceData
+    from synthalign.worlds.tabular import World
+
+__all__ = [*flat_names(__name__), "DEFAULT_NS"]
 
 DEFAULT_NS = tuple(2**k for k in range(5, 17))
 DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
@@ -49,7 +50,9 @@ DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 # ------------------------------------------------------------------ estimators
 
 
-def tabular_estimator(objective: str | Objective, *, beta: float = 0.0, **fit_kwargs) -> Callable[[object], Policy]:
+def tabular_estimator(
+    objective: str | Objective, *, beta: float = 0.0, **fit_kwargs: Any
+) -> Callable[[object], Policy]:
     """data -> the tabular softmax fit of `objective` (`synthalign.fit`), batched over replicates."""
     obj = get_objective(objective)
     beta = check_positive(beta, "beta", allow_zero=True)
@@ -63,12 +66,12 @@ def tabular_estimator(objective: str | Objective, *, beta: float = 0.0, **fit_kw
 
 def class_estimator(
     objective: str | Objective,
-    policy_class,
+    policy_class: ClassLike,
     *,
-    reward_class=None,
+    reward_class: ClassLike | None = None,
     beta: float = 0.0,
     chunk_size: int = 4096,
-    **params,
+    **params: Any,
 ) -> Callable[[object], Policy]:
     """data -> argmin over the finite class Π (and R̂ over ℛ first, when needed): the theorems' estimator.
 
@@ -136,13 +139,15 @@ class SweepResult:
         """The per-n q-quantile of the metric, [N]."""
         return _quantile(self.values, q)
 
-    def fit_slope(self, **kwargs) -> SlopeFit:
+    def fit_slope(self, **kwargs: Any) -> SlopeFit:
         return fit_slope(self.ns, self.values, **kwargs)
 
-    def check_rate(self, expected: float = -1.0, **kwargs) -> Verdict:
+    def check_rate(self, expected: float = -1.0, **kwargs: Any) -> Verdict:
         return check_rate(self.ns, self.values, expected, **kwargs)
 
-    def check_bound(self, bound, *, delta: float, **kwargs) -> Verdict:
+    def check_bound(
+        self, bound: float | Sequence[float] | Callable[[int], float], *, delta: float, **kwargs: Any
+    ) -> Verdict:
         return check_bound(self.ns, self.values, bound, delta=delta, **kwargs)
 
     def to_dict(self) -> dict:
@@ -161,8 +166,8 @@ class SweepResult:
 
 
 def rate_sweep(
-    world,
-    estimator,
+    world: World,
+    estimator: str | Objective | Callable[[PreferenceData | PairData], object],
     ns: Sequence[int] = DEFAULT_NS,
     *,
     replicates: int = 100,
@@ -170,14 +175,14 @@ def rate_sweep(
     metric: Callable[[Policy, Policy], Tensor] = forward_kl,
     extra_metrics: Mapping[str, Callable[[Policy, Policy], Tensor]] | None = None,
     beta: float = 0.0,
-    candidates=None,
-    reward_class=None,
+    candidates: ClassLike | None = None,
+    reward_class: ClassLike | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     progress: bool = False,
     store: SweepStore | str | None = None,
     fresh: bool = False,
-    executor=None,
-    **fit_kwargs,
+    executor: ExecutorLike | None = None,
+    **fit_kwargs: Any,
 ) -> SweepResult:
     """The error of an estimator at every n of `ns`, on `replicates` independent datasets each.
 

@@ -11,6 +11,7 @@
 * `synthalign.estimators.nash`: Nash-MD, online IPO, SPPO and extragradient on a general law, exact and sampled.
 """
 
+from synthalign._exports import flat_names
 from synthalign.estimators.finite_class import ClassEstimate, ClassFit, argmin_over_class, fit_over_class
 from synthalign.estimators.fit import FitResult, comparison_graph_separable, fit, fit_reward_model
 from synthalign.estimators.gradient_check import (
@@ -32,30 +33,4 @@ from synthalign.estimators.onpolicy import (
     score_function_fit,
 )
 
-__all__ = [
-    "NASH_METHODS",
-    "NASH_TARGETS",
-    "ClassEstimate",
-    "ClassFit",
-    "FitResult",
-    "GradientRow",
-    "PairGradientRow",
-    "NashTrace",
-    "OnPolicyFit",
-    "argmin_over_class",
-    "comparison_graph_separable",
-    "exact_gradient_variance",
-    "expected_gradient",
-    "expected_pair_gradient",
-    "exact_online_dpo",
-    "fit",
-    "fit_over_class",
-    "fit_reward_model",
-    "gradient_law",
-    "pair_gradient_law",
-    "sampled_pair_gradients",
-    "gradient_table",
-    "nash_iterations",
-    "onpolicy_pair_fit",
-    "score_function_fit",
-]
+__all__ = [*flat_names(__name__), "NASH_TARGETS"]

@@ -12,6 +12,7 @@ The classes themselves are `synthalign.worlds.classes`'s.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +30,11 @@ from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
-from synthalign.worlds.classes import PolicyClass
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
+
+if TYPE_CHECKING:
+    from synthalign._types import ClassLike, PolicyLike
 
 __all__ = ["ClassFit", "argmin_over_class", "ClassEstimate", "fit_over_class"]
 
@@ -50,13 +53,13 @@ class ClassFit:
 def argmin_over_class(
     objective: str | Objective,
     data: PreferenceData | PairData,
-    candidates: Policy | Tensor,
+    candidates: PolicyLike,
     *,
     beta: float = 0.0,
     reward: Tensor | None = None,
     reward_ridge: float = 1e-2,
     chunk_size: int = 4096,
-    **params,
+    **params: Any,
 ) -> ClassFit:
     """pi_hat = argmin over the K candidates of the empirical objective, for every replicate (A1's setting).
 
@@ -215,13 +218,13 @@ class ClassEstimate:
 def fit_over_class(
     objective: str | Objective,
     data: PreferenceData | PairData,
-    policy_class: PolicyClass | Policy | Tensor,
+    policy_class: ClassLike,
     *,
-    reward_class: PolicyClass | Policy | Tensor | None = None,
+    reward_class: ClassLike | None = None,
     reward_data: PreferenceData | None = None,
     beta: float = 0.0,
     chunk_size: int = 4096,
-    **params,
+    **params: Any,
 ) -> ClassEstimate:
     """pi_hat = argmin over Π of the empirical objective, for every replicate (the setting of spec §4).
 

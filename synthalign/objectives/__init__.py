@@ -8,6 +8,7 @@ Turning a loss into something `fit`, the population loss and the conformance sui
 name is `synthalign.registry`'s job.
 """
 
+from synthalign._exports import flat_names
 from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS, exact_kl_estimator_expectation, kl_estimator
 from synthalign.objectives.paper import (
     bernoulli_kl_logits,
@@ -22,18 +23,4 @@ from synthalign.objectives.paper import (
     rlhf_loss,
 )
 
-__all__ = [
-    "KL_ESTIMATOR_KINDS",
-    "bernoulli_kl_logits",
-    "distillation_loss",
-    "dpo_loss",
-    "exact_kl_estimator_expectation",
-    "ipo_loss",
-    "kl_estimator",
-    "kl_penalty",
-    "pmle_loss",
-    "rebel_loss",
-    "reward_model_loss",
-    "rkl_loss",
-    "rlhf_loss",
-]
+__all__ = [*flat_names(__name__), "KL_ESTIMATOR_KINDS"]

@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from synthalign._exports import flat_names
 from synthalign.objectives._pairwise import DIVERGENCES
 from synthalign.objectives.dpo_family import (
     aot_loss,
@@ -65,32 +66,7 @@ from synthalign.objectives.pair_losses import (
     xpo_loss,
 )
 
-__all__ = [
-    "DIVERGENCES",
-    "TRL_LOSS_TYPES",
-    "ZOO_LOSSES",
-    "aot_loss",
-    "aot_unpaired_loss",
-    "apo_down_loss",
-    "apo_zero_loss",
-    "bco_pair_loss",
-    "chipo_loss",
-    "conservative_dpo_loss",
-    "discopop_loss",
-    "exo_pair_loss",
-    "f_dpo_loss",
-    "f_ipo_loss",
-    "hinge_loss",
-    "kto_pair_loss",
-    "length_normalized_dpo_loss",
-    "nca_pair_loss",
-    "online_dpo_loss",
-    "robust_dpo_loss",
-    "sft_loss",
-    "simpo_loss",
-    "sppo_loss",
-    "xpo_loss",
-]
+__all__ = [*flat_names(__name__), "DIVERGENCES"]
 
 
 ZOO_LOSSES: dict[str, Callable[..., Tensor]] = {

@@ -6,7 +6,7 @@
 `synthalign.evaluate`'s job.
 """
 
-from synthalign.registry import nash, paper, zoo  # noqa: F401 - fill DEFAULT_REGISTRY
+from synthalign.registry import nash, paper, protocol, zoo  # noqa: F401 - fill DEFAULT_REGISTRY
 from synthalign.registry.protocol import (
     DATA_KINDS,
     DEFAULT_REGISTRY,
@@ -20,15 +20,4 @@ from synthalign.registry.protocol import (
     objective_from_loss,
 )
 
-__all__ = [
-    "DATA_KINDS",
-    "DEFAULT_REGISTRY",
-    "PAIR_INPUTS",
-    "PROMPT_INPUTS",
-    "Objective",
-    "Registry",
-    "get_objective",
-    "list_objectives",
-    "objective",
-    "objective_from_loss",
-]
+__all__ = [*protocol.__all__, "DATA_KINDS", "PAIR_INPUTS", "PROMPT_INPUTS"]

@@ -24,11 +24,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 
+from synthalign._exports import flat_names
 from synthalign.objectives import nash as steps
-from synthalign.objectives import paper as losses
-from synthalign.registry.paper import _ipo_derivatives
-from synthalign.registry.protocol import objective
-from synthalign.theory import closed_forms
+from synthalign.registry.paper import _ipo as ipo_objective
+from synthalign.registry.protocol import DEFAULT_REGISTRY
 
 NASH_OBJECTIVES = ("online_ipo",)
 
@@ -37,15 +36,14 @@ ITERATES = ("last", "average")
 CONVERGENCE = ("linear", "biased", "sublinear")
 
 
-@objective(
-    "online_ipo",
-    reference="Calandriello et al. 2024, arXiv 2403.08635 (IPO of Azar et al. 2024 on self-play pairs)",
-    margin_derivatives=_ipo_derivatives,
-    consistent=False,
-    expected_minimizer=closed_forms.ipo_minimizer,
+# Over fixed data online IPO is IPO: the same loss, derivatives and population minimizer.
+DEFAULT_REGISTRY.register(
+    dataclasses.replace(
+        ipo_objective,
+        name="online_ipo",
+        reference="Calandriello et al. 2024, arXiv 2403.08635 (IPO of Azar et al. 2024 on self-play pairs)",
+    )
 )
-def _online_ipo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, tau=0.1):
-    return losses.ipo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, tau=tau, reduction="none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +77,7 @@ class Method:
     reference: str
     description: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for field, options in (("target", TARGETS), ("iterate", ITERATES), ("convergence", CONVERGENCE)):
             if getattr(self, field) not in options:
                 raise ValueError(f"{field} must be one of {options}, got {getattr(self, field)!r}")
@@ -97,7 +95,7 @@ class Method:
 class MethodRegistry:
     """A name → `Method` table (`METHOD_REGISTRY` holds synthalign's; `method` fills it)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
 
     def register(self, value: Method, *, replace: bool = False) -> Method:
@@ -208,12 +206,4 @@ method(
     reference="Cen, Wei, Chi 2021, arXiv 2105.15186; Zhou, Fazel, Du 2025, arXiv 2503.08942 (EGPO)",
 )(steps.extragradient_step)
 
-__all__ = [
-    "METHOD_REGISTRY",
-    "NASH_OBJECTIVES",
-    "Method",
-    "MethodRegistry",
-    "get_method",
-    "list_methods",
-    "method",
-]
+__all__ = [*flat_names(__name__), "MethodRegistry", "NASH_OBJECTIVES", "method"]

@@ -30,8 +30,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from torch import Tensor
+
+from synthalign._exports import flat_names
 
 PAIR_INPUTS = (
     "logp_chosen",
@@ -142,7 +145,7 @@ class Registry:
     objectives needs ``replace=True``.
     """
 
-    def __init__(self, objectives: Iterable[Objective] = ()):
+    def __init__(self, objectives: Iterable[Objective] = ()) -> None:
         self._objectives: dict[str, Objective] = {}
         for obj in objectives:
             self.register(obj)
@@ -158,7 +161,7 @@ class Registry:
         self._objectives[obj.name] = obj
         return obj
 
-    def objective(self, name: str | None = None, **declaration) -> Callable[[Callable], Objective]:
+    def objective(self, name: str | None = None, **declaration: Any) -> Callable[[Callable], Objective]:
         """The `objective` decorator, registering here."""
         return objective(name, registry=self, **declaration)
 
@@ -275,7 +278,7 @@ def objective_from_loss(
     rename: Mapping[str, str] | None = None,
     registry: Registry | None = None,
     register: bool = True,
-    **declaration,
+    **declaration: Any,
 ) -> Objective:
     """A pair objective generated from a pure loss's own signature (``loss(logp_chosen, ..., *, gamma, ...,
     weight=None, reduction="mean")``), called with ``reduction="none"``.
@@ -355,12 +358,4 @@ def list_objectives() -> list[str]:
     return DEFAULT_REGISTRY.names()
 
 
-__all__ = [
-    "DEFAULT_REGISTRY",
-    "Objective",
-    "Registry",
-    "get_objective",
-    "list_objectives",
-    "objective",
-    "objective_from_loss",
-]
+__all__ = [*flat_names(__name__), "objective_from_loss"]

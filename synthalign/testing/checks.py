@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from torch import Tensor
 
 from synthalign.registry.protocol import Objective, get_objective
-from synthalign.testing import battery
+from synthalign.testing import battery, minimizer_checks
 from synthalign.testing.report import CheckOptions, CheckReport, CheckResult
 from synthalign.worlds.tabular import World
 
@@ -32,10 +32,11 @@ _CHECKS: dict[str, _Check] = {
     "elementwise": _Check(battery.check_elementwise),
     "exact_vs_sampled": _Check(battery.check_exact_vs_sampled),
     "closed_form": _Check(
-        battery.check_closed_form, lambda obj, opts: None if obj.closed_form is not None else "no closed form declared"
+        minimizer_checks.check_closed_form,
+        lambda obj, opts: None if obj.closed_form is not None else "no closed form declared",
     ),
-    "population_minimizer": _Check(battery.check_population_minimizer),
-    "degeneracy": _Check(battery.check_degeneracy),
+    "population_minimizer": _Check(minimizer_checks.check_population_minimizer),
+    "degeneracy": _Check(minimizer_checks.check_degeneracy),
 }
 CHECKS: tuple[str, ...] = tuple(_CHECKS)
 """The names of every check, in the order they run."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -311,7 +312,9 @@ _CHECK_FUNCTIONS = {
 }
 
 
-def check_method(method: str | Method, options: MethodCheckOptions | None = None, *, checks=None) -> CheckReport:
+def check_method(
+    method: str | Method, options: MethodCheckOptions | None = None, *, checks: Iterable[str] | None = None
+) -> CheckReport:
     """Runs the method checks (`METHOD_CHECKS`, or the named subset) on a registered or given `Method`."""
     method = get_method(method)
     options = options or MethodCheckOptions()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.testing.checks import not_applicable, run_check, select_checks
 from synthalign.testing.report import CheckOptions, CheckResult
+
+if TYPE_CHECKING:  # pytest is imported when the decorator is built
+    import pytest
 
 __all__ = ["parametrize_with_checks"]
 
@@ -49,11 +53,11 @@ def _entries(objectives) -> list[tuple[Objective, CheckOptions]]:
 
 
 def parametrize_with_checks(
-    objectives: Iterable,
+    objectives: Iterable[str | Objective | tuple[str | Objective, Mapping[str, Any]]],
     *,
     checks: Iterable[str] | None = None,
     expected_failures: Mapping[tuple[str, str], str] | None = None,
-):
+) -> pytest.MarkDecorator:
     """A pytest decorator running every check on every objective, one test item each.
 
     Args:

@@ -43,7 +43,7 @@ class CheckOptions:
     world: World | None = None
     seed: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         beta = float(self.beta)
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")

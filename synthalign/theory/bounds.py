@@ -4,12 +4,10 @@ Each takes the sample size n, the confidence δ and the world's constants (R, C_
 `synthalign.theory.constants` computes them for a world and a class).  Fitting estimators
 and measuring their errors is left to other modules; an experiment compares the two.
 
-Conventions: a policy is a tensor of log-probabilities [..., X, A], normalized
-over the last dimension, -inf for a zero-probability response; a finite class
-is a tensor [K, X, A]; every quantity is computed in float64.  Functions over a
-class work on blocks of `chunk_size` members (pairs of members for C_0) so that
-memory stays bounded when K × X × A is large; `None` picks a block of about
-2^22 numbers.
+Conventions: every input is a number (n may also be a tensor of sample sizes, which makes the
+bound a float64 tensor) and every bound a float computed in float64; +inf constants give +inf.
+Each input is checked by the rule for its name (`_checked`), so a bad value raises a ValueError
+naming the argument.
 
 Constants (spec §4, Decision).  The proofs of Thms 4, 6, 14 (and, as argued at
 `thm7_bound`, Thm 7) convert a squared preference error into a squared reward
@@ -63,18 +61,14 @@ _PREFERENCE_CONSTANT = 4.0
 _THEOREMS = ("prop12", "thm4", "thm6", "thm14", "thm7")
 
 
-def _check_n(n):
+def _check_n(n, name: str = "n"):
     """n > 0 as a float, or a float64 tensor of sample sizes (the bound is then a tensor)."""
     if isinstance(n, Tensor):
-        n = as_tensor(n, "n", dtype=_DTYPE)
+        n = as_tensor(n, name, dtype=_DTYPE)
         if not (torch.isfinite(n) & (n > 0)).all():
-            raise ValueError(f"n must be finite and > 0, got {n}")
+            raise ValueError(f"{name} must be finite and > 0, got {n}")
         return n
-    return check_positive(n, "n")
-
-
-def _check_delta(delta) -> float:
-    return check_unit_interval(delta, "delta")
+    return check_positive(n, name)
 
 
 def _check_size(size, name: str) -> float:
@@ -84,6 +78,24 @@ def _check_size(size, name: str) -> float:
 def _check_constant(value, name: str) -> float:
     """A world constant (R, C_Π, …): >= 0; +inf is allowed and gives an infinite bound."""
     return check_at_least(value, name, 0.0, finite=False)
+
+
+_CHECKS = {
+    "n": _check_n,
+    "delta": check_unit_interval,
+    "gamma": check_positive,
+    "class_size": _check_size,
+    "reward_class_size": _check_size,
+    "R": _check_constant,
+    "C_Pi": _check_constant,
+    "C_R": _check_constant,
+    "C_0": _check_constant,
+}
+
+
+def _checked(**inputs) -> tuple:
+    """The inputs of a bound, each checked (in the order given) by the rule for its name."""
+    return tuple(_CHECKS[name](value, name) for name, value in inputs.items())
 
 
 def _exp(x: float) -> float:
@@ -101,6 +113,16 @@ def _times(coverage: float, factor: float) -> float:
     return 0.0 if coverage == 0.0 else coverage * factor
 
 
+def _reward_error(weight: float, R: float, gamma: float, corrected: bool) -> float:
+    """weight · (4/(2c²)) e^{4γR}, 0 for a zero weight: Prop. 12's ln(·)/n carried to a squared reward error.
+
+    The step of the module docstring (Lemma 8 with slope c, |u|, |v| ≤ 2γR under A2); `weight` is the
+    coverage coefficient (Def. 3) of the measure the error is taken under, times its logarithms where
+    they differ by class (Thm 14).
+    """
+    return _times(weight, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+
+
 def _kl_from_reward_error(R: float, gamma: float) -> float:
     """Thms 4, 6: E_x KL(π*‖π̂) ≤ (½ ∨ ψ(e^{4R})) · 2(2R²e^{4R} + 3)/γ² · E_{π*}[ΔR̄²] (Lemma 9, A2)."""
     if R == math.inf:
@@ -113,9 +135,7 @@ def prop12_bound(n: float, class_size: float, delta: float) -> float:
 
     No sigmoid slope enters, so there is no corrected variant.
     """
-    n = _check_n(n)
-    size = _check_size(class_size, "class_size")
-    delta = _check_delta(delta)
+    n, size, delta = _checked(n=n, class_size=class_size, delta=delta)
     return _PREFERENCE_CONSTANT * math.log(size / delta) / n
 
 
@@ -128,13 +148,8 @@ def thm4_bound(
     (module docstring).  `corrected=True` (default) uses Lemma 8's c = ¼: the
     16 becomes 64 and the bound is 4 times the printed one.
     """
-    n = _check_n(n)
-    R = _check_constant(R, "R")
-    C_Pi = _check_constant(C_Pi, "C_Pi")
-    gamma = check_positive(gamma, "gamma")
-    size = _check_size(class_size, "class_size")
-    delta = _check_delta(delta)
-    reward_error = _times(C_Pi, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+    n, R, C_Pi, gamma, size, delta = _checked(n=n, R=R, C_Pi=C_Pi, gamma=gamma, class_size=class_size, delta=delta)
+    reward_error = _reward_error(C_Pi, R, gamma, corrected)
     return _times(reward_error, _kl_from_reward_error(R, gamma)) * math.log(size / delta) / n
 
 
@@ -156,15 +171,11 @@ def thm6_bound(
     As in Thm 4 the printed 16 = 2 · 4/(2c²) with c = ½; `corrected=True`
     (default) uses c = ¼, turning 16 into 64 (4 times the printed bound).
     """
-    n = _check_n(n)
-    R = _check_constant(R, "R")
-    C_Pi = _check_constant(C_Pi, "C_Pi")
-    gamma = check_positive(gamma, "gamma")
-    size = _check_size(class_size, "class_size")
-    reward_size = _check_size(reward_class_size, "reward_class_size")
-    delta = _check_delta(delta)
+    n, R, C_Pi, gamma, size, reward_size, delta = _checked(
+        n=n, R=R, C_Pi=C_Pi, gamma=gamma, class_size=class_size, reward_class_size=reward_class_size, delta=delta
+    )
     logs = math.log(2.0 * size / delta) + 2.0 * math.log(2.0 * reward_size / delta)
-    reward_error = _times(C_Pi, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+    reward_error = _reward_error(C_Pi, R, gamma, corrected)
     return _times(reward_error, _kl_from_reward_error(R, gamma)) * logs / n
 
 
@@ -188,17 +199,10 @@ def thm14_intermediate_bound(
     turning 8 into 32 (4 times the printed bound).  Thm 14's KL statement is
     given only up to constants (≲) and is not computed.
     """
-    n = _check_n(n)
-    R = _check_constant(R, "R")
-    C_0 = _check_constant(C_0, "C_0")
-    C_R = _check_constant(C_R, "C_R")
-    gamma = check_positive(gamma, "gamma")
-    size = _check_size(class_size, "class_size")
-    reward_size = _check_size(reward_class_size, "reward_class_size")
-    delta = _check_delta(delta)
-    scale = _reward_scale_constant(corrected) * _exp(4.0 * gamma * R)
+    n, R, C_0, C_R, gamma = _checked(n=n, R=R, C_0=C_0, C_R=C_R, gamma=gamma)
+    size, reward_size, delta = _checked(class_size=class_size, reward_class_size=reward_class_size, delta=delta)
     weighted = _times(C_0, math.log(2.0 * size / delta)) + _times(C_R, 2.0 * math.log(2.0 * reward_size / delta))
-    return _times(weighted, scale) / n
+    return _reward_error(weighted, R, gamma, corrected) / n
 
 
 def thm7_bound(
@@ -234,20 +238,16 @@ def thm7_bound(
     1/γ².  The printed 16 therefore comes from c = ½.  `corrected=True`
     (default) multiplies the second term by 4 (its 16 becomes 64).
     """
-    n = _check_n(n)
-    R = _check_constant(R, "R")
-    C_R = _check_constant(C_R, "C_R")
-    gamma = check_positive(gamma, "gamma")
-    size = _check_size(class_size, "class_size")
-    reward_size = _check_size(reward_class_size, "reward_class_size")
-    delta = _check_delta(delta)
+    n, R, C_R, gamma, size, reward_size, delta = _checked(
+        n=n, R=R, C_R=C_R, gamma=gamma, class_size=class_size, reward_class_size=reward_class_size, delta=delta
+    )
     prefactor = 2.0 * _lemma9_factor_of_log(4.0 * R) if R < math.inf else math.inf
     on_policy = 16.0 * R**2 * math.log(2.0 * size**2 / delta)
     if R == math.inf:
         reward_kl = math.inf
     else:
         reward_kl = 2.0 * (R**2 * _exp(4.0 * R) + 1.0) / gamma**2
-    reward_error = _times(C_R, _reward_scale_constant(corrected) * _exp(4.0 * gamma * R))
+    reward_error = _reward_error(C_R, R, gamma, corrected)
     reward_term = _times(reward_error, reward_kl) * math.log(2.0 * reward_size / delta)
     return prefactor * (on_policy + reward_term) / n
 

@@ -18,22 +18,21 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
+from synthalign._exports import flat_names
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_matrix
 from synthalign.worlds.tabular import World
 
 __all__ = [
+    *flat_names(__name__),
     "dpo_minimizer",
     "forward_kl_minimizer",
     "gamma_ipo_minimizer",
     "ipo_minimizer",
     "ipo_tilt",
     "rebel_minimizer",
-    "reward_policy",
     "rkl_minimizer",
-    "rkl_policy",
     "rlhf_minimizer",
-    "rlhf_policy",
     "sft_minimizer",
     "target_minimizer",
     "tilted_reference",

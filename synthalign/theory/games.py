@@ -26,32 +26,30 @@ Nothing here samples or fits; the iterations that approach these targets are
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from scipy.optimize import linprog
 from torch import Tensor
 
 from synthalign._checks import check_positive
+from synthalign._exports import flat_names
 from synthalign.worlds.laws import check_preference_matrix
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_matrix
 
-__all__ = [
-    "best_response",
-    "duality_gap",
-    "game_matrix",
-    "is_condorcet_winner",
-    "regularized_nash",
-    "von_neumann_winner",
-    "win_rates",
-]
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
+
+__all__ = [*flat_names(__name__), "game_matrix", "is_condorcet_winner", "win_rates"]
 
 # Residual of the fixed-point equation (in log-probabilities) at which Newton stops: a few ulps
 # of numbers of order ln A / β.
 _NEWTON_TOL = 1e-12
 
 
-def game_matrix(world_or_matrix) -> Tensor:
+def game_matrix(world_or_matrix: World | Tensor) -> Tensor:
     """P[x, a, b] of a world's law (`preference_matrix`), or a given tensor, checked (P + Pᵀ = 1)."""
     if isinstance(world_or_matrix, Tensor):
         return check_preference_matrix(world_or_matrix, "matrix")

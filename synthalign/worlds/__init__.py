@@ -12,6 +12,7 @@
 * `synthalign.worlds.torch_sampling`: device-native count and pair sampling in torch.
 """
 
+from synthalign._exports import flat_names
 from synthalign.worlds.autoregressive import (
     ModuleAutoregressive,
     PrefixModel,
@@ -39,44 +40,4 @@ from synthalign.worlds.torch_sampling import (
     sample_preferences_torch,
 )
 
-__all__ = [
-    "BradleyTerry",
-    "CellData",
-    "GeneralLaw",
-    "LinkLaw",
-    "ModuleAutoregressive",
-    "PairData",
-    "Policy",
-    "PolicyClass",
-    "PreferenceData",
-    "PreferenceLaw",
-    "PreferenceList",
-    "PrefixModel",
-    "SequenceSpace",
-    "SequenceWorld",
-    "TabularAutoregressive",
-    "TabularSoftmax",
-    "World",
-    "as_logp",
-    "check_distribution",
-    "counts_to_list",
-    "grid_class",
-    "list_class",
-    "pair_log_probs",
-    "perturbation_class",
-    "population_pairs",
-    "population_preferences",
-    "preference_matrix",
-    "preference_probability",
-    "reward_class",
-    "sample_cell_counts",
-    "sample_counts",
-    "sample_pairs",
-    "sample_pairs_torch",
-    "sample_preference_list",
-    "sample_preference_list_torch",
-    "sample_preferences",
-    "sample_preferences_torch",
-    "thurstone",
-    "union_class",
-]
+__all__ = [*flat_names(__name__), "CellData", "as_logp", "check_distribution"]
