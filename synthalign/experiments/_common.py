@@ -259,6 +259,16 @@ def over_bound(values: torch.Tensor | np.ndarray, bound: torch.Tensor | Sequence
     }
 
 
+def slope_cells(slope: Mapping[str, float]) -> str:
+    """A fitted slope and its 95% CI as cells of a summary table: ``' -1.002 | [ -1.101,  -0.903]'``."""
+    return f"{slope['slope']:7.3f} | [{slope['ci_low']:7.3f}, {slope['ci_high']:7.3f}]"
+
+
+def verdict_word(verdict: Mapping[str, Any]) -> str:
+    """ "pass" or "FAIL", the cell of a `synthalign.stats.Verdict` (as a dict) in a summary table."""
+    return "pass" if verdict["passed"] else "FAIL"
+
+
 # ----------------------------------------------------------------------------- output
 
 

@@ -57,6 +57,8 @@ from synthalign.experiments._common import (
     new_figure,
     over_bound,
     random_world,
+    slope_cells,
+    verdict_word,
     write_record,
 )
 from synthalign.experiments._grid import run_grid
@@ -438,14 +440,10 @@ def summary(results: dict) -> str:
     ]
     for method in METHODS:
         res = tab["methods"][method]
-        slope = res["slope"]
         scaled = res["mean"][-1] * tab["ns"][-1]
         scaled_se = res["mean_se"][-1] * tab["ns"][-1]
-        ok = "pass" if res["verdict"]["passed"] else "FAIL"
-        lines.append(
-            f"{method:>13} | {slope['slope']:7.3f} | [{slope['ci_low']:7.3f}, {slope['ci_high']:7.3f}] | "
-            f"{scaled:9.2f} ± {scaled_se:6.2f} | {ok}"
-        )
+        ok = verdict_word(res["verdict"])
+        lines.append(f"{method:>13} | {slope_cells(res['slope'])} | {scaled:9.2f} ± {scaled_se:6.2f} | {ok}")
     lines += [
         "  method: the estimator",
         "  slope: least-squares log-log slope of the mean E_x KL(pi* ‖ pi_hat) against n",
@@ -464,15 +462,13 @@ def summary(results: dict) -> str:
     for method in METHODS:
         res = fin["methods"][method]
         v = res["verdict"]
-        ok = "pass" if v["passed"] else "FAIL"
         lines.append(
             f"{method:>13} | {res['theorem']:>5} | {v['worst_ratio']:13.3g} | {v['worst_n']:>6} | "
-            f"{res['bound_corrected'][-1]:14.4g} | {res['fraction_exact'][-1]:22.3f} | {ok}"
+            f"{res['bound_corrected'][-1]:14.4g} | {res['fraction_exact'][-1]:22.3f} | {verdict_word(v)}"
         )
     v = fin["methods"]["pmle"]["prop12_verdict"]
     lines.append(
-        f"{'pmle':>13} | prop12 | {v['worst_ratio']:12.3g} | {v['worst_n']:>6} | (preference scale) | "
-        f"{'pass' if v['passed'] else 'FAIL'}"
+        f"{'pmle':>13} | prop12 | {v['worst_ratio']:12.3g} | {v['worst_n']:>6} | (preference scale) | {verdict_word(v)}"
     )
     lines += [
         "  method: the estimator",
