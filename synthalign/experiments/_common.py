@@ -175,12 +175,13 @@ def derive_seed(*keys: int) -> int:
 def random_world(args: object, **options: Any) -> World:
     """`World.random` with the experiment's n_prompts, n_responses, gamma, logit_scale, seed and device.
 
-    `options` are further keyword arguments of `World.random`, or replace those (``gamma=args.class_gamma``).
+    `options` are further keyword arguments of `World.random`, or replace those (``gamma=args.class_gamma``);
+    an option given here is not read from `args`.
     """
     from synthalign.worlds.tabular import World
 
-    settings = {"gamma": args.gamma, "logit_scale": args.logit_scale, "seed": args.seed, "device": args.device}
-    return World.random(args.n_prompts, args.n_responses, **{**settings, **options})
+    names = ("n_prompts", "n_responses", "gamma", "logit_scale", "seed", "device")
+    return World.random(**{name: getattr(args, name) for name in names if name not in options}, **options)
 
 
 def class_constants(
