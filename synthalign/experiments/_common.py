@@ -110,7 +110,7 @@ class CommonArgs:
 # ----------------------------------------------------------------------------- options several experiments take
 
 
-def check_positive(args: object, *names: str) -> None:
+def check_positive(args: CommonArgs, *names: str) -> None:
     """Each field `names` of `args` is a finite real number > 0; OptionError naming the first that is not."""
     for name in names:
         value = getattr(args, name)
@@ -172,7 +172,7 @@ def derive_seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
-def random_world(args: object, **options: Any) -> World:
+def random_world(args: CommonArgs, **options: Any) -> World:
     """`World.random` with the experiment's n_prompts, n_responses, gamma, logit_scale, seed and device.
 
     `options` are further keyword arguments of `World.random`, or replace those (``gamma=args.class_gamma``);
@@ -212,6 +212,21 @@ def mean_se(values: torch.Tensor) -> dict[str, Any]:
         "mean": values.mean(dim=-1).tolist(),
         "se": (values.std(dim=-1) / math.sqrt(count)).tolist(),
         "median": values.median(dim=-1).values.tolist(),
+    }
+
+
+def band_stats(values: torch.Tensor, band: tuple[float, float] = (0.1, 0.9)) -> dict[str, list]:
+    """Median, the `band` quantiles (``low``, ``high``), mean and standard deviation over the last dimension
+    (the replicates), in float64, as lists."""
+    values = values.to(torch.float64)
+    probs = torch.tensor([band[0], 0.5, band[1]], dtype=values.dtype, device=values.device)
+    low, median, high = torch.quantile(values, probs, dim=-1)
+    return {
+        "median": median.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+        "mean": values.mean(dim=-1).tolist(),
+        "std": values.std(dim=-1).tolist(),
     }
 
 

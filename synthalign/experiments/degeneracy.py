@@ -48,6 +48,7 @@ from torch import Tensor
 import synthalign as sa
 from synthalign.experiments._common import (
     CommonArgs,
+    band_stats,
     check_integer,
     check_positive,
     derive_seed,
@@ -148,20 +149,6 @@ class Args(CommonArgs):
         return self.sized(self.regularized_betas, _SIZES, 3)
 
 
-def _quantiles(values: Tensor) -> dict:
-    """Median, 10% and 90% quantiles, mean and standard deviation of [..., R] over R."""
-    values = values.to(torch.float64)
-    probs = torch.tensor([0.1, 0.5, 0.9], dtype=values.dtype, device=values.device)
-    low, median, high = torch.quantile(values, probs, dim=-1)
-    return {
-        "median": median.tolist(),
-        "low": low.tolist(),
-        "high": high.tolist(),
-        "mean": values.mean(dim=-1).tolist(),
-        "std": values.std(dim=-1).tolist(),
-    }
-
-
 # ----------------------------------------------------------------------------- part A: RLHF's dilemma
 
 
@@ -208,7 +195,7 @@ def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float, executor: Exe
     floor, _ = rlhf_population_floor(world)
     for name, rows in methods.items():
         stacked = torch.stack(rows)  # [N, 2, R]
-        result[name] = {"forward_kl": _quantiles(stacked[:, 0]), "entropy": _quantiles(stacked[:, 1])}
+        result[name] = {"forward_kl": band_stats(stacked[:, 0]), "entropy": band_stats(stacked[:, 1])}
         # Against RLHF's exact floor (a lower bound for RLHF on R*, approached with data): mean/floor
         # with its standard error, at every n.
         forward = stacked[:, 0]
@@ -269,10 +256,10 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
     kl_change = (share * (sa.kl_per_prompt(moved, ref_logp) - sa.kl_per_prompt(logp, ref_logp))).sum(dim=-1)
 
     report = {
-        "forward_kl": _quantiles(sa.forward_kl(world.target, fitted.policy)),
-        "entropy": _quantiles(sa.entropy(fitted.policy)),
-        "unobserved_mass": _quantiles(certificate.unobserved_mass),
-        "min_observed_logp": _quantiles(min_observed_logp),
+        "forward_kl": band_stats(sa.forward_kl(world.target, fitted.policy)),
+        "entropy": band_stats(sa.entropy(fitted.policy)),
+        "unobserved_mass": band_stats(certificate.unobserved_mass),
+        "min_observed_logp": band_stats(min_observed_logp),
         # replicates with no finite minimizer (beta = 0 and a one-way edge: the certificate's direction)
         "diverging_fraction": float((~certificate.finite).to(torch.float64).mean()),
         "min_observed_logp_diverging": min_observed_logp[~certificate.finite].tolist(),
@@ -311,7 +298,7 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
     rounding = 4 * eps * (logp.abs() + ref_logp.abs() + kl_prompt.unsqueeze(-1))
     slack = fitted.grad_norm.view(-1, 1, 1) / (beta * share.unsqueeze(-1) * logp.exp()) + rounding
     none = torch.zeros_like(error)
-    report["unobserved_stationarity_error"] = _quantiles(torch.where(relevant, error, none).amax(dim=(-1, -2)))
+    report["unobserved_stationarity_error"] = band_stats(torch.where(relevant, error, none).amax(dim=(-1, -2)))
     report["unobserved_stationarity_error_over_slack"] = float(torch.where(relevant, error / slack, none).max())
     smallest = torch.where(relevant, log_ratio, torch.full_like(log_ratio, math.inf)).amin(dim=(-1, -2))
     report["unobserved_log_ratio_min"] = float(smallest.min())
@@ -343,9 +330,9 @@ def offline_small_data(args: Args, world: sa.World, executor: Executor | None = 
         unobserved = unobserved_responses(data.counts)
         result["separable_fraction"].append(float(sa.comparison_graph_separable(data.counts).to(torch.float64).mean()))
         result["prompts_with_unobserved"].append(float(unobserved.any(dim=-1).to(torch.float64).mean()))
-        result["target_unobserved_mass"].append(_quantiles(_mass(world.target.probs, unobserved, world.prompt_dist)))
+        result["target_unobserved_mass"].append(band_stats(_mass(world.target.probs, unobserved, world.prompt_dist)))
         result["reference_unobserved_mass"].append(
-            _quantiles(_mass(world.reference.probs, unobserved, world.prompt_dist))
+            band_stats(_mass(world.reference.probs, unobserved, world.prompt_dist))
         )
     cells = [
         (k, n, objective, beta) for k, n in enumerate(args.small_ns) for objective in args.objectives for beta in betas
