@@ -281,7 +281,7 @@ def slope_cells(slope: Mapping[str, float]) -> str:
 
 
 def verdict_word(verdict: Mapping[str, Any]) -> str:
-    """ "pass" or "FAIL", the cell of a `synthalign.stats.Verdict` (as a dict) in a summary table."""
+    """The cell of a verdict (a `synthalign.stats.Verdict` as a dict) in a summary table: pass or FAIL."""
     return "pass" if verdict["passed"] else "FAIL"
 
 
