@@ -1,5 +1,7 @@
-"""What every experiment shares: its common options (validated once), the output folder, the JSON record,
-figures (PNG + SVG, made without pyplot) and the column legend of a summary table.
+"""What every experiment shares: its common options (validated once), the checks of the options several
+experiments take, derived seeds, the mean ± standard error and the measured-over-bound ratio of a
+record, the output folder, the JSON record, figures (PNG + SVG, made without pyplot) and the column
+legend of a summary table.  What several figures draw alike is in `synthalign.experiments._plots`.
 
 Parsing a command line into these options is `synthalign.cli`'s job, and only its.
 """
@@ -10,15 +12,26 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
 import pathlib
 import platform
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from synthalign._version import __version__
+from synthalign.stats import quantile_interval
 from synthalign.store import atomic_write, check_writable_dir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from synthalign.theory.constants import WorldConstants
+    from synthalign.worlds.tabular import World
 
 SIZES = ("quick", "default", "full")
 """The run sizes every experiment defines: CI-sized, the recorded default, and a larger run."""
@@ -29,7 +42,7 @@ DEVICES = ("cpu", "cuda")
 class OptionError(ValueError):
     """A bad value of one option; `field` names it (the CLI reports it as ``--field``)."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
 
@@ -57,7 +70,7 @@ class CommonArgs:
     fresh: bool = False
     """recompute every work item, ignoring (and replacing) the finished ones kept in <out>/store/"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise OptionError("size", f"size must be one of {SIZES}, got {self.size!r}")
         replicates = self.replicates
@@ -86,14 +99,202 @@ class CommonArgs:
         if not isinstance(self.fresh, bool):
             raise OptionError("fresh", f"fresh must be True or False, got {self.fresh!r}")
 
+    def sized(self, value: Any, table: Mapping[str, Sequence[Any]], column: int) -> Any:
+        """`value` when it is set (not None), else entry `column` of this run size's row of `table`.
 
-def output_dir(args) -> pathlib.Path:
+        `table` is an experiment's defaults per size, ``{"quick": (...), "default": (...), "full": (...)}``.
+        """
+        return value if value is not None else table[self.size][column]
+
+
+# ----------------------------------------------------------------------------- options several experiments take
+
+
+def check_positive(args: CommonArgs, *names: str) -> None:
+    """Each field `names` of `args` is a finite real number > 0; OptionError naming the first that is not."""
+    for name in names:
+        value = getattr(args, name)
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+            raise OptionError(name, f"{name} must be a positive number, got {value!r}")
+
+
+def check_integer(name: str, value: object, minimum: int) -> None:
+    """`value` (option `name`) is an integer >= `minimum` (bools refused); OptionError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_log2_range(
+    low: int, high: int, *, names: tuple[str, str] = ("log2_n_min", "log2_n_max"), limit: int = 40, equal: bool = False
+) -> None:
+    """1 <= low < high <= limit (low <= high with `equal`): the exponents of an n = 2^k sweep.
+
+    `high` is the largest exponent in force (the option, or the size's default); `names` are the two options.
+    """
+    low_name, high_name = names
+    below = "<=" if equal else "<"
+    ordered = low <= high if equal else low < high
+    if not (isinstance(low, int) and isinstance(high, int) and 1 <= low and ordered and high <= limit):
+        raise OptionError(high_name, f"need 1 <= {low_name} {below} {high_name} <= {limit}, got {low}, {high}")
+
+
+def log2_grid(low: int, high: int, step: int = 1) -> list[int]:
+    """The sweep n = 2^low, 2^(low + step), ... up to 2^high."""
+    return [2**k for k in range(low, high + 1, step)]
+
+
+def check_increasing(name: str, values: Sequence[int]) -> None:
+    """`values` (option `name`) are positive integers in increasing order; OptionError otherwise."""
+    integers = all(not isinstance(v, bool) and isinstance(v, int) and v >= 1 for v in values)
+    if not integers or list(values) != sorted(set(values)):
+        raise OptionError(name, f"{name} must be increasing positive ints, got {values!r}")
+
+
+def check_radius(radius: Sequence[float]) -> tuple[float, float]:
+    """The option `radius` as (low, high) floats with 0 <= low <= high and high > 0 (a class's logit distances)."""
+    radius = tuple(float(r) for r in radius)
+    if len(radius) != 2 or not 0 <= radius[0] <= radius[1] or radius[1] <= 0:
+        raise OptionError("radius", f"radius must be (low, high) with 0 <= low <= high, high > 0, got {radius!r}")
+    return radius
+
+
+def check_delta(delta: float) -> None:
+    """The option `delta`, a failure probability, lies in (0, 1)."""
+    if not (isinstance(delta, numbers.Real) and 0 < delta < 1):
+        raise OptionError("delta", f"delta must lie in (0, 1), got {delta!r}")
+
+
+# ----------------------------------------------------------------------------- seeds, worlds and records
+
+
+def derive_seed(*keys: int) -> int:
+    """An integer seed drawn from ``numpy.random.SeedSequence(keys)``: one independent stream per tuple of keys."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def random_world(args: CommonArgs, **options: Any) -> World:
+    """`World.random` with the experiment's n_prompts, n_responses, gamma, logit_scale, seed and device.
+
+    `options` are further keyword arguments of `World.random`, or replace those (``gamma=args.class_gamma``);
+    an option given here is not read from `args`.
+    """
+    from synthalign.worlds.tabular import World
+
+    names = ("n_prompts", "n_responses", "gamma", "logit_scale", "seed", "device")
+    return World.random(**{name: getattr(args, name) for name in names if name not in options}, **options)
+
+
+def class_constants(
+    world: World, policy_logp: torch.Tensor, reward_logp: torch.Tensor | None, *, compute_c0: bool
+) -> WorldConstants:
+    """`synthalign.bounds.world_constants` of `world` with the policy class Π and the reward class 𝒫_γ(ℛ)."""
+    from synthalign.theory.constants import world_constants
+
+    return world_constants(
+        world.target.logp,
+        world.behavior.logp,
+        world.reference.logp,
+        world.prompt_dist,
+        world.gamma,
+        policy_logp,
+        reward_logp,
+        compute_c0=compute_c0,
+    )
+
+
+def mean_se(values: torch.Tensor) -> dict[str, Any]:
+    """Mean, standard error of the mean and median over the last dimension (the replicates).
+
+    Floats for a vector of replicate values [R]; lists for [N, R] (one entry per row).
+    """
+    count = values.shape[-1]
+    return {
+        "mean": values.mean(dim=-1).tolist(),
+        "se": (values.std(dim=-1) / math.sqrt(count)).tolist(),
+        "median": values.median(dim=-1).values.tolist(),
+    }
+
+
+def band_stats(values: torch.Tensor, band: tuple[float, float] = (0.1, 0.9)) -> dict[str, list]:
+    """Median, the `band` quantiles (``low``, ``high``), mean and standard deviation over the last dimension
+    (the replicates), in float64, as lists."""
+    values = values.to(torch.float64)
+    probs = torch.tensor([band[0], 0.5, band[1]], dtype=values.dtype, device=values.device)
+    low, median, high = torch.quantile(values, probs, dim=-1)
+    return {
+        "median": median.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+        "mean": values.mean(dim=-1).tolist(),
+        "std": values.std(dim=-1).tolist(),
+    }
+
+
+def z_score(larger: Mapping[str, float], smaller: Mapping[str, float]) -> float:
+    """(difference of two means) / (its standard error), the means (``mean``, ``se``) from independent replicates.
+
+    ±inf for different means without spread, 0 for equal ones.
+    """
+    difference = larger["mean"] - smaller["mean"]
+    se = math.hypot(larger["se"], smaller["se"])
+    return difference / se if se > 0 else math.copysign(math.inf, difference) if difference else 0.0
+
+
+def mean_ratio(larger: Mapping[str, float], smaller: Mapping[str, float]) -> dict[str, float]:
+    """larger/smaller of two independent means with its delta-method standard error, and their `z_score`."""
+    ratio = larger["mean"] / smaller["mean"]
+    relative = math.hypot(larger["se"] / larger["mean"], smaller["se"] / smaller["mean"])
+    return {"ratio": ratio, "se": ratio * relative, "z": z_score(larger, smaller)}
+
+
+def holds_from(ns: Sequence[int], holds: Sequence[bool]) -> int | None:
+    """The smallest n of a sweep from which `holds` (one flag per n) is true at every larger n; None if none."""
+    return next((n for i, n in enumerate(ns) if all(holds[i:])), None)
+
+
+def upper_quantile(values: torch.Tensor | np.ndarray, level: float) -> np.ndarray:
+    """[N] the level-quantile of [N, R] values along R by numpy's "higher" method: the order statistic
+    `synthalign.stats.check_bound` compares (never interpolated below a measured value)."""
+    values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return np.quantile(values, level, axis=-1, method="higher")
+
+
+def over_bound(values: torch.Tensor | np.ndarray, bound: torch.Tensor | Sequence[float], level: float) -> dict:
+    """A bound's tightness at every n: the measured level-quantile of [N, R] values over the bound [N].
+
+    Returns ``quantile`` (`upper_quantile`), ``ratio`` (quantile / bound) and ``ratio_ci``, the ratio's
+    95% interval from the order statistics around the quantile (the data's sampling error), as lists.
+    """
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    bound = bound.detach().cpu().numpy() if isinstance(bound, torch.Tensor) else np.asarray(bound)
+    quantile = upper_quantile(array, level)
+    return {
+        "quantile": quantile.tolist(),
+        "ratio": (quantile / bound).tolist(),
+        "ratio_ci": [(side / bound).tolist() for side in quantile_interval(array, level)],
+    }
+
+
+def slope_cells(slope: Mapping[str, float]) -> str:
+    """A fitted slope and its 95% CI as cells of a summary table: ``' -1.002 | [ -1.101,  -0.903]'``."""
+    return f"{slope['slope']:7.3f} | [{slope['ci_low']:7.3f}, {slope['ci_high']:7.3f}]"
+
+
+def verdict_word(verdict: Mapping[str, Any]) -> str:
+    """The cell of a verdict (a `synthalign.stats.Verdict` as a dict) in a summary table: pass or FAIL."""
+    return "pass" if verdict["passed"] else "FAIL"
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def output_dir(args: CommonArgs) -> pathlib.Path:
     path = pathlib.Path(args.out)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return _jsonable(value.detach().cpu().tolist())
     if isinstance(value, float):
@@ -107,7 +308,7 @@ def _jsonable(value):
     return value
 
 
-def write_record(args, name: str, results: dict) -> pathlib.Path:
+def write_record(args: CommonArgs, name: str, results: dict) -> pathlib.Path:
     """Writes `<out>/<name>.json`: every number, the full configuration, version and seed."""
     record = {
         "experiment": name,
@@ -129,8 +330,8 @@ FIGURE_DPI = 150
 
 
 def new_figure(
-    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8), squeeze: bool = True, **kwargs
-):
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8), squeeze: bool = True, **kwargs: Any
+) -> tuple[Figure, Any]:
     """A figure and its axes, like ``matplotlib.pyplot.subplots``, without pyplot.
 
     The figure is a bare `matplotlib.figure.Figure`: it is never registered with pyplot, never
@@ -145,7 +346,7 @@ def new_figure(
     return fig, axes
 
 
-def save_figure(fig, args, filename: str) -> pathlib.Path:
+def save_figure(fig: Figure, args: CommonArgs, filename: str) -> pathlib.Path:
     """Writes `fig` into ``args.out`` as PNG (`FIGURE_DPI`) and as SVG beside it (same stem); returns the PNG.
 
     `filename` names the PNG (``"fig1.png"``; its suffix, if any, becomes ``.png`` and ``.svg``).  Each file is
@@ -166,7 +367,7 @@ def save_figure(fig, args, filename: str) -> pathlib.Path:
     return png
 
 
-def column_legend(columns) -> str:
+def column_legend(columns: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
     """The legend printed under a summary table: one line per column, ``  name  what it holds``.
 
     `columns` is a mapping (or a sequence of pairs) from each column's header, as printed, to a
@@ -185,7 +386,7 @@ def column_legend(columns) -> str:
 
 
 @contextlib.contextmanager
-def one_cpu_thread(device: str):
+def one_cpu_thread(device: str) -> Iterator[None]:
     """Runs the block with one intra-op CPU thread (on the CPU only), then restores the setting.
 
     The experiments' tensors are small (at most a few million entries): on a 2-core machine shared with

@@ -39,14 +39,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
 from torch import Tensor
 
 import synthalign as sa
-from synthalign.experiments._common import CommonArgs, one_cpu_thread, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    band_stats,
+    check_integer,
+    check_positive,
+    derive_seed,
+    new_figure,
+    one_cpu_thread,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
+from synthalign.experiments._plots import band_line, bound_line, finish_figure, style_axes
 from synthalign.theory.references import kl_target_reference, rlhf_population_floor
 
 __all__ = [
@@ -103,16 +114,12 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("logit_scale", "beta_min", "beta_max", "schedule_power", "ridge_sum", "mass_shift"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_positive(self, "logit_scale", "beta_min", "beta_max", "schedule_power", "ridge_sum", "mass_shift")
         if self.beta_min >= self.beta_max:
             raise ValueError(f"need beta_min < beta_max, got {self.beta_min}, {self.beta_max}")
-        if not isinstance(self.n_betas, int) or self.n_betas < 2:
-            raise ValueError(f"n_betas must be an integer >= 2, got {self.n_betas!r}")
+        check_integer("n_betas", self.n_betas, 2)
         if self.fixed_beta is not None and not (math.isfinite(self.fixed_beta) and self.fixed_beta > 0):
             raise ValueError(f"fixed_beta must be > 0 or None, got {self.fixed_beta!r}")
         self.objectives = tuple(self.objectives)
@@ -123,12 +130,7 @@ class Args(CommonArgs):
             self.regularized_betas = tuple(float(b) for b in self.regularized_betas)
             if not self.regularized_betas or any(not (math.isfinite(b) and b > 0) for b in self.regularized_betas):
                 raise ValueError(f"regularized_betas must be positive numbers, got {self.regularized_betas!r}")
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_integer("max_iter", self.max_iter, 1)  # (device and seed: CommonArgs)
 
     @property
     def ns(self) -> list[int]:
@@ -136,7 +138,7 @@ class Args(CommonArgs):
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+        return self.sized(self.replicates, _SIZES, 1)
 
     @property
     def small_ns(self) -> list[int]:
@@ -144,25 +146,7 @@ class Args(CommonArgs):
 
     @property
     def betas_positive(self) -> tuple[float, ...]:
-        return self.regularized_betas if self.regularized_betas is not None else _SIZES[self.size][3]
-
-
-def _seed(*keys: int) -> int:
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
-
-
-def _quantiles(values: Tensor) -> dict:
-    """Median, 10% and 90% quantiles, mean and standard deviation of [..., R] over R."""
-    values = values.to(torch.float64)
-    probs = torch.tensor([0.1, 0.5, 0.9], dtype=values.dtype, device=values.device)
-    low, median, high = torch.quantile(values, probs, dim=-1)
-    return {
-        "median": median.tolist(),
-        "low": low.tolist(),
-        "high": high.tolist(),
-        "mean": values.mean(dim=-1).tolist(),
-        "std": values.std(dim=-1).tolist(),
-    }
+        return self.sized(self.regularized_betas, _SIZES, 3)
 
 
 # ----------------------------------------------------------------------------- part A: RLHF's dilemma
@@ -184,7 +168,7 @@ def population_sweep(world: sa.World, betas: list[float]) -> dict:
 def rlhf_at_n(world: sa.World, fixed_beta: float, schedule_beta: float, k: int, n: int, args: Args) -> dict:
     """One work item of part A: [2, R] forward KL and entropy of every method on the datasets of the k-th n."""
     with one_cpu_thread(args.device):
-        data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 0, k))
+        data = world.sample_preferences(n, args.n_replicates, seed=derive_seed(args.seed, 0, k))
         reward = sa.fit_reward_model(data, ridge=args.ridge_sum, tol=1e-9, max_iter=50).reward
         policies = {
             "rlhf_fixed": sa.rlhf_policy(reward, world.reference, fixed_beta),
@@ -197,7 +181,7 @@ def rlhf_at_n(world: sa.World, fixed_beta: float, schedule_beta: float, k: int, 
         }
 
 
-def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float, executor=None) -> dict:
+def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float, executor: Executor | None = None) -> dict:
     """Fixed beta, beta_n -> 0, and RKL at beta = 0, on R̂ fitted to n pairs, for every n (one work item each)."""
     ns, replicates = args.ns, args.n_replicates
     schedule = [fixed_beta * (ns[0] / n) ** args.schedule_power for n in ns]
@@ -211,7 +195,7 @@ def rlhf_with_data(args: Args, world: sa.World, fixed_beta: float, executor=None
     floor, _ = rlhf_population_floor(world)
     for name, rows in methods.items():
         stacked = torch.stack(rows)  # [N, 2, R]
-        result[name] = {"forward_kl": _quantiles(stacked[:, 0]), "entropy": _quantiles(stacked[:, 1])}
+        result[name] = {"forward_kl": band_stats(stacked[:, 0]), "entropy": band_stats(stacked[:, 1])}
         # Against RLHF's exact floor (a lower bound for RLHF on R*, approached with data): mean/floor
         # with its standard error, at every n.
         forward = stacked[:, 0]
@@ -237,7 +221,7 @@ def _mass(probs: Tensor, mask: Tensor, prompt_dist: Tensor) -> Tensor:
     return (prompt_dist * (probs * mask).sum(dim=-1)).sum(dim=-1)
 
 
-def _status_counts(fitted) -> dict:
+def _status_counts(fitted: sa.FitResult) -> dict:
     return {status: fitted.status.count(status) for status in sorted(set(fitted.status))}
 
 
@@ -272,10 +256,10 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
     kl_change = (share * (sa.kl_per_prompt(moved, ref_logp) - sa.kl_per_prompt(logp, ref_logp))).sum(dim=-1)
 
     report = {
-        "forward_kl": _quantiles(sa.forward_kl(world.target, fitted.policy)),
-        "entropy": _quantiles(sa.entropy(fitted.policy)),
-        "unobserved_mass": _quantiles(certificate.unobserved_mass),
-        "min_observed_logp": _quantiles(min_observed_logp),
+        "forward_kl": band_stats(sa.forward_kl(world.target, fitted.policy)),
+        "entropy": band_stats(sa.entropy(fitted.policy)),
+        "unobserved_mass": band_stats(certificate.unobserved_mass),
+        "min_observed_logp": band_stats(min_observed_logp),
         # replicates with no finite minimizer (beta = 0 and a one-way edge: the certificate's direction)
         "diverging_fraction": float((~certificate.finite).to(torch.float64).mean()),
         "min_observed_logp_diverging": min_observed_logp[~certificate.finite].tolist(),
@@ -314,7 +298,7 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
     rounding = 4 * eps * (logp.abs() + ref_logp.abs() + kl_prompt.unsqueeze(-1))
     slack = fitted.grad_norm.view(-1, 1, 1) / (beta * share.unsqueeze(-1) * logp.exp()) + rounding
     none = torch.zeros_like(error)
-    report["unobserved_stationarity_error"] = _quantiles(torch.where(relevant, error, none).amax(dim=(-1, -2)))
+    report["unobserved_stationarity_error"] = band_stats(torch.where(relevant, error, none).amax(dim=(-1, -2)))
     report["unobserved_stationarity_error_over_slack"] = float(torch.where(relevant, error / slack, none).max())
     smallest = torch.where(relevant, log_ratio, torch.full_like(log_ratio, math.inf)).amin(dim=(-1, -2))
     report["unobserved_log_ratio_min"] = float(smallest.min())
@@ -325,11 +309,11 @@ def offline_fit_report(args: Args, world: sa.World, data: sa.PreferenceData, obj
 def offline_fit_at_n(world: sa.World, k: int, n: int, objective: str, beta: float, args: Args) -> dict:
     """One work item of part B: `offline_fit_report` of one objective and beta on the datasets of the k-th small n."""
     with one_cpu_thread(args.device):
-        data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 1, k))
+        data = world.sample_preferences(n, args.n_replicates, seed=derive_seed(args.seed, 1, k))
         return offline_fit_report(args, world, data, objective, beta)
 
 
-def offline_small_data(args: Args, world: sa.World, executor=None) -> dict:
+def offline_small_data(args: Args, world: sa.World, executor: Executor | None = None) -> dict:
     """Part B for every small n, objective and beta (0 and the regularized ones): one work item each."""
     betas = (0.0, *args.betas_positive)
     result = {
@@ -342,13 +326,13 @@ def offline_small_data(args: Args, world: sa.World, executor=None) -> dict:
         "fits": {objective: {str(beta): [] for beta in betas} for objective in args.objectives},
     }
     for k, n in enumerate(args.small_ns):
-        data = world.sample_preferences(n, args.n_replicates, seed=_seed(args.seed, 1, k))
+        data = world.sample_preferences(n, args.n_replicates, seed=derive_seed(args.seed, 1, k))
         unobserved = unobserved_responses(data.counts)
         result["separable_fraction"].append(float(sa.comparison_graph_separable(data.counts).to(torch.float64).mean()))
         result["prompts_with_unobserved"].append(float(unobserved.any(dim=-1).to(torch.float64).mean()))
-        result["target_unobserved_mass"].append(_quantiles(_mass(world.target.probs, unobserved, world.prompt_dist)))
+        result["target_unobserved_mass"].append(band_stats(_mass(world.target.probs, unobserved, world.prompt_dist)))
         result["reference_unobserved_mass"].append(
-            _quantiles(_mass(world.reference.probs, unobserved, world.prompt_dist))
+            band_stats(_mass(world.reference.probs, unobserved, world.prompt_dist))
         )
     cells = [
         (k, n, objective, beta) for k, n in enumerate(args.small_ns) for objective in args.objectives for beta in betas
@@ -364,7 +348,7 @@ def offline_small_data(args: Args, world: sa.World, executor=None) -> dict:
 # ----------------------------------------------------------------------------- experiment
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Parts A and B; writes degeneracy.json and degeneracy.png; returns the results.
 
     Each n of part A, and each (small n, objective, beta) of part B, is one work item of the sweep
@@ -375,7 +359,7 @@ def run(args: Args, *, executor=None) -> dict:
         return _run(args, executor)
 
 
-def _run(args: Args, executor=None) -> dict:
+def _run(args: Args, executor: Executor | None = None) -> dict:
     from tqdm import tqdm
 
     world = sa.World.paper_toy(args.seed, logit_scale=args.logit_scale, device=args.device)
@@ -411,27 +395,21 @@ def _run(args: Args, executor=None) -> dict:
 def plot(results: dict, args: Args) -> None:
     """degeneracy.png: the population sweep, RLHF with data, and the small-data fits."""
     from matplotlib import colormaps
-    from matplotlib.figure import Figure
 
     world, pop, data, small = results["world"], results["population"], results["rlhf_data"], results["small_data"]
-    fig = Figure(figsize=(20, 8.4))
-    axes = fig.subplots(2, 4)
+    fig, axes = new_figure(2, 4, figsize=(20, 8.4))
     ax = axes[0][0]
     ax.loglog(pop["betas"], pop["forward_kl"], "o-", ms=3, color="tab:red", label="RLHF on R*")
     ax.axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="floor (best beta)")
     ax.axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
-    ax.set(xlabel="beta (KL weight)", ylabel="E_x KL(pi* ‖ pi) (nats)", title="population: forward KL against beta")
-    ax.legend(fontsize=8)
+    beta_axis = {"xscale": None, "yscale": None, "xlabel": "beta (KL weight)", "legend_size": 8}  # scales set
+    style_axes(ax, ylabel="E_x KL(pi* ‖ pi) (nats)", title="population: forward KL against beta", **beta_axis)
     ax = axes[0][1]
     ax.semilogx(pop["betas"], pop["entropy"], "o-", ms=3, color="tab:red", label="entropy of RLHF on R*")
     ax.semilogx(pop["betas"], pop["argmax_mass"], "s-", ms=3, color="tab:purple", label="mass on argmax R*")
     ax.axhline(world["target_entropy"], color="k", ls=":", lw=1, label="entropy of pi*")
-    ax.set(
-        xlabel="beta (KL weight)",
-        ylabel="entropy E_x H(pi) (nats); mass (probability)",
-        title="population: collapse as beta -> 0",
-    )
-    ax.legend(fontsize=8)
+    ylabel = "entropy E_x H(pi) (nats); mass (probability)"
+    style_axes(ax, ylabel=ylabel, title="population: collapse as beta -> 0", **beta_axis)
     styles = {
         "rlhf_fixed": ("tab:red", f"RLHF, fixed beta = {data['fixed_beta']:.3g}"),
         "rlhf_schedule": ("tab:orange", f"RLHF, beta_n ∝ n^-{args.schedule_power:g} -> 0"),
@@ -440,17 +418,15 @@ def plot(results: dict, args: Args) -> None:
     for ax, metric in ((axes[0][2], "forward_kl"), (axes[1][0], "entropy")):
         for name, (color, label) in styles.items():
             stats = data[name][metric]
-            ax.plot(data["n"], stats["median"], "o-", ms=3, color=color, label=label)
-            ax.fill_between(data["n"], stats["low"], stats["high"], color=color, alpha=0.2, lw=0)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("n (preference pairs per dataset)")
+            band_line(
+                ax, data["n"], stats["median"], stats["low"], stats["high"], alpha=0.2, ms=3, color=color, label=label
+            )
     axes[0][2].axhline(world["rlhf_floor"], color="tab:red", ls="--", lw=1, label="RLHF floor")
-    axes[0][2].set_yscale("log")
-    axes[0][2].set(ylabel="E_x KL(pi* ‖ pi_hat) (nats), median and 10–90%", title="with data: forward KL")
-    axes[0][2].legend(fontsize=8)
+    ylabel = "E_x KL(pi* ‖ pi_hat) (nats), median and 10–90%"
+    style_axes(axes[0][2], ylabel=ylabel, title="with data: forward KL", legend_size=8)
     axes[1][0].axhline(world["target_entropy"], color="k", ls=":", lw=1, label="entropy of pi*")
-    axes[1][0].set(ylabel="E_x H(pi_hat) (nats), median and 10–90%", title="with data: entropy")
-    axes[1][0].legend(fontsize=8)
+    ylabel = "E_x H(pi_hat) (nats), median and 10–90%"
+    style_axes(axes[1][0], yscale=None, ylabel=ylabel, title="with data: entropy", legend_size=8)
     markers = {"pmle": "o", "dpo": "s"}
     for objective, by_beta in small["fits"].items():
         for index, (beta, reports) in enumerate(by_beta.items()):
@@ -462,44 +438,22 @@ def plot(results: dict, args: Args) -> None:
             axes[1][2].plot(small["n"], mass, marker=markers[objective], ms=4, color=color, label=label)
             if float(beta) == 0:
                 second = [float(np.median(r["shifted_start"]["unobserved_mass"])) for r in reports]
-                axes[1][2].plot(
-                    small["n"],
-                    second,
-                    marker=markers[objective],
-                    ms=4,
-                    ls="--",
-                    color=color,
-                    label=f"{objective}, beta = 0, start with mass moved",
-                )
+                label = f"{objective}, beta = 0, start with mass moved"
+                axes[1][2].plot(small["n"], second, marker=markers[objective], ms=4, ls="--", color=color, label=label)
     axes[1][1].axhline(world["kl_target_reference"], color="0.5", ls="-.", lw=1, label="pi0")
-    axes[1][1].set(
-        xscale="log",
-        yscale="log",
-        xlabel="n (preference pairs per dataset)",
-        ylabel="median E_x KL(pi* ‖ pi_hat) (nats)",
-    )
-    axes[1][1].set_title("small data: forward KL")
-    axes[1][1].legend(fontsize=7)
+    style_axes(axes[1][1], xscale="log", ylabel="median E_x KL(pi* ‖ pi_hat) (nats)", title="small data: forward KL")
     for key, style, label in (("target_unobserved_mass", ":", "pi*"), ("reference_unobserved_mass", "-.", "pi0")):
         axes[1][2].plot(small["n"], [q["median"] for q in small[key]], style, color="0.3", label=label)
-    axes[1][2].set(
-        xscale="log", xlabel="n (preference pairs per dataset)", ylabel="median E_x pi(unobserved responses | x)"
-    )
-    axes[1][2].set_title("small data: mass where there is no data (certified fits)")
-    axes[1][2].legend(fontsize=7)
+    title = "small data: mass where there is no data (certified fits)"
+    style_axes(axes[1][2], xscale="log", yscale=None, ylabel="median E_x pi(unobserved responses | x)", title=title)
     # The checks' tightness at every n: RLHF at fixed beta over its exact floor (a lower bound), and the
     # stationarity error on unobserved responses over its certified slack (held: <= 1).
     ax = axes[0][3]
     over = data["rlhf_fixed"]["forward_kl_over_floor"]
     ax.errorbar(data["n"], over["mean"], yerr=over["se"], marker="o", ms=3, capsize=2, color="tab:red")
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="floor")
-    ax.set_xscale("log", base=2)
-    ax.set(
-        xlabel="n (preference pairs per dataset)",
-        ylabel="mean E_x KL(pi* ‖ pi_hat) / floor (± s.e.)",
-        title=f"RLHF at fixed beta = {data['fixed_beta']:.3g} over its floor",
-    )
-    ax.legend(fontsize=8)
+    bound_line(ax, label="floor")
+    title = f"RLHF at fixed beta = {data['fixed_beta']:.3g} over its floor"
+    style_axes(ax, yscale=None, ylabel="mean E_x KL(pi* ‖ pi_hat) / floor (± s.e.)", title=title, legend_size=8)
     ax = axes[1][3]
     for objective, by_beta in small["fits"].items():
         for index, (beta, reports) in enumerate(by_beta.items()):
@@ -510,23 +464,14 @@ def plot(results: dict, args: Args) -> None:
             ax.plot(
                 small["n"], ratio, marker=markers[objective], ms=4, color=color, label=f"{objective}, beta = {beta}"
             )
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="slack")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="n (preference pairs per dataset)",
-        ylabel="max |ln(pi/pi0) − KL| / certified slack",
-        title="beta > 0: stationarity on unobserved responses",
-    )
-    ax.legend(fontsize=7)
-    for row in axes:
-        for ax in row:
-            ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(
+    bound_line(ax, label="slack")
+    title = "beta > 0: stationarity on unobserved responses"
+    style_axes(ax, xscale="log", ylabel="max |ln(pi/pi0) − KL| / certified slack", title=title)
+    title = (
         f"Degenerate estimators on World.paper_toy(logit_scale={world['logit_scale']:g}), gamma = {world['gamma']:g}"
     )
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.91, bottom=0.07, wspace=0.28, hspace=0.32)
-    save_figure(fig, args, "degeneracy.png")
+    spacing = dict(left=0.06, right=0.98, top=0.91, bottom=0.07, wspace=0.28, hspace=0.32)
+    finish_figure(fig, args, "degeneracy.png", title=title, title_size=None, **spacing)
 
 
 def summary(results: dict) -> str:

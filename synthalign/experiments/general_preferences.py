@@ -29,14 +29,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from concurrent.futures import Executor
 
 import torch
 
 import synthalign as sa
-from synthalign.estimators.nash import NASH_METHODS, nash_iterations
+from synthalign.estimators.nash import NASH_METHODS, NashTrace, nash_iterations
 from synthalign.estimators.onpolicy import DPO_SAMPLERS, exact_online_dpo
-from synthalign.experiments._common import CommonArgs, column_legend, new_figure, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    check_log2_range,
+    check_positive,
+    column_legend,
+    log2_grid,
+    new_figure,
+    save_figure,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
+from synthalign.experiments._plots import band_line, style_axes
 from synthalign.theory.games import duality_gap, regularized_nash
 from synthalign.worlds.laws import GeneralLaw
 
@@ -109,32 +120,26 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("beta", "gamma", "random_scale", "cycle_strength", "eta", "eta_ipo", "ridge"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_positive(self, "beta", "gamma", "random_scale", "cycle_strength", "eta", "eta_ipo", "ridge")
         if self.eta * self.beta > 1:
             raise ValueError(f"eta * beta must be at most 1 (Nash-MD's mixture), got {self.eta * self.beta:g}")
         if self.n_prompts < 1 or self.n_responses < 3:
             raise ValueError(f"need n_prompts >= 1 and n_responses >= 3, got {self.n_prompts}, {self.n_responses}")
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][1]
-        if not 1 <= self.log2_n_min <= top <= 40:
-            raise ValueError(f"need 1 <= log2_n_min <= log2_n_max <= 40, got {self.log2_n_min}, {top}")
+        check_log2_range(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 1), equal=True)
 
     @property
     def n_iterations(self) -> int:
-        return self.iterations if self.iterations is not None else _SIZES[self.size][0]
+        return self.sized(self.iterations, _SIZES, 0)
 
     @property
     def ns(self) -> list[int]:
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][1]
-        return [2**k for k in range(self.log2_n_min, top + 1, 2)]
+        return log2_grid(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 1), step=2)
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][2]
+        return self.sized(self.replicates, _SIZES, 2)
 
 
 def make_world(args: Args, family: str) -> sa.World:
@@ -155,7 +160,7 @@ def make_world(args: Args, family: str) -> sa.World:
     return world.replace(law=law).to(device=args.device)
 
 
-def _gap(trace) -> torch.Tensor:
+def _gap(trace: NashTrace) -> torch.Tensor:
     """The gap each method is judged by: SPPO's average in the β = 0 game, the others' last iterate at β."""
     return trace.average_gap_unregularized if trace.method == "sppo" else trace.gap
 
@@ -165,7 +170,7 @@ def _quantiles(values: torch.Tensor) -> dict:
     return {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
 
 
-def _offline_gaps(world, data, args) -> torch.Tensor:
+def _offline_gaps(world: sa.World, data: sa.PreferenceData, args: Args) -> torch.Tensor:
     """β-regularized gaps of DPO and RKL fitted on `data` (population law or counts), [2, R]."""
     matrix = sa.preference_matrix(world)
     reward = sa.fit_reward_model(data, ridge=0.0 if data.is_population else args.ridge).reward
@@ -217,7 +222,7 @@ def family_part(args: Args, family: str, part: str) -> dict:
     return entry
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Every family's equilibrium, Nash methods and offline fits; writes the JSON and PNG.
 
     Each (family, part) is one work item of the sweep store (`synthalign.experiments._grid`):
@@ -330,25 +335,19 @@ def plot(results: dict, args: Args) -> None:
             ax.semilogy([max(g, 1e-17) for g in curve], color=COLORS[method], label=LABELS[method])
         for name in OFFLINE:
             ax.axhline(entry["final"][name], color=COLORS[name], ls="--", label=f"{LABELS[name]}: population minimizer")
-        ax.set(
-            title=f"{family} P: exact duality gap against iterations (exact win rates)",
-            xlabel="iteration",
-            ylabel="duality gap (0 at the equilibrium; log scale)",
-        )
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
+        # Both panels set their log scales before drawing (semilogy here, then below), and have no grid.
+        panel = {"xscale": None, "yscale": None, "title_size": 9, "grid": None}
+        title = f"{family} P: exact duality gap against iterations (exact win rates)"
+        style_axes(ax, xlabel="iteration", ylabel="duality gap (0 at the equilibrium; log scale)", title=title, **panel)
         ax = axes[row, 1]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         for method, rows in entry["vs_n"].items():
-            ns = [r["n"] for r in rows]
-            ax.loglog(ns, [r["median"] for r in rows], "o-", color=COLORS[method], label=LABELS[method])
-            ax.fill_between(ns, [r["q10"] for r in rows], [r["q90"] for r in rows], color=COLORS[method], alpha=0.15)
-        ax.set(
-            title=f"{family} P: duality gap after {T} iterations, win rates estimated from n pairs",
-            xlabel="n (preference pairs per win-rate estimate; DPO, RKL: pairs in the dataset)",
-            ylabel="duality gap: median, 10–90% band",
-        )
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
+            ns, low, median, high = ([r[key] for r in rows] for key in ("n", "q10", "median", "q90"))
+            band_line(ax, ns, median, low, high, edge=True, color=COLORS[method], label=LABELS[method])
+        title = f"{family} P: duality gap after {T} iterations, win rates estimated from n pairs"
+        xlabel = "n (preference pairs per win-rate estimate; DPO, RKL: pairs in the dataset)"
+        style_axes(ax, xlabel=xlabel, ylabel="duality gap: median, 10–90% band", title=title, **panel)
     fig.suptitle(
         f"General preferences (|X| = {args.n_prompts}, |A| = {args.n_responses}, β = {args.beta:g}): gap of the "
         "β-regularized preference game, last iterate; SPPO: average iterate in the β = 0 game",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
@@ -43,9 +44,13 @@ from synthalign.estimators.onpolicy import (
 from synthalign.experiments._common import (
     CommonArgs,
     OptionError,
+    check_integer,
+    check_positive,
     column_legend,
+    derive_seed,
     new_figure,
     one_cpu_thread,
+    random_world,
     save_figure,
     write_record,
 )
@@ -123,22 +128,14 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("tabular_prompts", "tabular_responses", "sequence_prompts", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(name, f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
-            raise OptionError("vocab_size", f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
-        if self.tabular_responses < 2:
-            raise OptionError("tabular_responses", f"tabular_responses must be >= 2, got {self.tabular_responses}")
-        for name in ("gamma", "logit_scale", "beta", "point_scale", "lr", "law_tol"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise OptionError(name, f"{name} must be a positive number, got {value!r}")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
-            raise OptionError("samples", f"samples must be an integer >= 2 (RLOO needs two), got {self.samples!r}")
+        for name in ("tabular_prompts", "sequence_prompts", "max_length"):
+            check_integer(name, getattr(self, name), 1)
+        check_integer("tabular_responses", self.tabular_responses, 2)
+        check_integer("vocab_size", self.vocab_size, 2)
+        check_positive(self, "gamma", "logit_scale", "beta", "point_scale", "lr", "law_tol")
+        check_integer("samples", self.samples, 2)  # RLOO needs two
         for name in ("steps", "variance_draws"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
@@ -146,29 +143,23 @@ class Args(CommonArgs):
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][0]
+        return self.sized(self.replicates, _SIZES, 0)
 
     @property
     def n_steps(self) -> int:
-        return self.steps if self.steps is not None else _SIZES[self.size][1]
+        return self.sized(self.steps, _SIZES, 1)
 
     @property
     def n_draws(self) -> int:
-        return self.variance_draws if self.variance_draws is not None else _SIZES[self.size][2]
+        return self.sized(self.variance_draws, _SIZES, 2)
 
 
 # ----------------------------------------------------------------------------- worlds and the point θ
 
 
-def make_worlds(args: Args) -> dict:
-    tabular = sa.World.random(
-        args.tabular_prompts,
-        args.tabular_responses,
-        gamma=args.gamma,
-        logit_scale=args.logit_scale,
-        seed=args.seed,
-        device=args.device,
-    )
+def make_worlds(args: Args) -> dict[str, sa.World | sa.SequenceWorld]:
+    """The tabular world and the sequence world, both with pi0 = mu independent of pi*."""
+    tabular = random_world(args, n_prompts=args.tabular_prompts, n_responses=args.tabular_responses)
     sequence = sa.SequenceWorld.random(
         vocab_size=args.vocab_size,
         max_length=args.max_length,
@@ -181,7 +172,7 @@ def make_worlds(args: Args) -> dict:
     return {"tabular": tabular, "sequence": sequence}
 
 
-def evaluation_point(world, args: Args, seed: int) -> torch.Tensor:
+def evaluation_point(world: sa.World | sa.SequenceWorld, args: Args, seed: int) -> torch.Tensor:
     """π0's logits plus N(0, point_scale²) noise: a generic θ ≠ π0, where the KL laws differ."""
     base = world.reference if isinstance(world, sa.SequenceWorld) else world.reference.logp
     generator = torch.Generator().manual_seed(seed)
@@ -189,7 +180,7 @@ def evaluation_point(world, args: Args, seed: int) -> torch.Tensor:
     return base + noise.to(device=base.device, dtype=base.dtype)
 
 
-def optimum(world, objective: str, beta: float) -> sa.Policy:
+def optimum(world: sa.World | sa.SequenceWorld, objective: str, beta: float) -> sa.Policy:
     """The exact minimizer of eq. 15 / eq. 1 with R* over the (enumerated) responses (spec §2)."""
     tab = world.as_tabular() if isinstance(world, sa.SequenceWorld) else world
     if objective == "rkl":
@@ -201,7 +192,7 @@ def optimum(world, objective: str, beta: float) -> sa.Policy:
 
 
 def exact_variance(
-    world,
+    world: sa.World | sa.SequenceWorld,
     logits: torch.Tensor,
     objective: str,
     *,
@@ -227,10 +218,10 @@ def exact_variance(
     prob = table.exp()
     r = sample_reward(table, ref, reward, kl_kind=kl_estimator, **options)  # [X, N], detached
 
-    def log_prob(theta):
+    def log_prob(theta: torch.Tensor) -> torch.Tensor:
         return make_parametrization(world, theta).table()
 
-    def pathwise(theta):
+    def pathwise(theta: torch.Tensor) -> torch.Tensor:
         return loss_terms(make_parametrization(world, theta).table(), ref, kl_kind=kl_estimator, **options)
 
     score = torch.autograd.functional.jacobian(log_prob, base, vectorize=True).reshape(*prob.shape, -1)
@@ -261,10 +252,21 @@ def exact_variance(
 
 
 def row_seed(args: Args, *parts: int) -> int:
-    return int(np.random.SeedSequence([args.seed, *parts]).generate_state(1)[0])
+    """The seed of one row (or world) of the sweep, derived from the master seed and the row's indices."""
+    return derive_seed(args.seed, *parts)
 
 
-def measure_row(world, point, objective, estimator, kind, placement, args: Args, seed: int) -> dict:
+def measure_row(
+    world: sa.World | sa.SequenceWorld,
+    point: torch.Tensor,
+    objective: str,
+    estimator: str,
+    kind: str,
+    placement: str,
+    args: Args,
+    seed: int,
+) -> dict:
+    """One work item: the declared law, exact and sampled variance, and training result of one row."""
     kl_kind = "k1" if kind == "exact" else kind
     kwargs = dict(beta=args.beta, estimator=estimator, kl_estimator=kl_kind, kl_placement=placement)
     law = gradient_law(world, point, objective, entropy_placement="reward", tol=args.law_tol, **kwargs)
@@ -340,7 +342,7 @@ def measure_row(world, point, objective, estimator, kind, placement, args: Args,
 # ----------------------------------------------------------------------------- experiment
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Every (world, objective, estimator, KL estimator, placement) row; writes the JSON and PNG.
 
     Each row is one work item of the sweep store (`synthalign.experiments._grid`): finished rows are
@@ -350,7 +352,7 @@ def run(args: Args, *, executor=None) -> dict:
         return _run(args, executor)
 
 
-def _run(args: Args, executor=None) -> dict:
+def _run(args: Args, executor: Executor | None = None) -> dict:
     start = time.perf_counter()
     results = {"replicates": args.n_replicates, "steps": args.n_steps, "samples": args.samples, "worlds": {}}
     worlds = make_worlds(args)
@@ -402,6 +404,7 @@ def _run(args: Args, executor=None) -> dict:
 
 
 def label(row: dict) -> str:
+    """The row's name in the figure and the table: its score-function estimator, KL estimator and placement."""
     where = "exact KL" if row["kl_placement"] == "exact" else f"{row['kl_estimator']} in {row['kl_placement']}"
     return f"{row['estimator']}: {where}"
 

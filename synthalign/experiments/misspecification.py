@@ -27,8 +27,9 @@ the true win rate need not.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
@@ -42,8 +43,18 @@ from synthalign.estimators.misspecification import (
     random_features,
     warm_started,
 )
-from synthalign.experiments._common import CommonArgs, column_legend, new_figure, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    check_log2_range,
+    check_positive,
+    column_legend,
+    log2_grid,
+    new_figure,
+    save_figure,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
+from synthalign.experiments._plots import band_line, style_axes
 
 __all__ = [
     "NAME",
@@ -93,7 +104,7 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         self.dims = tuple(int(d) for d in self.dims)
         if not self.dims or min(self.dims) < 1:
@@ -101,25 +112,19 @@ class Args(CommonArgs):
         self.ranks = tuple(int(k) for k in self.ranks)
         if self.ranks and min(self.ranks) < 1:
             raise ValueError(f"ranks must be positive integers, got {self.ranks!r}")
-        for name in ("gamma", "logit_scale", "ridge"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
-        if not 1 <= self.log2_n_min < top <= 40:
-            raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
+        check_positive(self, "gamma", "logit_scale", "ridge")
+        check_log2_range(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 0))
 
     @property
     def ns(self) -> list[int]:
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
-        return [2**k for k in range(self.log2_n_min, top + 1)]
+        return log2_grid(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 0))
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+        return self.sized(self.replicates, _SIZES, 1)
 
 
-def floor_rate_fit(ns, errors: np.ndarray, resamples: int, seed: int) -> dict:
+def floor_rate_fit(ns: Sequence[int], errors: np.ndarray, resamples: int, seed: int) -> dict:
     """Least squares of the mean error on [1, 1/n]: floor + c/n, with 95% bootstrap intervals over replicates.
 
     errors [len(ns), R]; the bootstrap resamples replicate indices (the same at every n, as the datasets
@@ -127,7 +132,7 @@ def floor_rate_fit(ns, errors: np.ndarray, resamples: int, seed: int) -> dict:
     """
     design = np.stack([np.ones(len(ns)), 1.0 / np.asarray(ns, dtype=float)], axis=1)
 
-    def solve(mean):
+    def solve(mean: np.ndarray) -> np.ndarray:
         return np.linalg.lstsq(design, mean, rcond=None)[0]
 
     floor, slope = solve(errors.mean(axis=1))
@@ -138,7 +143,7 @@ def floor_rate_fit(ns, errors: np.ndarray, resamples: int, seed: int) -> dict:
     return {"floor": floor, "floor_ci": [low[0], high[0]], "c": slope, "c_ci": [low[1], high[1]]}
 
 
-def class_errors(world, features, n: int, args: Args) -> list[float]:
+def class_errors(world: sa.World, features: torch.Tensor | LowRankClass, n: int, args: Args) -> list[float]:
     """One work item: KL(π* ‖ π_R̂n) of the class with these features, on each of the replicate datasets of size n."""
     data = world.sample_preferences(n, args.n_replicates, seed=args.seed * 100003 + n)
     fit = fit_reward_class(data, features, ridge=args.ridge)
@@ -146,19 +151,19 @@ def class_errors(world, features, n: int, args: Args) -> list[float]:
     return sa.forward_kl(world.target, policy).cpu().tolist()
 
 
-def low_rank_classes(args: Args) -> dict:
+def low_rank_classes(args: Args) -> dict[str, LowRankClass]:
     """The low-rank reward classes of `args.ranks`, by name (their floors and fits: `LowRankClass`)."""
     return {f"low-rank k={k}": LowRankClass(k, seed=args.seed) for k in args.ranks}
 
 
-def class_dimension(reward_class, n_prompts: int, n_responses: int) -> int:
+def class_dimension(reward_class: torch.Tensor | LowRankClass, n_prompts: int, n_responses: int) -> int:
     """Free parameters of a class: d for linear features [X, A, d]; (X + A)·k for rank k."""
     if isinstance(reward_class, LowRankClass):
         return (n_prompts + n_responses) * reward_class.rank
     return int(reward_class.shape[-1])
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Floors and rates of every reward class, then the over-optimization curve; writes the JSON and PNG.
 
     Each (class, n) is one work item of the sweep store (`synthalign.experiments._grid`): finished items
@@ -213,26 +218,25 @@ def plot(results: dict, args: Args) -> None:
     """misspecification.png and .svg: error against n per reward class (left), over-optimization (right)."""
     fig, (left, right) = new_figure(1, 2, figsize=(12.5, 4.8))
     ns = np.asarray(results["ns"], dtype=float)
+    left.set_xscale("log")  # log-log before anything is drawn
+    left.set_yscale("log")
     for index, (name, entry) in enumerate(results["classes"].items()):
         color = f"C{index}"
         # A floor at rounding level (the realizable tabular class) is 0: not drawn on the log scale.
         zero_floor = entry["exact_floor"] < 1e-12
         floor_text = "0 (realizable)" if zero_floor else f"{entry['exact_floor']:.3g}"
-        left.loglog(ns, entry["mean_error"], "o", color=color, label=f"{name}: exact floor {floor_text}")
-        left.fill_between(ns, entry["q10"], entry["q90"], color=color, alpha=0.15)
+        label = f"{name}: exact floor {floor_text}"
+        band_line(left, ns, entry["mean_error"], entry["q10"], entry["q90"], "o", edge=True, color=color, label=label)
         fit_ns = np.asarray(results["fit_ns"], dtype=float)
-        left.loglog(fit_ns, np.maximum(entry["floor"] + entry["c"] / fit_ns, 1e-12), "-", color=color)
+        left.plot(fit_ns, np.maximum(entry["floor"] + entry["c"] / fit_ns, 1e-12), "-", color=color)
         if not zero_floor:
             left.axhline(entry["exact_floor"], color=color, ls=":")
-    left.set(
-        xlabel="n (preference pairs)",
-        ylabel="forward KL  E_x KL(π* ‖ π_R̂n)  (nats)",
-        title="RKL at β = 0 per reward class: mean (dots), 10–90% band over datasets;\n"
-        "lines: least-squares floor + c/n on the upper half of n; dotted: the exact floor",
+    title = (
+        "RKL at β = 0 per reward class: mean (dots), 10–90% band over datasets;\n"
+        "lines: least-squares floor + c/n on the upper half of n; dotted: the exact floor"
     )
-    left.title.set_fontsize(9)
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
+    ylabel = "forward KL  E_x KL(π* ‖ π_R̂n)  (nats)"
+    style_axes(left, xscale=None, yscale=None, xlabel="n (preference pairs)", ylabel=ylabel, title=title, title_size=9)
     curve = results["overoptimization"]
     right.plot(curve["kl_reference"], curve["proxy_gain"], "o-", label="proxy gain E_π R̂∞ − E_π0 R̂∞")
     right.plot(curve["kl_reference"], curve["gold_gain"], "s-", label="gold gain E_π R* − E_π0 R*  (R* = γ ln π*)")
@@ -240,14 +244,16 @@ def plot(results: dict, args: Args) -> None:
         curve["kl_reference"], np.asarray(curve["true_win_rate"]) - 0.5, "^-", label="true win rate P(π ≻ π0) − 1/2"
     )
     right.axhline(0, color="0.5", lw=0.8)
-    right.set(
+    style_axes(
+        right,
+        xscale=None,
+        yscale=None,
         xlabel="KL(π_β ‖ π0)  (nats; β decreases to the right)",
         ylabel="gain over π0 (reward units; win rate: probability)",
         title="over-optimization: RLHF optimum π_β ∝ π0·exp(R̂∞/β) with the smallest class's R̂∞",
+        title_size=9,
+        grid="major",
     )
-    right.title.set_fontsize(9)
-    right.grid(True, alpha=0.3)
-    right.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, args, "misspecification.png")
 

@@ -43,17 +43,36 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
 
 import synthalign as sa
-from synthalign.bounds import coverage_ratios, world_constants
+from synthalign.bounds import WorldConstants, coverage_ratios
 from synthalign.estimators.finite_class import fit_over_class
-from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    check_delta,
+    check_increasing,
+    check_integer,
+    check_positive,
+    check_radius,
+    class_constants,
+    holds_from,
+    mean_ratio,
+    mean_se,
+    new_figure,
+    over_bound,
+    random_world,
+    write_record,
+    z_score,
+)
 from synthalign.experiments._grid import run_grid
-from synthalign.stats import check_bound, quantile_interval
-from synthalign.worlds.classes import perturbation_class, union_class
+from synthalign.experiments._plots import band_line, bound_line, finish_figure, style_axes
+from synthalign.stats import check_bound
+from synthalign.worlds.classes import PolicyClass, perturbation_class, union_class
 
 __all__ = [
     "NAME",
@@ -123,63 +142,46 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        ns = self.sample_sizes
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns) or list(ns) != sorted(set(ns)):
-            raise ValueError(f"ns must be increasing positive ints, got {ns!r}")
-        if not isinstance(self.reward_class_size, int) or self.reward_class_size < 2:
-            raise ValueError(f"reward_class_size must be an int >= 2, got {self.reward_class_size!r}")
+        check_increasing("ns", self.sample_sizes)
+        check_integer("reward_class_size", self.reward_class_size, 2)
         sizes = self.policy_class_sizes
         increasing = list(sizes) == sorted(set(sizes))
         if not increasing or any(not isinstance(k, int) or k < self.reward_class_size for k in sizes):
             raise ValueError(f"class_sizes must be increasing ints >= reward_class_size, got {sizes!r}")
         if any(not math.isfinite(t) for t in self.behavior_tilts) or len(set(self.behavior_tilts)) < 2:
             raise ValueError(f"tilts must be at least two distinct finite numbers, got {self.behavior_tilts!r}")
-        self.radius = tuple(float(r) for r in self.radius)
-        if len(self.radius) != 2 or not 0 <= self.radius[0] <= self.radius[1] or self.radius[1] <= 0:
-            raise ValueError(f"radius must be (low, high) with 0 <= low <= high, high > 0, got {self.radius!r}")
+        self.radius = check_radius(self.radius)
         self.aims = tuple(float(a) for a in self.aims)
         if not self.aims or any(not (math.isfinite(a) and a >= 0) for a in self.aims):
             raise ValueError(f"aims must be non-negative numbers, got {self.aims!r}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"delta must lie in (0, 1), got {self.delta!r}")
-        for name in ("gamma", "logit_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_delta(self.delta)
+        check_positive(self, "gamma", "logit_scale")
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][0]
+        return self.sized(self.replicates, _SIZES, 0)
 
     @property
     def sample_sizes(self) -> tuple[int, ...]:
-        return tuple(self.ns if self.ns is not None else _SIZES[self.size][1])
+        return tuple(self.sized(self.ns, _SIZES, 1))
 
     @property
     def behavior_tilts(self) -> tuple[float, ...]:
-        return tuple(float(t) for t in (self.tilts if self.tilts is not None else _SIZES[self.size][2]))
+        return tuple(float(t) for t in self.sized(self.tilts, _SIZES, 2))
 
     @property
     def policy_class_sizes(self) -> tuple[int, ...]:
-        return tuple(self.class_sizes if self.class_sizes is not None else _SIZES[self.size][3])
+        return tuple(self.sized(self.class_sizes, _SIZES, 3))
 
 
 def make_world(args: Args, tilt: float) -> sa.World:
-    # Same seed, so the same pi* and pi0 for every tilt; only mu moves.
-    return sa.World.random(
-        args.n_prompts,
-        args.n_responses,
-        gamma=args.gamma,
-        logit_scale=args.logit_scale,
-        behavior_tilt=tilt,
-        seed=args.seed,
-        device=args.device,
-    )
+    """The world at behaviour tilt `tilt`: the same seed, so the same pi* and pi0 for every tilt; only mu moves."""
+    return random_world(args, behavior_tilt=tilt)
 
 
-def make_classes(args: Args, world: sa.World) -> tuple:
+def make_classes(args: Args, world: sa.World) -> tuple[PolicyClass, dict[float, PolicyClass]]:
     """(𝒫_γ(ℛ), {aim: Π of the largest size}); 𝒫_γ(ℛ) first in every Π, so each prefix Π_K contains it."""
     reward_members = perturbation_class(world, args.reward_class_size, args.radius, seed=args.seed + 1)
     largest = args.policy_class_sizes[-1]
@@ -193,27 +195,15 @@ def make_classes(args: Args, world: sa.World) -> tuple:
     return reward_members, classes
 
 
-def prefix_coverage(ratios: torch.Tensor, sizes) -> list[float]:
+def prefix_coverage(ratios: torch.Tensor, sizes: Sequence[int]) -> list[float]:
     """C_{Π_K} for every prefix size K from the per-member ratios of Def. 3 (0/0 members skipped)."""
     ratios = torch.nan_to_num(ratios, nan=0.0)
     return [float(ratios[:k].max()) for k in sizes]
 
 
-def _z(larger: dict, smaller: dict) -> float:
-    """(mean difference) / (its standard error), the two means from independent replicate sets."""
-    difference = larger["mean"] - smaller["mean"]
-    se = math.hypot(larger["se"], smaller["se"])
-    return difference / se if se > 0 else math.copysign(math.inf, difference) if difference else 0.0
-
-
-def _ratio(larger: dict, smaller: dict) -> dict:
-    """larger/smaller of two means with its delta-method standard error (independent means)."""
-    ratio = larger["mean"] / smaller["mean"]
-    relative = math.hypot(larger["se"] / larger["mean"], smaller["se"] / smaller["mean"])
-    return {"ratio": ratio, "se": ratio * relative, "z": _z(larger, smaller)}
-
-
-def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, ...], n: int, args: Args) -> dict:
+def fits_at_n(
+    world: sa.World, policy_class: PolicyClass, reward_members: PolicyClass, seeds: tuple[int, ...], n: int, args: Args
+) -> list[dict]:
     """One work item: every method over every prefix Π_K of one class family, on the datasets of one (tilt, n).
 
     `seeds` is the SeedSequence entropy of the datasets; it does not involve the family, so every
@@ -236,9 +226,7 @@ def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, .
             error = sa.forward_kl(world.target, sa.Policy(policy_class.logp[index], world.prompt_dist))
             errors[method] = error
             cell[method] = {
-                "mean": float(error.mean()),
-                "se": float(error.std() / math.sqrt(replicates)),
-                "median": float(error.median()),
+                **mean_se(error),
                 "fraction_exact": float((index == policy_class.target_index).double().mean()),
             }
         cell["distillation_equals_rkl"] = float((picks["distillation"] == picks["rkl"]).double().mean())
@@ -246,7 +234,7 @@ def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, .
     return per_size
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Every n, tilt, class family, size and method; writes onpolicy-gap.json and .png.
 
     Each (tilt, n, class family) is one work item of the sweep store (`synthalign.experiments._grid`),
@@ -287,17 +275,7 @@ def run(args: Args, *, executor=None) -> dict:
             )
             coverage[aim] = prefix_coverage(ratios, sizes)
             constants[aim] = [
-                world_constants(
-                    world.target.logp,
-                    world.behavior.logp,
-                    world.reference.logp,
-                    world.prompt_dist,
-                    world.gamma,
-                    policy_class.logp[:K],
-                    reward_members.logp,
-                    compute_c0=False,
-                )
-                for K in sizes
+                class_constants(world, policy_class.logp[:K], reward_members.logp, compute_c0=False) for K in sizes
             ]
         errors = {(aim, K, m): [] for aim in classes for K in sizes for m in METHODS}
         for n in ns:
@@ -320,16 +298,9 @@ def run(args: Args, *, executor=None) -> dict:
         for aim in classes:
             for k_index, K in enumerate(sizes):
                 for method in METHODS:
-                    results["bounds"].append(
-                        tightness(
-                            ns,
-                            torch.stack(errors[aim, K, method]),
-                            constants[aim][k_index],
-                            THEOREMS[method],
-                            delta,
-                            {"tilt": tilt, "aim": aim, "class_size": K, "method": method},
-                        )
-                    )
+                    where = {"tilt": tilt, "aim": aim, "class_size": K, "method": method}
+                    values, theorem = torch.stack(errors[aim, K, method]), THEOREMS[method]
+                    results["bounds"].append(tightness(ns, values, constants[aim][k_index], theorem, delta, where))
     results["claims"] = claims(results)
     results["all_bounds_hold"] = all(b["verdict"]["passed"] for b in results["bounds"])
     results["seconds"] = time.perf_counter() - start
@@ -339,26 +310,24 @@ def run(args: Args, *, executor=None) -> dict:
     return results
 
 
-def tightness(ns, values: torch.Tensor, constants, theorem: str, delta: float, where: dict) -> dict:
+def tightness(
+    ns: Sequence[int], values: torch.Tensor, constants: WorldConstants, theorem: str, delta: float, where: dict
+) -> dict:
     """The corrected bound of `theorem` at every n, the measured (1 − δ)-quantile, their ratio, the verdict."""
     n_tensor = torch.tensor(ns, dtype=torch.float64)
     bound = constants.bound(theorem, n_tensor, delta, corrected=True)
     verdict = check_bound(ns, values, bound, delta=delta, label=f"corrected {theorem} bound")
-    # The same conservative order statistic check_bound compares ("higher": never interpolated below).
-    quantile = np.quantile(values.cpu().numpy(), 1.0 - delta, axis=-1, method="higher")
-    bound_values = bound.cpu().numpy()
+    # The same conservative order statistic check_bound compares, with its 95% CI.
+    measured = over_bound(values, bound, 1.0 - delta)
     return {
         **where,
         "theorem": theorem,
         "C_Pi": constants.C_Pi,
         "R": constants.R,
-        "bound": bound_values.tolist(),
-        "quantile": quantile.tolist(),
-        "measured_over_bound": (quantile / bound_values).tolist(),
-        # its 95% CI from the order statistics around the quantile (the data's sampling error)
-        "measured_over_bound_ci": [
-            (side / bound_values).tolist() for side in quantile_interval(values.cpu().numpy(), 1.0 - delta)
-        ],
+        "bound": bound.cpu().numpy().tolist(),
+        "quantile": measured["quantile"],
+        "measured_over_bound": measured["ratio"],
+        "measured_over_bound_ci": measured["ratio_ci"],
         "verdict": verdict.to_dict(),
     }
 
@@ -367,6 +336,11 @@ def _cell(results: dict, n: int, tilt: float, aim: float, size: int) -> dict:
     return next(
         c for c in results["cells"] if c["n"] == n and c["tilt"] == tilt and c["aim"] == aim and c["class_size"] == size
     )
+
+
+def _bounds(results: dict, method: str, aim: float, size: int) -> list[dict]:
+    """The tightness entries of one method, class family and size: one per tilt."""
+    return [b for b in results["bounds"] if b["method"] == method and b["aim"] == aim and b["class_size"] == size]
 
 
 def _worst_tilt(results: dict, aim: float, size: int) -> float:
@@ -397,8 +371,8 @@ def claims(results: dict) -> dict:
                         "class_size": K,
                         "worst_tilt": worst,
                         "C_Pi_range": [low["C_Pi"], high["C_Pi"]],
-                        "pmle": _ratio(high["pmle"], low["pmle"]),
-                        "rkl": _ratio(high["rkl"], low["rkl"]),
+                        "pmle": mean_ratio(high["pmle"], low["pmle"]),
+                        "rkl": mean_ratio(high["rkl"], low["rkl"]),
                         "pmle_fraction_exact_at_tilt0": low["pmle"]["fraction_exact"],
                     }
                 )
@@ -408,11 +382,13 @@ def claims(results: dict) -> dict:
                 size_growth.append(
                     {
                         "tilt": tilt,
-                        "pmle": _ratio(big["pmle"], small["pmle"]),
+                        "pmle": mean_ratio(big["pmle"], small["pmle"]),
                         "rkl_ratio": big["rkl"]["mean"] / small["rkl"]["mean"],
                     }
                 )
-            gap = [_z(_cell(results, n, t, aim, last)["pmle"], _cell(results, n, t, aim, last)["rkl"]) for t in tilts]
+            gap = [
+                z_score(_cell(results, n, t, aim, last)["pmle"], _cell(results, n, t, aim, last)["rkl"]) for t in tilts
+            ]
             per_n.append(
                 {
                     "n": n,
@@ -421,14 +397,10 @@ def claims(results: dict) -> dict:
                     "pmle_minus_rkl_z_at_largest_class": gap,
                 }
             )
-        largest = [entry["coverage_growth"][-1]["pmle"]["z"] for entry in per_n]
-        appears = next(
-            (ns[i] for i in range(len(ns)) if all(z >= EFFECT_Z for z in largest[i:])),
-            None,
-        )
+        growth = [entry["coverage_growth"][-1]["pmle"] for entry in per_n]
+        appears = holds_from(ns, [g["z"] >= EFFECT_Z for g in growth])
         # A doubling, not only a detectable change: ratio − 2 s.e. >= 2 from this n on.
-        doubled = [g["ratio"] - 2 * g["se"] >= 2 for g in (entry["coverage_growth"][-1]["pmle"] for entry in per_n)]
-        doubles = next((ns[i] for i in range(len(ns)) if all(doubled[i:])), None)
+        doubles = holds_from(ns, [g["ratio"] - 2 * g["se"] >= 2 for g in growth])
         out[str(aim)] = {
             "per_n": per_n,
             "coverage_effect_appears_at_n": appears,
@@ -444,14 +416,12 @@ def _family(aim: float) -> str:
 
 def plot(results: dict, args: Args) -> None:
     """onpolicy-gap.png: error against C_Π per n and family; the coverage growth against n; measured/bound."""
-    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
     aims, ns, sizes = results["aims"], results["ns"], results["class_sizes"]
     largest = sizes[-1]
     columns = max(2, len(aims))
-    fig = Figure(figsize=(5.4 * columns, 8.8))
-    axes = fig.subplots(2, columns, squeeze=False)
+    fig, axes = new_figure(2, columns, figsize=(5.4 * columns, 8.8), squeeze=False)
     shades = [0.35 + 0.65 * (i + 1) / len(ns) for i in range(len(ns))]
     for ax, aim in zip(axes[0], aims, strict=False):
         for shade, n in zip(shades, ns, strict=True):
@@ -473,70 +443,56 @@ def plot(results: dict, args: Args) -> None:
                     alpha=shade,
                     label=f"{LABELS[method]}, n = {n}",
                 )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel="C_Π (Def. 3), raised by tilting mu away from pi*", ylabel="n · mean E_x KL(pi* ‖ pi_hat) (nats)")
-        ax.set_title(f"|Π| = {largest}, {_family(aim)}", fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        style_axes(
+            ax,
+            xscale="log",
+            xlabel="C_Π (Def. 3), raised by tilting mu away from pi*",
+            ylabel="n · mean E_x KL(pi* ‖ pi_hat) (nats)",
+            title=f"|Π| = {largest}, {_family(aim)}",
+            title_size=9,
+            legend_size=6,
+            legend_columns=2,
+        )
+        ax.xaxis.set_minor_formatter(NullFormatter())  # after the scale, which sets its own formatters
     for ax in axes[0][len(aims) :]:
         ax.set_visible(False)
     ax = axes[1][0]
     for marker, aim in zip("os^Dv", aims, strict=False):
         claim = results["claims"][str(aim)]
         growth = [entry["coverage_growth"][-1]["pmle"] for entry in claim["per_n"]]
-        ax.errorbar(
-            ns,
-            [g["ratio"] for g in growth],
-            yerr=[g["se"] for g in growth],
-            marker=marker,
-            capsize=2,
-            label=f"{_family(aim)}",
-        )
+        ratios, ses = [g["ratio"] for g in growth], [g["se"] for g in growth]
+        ax.errorbar(ns, ratios, yerr=ses, marker=marker, capsize=2, label=_family(aim))
         for n, g in zip(ns, growth, strict=True):
             ax.annotate(f"z={g['z']:.1f}", (n, g["ratio"]), fontsize=6, textcoords="offset points", xytext=(3, 3))
     ax.axhline(1.0, color="0.5", lw=1)
-    ax.set_xscale("log", base=2)
-    ax.set(
-        xlabel="n (preference pairs per dataset)",
+    style_axes(
+        ax,
+        yscale=None,
         ylabel="PMLE mean error at largest C_Π / at t = 0",
         title=f"PMLE's growth with C_Π at |Π| = {largest} (± s.e.)",
     )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
     ax = axes[1][1]
     worst_tilt = _worst_tilt(results, aims[0], largest)
     for method in METHODS:
-        entry = next(
-            b
-            for b in results["bounds"]
-            if b["method"] == method and b["aim"] == aims[0] and b["class_size"] == largest and b["tilt"] == worst_tilt
+        entry = next(b for b in _bounds(results, method, aims[0], largest) if b["tilt"] == worst_tilt)
+        label = f"{LABELS[method]} / {entry['theorem']}"
+        band_line(
+            ax, ns, entry["measured_over_bound"], *entry["measured_over_bound_ci"], color=COLORS[method], label=label
         )
-        ax.plot(
-            ns, entry["measured_over_bound"], "o-", color=COLORS[method], label=f"{LABELS[method]} / {entry['theorem']}"
-        )
-        ax.fill_between(ns, *entry["measured_over_bound_ci"], color=COLORS[method], alpha=0.15, lw=0)
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="bound")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set(
-        xlabel="n (preference pairs per dataset)",
+    bound_line(ax)
+    style_axes(
+        ax,
         ylabel=f"{1 - results['delta']:g}-quantile of E_x KL(pi* ‖ pi_hat) / corrected bound",
         title=f"tightness (95% CI shaded) at |Π| = {largest}, t = {worst_tilt:g}, {_family(aims[0])}",
+        title_size=8,
     )
-    ax.title.set_fontsize(8)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
     for ax in axes[1][2:]:
         ax.set_visible(False)
-    fig.suptitle(
+    title = (
         f"On-policy gap: |ℛ| = {results['reward_class_size']}, {results['replicates']} datasets per point; "
-        "tilting mu away from pi* raises C_Π",
-        fontsize=10,
+        "tilting mu away from pi* raises C_Π"
     )
-    fig.subplots_adjust(hspace=0.32, wspace=0.28)
-    save_figure(fig, args, "onpolicy-gap.png")
+    finish_figure(fig, args, "onpolicy-gap.png", title=title, hspace=0.32, wspace=0.28)
 
 
 def summary(results: dict) -> str:
@@ -603,9 +559,7 @@ def summary(results: dict) -> str:
     lines.append(f"{'aim':>4} {'method':>12} {'bound':>5} | " + " | ".join(f"n={n:>6}" for n in results["ns"]))
     for aim in results["aims"]:
         for method in METHODS:
-            entries = [
-                b for b in results["bounds"] if b["aim"] == aim and b["method"] == method and b["class_size"] == largest
-            ]
+            entries = _bounds(results, method, aim, largest)
             worst = [max(b["measured_over_bound"][i] for b in entries) for i in range(len(results["ns"]))]
             lines.append(
                 f"{aim:>4g} {method:>12} {entries[0]['theorem']:>5} | " + " | ".join(f"{r:8.2g}" for r in worst)
@@ -620,6 +574,3 @@ def summary(results: dict) -> str:
         f"{results['seconds']:.1f} s",
     ]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command line

@@ -33,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
@@ -42,13 +44,22 @@ from synthalign.estimators.onpolicy import onpolicy_pair_fit, score_function_fit
 from synthalign.experiments._common import (
     CommonArgs,
     OptionError,
+    check_integer,
+    check_log2_range,
+    check_positive,
     column_legend,
+    derive_seed,
+    log2_grid,
+    mean_se,
     new_figure,
     one_cpu_thread,
     save_figure,
+    slope_cells,
+    verdict_word,
     write_record,
 )
 from synthalign.experiments._grid import run_grid
+from synthalign.experiments._plots import slope_text, style_axes
 from synthalign.stats import check_rate, fit_slope
 
 __all__ = [
@@ -130,21 +141,13 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("n_prompts", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(name, f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
-            raise OptionError("vocab_size", f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
-        for name in ("gamma", "logit_scale", "solver_tol", "max_ci_width"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise OptionError(name, f"{name} must be a positive number, got {value!r}")
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
-        if not isinstance(self.log2_n_min, int) or not isinstance(top, int) or not 1 <= self.log2_n_min < top <= 30:
-            raise OptionError("log2_n_max", f"need 1 <= log2_n_min < log2_n_max <= 30, got {self.log2_n_min}, {top}")
+        check_integer("n_prompts", self.n_prompts, 1)
+        check_integer("max_length", self.max_length, 1)
+        check_integer("vocab_size", self.vocab_size, 2)
+        check_positive(self, "gamma", "logit_scale", "solver_tol", "max_ci_width")
+        check_log2_range(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 0), limit=30)
         if self.budgets is not None:
             self.budgets = tuple(self.budgets)
             if not self.budgets or any(
@@ -158,25 +161,23 @@ class Args(CommonArgs):
             isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < len(self.lr_schedule)
         ):
             raise OptionError("steps", f"steps must be an integer >= len(lr_schedule), got {self.steps!r}")
-        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 100:
-            raise OptionError("n_boot", f"n_boot must be an integer >= 100, got {self.n_boot!r}")
+        check_integer("n_boot", self.n_boot, 100)
 
     @property
     def ns(self) -> list[int]:
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
-        return [2**k for k in range(self.log2_n_min, top + 1)]
+        return log2_grid(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 0))
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+        return self.sized(self.replicates, _SIZES, 1)
 
     @property
     def sampling_budgets(self) -> tuple[int, ...]:
-        return self.budgets if self.budgets is not None else _SIZES[self.size][2]
+        return self.sized(self.budgets, _SIZES, 2)
 
     @property
     def n_steps(self) -> int:
-        return self.steps if self.steps is not None else _SIZES[self.size][3]
+        return self.sized(self.steps, _SIZES, 3)
 
 
 # ----------------------------------------------------------------------------- the exact fits, per n
@@ -213,7 +214,7 @@ def exact_at_n(world: sa.SequenceWorld, n: int, args: Args) -> dict:
     }
 
 
-def exact_fits(world: sa.SequenceWorld, args: Args, executor=None) -> dict:
+def exact_fits(world: sa.SequenceWorld, args: Args, executor: Executor | None = None) -> dict:
     """Every exact estimator on the same datasets; R̂ per dataset for the stochastic runs.
 
     Each n is one work item of the sweep store (stage "exact").
@@ -237,14 +238,16 @@ def exact_fits(world: sa.SequenceWorld, args: Args, executor=None) -> dict:
 # ----------------------------------------------------------------------------- the stochastic runs
 
 
-def train(world, method: str, reward: torch.Tensor, budget: int, args: Args, seed: int):
+def train(
+    world: sa.SequenceWorld, method: str, reward: torch.Tensor, budget: int, args: Args, seed: int
+) -> tuple[sa.Policy, torch.Tensor]:
     """One batched run over every (n, replicate): Adam restarted at each lr of the schedule."""
     replicates = reward.shape[0]
     phase_steps = [args.n_steps // len(args.lr_schedule)] * len(args.lr_schedule)
     phase_steps[-1] += args.n_steps - sum(phase_steps)
     init, losses = None, []
     for phase, (lr, steps) in enumerate(zip(args.lr_schedule, phase_steps, strict=True)):
-        phase_seed = int(np.random.SeedSequence([seed, phase]).generate_state(1)[0])
+        phase_seed = derive_seed(seed, phase)
         common = dict(reward=reward, steps=steps, lr=lr, replicates=replicates, seed=phase_seed, init=init)
         if method == "rkl_sgd":
             fitted = score_function_fit(
@@ -256,7 +259,15 @@ def train(world, method: str, reward: torch.Tensor, budget: int, args: Args, see
     return fitted.policy, torch.cat(losses)
 
 
-def stochastic_run(world, method: str, reward, minimizer, budget: int, args: Args, seed: int) -> dict:
+def stochastic_run(
+    world: sa.SequenceWorld,
+    method: str,
+    reward: torch.Tensor,
+    minimizer: sa.Policy,
+    budget: int,
+    args: Args,
+    seed: int,
+) -> dict:
     """One work item: one method at one sampling budget over every (n, replicate), against π* and π_R̂."""
     tab = world.as_tabular()
     policy, losses = train(world, method, reward, budget, args, seed)
@@ -267,16 +278,14 @@ def stochastic_run(world, method: str, reward, minimizer, budget: int, args: Arg
     }
 
 
-def curve(ns, values: torch.Tensor, args: Args) -> dict:
+def curve(ns: Sequence[int], values: torch.Tensor, args: Args) -> dict:
+    """One estimator's errors [len(ns), R] against n: mean ± s.e., median, the values, the slope and its verdict."""
     slope = fit_slope(ns, values, n_boot=args.n_boot, seed=args.seed)
     verdict = check_rate(
         ns, values, args.expected_slope, max_ci_width=args.max_ci_width, n_boot=args.n_boot, seed=args.seed
     )
-    sqrt_r = math.sqrt(values.shape[1])
     return {
-        "mean": values.mean(dim=1).tolist(),
-        "se": (values.std(dim=1) / sqrt_r).tolist(),
-        "median": values.median(dim=1).values.tolist(),
+        **mean_se(values),
         "values": values.tolist(),
         "slope": dataclasses.asdict(slope),
         "verdict": verdict.to_dict(),
@@ -286,7 +295,7 @@ def curve(ns, values: torch.Tensor, args: Args) -> dict:
 # ----------------------------------------------------------------------------- experiment
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Exact and stochastic estimators over n; writes onpolicy_rates.json and onpolicy_rates.png.
 
     Each n of the exact fits, and each (method, budget) of the stochastic runs, is one work item of the
@@ -297,7 +306,7 @@ def run(args: Args, *, executor=None) -> dict:
         return _run(args, executor)
 
 
-def _run(args: Args, executor=None) -> dict:
+def _run(args: Args, executor: Executor | None = None) -> dict:
     start = time.perf_counter()
     world = sa.SequenceWorld.random(
         vocab_size=args.vocab_size,
@@ -334,7 +343,7 @@ def _run(args: Args, executor=None) -> dict:
     items, labels = [], []
     for m_index, method in enumerate(STOCHASTIC):
         for b_index, budget in enumerate(args.sampling_budgets):
-            seed = int(np.random.SeedSequence([args.seed, 1000 + m_index, b_index]).generate_state(1)[0])
+            seed = derive_seed(args.seed, 1000 + m_index, b_index)
             items.append((world, method, exact["reward"], exact["minimizer"], budget, args, seed))
             labels.append({"method": method, "budget": budget})
     runs = iter(run_grid(args, NAME, stochastic_run, items, labels, stage="stochastic", executor=executor))
@@ -372,76 +381,44 @@ def plot(results: dict, args: Args) -> None:
     ns = np.asarray(results["ns"], dtype=float)
     coincide = _coinciding(results)
     for name, entry in results["exact"].items():
-        s = entry["slope"]
         style = "-" if name == "rkl_exact" else "o-"
         note = " (on RKL's exact curve: the same policy pi_R̂)" if name in coincide and name != "rkl_exact" else ""
-        left.plot(
-            ns,
-            entry["mean"],
-            style,
-            ms=3,
-            color=COLORS[name],
-            lw=2 if name == "rkl_exact" else 1,
-            label=f"{LABELS[name]}{note}: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
-        )
+        label = f"{LABELS[name]}{note}: {slope_text(entry['slope'])}"
+        left.plot(ns, entry["mean"], style, ms=3, color=COLORS[name], lw=2 if name == "rkl_exact" else 1, label=label)
     for method, block in results["stochastic"].items():
         budgets = list(block["budgets"])
         for i, budget in enumerate(budgets):
             entry = block["budgets"][budget]
-            s = entry["slope"]
-            alpha = 0.35 + 0.65 * (i + 1) / len(budgets)
-            left.plot(
-                ns,
-                entry["mean"],
-                "s--",
-                ms=3,
-                color=COLORS[method],
-                alpha=alpha,
-                label=f"{LABELS[method]}, m={budget}: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
-            )
-            right.plot(
-                ns,
-                entry["optimization_error_mean"],
-                "s--",
-                ms=3,
-                color=COLORS[method],
-                alpha=alpha,
-                label=f"{LABELS[method]}, m={budget}",
-            )
+            style = {"ms": 3, "color": COLORS[method], "alpha": 0.35 + 0.65 * (i + 1) / len(budgets)}
+            name = f"{LABELS[method]}, m={budget}"
+            left.plot(ns, entry["mean"], "s--", label=f"{name}: {slope_text(entry['slope'])}", **style)
+            right.plot(ns, entry["optimization_error_mean"], "s--", label=name, **style)
     right.plot(ns, results["exact"]["rkl_exact"]["mean"], "k-", lw=2, label="statistical error KL(π* ‖ π_R̂)")
-    for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("n (preference pairs per dataset)")
-        ax.grid(True, which="both", alpha=0.3)
-    left.set_ylabel("mean forward KL  E_x KL(π* ‖ π̂)  (nats; DPO: to π0·π*/Z)")
-    left.set_title(
+    title = (
         f"sequence world, {results['world']['n_sequences']} sequences: error against n, mean over "
-        f"{results['replicates']} datasets per n; slope [95% CI]",
-        fontsize=9,
+        f"{results['replicates']} datasets per n; slope [95% CI]"
     )
-    right.set_ylabel("mean optimization error  E_x KL(π_R̂ ‖ π_sgd)  (nats)")
-    right.set_title(
+    ylabel = "mean forward KL  E_x KL(π* ‖ π̂)  (nats; DPO: to π0·π*/Z)"
+    style_axes(left, ylabel=ylabel, title=title, title_size=9, legend_size=6)
+    title = (
         f"optimization error after {results['steps']} Adam steps (lr {results['lr_schedule']}), "
-        "m = responses per prompt per step",
-        fontsize=9,
+        "m = responses per prompt per step"
     )
-    left.legend(fontsize=6)
-    right.legend(fontsize=6)
+    ylabel = "mean optimization error  E_x KL(π_R̂ ‖ π_sgd)  (nats)"
+    style_axes(right, ylabel=ylabel, title=title, title_size=9, legend_size=6)
     fig.tight_layout()
     save_figure(fig, args, "onpolicy_rates.png")
 
 
-def _exact_cells(entry: dict) -> str:
-    """The cells of an exact estimator's row of the summary table (slope, CI, mean at the largest n)."""
-    s = entry["slope"]
-    return f"{s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | {entry['mean'][-1]:13.3g}"
+def _rate_cells(entry: dict) -> str:
+    """The slope, CI and mean-at-the-largest-n cells of a row of the summary table."""
+    return f"{slope_cells(entry['slope'])} | {entry['mean'][-1]:13.3g}"
 
 
 def _coinciding(results: dict) -> list[str]:
     """The exact methods whose printed row equals that of RKL's exact minimizer (rkl_exact included)."""
-    reference = _exact_cells(results["exact"]["rkl_exact"])
-    return [name for name, entry in results["exact"].items() if _exact_cells(entry) == reference]
+    reference = _rate_cells(results["exact"]["rkl_exact"])
+    return [name for name, entry in results["exact"].items() if _rate_cells(entry) == reference]
 
 
 def _identical_rows_note(results: dict) -> str | None:
@@ -484,17 +461,12 @@ def summary(results: dict) -> str:
         f"{'method':>41} | {'slope':>7} | {'95% CI':^18} | {'mean at n_max':>13} | {'opt/stat at n_max':>17} | verdict",
     ]
     for name, entry in results["exact"].items():
-        s = entry["slope"]
-        ok = "pass" if entry["verdict"]["passed"] else "FAIL"
-        lines.append(f"{LABELS[name]:>41} | {_exact_cells(entry)} | {'':>17} | {ok}")
+        lines.append(f"{LABELS[name]:>41} | {_rate_cells(entry)} | {'':>17} | {verdict_word(entry['verdict'])}")
     for method, block in results["stochastic"].items():
         for budget, entry in block["budgets"].items():
-            s = entry["slope"]
-            ok = "pass" if entry["verdict"]["passed"] else "FAIL"
-            name = f"{LABELS[method]}, m={budget}"
+            name, ok = f"{LABELS[method]}, m={budget}", verdict_word(entry["verdict"])
             lines.append(
-                f"{name:>41} | {s['slope']:7.3f} | [{s['ci_low']:7.3f}, {s['ci_high']:7.3f}] | "
-                f"{entry['mean'][-1]:13.3g} | {entry['optimization_over_statistical'][-1]:17.3g} | {ok}"
+                f"{name:>41} | {_rate_cells(entry)} | {entry['optimization_over_statistical'][-1]:17.3g} | {ok}"
             )
         lines.append(f"{'':>41}   rate appears at budget m = {block['rate_appears_at_budget']}")
     lines.append(

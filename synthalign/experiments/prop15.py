@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
@@ -37,9 +38,20 @@ import torch
 import synthalign as sa
 from synthalign.bounds import boundedness_constant, centred_reward, prop15_factor
 from synthalign.estimators.finite_class import fit_over_class
-from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    check_integer,
+    check_log2_range,
+    check_positive,
+    check_radius,
+    log2_grid,
+    new_figure,
+    random_world,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
-from synthalign.worlds.classes import perturbation_class
+from synthalign.experiments._plots import bound_line, finish_figure, style_axes
+from synthalign.worlds.classes import PolicyClass, perturbation_class
 
 __all__ = [
     "NAME",
@@ -94,35 +106,24 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
-        if not isinstance(self.log2_n_min, int) or not 1 <= self.log2_n_min < top <= 40:
-            raise ValueError(f"need 1 <= log2_n_min < log2_n_max <= 40, got {self.log2_n_min}, {top}")
-        if not isinstance(self.policy_class_size, int) or self.policy_class_size < 2:
-            raise ValueError(f"class_size must be an int >= 2, got {self.class_size!r}")
-        self.radius = tuple(float(r) for r in self.radius)
-        if len(self.radius) != 2 or not 0 <= self.radius[0] <= self.radius[1] or self.radius[1] <= 0:
-            raise ValueError(f"radius must be (low, high) with 0 <= low <= high, high > 0, got {self.radius!r}")
-        for name in ("gamma", "logit_scale", "ridge_sum", "solver_tol"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_log2_range(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 0))
+        check_integer("class_size", self.policy_class_size, 2)
+        self.radius = check_radius(self.radius)
+        check_positive(self, "gamma", "logit_scale", "ridge_sum", "solver_tol")
 
     @property
     def ns(self) -> list[int]:
-        top = self.log2_n_max if self.log2_n_max is not None else _SIZES[self.size][0]
-        return [2**k for k in range(self.log2_n_min, top + 1)]
+        return log2_grid(self.log2_n_min, self.sized(self.log2_n_max, _SIZES, 0))
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][1]
+        return self.sized(self.replicates, _SIZES, 1)
 
     @property
     def policy_class_size(self) -> int:
-        return self.class_size if self.class_size is not None else _SIZES[self.size][2]
+        return self.sized(self.class_size, _SIZES, 2)
 
 
 def pair_radius(world: sa.World, logp: torch.Tensor) -> torch.Tensor:
@@ -177,6 +178,7 @@ def measure(world: sa.World, logp: torch.Tensor, radius: torch.Tensor) -> dict:
 
 
 def summarize(measured: dict) -> dict:
+    """The record of one estimator at one n from `measure`'s tensors: means, ratios, factors, slacks, the checks."""
     ratio = measured["ratio"]
     finite = ratio[~torch.isnan(ratio)]
     slack = measured["slack"]
@@ -205,7 +207,7 @@ def summarize(measured: dict) -> dict:
     }
 
 
-def estimators_at_n(world: sa.World, policy_class, class_radius: float, n: int, args: Args) -> dict:
+def estimators_at_n(world: sa.World, policy_class: PolicyClass, class_radius: float, n: int, args: Args) -> dict:
     """One work item: every estimator fitted on the replicate datasets of size n, summarized by name."""
     replicates = args.n_replicates
     data = world.sample_preferences(n, replicates, seed=np.random.SeedSequence([args.seed, n]))
@@ -221,7 +223,7 @@ def estimators_at_n(world: sa.World, policy_class, class_radius: float, n: int, 
     return {name: {"n": n, **summarize(measure(world, logp, radius))} for name, (logp, radius) in fits.items()}
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Every estimator and n; writes prop15.json and prop15.png.
 
     Each n (all estimators on its datasets) is one work item of the sweep store
@@ -229,14 +231,7 @@ def run(args: Args, *, executor=None) -> dict:
     rerun; `executor` runs them in parallel.
     """
     start = time.perf_counter()
-    world = sa.World.random(
-        args.n_prompts,
-        args.n_responses,
-        gamma=args.gamma,
-        logit_scale=args.logit_scale,
-        seed=args.seed,
-        device=args.device,
-    )
+    world = random_world(args)
     policy_class = perturbation_class(world, args.policy_class_size, args.radius, seed=args.seed + 2)
     class_radius = boundedness_constant(policy_class.logp, world.behavior.logp)
     ns, replicates = args.ns, args.n_replicates
@@ -268,10 +263,7 @@ def run(args: Args, *, executor=None) -> dict:
 
 def plot(results: dict, args: Args) -> None:
     """prop15.png: reverse against forward KL of every fit; their ratio and the factor; measured/bound against n."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(16, 4.5))
-    left, right, tight = fig.subplots(1, 3)
+    fig, (left, right, tight) = new_figure(1, 3, figsize=(16, 4.5))
     ns = np.asarray(results["ns"], dtype=float)
     lows = []
     for name in ESTIMATORS:
@@ -302,41 +294,22 @@ def plot(results: dict, args: Args) -> None:
     grid = np.geomspace(min(lows), left.get_xlim()[1], 50)
     left.plot(grid, grid, "k:", lw=1, label="reverse = forward")
     left.plot(grid, results["factor_minimum"] * grid, "r--", lw=1, label="factor's minimum 16e³ × forward")
-    left.set(
+    style_axes(
+        left,
         xscale="log",
-        yscale="log",
         xlabel="forward E_x KL(pi* ‖ pi_hat) (nats)",
         ylabel="reverse E_x KL(pi_hat ‖ pi*) (nats)",
         title="every fit: reverse against forward KL",
     )
-    left.legend(fontsize=7)
-    left.grid(True, which="both", alpha=0.3)
-    right.set_xscale("log", base=2)
-    right.set_yscale("log")
-    right.set(
-        xlabel="n (preference pairs per dataset)",
-        ylabel="reverse / forward KL (dimensionless)",
-        title="the ratio against Prop. 15's factor",
-    )
-    right.legend(fontsize=7)
-    right.grid(True, which="both", alpha=0.3)
-    tight.axhline(1.0, color="k", ls="--", lw=1, label="bound")
-    tight.set_xscale("log", base=2)
-    tight.set_yscale("log")
-    tight.set(
-        xlabel="n (preference pairs per dataset)",
-        ylabel="reverse / (factor · forward)",
-        title="tightness of Prop. 15 (held: below 1)",
-    )
-    tight.legend(fontsize=6)
-    tight.grid(True, which="both", alpha=0.3)
-    fig.suptitle(
+    style_axes(right, ylabel="reverse / forward KL (dimensionless)", title="the ratio against Prop. 15's factor")
+    bound_line(tight)
+    ylabel, title = "reverse / (factor · forward)", "tightness of Prop. 15 (held: below 1)"
+    style_axes(tight, ylabel=ylabel, title=title, legend_size=6)
+    title = (
         f"Prop. 15 on {results['replicates']} datasets per n; finite class |Π| = {results['class_size']}, "
-        f"R = {results['class_R']:.2f}",
-        fontsize=10,
+        f"R = {results['class_R']:.2f}"
     )
-    fig.subplots_adjust(wspace=0.3, top=0.85)
-    save_figure(fig, args, "prop15.png")
+    finish_figure(fig, args, "prop15.png", title=title, wspace=0.3, top=0.85)
 
 
 def summary(results: dict) -> str:
@@ -373,6 +346,3 @@ def summary(results: dict) -> str:
         f"{results['seconds']:.1f} s"
     )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command line

@@ -41,18 +41,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import torch
 
 import synthalign as sa
-from synthalign.bounds import centred_reward, world_constants
+from synthalign.bounds import centred_reward
 from synthalign.estimators.finite_class import fit_over_class
-from synthalign.experiments._common import CommonArgs, save_figure, write_record
+from synthalign.experiments._common import (
+    CommonArgs,
+    check_delta,
+    check_increasing,
+    check_integer,
+    check_positive,
+    check_radius,
+    class_constants,
+    mean_se,
+    new_figure,
+    over_bound,
+    random_world,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
+from synthalign.experiments._plots import band_line, bound_line, finish_figure, style_axes
 from synthalign.metrics import average_over_prompts
-from synthalign.stats import check_bound, quantile_interval
-from synthalign.worlds.classes import perturbation_class, union_class
+from synthalign.stats import check_bound
+from synthalign.worlds.classes import PolicyClass, perturbation_class, union_class
 
 __all__ = [
     "NAME",
@@ -123,63 +139,47 @@ class Args(CommonArgs):
     plot: bool = True
     """write the PNG plot"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        ns = self.sample_sizes
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns) or list(ns) != sorted(set(ns)):
-            raise ValueError(f"ns must be increasing positive ints, got {ns!r}")
+        check_increasing("ns", self.sample_sizes)
         mixes = self.reference_mixes
         if len(mixes) < 2 or any(not 0 <= m <= 1 for m in mixes) or list(mixes) != sorted(set(mixes), reverse=True):
             raise ValueError(f"mixes must be at least two distinct values in [0, 1], decreasing, got {mixes!r}")
-        if not isinstance(self.policy_class_size, int) or self.policy_class_size < 2:
-            raise ValueError(f"class_size must be an int >= 2, got {self.class_size!r}")
-        if not isinstance(self.reward_class_size, int) or self.reward_class_size < 2:
-            raise ValueError(f"reward_class_size must be an int >= 2, got {self.reward_class_size!r}")
+        check_integer("class_size", self.policy_class_size, 2)
+        check_integer("reward_class_size", self.reward_class_size, 2)
         if not math.isfinite(self.behavior_tilt):
             raise ValueError(f"behavior_tilt must be finite, got {self.behavior_tilt!r}")
-        self.radius = tuple(float(r) for r in self.radius)
-        if len(self.radius) != 2 or not 0 <= self.radius[0] <= self.radius[1] or self.radius[1] <= 0:
-            raise ValueError(f"radius must be (low, high) with 0 <= low <= high, high > 0, got {self.radius!r}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
-        for name in ("gamma", "logit_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.radius = check_radius(self.radius)
+        check_delta(self.delta)
+        check_positive(self, "gamma", "logit_scale")
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates if self.replicates is not None else _SIZES[self.size][0]
+        return self.sized(self.replicates, _SIZES, 0)
 
     @property
     def reference_mixes(self) -> tuple[float, ...]:
-        return tuple(float(m) for m in (self.mixes if self.mixes is not None else _SIZES[self.size][1]))
+        return tuple(float(m) for m in self.sized(self.mixes, _SIZES, 1))
 
     @property
     def policy_class_size(self) -> int:
-        return self.class_size if self.class_size is not None else _SIZES[self.size][2]
+        return self.sized(self.class_size, _SIZES, 2)
 
     @property
     def sample_sizes(self) -> tuple[int, ...]:
-        return tuple(self.ns if self.ns is not None else _SIZES[self.size][3])
+        return tuple(self.sized(self.ns, _SIZES, 3))
 
 
 def make_world(args: Args, mix: float, setting: str) -> sa.World:
-    # The seed fixes pi* and the noises: pi0 interpolates between pi* and an independent
-    # policy; "mu fixed" draws mu independently of pi* (behavior_mix = 1) and tilts it away
-    # from pi*'s mass, the same for every m.
+    """The world at reference mix `mix` in `setting` ("mu=pi0" or "mu fixed").
+
+    The seed fixes pi* and the noises: pi0 interpolates between pi* and an independent policy;
+    "mu fixed" draws mu independently of pi* (behavior_mix = 1) and tilts it away from pi*'s
+    mass, the same for every m.
+    """
     fixed = setting == "mu fixed"
-    return sa.World.random(
-        args.n_prompts,
-        args.n_responses,
-        gamma=args.gamma,
-        logit_scale=args.logit_scale,
-        reference_mix=mix,
-        behavior_mix=1.0 if fixed else None,
-        behavior_tilt=args.behavior_tilt if fixed else 0.0,
-        seed=args.seed,
-        device=args.device,
-    )
+    behavior = {"behavior_mix": 1.0 if fixed else None, "behavior_tilt": args.behavior_tilt if fixed else 0.0}
+    return random_world(args, reference_mix=mix, **behavior)
 
 
 def reward_error(world: sa.World, logp: torch.Tensor) -> torch.Tensor:
@@ -200,14 +200,6 @@ def observed_cells(counts: torch.Tensor) -> torch.Tensor:
     return (both[..., upper] > 0).to(torch.float64).flatten(1).mean(dim=-1)
 
 
-def _stats(values: torch.Tensor) -> dict:
-    return {
-        "mean": float(values.mean()),
-        "se": float(values.std() / math.sqrt(values.numel())),
-        "median": float(values.median()),
-    }
-
-
 def _gain(before: dict, after: dict) -> dict:
     """after/before of two mean errors, its delta-method s.e., and z = (before − after)/s.e. (a fall is > 0)."""
     ratio = after["mean"] / before["mean"]
@@ -216,7 +208,7 @@ def _gain(before: dict, after: dict) -> dict:
     return {"ratio": ratio, "se": ratio * relative, "z": (before["mean"] - after["mean"]) / se if se > 0 else 0.0}
 
 
-def make_classes(args: Args) -> tuple:
+def make_classes(args: Args) -> tuple[PolicyClass, dict[str, PolicyClass]]:
     """(𝒫_γ(ℛ), {"A5": 𝒫_γ(ℛ) ∪ perturbations, "no A5": perturbations}); both contain π* (A1)."""
     reference_world = make_world(args, 0.0, "mu=pi0")
     reward_members = perturbation_class(reference_world, args.reward_class_size, args.radius, seed=args.seed + 11)
@@ -224,7 +216,9 @@ def make_classes(args: Args) -> tuple:
     return reward_members, {"A5": union_class(reward_members, perturbations), "no A5": perturbations}
 
 
-def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, ...], n: int, args: Args) -> dict:
+def fits_at_n(
+    world: sa.World, policy_class: PolicyClass, reward_members: PolicyClass, seeds: tuple[int, ...], n: int, args: Args
+) -> dict:
     """One work item: the distillation fits of one (setting, class, mix, n) and their errors.
 
     `seeds` is the SeedSequence entropy of the item's datasets; they do not involve the class, so
@@ -256,8 +250,8 @@ def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, .
         forward = sa.forward_kl(world.target, sa.Policy(logp, world.prompt_dist))
         squared = reward_error(world, logp)
         item["estimates"][name] = {
-            "forward_kl": _stats(forward),
-            "reward_error": _stats(squared),
+            "forward_kl": mean_se(forward),
+            "reward_error": mean_se(squared),
             "reward_error_quantile": float(np.quantile(squared.cpu().numpy(), 1 - delta, method="higher")),
         }
         if name == "distill_pi0":
@@ -265,7 +259,7 @@ def fits_at_n(world: sa.World, policy_class, reward_members, seeds: tuple[int, .
     return item
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: Executor | None = None) -> dict:
     """Every setting, class, mix and n; writes strong-base.json and .png.
 
     Each (setting, class, mix, n) is one work item of the sweep store
@@ -308,16 +302,7 @@ def run(args: Args, *, executor=None) -> dict:
             rows = []
             for mix_index, mix in enumerate(args.reference_mixes):
                 world = worlds[setting_index, mix_index]
-                constants = world_constants(
-                    world.target.logp,
-                    world.behavior.logp,
-                    world.reference.logp,
-                    world.prompt_dist,
-                    world.gamma,
-                    policy_class.logp,
-                    reward_members.logp,
-                    compute_c0=True,
-                )
+                constants = class_constants(world, policy_class.logp, reward_members.logp, compute_c0=True)
                 bound = constants.bound("thm14", n_tensor, delta, corrected=True)
                 row = {
                     "mix": mix,
@@ -350,16 +335,9 @@ def run(args: Args, *, executor=None) -> dict:
                     label=f"corrected Thm 14 intermediate bound at mix {mix:g}",
                 )
                 row["bound_verdict"] = verdict.to_dict()
-                row["measured_over_bound"] = [
-                    entry["reward_error_quantile"] / b
-                    for entry, b in zip(row["distill_pi0"], bound.tolist(), strict=True)
-                ]
-                # its 95% CI from the order statistics around the quantile (the data's sampling error)
-                low, high = quantile_interval(torch.stack(squared_errors).cpu().numpy(), 1 - delta)
-                row["measured_over_bound_ci"] = [
-                    (low / bound.cpu().numpy()).tolist(),
-                    (high / bound.cpu().numpy()).tolist(),
-                ]
+                # The quantile each item recorded (reward_error_quantile) over the bound, with its 95% CI.
+                tightness = over_bound(torch.stack(squared_errors), bound, 1 - delta)
+                row["measured_over_bound"], row["measured_over_bound_ci"] = tightness["ratio"], tightness["ratio_ci"]
                 rows.append(row)
             results["cases"][f"{setting}, {class_name}"] = summarize_case(rows, ns)
     results["seconds"] = time.perf_counter() - start
@@ -369,7 +347,7 @@ def run(args: Args, *, executor=None) -> dict:
     return results
 
 
-def summarize_case(rows: list[dict], ns) -> dict:
+def summarize_case(rows: list[dict], ns: Sequence[int]) -> dict:
     """The rows, the bound verdict over every mix and n, and the gains at every n."""
     worst = max(rows, key=lambda row: row["bound_verdict"]["worst_ratio"])
     first, last = rows[0], rows[-1]
@@ -407,11 +385,8 @@ def summarize_case(rows: list[dict], ns) -> dict:
 
 def plot(results: dict, args: Args) -> None:
     """strong-base.png: forward KL against n at m = 1 and m = 0 per case; measured/bound against n."""
-    from matplotlib.figure import Figure
-
     cases = list(results["cases"])
-    fig = Figure(figsize=(4.6 * len(cases), 8.4))
-    axes = fig.subplots(2, len(cases), squeeze=False)
+    fig, axes = new_figure(2, len(cases), figsize=(4.6 * len(cases), 8.4), squeeze=False)
     ns = results["ns"]
     for column, case in enumerate(cases):
         rows = results["cases"][case]["rows"]
@@ -430,28 +405,23 @@ def plot(results: dict, args: Args) -> None:
                     color=COLORS[name],
                     label=f"{LABELS[name]}, m = {row['mix']:g} (C_0 = {row['constants']['C_0']:.2g})",
                 )
-        ax.set(xscale="log", yscale="log", xlabel="n (labelled pairs for R̂ = unlabelled pairs)")
-        ax.set_ylabel("mean E_x KL(pi* ‖ pi_hat) (nats, ± s.e.)")
-        ax.set_title(f"{case}: m = 1 (dotted) vs m = 0, pi0 = pi* (solid)", fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=5)
+        n_axis = {"xscale": "log", "xlabel": "n (labelled pairs for R̂ = unlabelled pairs)", "title_size": 8}
+        title = f"{case}: m = 1 (dotted) vs m = 0, pi0 = pi* (solid)"
+        style_axes(ax, ylabel="mean E_x KL(pi* ‖ pi_hat) (nats, ± s.e.)", title=title, legend_size=5, **n_axis)
         ax = axes[1][column]
         for row in rows:
-            line = ax.plot(ns, row["measured_over_bound"], "o-", ms=3, label=f"m = {row['mix']:g}")[0]
-            ax.fill_between(ns, *row["measured_over_bound_ci"], color=line.get_color(), alpha=0.15, lw=0)
-        ax.axhline(1.0, color="k", ls="--", lw=1, label="bound")
-        ax.set(xscale="log", yscale="log", xlabel="n (labelled pairs for R̂ = unlabelled pairs)")
-        ax.set_ylabel(f"{1 - results['delta']:g}-quantile of E_pi*[(ΔR̄)²] / Thm 14 bound")
-        ax.set_title(f"{case}: tightness of Thm 14 (corrected), 95% CI shaded", fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.suptitle(
+            band_line(
+                ax, ns, row["measured_over_bound"], *row["measured_over_bound_ci"], ms=3, label=f"m = {row['mix']:g}"
+            )
+        bound_line(ax)
+        ylabel = f"{1 - results['delta']:g}-quantile of E_pi*[(ΔR̄)²] / Thm 14 bound"
+        title = f"{case}: tightness of Thm 14 (corrected), 95% CI shaded"
+        style_axes(ax, ylabel=ylabel, title=title, legend_size=6, **n_axis)
+    title = (
         f"Strong base (Thm 14): |Π| = {results['class_sizes']}, |ℛ| = {results['reward_class_size']}, "
-        f"{results['replicates']} datasets per point, {results['cells']} cells",
-        fontsize=10,
+        f"{results['replicates']} datasets per point, {results['cells']} cells"
     )
-    fig.subplots_adjust(hspace=0.3, wspace=0.3)
-    save_figure(fig, args, "strong-base.png")
+    finish_figure(fig, args, "strong-base.png", title=title, hspace=0.3, wspace=0.3)
 
 
 def summary(results: dict) -> str:
@@ -513,6 +483,3 @@ def summary(results: dict) -> str:
             lines.append(gains_note)
     lines.append(f"{results['seconds']:.1f} s")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command line
