@@ -39,6 +39,7 @@ from synthalign._checks import (
     check_world,
     safe_log_ratio,
 )
+from synthalign._logistic_pairs import logistic_scores, population_logistic_sums
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
@@ -298,6 +299,41 @@ def _cell_sums(obj: Objective | None, logp: Tensor, ctx: EvalContext, weight) ->
     return (torch.cat(sums, dim=-1) if obj is not None else None), torch.cat(masses, dim=-1)
 
 
+def _population_cell_sums(obj: Objective, logp: Tensor, ctx: EvalContext, weights: PopulationWeights):
+    """`_cell_sums` of the population law, over one triangle of cells for the logistic losses under spec §1's law.
+
+    PMLE, the reward model and DPO with finite scores, labelled by spec §1's law (no law, or
+    `BradleyTerry`), take `synthalign._logistic_pairs.population_logistic_sums`: the pair (a, b),
+    (b, a) in one evaluation, no weight table.  Everything else goes cell by cell.
+    """
+    from synthalign.worlds.laws import BradleyTerry  # laws builds on the preference module
+
+    world = weights.world
+    law = getattr(world, "law", None)
+    scores = None
+    if obj.kind == "pair" and weights.labelled and (law is None or isinstance(law, BradleyTerry)):
+        scores = logistic_scores(obj, logp, ctx.ref_logp, ctx.params, ctx.gamma)
+    if scores is None:
+        return _cell_sums(obj if obj.kind == "pair" else None, logp, ctx, weights)
+    target, gamma = world.target.logp, world.gamma
+    if isinstance(law, BradleyTerry):  # as `population_preferences`
+        target = target if law.target is None else law.target.logp.to(world.prompt_dist)
+        gamma = gamma if law.gamma is None else law.gamma
+    shape = scores.shape
+    rows = (-1, shape[-1])
+    behavior = world.behavior.probs.to(scores.dtype)
+    sums = population_logistic_sums(
+        scores.reshape(rows),
+        (gamma * target).to(scores.dtype).expand(shape).reshape(rows),
+        behavior.expand(shape).reshape(rows),
+    )
+    prompt_dist = world.prompt_dist.to(scores.dtype)
+    per_prompt = prompt_dist * sums.reshape(shape[:-1])
+    # Σ_(a, b) 2 D μ(a) μ(b) σ(r_a − r_b) = D (Σ_a μ(a))², as the law's table sums (σ(t) + σ(−t) = 1).
+    mass = (prompt_dist * behavior.sum(dim=-1).square()).unsqueeze(0)
+    return (per_prompt if per_prompt.dim() > 1 else per_prompt.unsqueeze(0)), mass
+
+
 @dataclasses.dataclass(frozen=True)
 class PopulationWeights:
     """The exact law of one pair over the cells of `world`, made one block of cells at a time.
@@ -464,7 +500,7 @@ def population_loss(
     if obj.needs_reward and ctx.reward is None:
         raise ValueError(f"objective {obj.name!r} needs a reward: pass reward=...")
     logp = as_logp(policy).to(world.dtype)
-    per_prompt, prompt_weight = _cell_sums(obj if obj.kind == "pair" else None, logp, ctx, weights)
+    per_prompt, prompt_weight = _population_cell_sums(obj, logp, ctx, weights)
     if per_prompt is None:
         per_prompt = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if obj.kind == "prompt" or beta > 0:

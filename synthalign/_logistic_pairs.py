@@ -1,0 +1,138 @@
+"""Logistic pair losses on the cells of a finite world, one triangle of cells at a time.
+
+PMLE and the reward model (eq. 4, 9) and DPO (eq. 6) are ℓ(x, a, b) = −ln σ(s_a − s_b) for
+per-response scores s (γ ln π for PMLE, γ ln[π/π0] for DPO).  The margin is antisymmetric,
+so the cells (a, b) and (b, a) share one transcendental evaluation:
+
+* the population loss under spec §1's law weighs (a, b) by 2 D μ(a) μ(b) σ(r_a − r_b)
+  (r = γ ln π*), so the pair {a, b} contributes 2 D μ(a) μ(b) c_ab with
+  c_ab = σ(r_a − r_b) softplus(−m) + σ(r_b − r_a) softplus(m),  m = s_a − s_b;
+  with the responses sorted by score (m ≥ 0 on the upper triangle),
+  c_ab = σ(r_b − r_a) m + softplus(−m), a sum of non-negative terms (softplus(m) = softplus(−m) + m);
+* the solver's derivatives (`synthalign.estimators.derivatives`) read σ(m) and σ(−m) of both
+  cells of a pair from one pair of sigmoids (`logistic_derivatives`).
+
+This module only serves those two callers; it holds no state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+STRIP = 2**16
+"""Cells per strip (512 KiB of float64): the few per-strip temporaries stay in the L2 cache."""
+
+
+def logistic_scores(obj, logp: Tensor, ref_logp: Tensor | None, params: dict, gamma: float) -> Tensor | None:
+    """The scores s with ℓ(a, b) = −ln σ(s_a − s_b) for PMLE, the reward model and DPO, or None.
+
+    None for any other objective and whenever a score would not be finite (a zero-probability
+    response: the cell-by-cell path then applies the objectives' own conventions for ∞ − ∞).
+    """
+    from synthalign.registry import paper  # the registry builds on the evaluation module
+
+    if params:
+        return None
+    if obj.fn in (paper._pmle.fn, paper._reward_model.fn):
+        scores = gamma * logp
+    elif obj.fn is paper._dpo.fn and ref_logp is not None:
+        scores = gamma * (logp - ref_logp.to(logp.dtype))
+    else:
+        return None
+    return scores if bool(torch.isfinite(scores).all()) else None
+
+
+def _strips(groups: int, n_responses: int, budget: int):
+    """(start, rows) of the strips rows [start, start + rows) × columns [start, A) of the upper triangle."""
+    start = 0
+    while start < n_responses:
+        cols = n_responses - start
+        rows = max(1, min(cols, budget // (groups * cols)))
+        yield start, rows
+        start += rows
+
+
+_EXP_RANGE = 600.0
+"""Largest spread of scores in a row for which exp(±(s − max s)) is a normal float64 (e^±600 ≈ 1e±260)."""
+
+
+def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tensor, budget: int = STRIP) -> Tensor:
+    """Σ_(a, b) 2 μ(a) μ(b) σ(r_a − r_b) (−ln σ(s_a − s_b)) per row, for rows [P, A] of s, r and μ.
+
+    The sum of spec §1's population law (without the factor D(x)) times the logistic loss, over
+    the upper triangle of each row's cells in the order of decreasing score (see the module
+    docstring), one strip of cells at a time; the diagonal cells give μ(a)² ln 2.
+    `law_scores` r may hold −inf (a response pi* never gives): two of them tie, σ(0).
+
+    Where the scores of a row spread over less than `_EXP_RANGE` (and r is finite), the
+    sigmoids come from per-response exponentials: with u = e^(s − max s) and q = e^(r − max r),
+    softplus(−m) = ln(1 + u_b / u_a) and σ(r_b − r_a) = q_b / (q_a + q_b), so a cell costs one
+    log1p and no exp.  Otherwise each cell takes a sigmoid and a log-sigmoid.
+    """
+    P, A = scores.shape
+    scores, order = torch.sort(scores, dim=-1, descending=True)
+    law_scores = torch.gather(law_scores, -1, order)
+    behavior = torch.gather(behavior, -1, order)
+    group = max(1, min(P, budget // (A * A)))  # rows of one strip at once when each is small
+    buffers = [torch.empty(budget + A, dtype=scores.dtype, device=scores.device) for _ in range(3)]
+    totals = []
+    for first in range(0, P, group):
+        rows_of = slice(first, first + group)
+        s, r, mu = scores[rows_of], law_scores[rows_of], behavior[rows_of]
+        strip_sums = _exp_strip_sums(s, r) or _sigmoid_strip_sums(s, r)
+        total = math.log(2.0) * mu.square().sum(dim=-1)  # the diagonal cells: 2 μ(a)² σ(0) ln 2
+        twice = 2.0 * mu
+        for start, rows in _strips(s.shape[0], A, budget):
+            shape = (s.shape[0], rows, A - start)
+            views = [buffer[: math.prod(shape)].view(shape) for buffer in buffers]
+            chosen = slice(start, start + rows)
+            pair_sums = strip_sums(chosen, start, *views)  # c_ab of the strip
+            pair_sums[:, :, :rows].triu_(1)  # b < a is counted by the strip of b; the diagonal is added above
+            if s.shape[0] == 1:
+                row_sums = torch.mv(pair_sums[0], twice[0, start:]).unsqueeze(0)
+            else:
+                row_sums = pair_sums.mul_(twice[:, None, start:]).sum(dim=-1)
+            total = total + (row_sums * mu[:, chosen]).sum(dim=-1)
+        totals.append(total)
+    return torch.cat(totals)
+
+
+def _exp_strip_sums(s: Tensor, r: Tensor):
+    """c_ab on a strip from per-response exponentials (`population_logistic_sums`); None if they could overflow."""
+    if not bool(torch.isfinite(r).all()):
+        return None
+    spread_s, spread_r = s[:, 0] - s[:, -1], r.amax(dim=-1) - r.amin(dim=-1)
+    if float(torch.maximum(spread_s, spread_r).max()) > _EXP_RANGE:
+        return None
+    centred = s - s[:, :1]
+    grow, shrink = torch.exp(-centred), torch.exp(centred)  # 1/u and u
+    q = torch.exp(r - r.amax(dim=-1, keepdim=True))
+
+    def strip_sums(chosen: slice, start: int, margin: Tensor, weight: Tensor, loss: Tensor) -> Tensor:
+        torch.mul(grow[:, chosen, None], shrink[:, None, start:], out=loss)  # e^(−m)
+        loss.log1p_()  # softplus(−m)
+        torch.add(q[:, chosen, None], q[:, None, start:], out=weight)
+        torch.div(q[:, None, start:], weight, out=weight)  # σ(r_b − r_a)
+        torch.sub(s[:, chosen, None], s[:, None, start:], out=margin)  # m ≥ 0 where b ≥ a
+        return loss.addcmul_(weight, margin)
+
+    return strip_sums
+
+
+def _sigmoid_strip_sums(s: Tensor, r: Tensor):
+    """c_ab on a strip, one sigmoid and one log-sigmoid per cell (any finite s, r in [−inf, inf))."""
+    ties = not bool(torch.isfinite(r).all())
+
+    def strip_sums(chosen: slice, start: int, margin: Tensor, weight: Tensor, loss: Tensor) -> Tensor:
+        torch.sub(s[:, chosen, None], s[:, None, start:], out=margin)  # m ≥ 0 where b ≥ a
+        torch.sub(r[:, None, start:], r[:, chosen, None], out=weight)  # r_b − r_a
+        if ties:
+            weight.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+        weight.sigmoid_().mul_(margin)  # σ(r_b − r_a) m
+        torch._C._nn.log_sigmoid(margin, out=loss)
+        return weight.sub_(loss)
+
+    return strip_sums
