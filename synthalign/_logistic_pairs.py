@@ -136,3 +136,91 @@ def _sigmoid_strip_sums(s: Tensor, r: Tensor):
         return weight.sub_(loss)
 
     return strip_sums
+
+
+HESSIAN_STRIP = 2**15
+"""Cells per strip of `logistic_derivatives` (256 KiB of float64): its six temporaries stay in cache."""
+
+_MIN_RESPONSES = 64
+"""Fewer responses than this: the cell-by-cell path, which batches many small tables at once."""
+
+
+def logistic_derivatives(
+    scores: Tensor, weight: Tensor, scale: Tensor, gamma: float, hess: Tensor, budget: int = HESSIAN_STRIP
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(value [P], gradient [P, A], Hessian diagonal [P, A]) of Σ_(a, b) w_ab (−ln σ(s_a − s_b)), times `scale`.
+
+    The off-diagonal Hessian is written into `hess` [P, A, A] (its diagonal holds the pair
+    terms' part −γ² W_aa σ(0)², to which the returned diagonal is to be added).
+    Rows [P, A] of scores s = γ u (u = ln π, or ln π − ln pi0 for DPO), weights [P, A, A] and
+    per-row factors `scale` [P]; the derivatives are in u, so in the logits (ℓ depends on u
+    through differences only).  With m = s_a − s_b, σ = σ(m), σ' = σ(−m), a pair of cells
+    (a, b), (b, a) gives
+      value  w_ab softplus(−m) + w_ba softplus(m),
+      ∂/∂u_a = −γ (w_ab σ' − w_ba σ) = −∂/∂u_b,
+      ∂²/∂u_a∂u_b = −γ² W σσ', W = w_ab + w_ba (the diagonal gets the row sums of γ² W σσ'),
+    σ and σ' come from per-response exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)),
+    so a pair costs two log1p and no exp.  The Hessian is written once, a strip of rows and its
+    transpose at a time.  None (use the cell-by-cell path) when the scores of a row spread
+    over more than `_EXP_RANGE`.
+    """
+    P, A = scores.shape
+    if A < _MIN_RESPONSES:
+        return None
+    spread = scores.amax(dim=-1) - scores.amin(dim=-1)
+    if float(spread.max()) > _EXP_RANGE:
+        return None
+    centred = scores - scores.amax(dim=-1, keepdim=True)
+    grow, shrink = torch.exp(-centred), torch.exp(centred)
+    value = scores.new_zeros(P)
+    grad = torch.zeros_like(scores)
+    diag = torch.zeros_like(scores)
+    group = max(1, min(P, budget // (A * A)))
+    buffers = [scores.new_empty(budget + A) for _ in range(6)]
+    for first in range(0, P, group):
+        rows_of = slice(first, first + group)
+        s, grow_g, shrink_g, w, h = scores[rows_of], grow[rows_of], shrink[rows_of], weight[rows_of], hess[rows_of]
+        g = s.shape[0]
+        curvature = (-gamma * gamma * scale[rows_of]).view(g, 1, 1)
+        total = s.new_zeros(g)
+        first_sums, second_sums = torch.zeros_like(s), torch.zeros_like(s)
+        for start, rows in _strips(g, A, budget):
+            shape = (g, rows, A - start)
+            ratio, chosen_prob, rejected_prob, w_second, pair_weight, margin = (
+                buffer[: math.prod(shape)].view(shape) for buffer in buffers
+            )
+            chosen, rest = slice(start, start + rows), slice(start + rows, A)
+            w_first = w[:, chosen, start:]  # w_ab
+            w_second.copy_(w[:, start:, chosen].transpose(-1, -2))  # w_ba, read once across the rows
+            torch.mul(grow_g[:, chosen, None], shrink_g[:, None, start:], out=ratio)  # e^(−m)
+            torch.add(ratio, 1.0, out=chosen_prob).reciprocal_()  # σ(m)
+            torch.mul(ratio, chosen_prob, out=rejected_prob)  # σ(−m)
+            # The value: softplus(−m) = ln(1 + e^(−m)) and softplus(m) = ln(1 + e^m), exact for either sign of m.
+            torch.mul(shrink_g[:, chosen, None], grow_g[:, None, start:], out=margin).log1p_()  # softplus(m)
+            margin.mul_(w_second).addcmul_(w_first, ratio.log1p_())
+            margin[:, :, :rows].mul_(0.5)  # the corner holds each of its pairs twice
+            total += margin.sum(dim=(-1, -2))
+            # W σσ' (W again into `margin`), written into the strip's rows of the Hessian and their transpose.
+            torch.add(w_first, w_second, out=margin).mul_(chosen_prob).mul_(rejected_prob)
+            torch.mul(margin, curvature, out=h[:, chosen, start:])
+            h[:, rest, chosen].copy_(h[:, chosen, rest].transpose(-1, -2))
+            _add_sums(second_sums, margin, chosen, rest, rows, 1.0)
+            # w_ab σ' − w_ba σ: the corner's pairs are counted by its rows only (its columns repeat them).
+            torch.mul(w_first, rejected_prob, out=pair_weight).addcmul_(w_second, chosen_prob, value=-1.0)
+            _add_sums(first_sums, pair_weight, chosen, rest, rows, -1.0)
+        factor = scale[rows_of]
+        value[rows_of] = total * factor
+        grad[rows_of] = first_sums * (-gamma * factor[:, None])
+        diag[rows_of] = second_sums * (gamma * gamma * factor[:, None])
+    return value, grad, diag
+
+
+def _add_sums(sums: Tensor, strip: Tensor, chosen: slice, rest: slice, rows: int, column_sign: float) -> None:
+    """sums[rows of the strip] += its row sums; sums[columns right of the corner] += column_sign · their sums."""
+    if strip.shape[0] == 1:  # a matrix-vector product is cheaper than a strided reduction
+        matrix = strip[0]
+        sums[0, chosen] += torch.mv(matrix, matrix.new_ones(matrix.shape[1]))
+        sums[0, rest] += torch.mv(matrix[:, rows:].t(), matrix.new_full((matrix.shape[0],), column_sign))
+        return
+    sums[:, chosen] += strip.sum(dim=-1)
+    sums[:, rest] += column_sign * strip[:, :, rows:].sum(dim=-2)
