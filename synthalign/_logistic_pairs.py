@@ -22,11 +22,15 @@ import math
 import torch
 from torch import Tensor
 
+from synthalign.registry.protocol import Objective
+
+__all__ = ["logistic_derivatives", "logistic_scores", "population_logistic_sums"]
+
 STRIP = 2**16
 """Cells per strip (512 KiB of float64): the few per-strip temporaries stay in the L2 cache."""
 
 
-def logistic_scores(obj, logp: Tensor, ref_logp: Tensor | None, params: dict, gamma: float) -> Tensor | None:
+def logistic_scores(obj: Objective, logp: Tensor, ref_logp: Tensor | None, params: dict, gamma: float) -> Tensor | None:
     """The scores s with ℓ(a, b) = −ln σ(s_a − s_b) for PMLE, the reward model and DPO, or None.
 
     None for any other objective and whenever a score would not be finite (a zero-probability

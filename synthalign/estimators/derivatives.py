@@ -172,7 +172,7 @@ class LogitObjective:
         non-finite score, weights that broadcast over the replicates, or a small table.
         """
         weight = self.pair_weight
-        if weight.shape[:-3] != hess.shape[:-3] or not weight.is_contiguous():
+        if weight.shape[:-3] != hess.shape[:-3] or not weight.is_contiguous() or weight.requires_grad:
             return False
         scores = logistic_scores(self.obj, logp, self.ctx.ref_logp, self.ctx.params, self.ctx.gamma)
         if scores is None:
