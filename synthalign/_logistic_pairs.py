@@ -63,7 +63,7 @@ _EXP_RANGE = 600.0
 """Largest spread of scores in a row for which exp(±(s − max s)) is a normal float64 (e^±600 ≈ 1e±260)."""
 
 
-def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tensor, budget: int = STRIP) -> Tensor:
+def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tensor, budget: int | None = None) -> Tensor:
     """Σ_(a, b) 2 μ(a) μ(b) σ(r_a − r_b) (−ln σ(s_a − s_b)) per row, for rows [P, A] of s, r and μ.
 
     The sum of spec §1's population law (without the factor D(x)) times the logistic loss, over
@@ -77,6 +77,7 @@ def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tenso
     log1p and no exp.  Otherwise each cell takes a sigmoid and a log-sigmoid.
     """
     P, A = scores.shape
+    budget = STRIP if budget is None else budget
     scores, order = torch.sort(scores, dim=-1, descending=True)
     law_scores = torch.gather(law_scores, -1, order)
     behavior = torch.gather(behavior, -1, order)
@@ -150,7 +151,7 @@ _MIN_RESPONSES = 64
 
 
 def logistic_derivatives(
-    scores: Tensor, weight: Tensor, scale: Tensor, gamma: float, hess: Tensor, budget: int = HESSIAN_STRIP
+    scores: Tensor, weight: Tensor, scale: Tensor, gamma: float, hess: Tensor, budget: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """(value [P], gradient [P, A], Hessian diagonal [P, A]) of Σ_(a, b) w_ab (−ln σ(s_a − s_b)), times `scale`.
 
@@ -171,6 +172,7 @@ def logistic_derivatives(
     P, A = scores.shape
     if A < _MIN_RESPONSES:
         return None
+    budget = HESSIAN_STRIP if budget is None else budget
     spread = scores.amax(dim=-1) - scores.amin(dim=-1)
     if float(spread.max()) > _EXP_RANGE:
         return None
