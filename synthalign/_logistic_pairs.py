@@ -161,11 +161,11 @@ def logistic_derivatives(
     per-row factors `scale` [P]; the derivatives are in u, so in the logits (ℓ depends on u
     through differences only).  With m = s_a − s_b, σ = σ(m), σ' = σ(−m), a pair of cells
     (a, b), (b, a) gives
-      value  w_ab softplus(−m) + w_ba softplus(m),
+      value  w_ab softplus(−m) + w_ba softplus(m) = W softplus(−|m|) + w_ba relu(m) + w_ab relu(−m),
       ∂/∂u_a = −γ (w_ab σ' − w_ba σ) = −∂/∂u_b,
       ∂²/∂u_a∂u_b = −γ² W σσ', W = w_ab + w_ba (the diagonal gets the row sums of γ² W σσ'),
     σ and σ' come from per-response exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)),
-    so a pair costs two log1p and no exp.  The Hessian is written once, a strip of rows and its
+    so a pair costs one log1p (of e^(−|m|)) and no exp.  The Hessian is written once, a strip of rows and its
     transpose at a time.  None (use the cell-by-cell path) when the scores of a row spread
     over more than `_EXP_RANGE`.
     """
@@ -201,12 +201,18 @@ def logistic_derivatives(
             torch.mul(grow_g[:, chosen, None], shrink_g[:, None, start:], out=ratio)  # e^(−m)
             torch.add(ratio, 1.0, out=chosen_prob).reciprocal_()  # σ(m)
             torch.mul(ratio, chosen_prob, out=rejected_prob)  # σ(−m)
-            # The value: softplus(−m) = ln(1 + e^(−m)) and softplus(m) = ln(1 + e^m), exact for either sign of m.
-            torch.mul(shrink_g[:, chosen, None], grow_g[:, None, start:], out=margin).log1p_()  # softplus(m)
-            margin.mul_(w_second).addcmul_(w_first, ratio.log1p_())
-            margin[:, :, :rows].mul_(0.5)  # the corner holds each of its pairs twice
-            total += margin.sum(dim=(-1, -2))
-            # W σσ' (W again into `margin`), written into the strip's rows of the Hessian and their transpose.
+            # The value W softplus(−|m|) + w_ba relu(m) + w_ab relu(−m): one log1p, no cancellation.
+            torch.mul(shrink_g[:, chosen, None], grow_g[:, None, start:], out=margin)  # e^m
+            torch.minimum(ratio, margin, out=ratio).log1p_()  # softplus(−|m|)
+            torch.add(w_first, w_second, out=pair_weight).mul_(ratio)
+            torch.sub(s[:, chosen, None], s[:, None, start:], out=margin)  # m
+            torch.clamp_min(margin, 0.0, out=ratio)  # relu(m)
+            pair_weight.addcmul_(ratio, w_second)
+            ratio.sub_(margin)  # relu(−m)
+            pair_values = pair_weight.addcmul_(ratio, w_first)
+            pair_values[:, :, :rows].mul_(0.5)  # the corner holds each of its pairs twice
+            total += pair_values.sum(dim=(-1, -2))
+            # W σσ' (W again, into `margin`), written into the strip's rows of the Hessian and their transpose.
             torch.add(w_first, w_second, out=margin).mul_(chosen_prob).mul_(rejected_prob)
             torch.mul(margin, curvature, out=h[:, chosen, start:])
             h[:, rest, chosen].copy_(h[:, chosen, rest].transpose(-1, -2))
