@@ -182,7 +182,7 @@ def logistic_derivatives(
     grad = torch.zeros_like(scores)
     diag = torch.zeros_like(scores)
     group = max(1, min(P, budget // (A * A)))
-    buffers = [scores.new_empty(budget + A) for _ in range(6)]
+    buffers = [scores.new_empty(budget + A) for _ in range(7)]
     for first in range(0, P, group):
         rows_of = slice(first, first + group)
         s, grow_g, shrink_g, w, h = scores[rows_of], grow[rows_of], shrink[rows_of], weight[rows_of], hess[rows_of]
@@ -192,7 +192,7 @@ def logistic_derivatives(
         first_sums, second_sums = torch.zeros_like(s), torch.zeros_like(s)
         for start, rows in _strips(g, A, budget):
             shape = (g, rows, A - start)
-            ratio, chosen_prob, rejected_prob, w_second, pair_weight, margin = (
+            ratio, chosen_prob, rejected_prob, w_second, pair_weight, both, margin = (
                 buffer[: math.prod(shape)].view(shape) for buffer in buffers
             )
             chosen, rest = slice(start, start + rows), slice(start + rows, A)
@@ -204,7 +204,8 @@ def logistic_derivatives(
             # The value W softplus(−|m|) + w_ba relu(m) + w_ab relu(−m): one log1p, no cancellation.
             torch.mul(shrink_g[:, chosen, None], grow_g[:, None, start:], out=margin)  # e^m
             torch.minimum(ratio, margin, out=ratio).log1p_()  # softplus(−|m|)
-            torch.add(w_first, w_second, out=pair_weight).mul_(ratio)
+            torch.add(w_first, w_second, out=both)  # W
+            torch.mul(both, ratio, out=pair_weight)
             torch.sub(s[:, chosen, None], s[:, None, start:], out=margin)  # m
             torch.clamp_min(margin, 0.0, out=ratio)  # relu(m)
             pair_weight.addcmul_(ratio, w_second)
@@ -212,8 +213,8 @@ def logistic_derivatives(
             pair_values = pair_weight.addcmul_(ratio, w_first)
             pair_values[:, :, :rows].mul_(0.5)  # the corner holds each of its pairs twice
             total += pair_values.sum(dim=(-1, -2))
-            # W σσ' (W again, into `margin`), written into the strip's rows of the Hessian and their transpose.
-            torch.add(w_first, w_second, out=margin).mul_(chosen_prob).mul_(rejected_prob)
+            # W σσ', written into the strip's rows of the Hessian and their transpose.
+            torch.mul(chosen_prob, rejected_prob, out=margin).mul_(both)
             torch.mul(margin, curvature, out=h[:, chosen, start:])
             h[:, rest, chosen].copy_(h[:, chosen, rest].transpose(-1, -2))
             _add_sums(second_sums, margin, chosen, rest, rows, 1.0)
