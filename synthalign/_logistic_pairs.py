@@ -73,7 +73,7 @@ def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tenso
 
     Where the scores of a row spread over less than `_EXP_RANGE` (and r is finite), the
     sigmoids come from per-response exponentials: with u = e^(s − max s) and q = e^(r − max r),
-    softplus(−m) = ln(1 + u_b / u_a) and σ(r_b − r_a) = q_b / (q_a + q_b), so a cell costs one
+    softplus(−m) = ln(1 + u_b / u_a) and σ(r_b − r_a) = 1 / (1 + q_a / q_b), so a cell costs one
     log1p and no exp.  Otherwise each cell takes a sigmoid and a log-sigmoid.
     """
     P, A = scores.shape
@@ -83,11 +83,19 @@ def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tenso
     behavior = torch.gather(behavior, -1, order)
     group = max(1, min(P, budget // (A * A)))  # rows of one strip at once when each is small
     buffers = [torch.empty(budget + A, dtype=scores.dtype, device=scores.device) for _ in range(3)]
+    # b < a in a strip's corner is counted by the strip of b, and the diagonal apart: a mask keeps b > a.
+    corner = max(rows for _, rows in _strips(group, A, budget))
+    upper = torch.ones(corner, corner, dtype=scores.dtype, device=scores.device).triu_(1)
+    exponentials = _exp_factors(scores, law_scores)
     totals = []
     for first in range(0, P, group):
         rows_of = slice(first, first + group)
         s, r, mu = scores[rows_of], law_scores[rows_of], behavior[rows_of]
-        strip_sums = _exp_strip_sums(s, r) or _sigmoid_strip_sums(s, r)
+        usable = exponentials is not None and bool(exponentials[0][rows_of].all())
+        if usable:
+            strip_sums = _exp_strip_sums(s, *(factor[rows_of] for factor in exponentials[1:]))
+        else:
+            strip_sums = _sigmoid_strip_sums(s, r)
         total = math.log(2.0) * mu.square().sum(dim=-1)  # the diagonal cells: 2 μ(a)² σ(0) ln 2
         twice = 2.0 * mu
         for start, rows in _strips(s.shape[0], A, budget):
@@ -95,7 +103,7 @@ def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tenso
             views = [buffer[: math.prod(shape)].view(shape) for buffer in buffers]
             chosen = slice(start, start + rows)
             pair_sums = strip_sums(chosen, start, *views)  # c_ab of the strip
-            pair_sums[:, :, :rows].triu_(1)  # b < a is counted by the strip of b; the diagonal is added above
+            pair_sums[:, :, :rows].mul_(upper[:rows, :rows])
             if s.shape[0] == 1:
                 row_sums = torch.mv(pair_sums[0], twice[0, start:]).unsqueeze(0)
             else:
@@ -105,22 +113,25 @@ def population_logistic_sums(scores: Tensor, law_scores: Tensor, behavior: Tenso
     return torch.cat(totals)
 
 
-def _exp_strip_sums(s: Tensor, r: Tensor):
-    """c_ab on a strip from per-response exponentials (`population_logistic_sums`); None if they could overflow."""
-    if not bool(torch.isfinite(r).all()):
+def _exp_factors(s: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+    """(rows where they are normal floats [P], e^(max s − s), e^(s − max s), e^(r − max r), e^(max r − r)) or None."""
+    finite = torch.isfinite(r).all(dim=-1)
+    if not bool(finite.any()):
         return None
-    spread_s, spread_r = s[:, 0] - s[:, -1], r.amax(dim=-1) - r.amin(dim=-1)
-    if float(torch.maximum(spread_s, spread_r).max()) > _EXP_RANGE:
-        return None
-    centred = s - s[:, :1]
-    grow, shrink = torch.exp(-centred), torch.exp(centred)  # 1/u and u
-    q = torch.exp(r - r.amax(dim=-1, keepdim=True))
+    r = torch.where(finite[:, None], r, 0.0)
+    centred_s, centred_r = s - s[:, :1], r - r.amax(dim=-1, keepdim=True)  # s is sorted: s[:, 0] is its max
+    usable = finite & (centred_s[:, -1] >= -_EXP_RANGE) & (centred_r.amin(dim=-1) >= -_EXP_RANGE)
+    return usable, torch.exp(-centred_s), torch.exp(centred_s), torch.exp(centred_r), torch.exp(-centred_r)
+
+
+def _exp_strip_sums(s: Tensor, grow: Tensor, shrink: Tensor, law: Tensor, law_inverse: Tensor):
+    """c_ab on a strip from per-response exponentials (see `population_logistic_sums`)."""
 
     def strip_sums(chosen: slice, start: int, margin: Tensor, weight: Tensor, loss: Tensor) -> Tensor:
         torch.mul(grow[:, chosen, None], shrink[:, None, start:], out=loss)  # e^(−m)
         loss.log1p_()  # softplus(−m)
-        torch.add(q[:, chosen, None], q[:, None, start:], out=weight)
-        torch.div(q[:, None, start:], weight, out=weight)  # σ(r_b − r_a)
+        torch.mul(law[:, chosen, None], law_inverse[:, None, start:], out=weight)  # e^(r_a − r_b)
+        weight.add_(1.0).reciprocal_()  # σ(r_b − r_a)
         torch.sub(s[:, chosen, None], s[:, None, start:], out=margin)  # m ≥ 0 where b ≥ a
         return loss.addcmul_(weight, margin)
 
