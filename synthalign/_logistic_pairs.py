@@ -241,10 +241,10 @@ def logistic_derivatives(
 
 def _add_sums(sums: Tensor, strip: Tensor, chosen: slice, rest: slice, rows: int, column_sign: float) -> None:
     """sums[rows of the strip] += its row sums; sums[columns right of the corner] += column_sign · their sums."""
-    if strip.shape[0] == 1:  # a matrix-vector product is cheaper than a strided reduction
+    if strip.shape[0] == 1:  # matrix-vector products, in place: cheaper than strided reductions
         matrix = strip[0]
-        sums[0, chosen] += torch.mv(matrix, matrix.new_ones(matrix.shape[1]))
-        sums[0, rest] += torch.mv(matrix[:, rows:].t(), matrix.new_full((matrix.shape[0],), column_sign))
+        sums[0, chosen].addmv_(matrix, matrix.new_ones(matrix.shape[1]))
+        sums[0, rest].addmv_(matrix[:, rows:].t(), matrix.new_ones(rows), alpha=column_sign)
         return
-    sums[:, chosen] += strip.sum(dim=-1)
-    sums[:, rest] += column_sign * strip[:, :, rows:].sum(dim=-2)
+    sums[:, chosen].add_(strip.sum(dim=-1))
+    sums[:, rest].add_(strip[:, :, rows:].sum(dim=-2), alpha=column_sign)
