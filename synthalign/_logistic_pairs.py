@@ -9,8 +9,14 @@ so the cells (a, b) and (b, a) share one transcendental evaluation:
   c_ab = σ(r_a − r_b) softplus(−m) + σ(r_b − r_a) softplus(m),  m = s_a − s_b;
   with the responses sorted by score (m ≥ 0 on the upper triangle),
   c_ab = σ(r_b − r_a) m + softplus(−m), a sum of non-negative terms (softplus(m) = softplus(−m) + m);
-* the solver's derivatives (`synthalign.estimators.derivatives`) read σ(m) and σ(−m) of both
-  cells of a pair from one pair of sigmoids (`logistic_derivatives`).
+* the solver's derivatives (`synthalign.estimators.derivatives`) need σ(m), σ(−m) and
+  softplus(±m) of both cells of a pair: one log1p and a few products per pair
+  (`logistic_derivatives`), the Hessian written once.
+
+Where the scores spread little enough (`_EXP_RANGE`), the sigmoids come from per-response
+exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)), so no cell takes an exp.  Pairs are
+taken a strip of rows at a time, [rows, start:] for rows starting at `start`, so temporaries
+stay the size of a strip.
 
 This module only serves those two callers; it holds no state.
 """
@@ -18,6 +24,7 @@ This module only serves those two callers; it holds no state.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -27,7 +34,7 @@ from synthalign.registry.protocol import Objective
 __all__ = ["logistic_derivatives", "logistic_scores", "population_logistic_sums"]
 
 STRIP = 2**16
-"""Cells per strip (512 KiB of float64): the few per-strip temporaries stay in the L2 cache."""
+"""Cells per strip of `population_logistic_sums` (512 KiB of float64): its three temporaries stay in cache."""
 
 
 def logistic_scores(obj: Objective, logp: Tensor, ref_logp: Tensor | None, params: dict, gamma: float) -> Tensor | None:
@@ -49,7 +56,7 @@ def logistic_scores(obj: Objective, logp: Tensor, ref_logp: Tensor | None, param
     return scores if bool(torch.isfinite(scores).all()) else None
 
 
-def _strips(groups: int, n_responses: int, budget: int):
+def _strips(groups: int, n_responses: int, budget: int) -> Iterator[tuple[int, int]]:
     """(start, rows) of the strips rows [start, start + rows) × columns [start, A) of the upper triangle."""
     start = 0
     while start < n_responses:
