@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -39,11 +41,15 @@ from synthalign._checks import (
     check_world,
     safe_log_ratio,
 )
+from synthalign._logistic_pairs import logistic_scores, population_logistic_sums
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_probability
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
 
 Pair = tuple[Tensor, Tensor]
 """(chosen view, rejected view) of one source tensor."""
@@ -144,7 +150,9 @@ class CellBlock:
     rows: slice
 
 
-def cell_blocks(batch: tuple[int, ...] | None, n_prompts: int, n_responses: int, budget: int | None = None):
+def cell_blocks(
+    batch: tuple[int, ...] | None, n_prompts: int, n_responses: int, budget: int | None = None
+) -> Iterator[list[CellBlock]]:
     """Blocks covering the [*batch, X, A, A] cells, each of about `budget` elements (at least one row).
 
     Yields, for each group of prompts, the list of its row blocks: the sums over one
@@ -177,7 +185,7 @@ def cells_batch(logp: Tensor, ctx: EvalContext, weight: Tensor | None) -> tuple[
     return broadcast_shape(*shapes)
 
 
-def cell_block_inputs(
+def cell_inputs(
     obj: Objective,
     logp: Tensor,
     ctx: EvalContext,
@@ -187,10 +195,22 @@ def cell_block_inputs(
     first: Tensor | None = None,
     second: Tensor | None = None,
 ) -> dict[str, Tensor | float]:
-    """`cell_inputs` on one block of cells: views t[..., prompts, rows, None] and t[..., prompts, None, :]."""
+    """`pair_inputs` on every cell (x, a, b) of a finite world: views t[..., :, None] and t[..., None, :].
+
+    With `block`, on that block of cells only: views t[..., prompts, rows, None] and
+    t[..., prompts, None, :].  `first`/`second` replace the policy's two views (the solver
+    passes full-cell copies to take elementwise derivatives).  Where `weight` is zero, a
+    non-finite source (a zero-probability response) is replaced by 0 in that cell, so unused
+    cells give neither inf·0 nor a NaN gradient; callers weight the result with
+    `torch.where(weight > 0, ...)`.
+    """
     prompts, rows = (slice(None), slice(None)) if block is None else (block.prompts, block.rows)
     w = weight[..., prompts, rows, :] if weight is not None else None
     return _block_inputs(obj, logp, ctx, w, prompts, rows, first, second)
+
+
+cell_block_inputs = cell_inputs
+"""`cell_inputs` on one block of cells (the name the solver's block loop reads)."""
 
 
 def _block_inputs(obj, logp, ctx, w, prompts, rows, first=None, second=None) -> dict[str, Tensor | float]:
@@ -226,40 +246,19 @@ def _block_inputs(obj, logp, ctx, w, prompts, rows, first=None, second=None) -> 
     )
 
 
-def cell_inputs(
-    obj: Objective,
-    logp: Tensor,
-    ctx: EvalContext,
-    weight: Tensor | None,
-    *,
-    first: Tensor | None = None,
-    second: Tensor | None = None,
-) -> dict[str, Tensor | float]:
-    """`pair_inputs` on every cell (x, a, b) of a finite world: views t[..., :, None] and t[..., None, :].
-
-    `first`/`second` replace the policy's two views (the solver passes full-cell
-    copies to take elementwise derivatives).  Where `weight` is zero, a non-finite
-    source (a zero-probability response) is replaced by 0 in that cell, so unused
-    cells give neither inf·0 nor a NaN gradient; callers weight the result with
-    `torch.where(weight > 0, ...)`.  `cell_block_inputs` gives the same on a block.
-    """
-    return cell_block_inputs(obj, logp, ctx, weight, first=first, second=second)
-
-
 def cell_values(
-    obj: Objective,
-    logp: Tensor,
-    ctx: EvalContext,
-    weight: Tensor | None,
-    *,
-    first: Tensor | None = None,
-    second: Tensor | None = None,
+    obj: Objective, logp: Tensor, ctx: EvalContext, weight: Tensor | None, **views: Tensor | None
 ) -> Tensor:
-    """A pair objective's elementwise loss on every cell (x, a, b), [..., X, A, A] (see `cell_inputs`)."""
-    return obj.fn(**cell_inputs(obj, logp, ctx, weight, first=first, second=second), **ctx.params)
+    """A pair objective's elementwise loss on every cell (x, a, b), [..., X, A, A].
+
+    `views` are `cell_inputs`'s `first`/`second` (the policy's two views replaced).
+    """
+    return obj.fn(**cell_inputs(obj, logp, ctx, weight, **views), **ctx.params)
 
 
-def weighted_cell_sum(obj: Objective, logp: Tensor, ctx: EvalContext, weight) -> Tensor:
+def weighted_cell_sum(
+    obj: Objective, logp: Tensor, ctx: EvalContext, weight: Tensor | PopulationWeights | None
+) -> Tensor:
     """Σ_(a, b) weight · ℓ(x, a, b) per prompt, [..., X], one block of cells at a time.
 
     `weight` is a [..., X, A, A] tensor or `PopulationWeights` (the law's weights, made a
@@ -298,6 +297,45 @@ def _cell_sums(obj: Objective | None, logp: Tensor, ctx: EvalContext, weight) ->
     return (torch.cat(sums, dim=-1) if obj is not None else None), torch.cat(masses, dim=-1)
 
 
+def _population_cell_sums(obj: Objective, logp: Tensor, ctx: EvalContext, weights: PopulationWeights):
+    """`_cell_sums` of the population law, over one triangle of cells for the logistic losses under spec §1's law.
+
+    PMLE, the reward model and DPO with finite scores, labelled by spec §1's law (no law, or
+    `BradleyTerry`) and not differentiated by autograd (the triangle path writes into buffers),
+    take `synthalign._logistic_pairs.population_logistic_sums`: the pair (a, b), (b, a) in one
+    evaluation, no weight table.  Everything else goes cell by cell.
+    """
+    from synthalign.worlds.laws import BradleyTerry  # laws builds on the preference module
+
+    world = weights.world
+    law = getattr(world, "law", None)
+    sources = (logp, ctx.ref_logp, world.target.logp, world.behavior.probs, world.prompt_dist)
+    differentiated = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in sources)
+    spec_law = law is None or isinstance(law, BradleyTerry)
+    scores = None
+    if obj.kind == "pair" and weights.labelled and spec_law and not differentiated:
+        scores = logistic_scores(obj, logp, ctx.ref_logp, ctx.params, ctx.gamma)
+    if scores is None:
+        return _cell_sums(obj if obj.kind == "pair" else None, logp, ctx, weights)
+    target, gamma = world.target.logp, world.gamma
+    if isinstance(law, BradleyTerry):  # as `population_preferences`
+        target = target if law.target is None else law.target.logp.to(world.prompt_dist)
+        gamma = gamma if law.gamma is None else law.gamma
+    shape = scores.shape
+    rows = (-1, shape[-1])
+    behavior = world.behavior.probs.to(scores.dtype)
+    sums = population_logistic_sums(
+        scores.reshape(rows),
+        (gamma * target).to(scores.dtype).expand(shape).reshape(rows),
+        behavior.expand(shape).reshape(rows),
+    )
+    prompt_dist = world.prompt_dist.to(scores.dtype)
+    per_prompt = prompt_dist * sums.reshape(shape[:-1])
+    # Σ_(a, b) 2 D μ(a) μ(b) σ(r_a − r_b) = D (Σ_a μ(a))², as the law's table sums (σ(t) + σ(−t) = 1).
+    mass = (prompt_dist * behavior.sum(dim=-1).square()).unsqueeze(0)
+    return (per_prompt if per_prompt.dim() > 1 else per_prompt.unsqueeze(0)), mass
+
+
 @dataclasses.dataclass(frozen=True)
 class PopulationWeights:
     """The exact law of one pair over the cells of `world`, made one block of cells at a time.
@@ -307,7 +345,7 @@ class PopulationWeights:
     same operations in the same order, but never held as a whole [1, X, A, A] table.
     """
 
-    world: object
+    world: World
     labelled: bool
     pairs_from: Policy | None = None
 
@@ -357,7 +395,7 @@ def prompt_values(obj: Objective, logp: Tensor, ctx: EvalContext, beta: float) -
 # ------------------------------------------------------------------ weighted losses
 
 
-def data_weights(obj: Objective, data) -> tuple[Tensor | None, Tensor, Tensor]:
+def data_weights(obj: Objective, data: CellData) -> tuple[Tensor | None, Tensor, Tensor]:
     """(pair weights [R, X, A, A] or None, prompt weights [R, X], total weight [R]) for `obj`."""
     if not isinstance(data, CellData):
         raise ValueError(f"data must be PreferenceData or PairData, got {type(data).__name__}")
@@ -369,7 +407,8 @@ def data_weights(obj: Objective, data) -> tuple[Tensor | None, Tensor, Tensor]:
     return pair_weight, prompt_weight, total
 
 
-def make_context(obj: Objective, world, reward: Tensor | None, params: dict) -> EvalContext:
+def make_context(obj: Objective, world: World, reward: Tensor | None, params: dict) -> EvalContext:
+    """The `EvalContext` of `obj` on `world`: its gamma and pi0, the reward (checked against the world) and `params`."""
     if reward is not None:
         reward = torch.as_tensor(reward, dtype=world.dtype, device=world.device)
         if reward.shape[-2:] != (world.n_prompts, world.n_responses):
@@ -406,7 +445,7 @@ def empirical_loss(
     *,
     beta: float = 0.0,
     reward: Tensor | None = None,
-    **params,
+    **params: float,
 ) -> Tensor:
     """The loss of `policy` on each replicate of `data` (counts or probabilities), shape [R].
 
@@ -427,13 +466,13 @@ def empirical_loss(
 
 def population_loss(
     objective: str | Objective,
-    world,
+    world: World,
     policy: Policy | Tensor,
     *,
     beta: float = 0.0,
     reward: Tensor | None = None,
     pairs_from: Policy | None = None,
-    **params,
+    **params: float,
 ) -> Tensor:
     """The exact population loss of `policy`, summed over the finite space.
 
@@ -464,7 +503,7 @@ def population_loss(
     if obj.needs_reward and ctx.reward is None:
         raise ValueError(f"objective {obj.name!r} needs a reward: pass reward=...")
     logp = as_logp(policy).to(world.dtype)
-    per_prompt, prompt_weight = _cell_sums(obj if obj.kind == "pair" else None, logp, ctx, weights)
+    per_prompt, prompt_weight = _population_cell_sums(obj, logp, ctx, weights)
     if per_prompt is None:
         per_prompt = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if obj.kind == "prompt" or beta > 0:

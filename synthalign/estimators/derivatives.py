@@ -15,6 +15,10 @@ holds the Hessian plus O(block) temporaries.
 
 * Pair objectives that declare `margin_derivatives` get analytic derivatives; since they
   depend on the policy only through log-ratios, their derivatives in logp are those in theta.
+  PMLE, the reward model and DPO (−ln σ of a difference of scores) take them over one triangle
+  of cells (`synthalign._logistic_pairs.logistic_derivatives`: the cells (a, b) and (b, a) share
+  their sigmoids and one log1p, and the Hessian is written once, a strip and its transpose at a time)
+  when the table is large enough for that to pay; the others, one block of cells at a time.
   Other pair objectives get elementwise derivatives by automatic differentiation, one
   block at a time, pushed through logp = theta − logsumexp(theta).
 * The prompt terms of the paper's prompt objectives (RKL, RLHF, forward KL) and beta · KL
@@ -29,6 +33,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from synthalign._logistic_pairs import logistic_derivatives, logistic_scores
 from synthalign.evaluate import (
     EvalContext,
     _block_inputs,
@@ -135,6 +140,8 @@ class LogitObjective:
         # ℓ is unchanged by adding a constant to l, so these are also its derivatives in theta.
         # The weighted h'' of each block is written once into its rows of `hess`; the
         # off-diagonal part −(W + Wᵀ) is formed at the end, one tile pair at a time.
+        if self._logistic_pair_derivatives(logp, scale, value, grad, diag, hess):
+            return
         weight = self.pair_weight
         X, A = logp.shape[-2:]
         for group in cell_blocks(tuple(hess.shape[:-3]), X, A):
@@ -161,6 +168,32 @@ class LogitObjective:
                 diag[..., prompts, rows] += sums[2]
                 diag[..., prompts, :] += sums[3]
         _negated_symmetric_sum(hess)
+
+    def _logistic_pair_derivatives(self, logp, scale, value, grad, diag, hess) -> bool:
+        """The derivatives of PMLE, the reward model and DPO over one triangle of cells (`logistic_derivatives`).
+
+        False (nothing written) where that path does not apply: another objective, a
+        non-finite score, weights that broadcast over the replicates, or a small table.
+        """
+        weight = self.pair_weight
+        if weight.shape[:-3] != hess.shape[:-3] or not weight.is_contiguous() or weight.requires_grad:
+            return False
+        scores = logistic_scores(self.obj, logp, self.ctx.ref_logp, self.ctx.params, self.ctx.gamma)
+        if scores is None:
+            return False
+        A = hess.shape[-1]
+        per_prompt = scale[..., 0, 0] if scale.dim() else scale  # [R, 1]: 1 / total weight of the replicate
+        rows = torch.broadcast_to(per_prompt, hess.shape[:-2]).reshape(-1).to(logp.dtype)
+        flat_hess = hess.view(-1, A, A)
+        scores = scores.expand(hess.shape[:-1]).reshape(-1, A)
+        result = logistic_derivatives(scores, weight.view(-1, A, A), rows, float(self.ctx.gamma), flat_hess)
+        if result is None:
+            return False
+        pair_value, pair_grad, pair_diag = result
+        value += pair_value.view(value.shape)
+        grad += pair_grad.view(grad.shape)
+        diag += pair_diag.view(diag.shape)
+        return True
 
     def _autograd_pair_derivatives(self, logp, probs, scale, value, grad, diag, hess, low_rank) -> None:
         # Elementwise derivatives of the pair loss in its two log-probability arguments

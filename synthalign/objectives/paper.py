@@ -116,6 +116,24 @@ def distillation_loss(
     return weighted_reduce(loss, weight, reduction)
 
 
+def _reference_margin(
+    logp_chosen: Tensor, logp_rejected: Tensor, ref_logp_chosen: Tensor, ref_logp_rejected: Tensor, **others: Tensor
+) -> tuple[Tensor, ...]:
+    """(h = ln[π(a+)π0(a−) / (π(a−)π0(a+))], *others): the inputs checked together, h never NaN.
+
+    The log-ratios against pi0 come first (`double_log_ratio`): pi0(a) = 0 on an observed
+    response would give −inf − (−inf) otherwise.  `others` (a reward pair) are checked with them.
+    """
+    checked = _check_inputs(
+        logp_chosen=logp_chosen,
+        logp_rejected=logp_rejected,
+        ref_logp_chosen=ref_logp_chosen,
+        ref_logp_rejected=ref_logp_rejected,
+        **others,
+    )
+    return (double_log_ratio(*checked[:4]), *checked[4:])
+
+
 def dpo_loss(
     logp_chosen: Tensor,
     logp_rejected: Tensor,
@@ -128,14 +146,7 @@ def dpo_loss(
 ) -> Tensor:
     """DPO (eq. 6): −ln σ(γ ln[π(a+)/π(a−)] − γ ln[π0(a+)/π0(a−)])."""
     gamma = check_positive(gamma, "gamma")
-    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected = _check_inputs(
-        logp_chosen=logp_chosen,
-        logp_rejected=logp_rejected,
-        ref_logp_chosen=ref_logp_chosen,
-        ref_logp_rejected=ref_logp_rejected,
-    )
-    # The log-ratios against pi0 first: pi0(a) = 0 on an observed response gives -inf - (-inf) otherwise.
-    h = double_log_ratio(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
+    (h,) = _reference_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     loss = -F.logsigmoid(gamma * h)
     return weighted_reduce(loss, weight, reduction)
 
@@ -162,13 +173,7 @@ def ipo_loss(
 ) -> Tensor:
     """IPO (Azar et al. 2024, arXiv 2310.12036): (ln[π(a+)π0(a−) / (π(a−)π0(a+))] − 1/(2τ))²."""
     tau = check_positive(tau, "tau")
-    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected = _check_inputs(
-        logp_chosen=logp_chosen,
-        logp_rejected=logp_rejected,
-        ref_logp_chosen=ref_logp_chosen,
-        ref_logp_rejected=ref_logp_rejected,
-    )
-    h = double_log_ratio(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
+    (h,) = _reference_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     return weighted_reduce(_infinite_residual(h - 1.0 / (2.0 * tau)).square(), weight, reduction)
 
 
@@ -190,15 +195,14 @@ def rebel_loss(
     π0 uses π0 there.  Its minimizer is π ∝ π0 · exp(η R̂).
     """
     eta = check_positive(eta, "eta")
-    logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, reward_chosen, reward_rejected = _check_inputs(
-        logp_chosen=logp_chosen,
-        logp_rejected=logp_rejected,
-        ref_logp_chosen=ref_logp_chosen,
-        ref_logp_rejected=ref_logp_rejected,
+    h, reward_chosen, reward_rejected = _reference_margin(
+        logp_chosen,
+        logp_rejected,
+        ref_logp_chosen,
+        ref_logp_rejected,
         reward_chosen=reward_chosen,
         reward_rejected=reward_rejected,
     )
-    h = double_log_ratio(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     target = eta * safe_log_ratio(reward_chosen, reward_rejected)
     return weighted_reduce(_infinite_residual(h - target).square(), weight, reduction)
 

@@ -1,0 +1,165 @@
+"""The triangle paths of the logistic losses (`synthalign._logistic_pairs`) against the cell-by-cell path.
+
+The population loss of PMLE, the reward model and DPO under spec §1's law, and the solver's
+derivatives of the same losses, are computed over one triangle of cells (a pair (a, b), (b, a)
+in one evaluation).  Each is compared with the cell path it replaces: `empirical_loss` on the
+materialised law table (`population_preferences`), and autograd's Hessian of `LogitObjective.values`,
+on ordinary and extreme inputs (logits ±1e4, gamma 1e-3 … 1e3, responses of probability zero),
+with many strips per table (small budgets) as well as one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import synthalign as sa
+import synthalign._logistic_pairs as logistic_pairs
+import synthalign.evaluate as evaluate
+from synthalign.estimators.derivatives import LogitObjective
+from synthalign.evaluate import data_weights, make_context
+from synthalign.registry.protocol import get_objective
+from synthalign.worlds.laws import BradleyTerry
+
+DTYPE = torch.float64
+LOGISTIC = ["pmle", "reward_model", "dpo"]
+
+
+def _logits(shape, scale, seed):
+    return scale * torch.randn(*shape, dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
+
+
+def _world(X, A, *, gamma=1.0, seed=0, zero_target=False, zero_behavior=False):
+    world = sa.World.random(X, A, seed=seed).replace(gamma=gamma)
+    if zero_target:  # pi* never gives responses 0 and 1: their law scores are −inf, and tie with each other
+        probs = world.target.probs.clone()
+        probs[:, :2] = 0.0
+        world = world.replace(target=sa.Policy.from_probs(probs / probs.sum(dim=-1, keepdim=True)))
+    if zero_behavior:  # mu never proposes the last response: its cells have weight zero
+        probs = world.behavior.probs.clone()
+        probs[:, -1] = 0.0
+        world = world.replace(behavior=sa.Policy.from_probs(probs / probs.sum(dim=-1, keepdim=True)))
+    return world
+
+
+def _counted(monkeypatch):
+    """Counts the calls of the population triangle path."""
+    calls = []
+    original = evaluate.population_logistic_sums
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "population_logistic_sums", counted)
+    return calls
+
+
+@pytest.mark.parametrize("name", LOGISTIC)
+@pytest.mark.parametrize("strip", [None, 40])
+@pytest.mark.parametrize(
+    ("scale", "gamma", "zeros"),
+    [
+        (0.0, 1.0, {}),
+        (3.0, 1.0, {}),
+        (3.0, 1e-3, {"zero_behavior": True}),
+        (3.0, 1e3, {"zero_target": True}),  # spread γ·Δ beyond e^±600: the sigmoid strips
+        (1e4, 1.0, {"zero_target": True, "zero_behavior": True}),
+    ],
+)
+def test_population_triangle_equals_the_cell_path(name, strip, scale, gamma, zeros, monkeypatch):
+    if strip is not None:
+        monkeypatch.setattr(logistic_pairs, "STRIP", strip)
+    calls = _counted(monkeypatch)
+    world = _world(3, 23, gamma=gamma, seed=1, **zeros)
+    policy = sa.Policy.from_logits(_logits((4, 3, 23), scale, seed=2))
+    triangle = sa.population_loss(name, world, policy)
+    assert calls, "the triangle path was not taken"
+    cells = sa.empirical_loss(name, sa.population_preferences(world), policy)
+    assert torch.isfinite(triangle).all()
+    torch.testing.assert_close(triangle, cells, rtol=1e-13, atol=0.0)
+
+
+def test_population_triangle_with_an_explicit_law_and_beta(monkeypatch):
+    calls = _counted(monkeypatch)
+    base = _world(2, 17, seed=3)
+    other = sa.Policy.from_logits(_logits((2, 17), 2.0, seed=4))
+    world = base.replace(law=BradleyTerry(other, gamma=0.7))
+    policy = sa.Policy.from_logits(_logits((2, 17), 1.0, seed=5))
+    triangle = sa.population_loss("pmle", world, policy, beta=0.3)
+    assert calls
+    cells = sa.empirical_loss("pmle", sa.population_preferences(world), policy, beta=0.3)  # one replicate, [1]
+    assert triangle.shape == ()
+    torch.testing.assert_close(triangle, cells[0], rtol=1e-13, atol=0.0)
+
+
+def test_population_triangle_leaves_autograd_and_zero_policy_probabilities_to_the_cell_path(monkeypatch):
+    calls = _counted(monkeypatch)
+    world = _world(2, 9, seed=6)
+    logits = _logits((2, 9), 1.0, seed=7).requires_grad_(True)
+    loss = sa.population_loss("pmle", world, sa.Policy.from_logits(logits))
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(grad).all() and not calls
+    probs = torch.softmax(logits.detach(), dim=-1)
+    probs[:, 0] = 0.0  # ln pi = −inf: not a finite score
+    zero = sa.Policy.from_probs(probs / probs.sum(dim=-1, keepdim=True))
+    assert float(sa.population_loss("pmle", world, zero)) == float("inf") and not calls
+
+
+def _problem(name, world, data):
+    obj = get_objective(name)
+    ctx = make_context(obj, world, None, obj.resolve_params({}))
+    pair_weight, prompt_weight, total = data_weights(obj, data)
+    return LogitObjective(obj, pair_weight, prompt_weight, total, ctx, 0.0, 0.0)
+
+
+def _autograd_reference(problem, theta):
+    R, X, A = theta.shape
+    leaf = theta.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(problem.values(leaf).sum(), leaf)
+    full = torch.autograd.functional.hessian(lambda t: problem.values(t).sum(), theta).reshape(R * X, A, R * X, A)
+    blocks = torch.stack([full[i, :, i, :] for i in range(R * X)]).reshape(R, X, A, A)
+    return problem.values(theta), grad, blocks
+
+
+@pytest.mark.parametrize("name", LOGISTIC)
+@pytest.mark.parametrize("strip", [7, 40, None])
+@pytest.mark.parametrize(("scale", "gamma"), [(1.0, 1.0), (3.0, 1e-3), (0.3, 30.0)])
+def test_derivative_triangle_equals_autograd(name, strip, scale, gamma, monkeypatch):
+    monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 1)
+    if strip is not None:
+        monkeypatch.setattr(logistic_pairs, "HESSIAN_STRIP", strip)
+    calls = []
+    original = logistic_pairs.logistic_derivatives
+
+    def counted(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr("synthalign.estimators.derivatives.logistic_derivatives", counted)
+    world = _world(3, 6, gamma=gamma, seed=8)
+    data = world.sample_preferences(50, 2, seed=9)  # some cells have count zero
+    problem = _problem(name, world, data)
+    theta = _logits((2, 3, 6), scale, seed=10)
+    value, grad, hess = problem.derivatives(theta)
+    assert calls == [True]
+    ref_value, ref_grad, ref_hess = _autograd_reference(problem, theta)
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hess, ref_hess, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("scale", [3.0, 1e4])
+def test_derivative_triangle_equals_the_cell_path_on_a_large_table(scale, monkeypatch):
+    # A = 70 takes the triangle path by default, over many strips; logits ±1e4 spread the
+    # scores beyond e^±600, where the triangle path declines and the cell path answers.
+    world = _world(2, 70, seed=11)
+    problem = _problem("pmle", world, sa.population_preferences(world))
+    theta = _logits((1, 2, 70), scale, seed=12)
+    triangle = problem.derivatives(theta)
+    monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 10**9)
+    cells = problem.derivatives(theta)
+    for fast, slow in zip(triangle, cells, strict=True):
+        assert torch.isfinite(fast).all()
+        torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-15)
