@@ -19,6 +19,7 @@ Seed = int | np.random.Generator | None
 ArrayLike = torch.Tensor | np.ndarray | list | tuple | float
 
 if TYPE_CHECKING:  # names for annotations only: importing them here at run time would be circular
+    from synthalign.worlds.autoregressive import ModuleAutoregressive, TabularAutoregressive
     from synthalign.worlds.policy import Policy
     from synthalign.worlds.sequence import SequenceWorld
     from synthalign.worlds.tabular import World
@@ -29,3 +30,6 @@ if TYPE_CHECKING:  # names for annotations only: importing them here at run time
     WorldLike: TypeAlias = World | SequenceWorld
     #: What the torch samplers accept as randomness: an integer seed or a `torch.Generator`.
     TorchSeed: TypeAlias = int | torch.Generator
+    #: An autoregressive parametrization of a sequence world (log_prob, sample, table): per-prefix logits,
+    #: or a module such as `synthalign.bridge.LMPolicy`.
+    Autoregressive: TypeAlias = TabularAutoregressive | ModuleAutoregressive
