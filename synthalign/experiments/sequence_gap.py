@@ -52,6 +52,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import statistics
 import time
 
 import numpy as np
@@ -423,26 +424,18 @@ def _run(args: Args, executor=None) -> dict:
     with torch.no_grad():
         reference_prefix = TransformerPolicy(reference_model, world0.space, X).prefix_logp()
     ns, tilts, replicates, methods = args.ns, args.behavior_tilts, args.n_replicates, args.method_names
+    pretraining_kl = sa.forward_kl(
+        world0.as_tabular().reference, sa.Policy(world0.space.sequence_logp(reference_prefix))
+    )
     results = {
-        "methods": list(methods),
-        "ns": ns,
-        "tilts": list(tilts),
-        "replicates": replicates,
-        "steps": args.n_steps,
-        "schedule": {"lr": args.lr, "tabular_lr": args.tabular_lr, "warmup": args.warmup, "decay": args.schedule},
-        "world": {
-            "vocab_size": V,
-            "max_length": L,
-            "n_prompts": X,
-            "n_sequences": world0.n_sequences,
-            "gamma": args.gamma,
-            "pretraining_kl": float(
-                sa.forward_kl(world0.as_tabular().reference, sa.Policy(world0.space.sequence_logp(reference_prefix)))
-            ),
-            "model_parameters": sum(p.numel() for p in reference_model.parameters()),
-        },
+        "methods": list(methods), "ns": ns, "tilts": list(tilts), "replicates": replicates, "steps": args.n_steps,
+        "schedule": {"lr": args.lr, "tabular_lr": args.tabular_lr, "warmup": args.warmup, "decay": args.schedule,
+                     "backtrack": args.backtrack},
+        "world": {"vocab_size": V, "max_length": L, "n_prompts": X, "n_sequences": world0.n_sequences,
+                  "gamma": args.gamma, "pretraining_kl": float(pretraining_kl),
+                  "model_parameters": sum(p.numel() for p in reference_model.parameters())},
         "cells": [],
-    }
+    }  # fmt: skip
     cells, items, labels = [], [], []
     for tilt_index, tilt in enumerate(tilts):
         world = tilted_world(world0, reference_prefix, tilt)
@@ -493,11 +486,8 @@ def _measure(logp: torch.Tensor, tab: sa.World, support: torch.Tensor) -> dict:
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 def _summaries(cells: list[dict], methods: list[str]) -> dict:
