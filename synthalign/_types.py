@@ -31,6 +31,7 @@ class ExecutorLike(Protocol):
 
 if TYPE_CHECKING:  # names for annotations only: importing them here at run time would be circular
     from synthalign.estimators.misspecification import LowRankClass
+    from synthalign.worlds.autoregressive import ModuleAutoregressive, TabularAutoregressive
     from synthalign.worlds.classes import PolicyClass
     from synthalign.worlds.policy import Policy
     from synthalign.worlds.sequence import SequenceWorld
@@ -46,3 +47,6 @@ if TYPE_CHECKING:  # names for annotations only: importing them here at run time
     ClassLike: TypeAlias = PolicyClass | Policy | torch.Tensor
     #: A reward class: linear features [X, A, d], or a `LowRankClass`.
     RewardClass: TypeAlias = torch.Tensor | LowRankClass
+    #: An autoregressive parametrization of a sequence world (log_prob, sample, table): per-prefix logits,
+    #: or a module such as `synthalign.bridge.LMPolicy`.
+    Autoregressive: TypeAlias = TabularAutoregressive | ModuleAutoregressive

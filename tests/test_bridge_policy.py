@@ -89,6 +89,28 @@ def test_default_prompt_tokens_are_distinct_base_v_digits():
     assert tokens.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0]]
 
 
+def test_default_prompt_tokens_can_start_with_a_fixed_token():
+    tokens = sa.bridge.default_prompt_tokens(3, 2, start=1)  # 3 prompts in base 2: 2 digits, after token 1
+    assert tokens.tolist() == [[1, 0, 0], [1, 0, 1], [1, 1, 0]]
+    with pytest.raises(ValueError, match="start"):
+        sa.bridge.default_prompt_tokens(3, 2, start=2)
+
+
+def test_a_rotary_model_ties_the_prefixes_of_a_constant_string_unless_prompts_start_with_eos(world):
+    # Prompt x = 1 is the one token 1 (base V = 4, X = 3), and content token 1 repeated gives the strings
+    # [1], [1, 1], [1, 1, 1]: every value a rotary-position model attends to is the same, so its next-token
+    # distributions at the prefixes (), (1), (1, 1) of prompt 1 are equal whatever its weights.
+    space = world.space
+    # prefix ids run depth by depth; (), (1), (1, 1) are rank 0 of their depth (1 is the first content token)
+    ones = [sum(space.level_sizes[:depth]) for depth in range(L)]
+    for seed in (0, 1):
+        tied = sa.LMPolicy(tiny_llama(seed), space, X).prefix_logp().detach()[1, ones]
+        assert (tied - tied[0]).abs().max().item() < 1e-6
+        prompts = sa.bridge.default_prompt_tokens(X, V, start=space.eos)
+        free = sa.LMPolicy(tiny_llama(seed), space, X, prompt_tokens=prompts).prefix_logp().detach()[1, ones]
+        assert (free - free[0]).abs().max().item() > 1e-3
+
+
 def test_model_vocabulary_must_be_the_world_tokens(world):
     wider = sa.LMPolicy(tiny_llama(vocab_size=V + 2), world.space, X)
     with pytest.raises(ValueError, match="V = 4"):

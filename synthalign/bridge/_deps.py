@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 _EXTRA = {"transformers": "bridge", "accelerate": "bridge", "trl": "dev"}
 
 
-def require(module: str):
+def require(module: str) -> ModuleType:
     """`import module`, or an ImportError naming the extra that installs it."""
     try:
         return importlib.import_module(module)

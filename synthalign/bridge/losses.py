@@ -19,6 +19,7 @@ with a zero reward), or its exact value on an enumerable space.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -31,12 +32,15 @@ from synthalign.evaluate import pair_inputs
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 
+if TYPE_CHECKING:
+    from synthalign._types import Autoregressive
+
 __all__ = ["kl_surrogate", "pair_batch_loss", "pair_terms", "pair_weights", "resolve_gamma"]
 
 _PRECOMPUTED_REFERENCE = ("ref_chosen_logps", "ref_rejected_logps")
 
 
-def resolve_gamma(obj: Objective, gamma, default=None) -> float | None:
+def resolve_gamma(obj: Objective, gamma: float | None, default: float | None = None) -> float | None:
     """gamma for an objective that takes it (given, else `default`), None for one that does not.
 
     Passing gamma to an objective that ignores it raises: a temperature that does nothing is a bug.
@@ -143,7 +147,7 @@ def pair_batch_loss(
     weight: Tensor | None = None,
     weight_total: float | Tensor | None = None,
     average: bool = False,
-    **params,
+    **params: float,
 ) -> Tensor:
     """The weighted mean of a pair objective over a batch of (x, a⁺, a⁻) sequences, a scalar.
 
@@ -211,8 +215,8 @@ def pair_objective(objective: str | Objective) -> Objective:
 
 
 def kl_surrogate(
-    policy,
-    reference,
+    policy: Autoregressive,
+    reference: Autoregressive,
     prompts: Tensor,
     responses: Tensor | None,
     *,

@@ -6,6 +6,14 @@ next-token distribution, not a renormalized slice of a larger one).  Prompt x is
 sequence `prompt_tokens[x]` (by default x written in base V, most significant digit first, on
 ⌈log_V X⌉ tokens); a response is its tokens c₁…c_t EOS (or c₁…c_L) after the prompt.
 
+A model without absolute position embeddings (rotary ones: Llama, Qwen, ...) cannot tell the
+positions of a constant token string apart: every value vector attended to is the same, so the
+hidden state is the same at every position.  Under the default prompts, a prompt written as the
+single digit c (a content token) and its prefixes c, cc, ... are such strings, and the model is
+forced to give them one next-token distribution, so it cannot represent every policy of the world.
+``default_prompt_tokens(X, V, start=space.eos)`` starts every prompt with EOS, which no response
+prefix contains, and removes these ties.
+
 `LMPolicy` is a parametrization in the sense of `synthalign.worlds.autoregressive` (the slot of
 `ModuleAutoregressive`), so the on-policy machinery of `synthalign.estimators.onpolicy` applies:
 
@@ -25,6 +33,7 @@ which pair losses never see.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -36,16 +45,29 @@ from synthalign.worlds.autoregressive import ModuleAutoregressive, as_policy
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.sequence import SequenceSpace
 
+if TYPE_CHECKING:
+    from synthalign._types import DeviceLike, PolicyLike
+
 __all__ = ["LMPolicy", "default_prompt_tokens", "mass_outside"]
 
 
-def default_prompt_tokens(n_prompts: int, vocab_size: int) -> Tensor:
-    """Prompt x as its base-V digits, most significant first, on max(1, ⌈log_V X⌉) tokens: int64 [X, Tp]."""
+def default_prompt_tokens(n_prompts: int, vocab_size: int, *, start: int | None = None) -> Tensor:
+    """Prompt x as its base-V digits, most significant first, on max(1, ⌈log_V X⌉) tokens: int64 [X, Tp].
+
+    `start`: a token id put before every prompt's digits (Tp one larger); the space's EOS keeps a
+    rotary-position model from confusing the positions of constant strings (module docstring).
+    """
     n_prompts = check_int(n_prompts, "n_prompts")
     vocab_size = check_int(vocab_size, "vocab_size", minimum=2)
     width = max(1, math.ceil(math.log(n_prompts) / math.log(vocab_size) - 1e-12)) if n_prompts > 1 else 1
     powers = vocab_size ** torch.arange(width - 1, -1, -1)
-    return torch.div(torch.arange(n_prompts).unsqueeze(-1), powers, rounding_mode="floor") % vocab_size
+    digits = torch.div(torch.arange(n_prompts).unsqueeze(-1), powers, rounding_mode="floor") % vocab_size
+    if start is None:
+        return digits
+    start = check_int(start, "start", minimum=0)
+    if start >= vocab_size:
+        raise ValueError(f"start must be a token id in [0, vocab_size = {vocab_size}), got {start}")
+    return torch.cat([torch.full((n_prompts, 1), start, dtype=digits.dtype), digits], dim=-1)
 
 
 class _PromptedModel:
@@ -145,7 +167,7 @@ class LMPolicy(ModuleAutoregressive):
         logp = logp.to(self.dtype).reshape(responses.shape)
         return logp.squeeze(-1) if squeeze else logp
 
-    def sample(self, prompts: Tensor, n_samples: int, generator) -> Tensor:
+    def sample(self, prompts: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
         """Sequence ids [..., B, n_samples] drawn ancestrally from pi(·|x), without gradient."""
         with torch.no_grad():
             return super().sample(prompts.to(self._device()), n_samples, generator)
@@ -178,7 +200,7 @@ class LMPolicy(ModuleAutoregressive):
             levels.append(logp[:, leaf_rank, t])
         return torch.cat(levels, dim=1)
 
-    def table(self, chunk_size: int = 4096, device=None) -> Tensor:
+    def table(self, chunk_size: int = 4096, device: DeviceLike = None) -> Tensor:
         """ln pi(a|x) over all N sequences, [X, N], differentiable (from `prefix_logp`)."""
         return self.space.sequence_logp(self.prefix_logp(chunk_size))
 
@@ -187,7 +209,7 @@ class LMPolicy(ModuleAutoregressive):
         return as_policy(self, prompt_dist)
 
 
-def mass_outside(policy, support: Tensor, prompt_dist: Tensor | None = None) -> Tensor:
+def mass_outside(policy: PolicyLike, support: Tensor, prompt_dist: Tensor | None = None) -> Tensor:
     """E_x Σ_{a ∉ S(x)} pi(a|x): the probability pi puts off the response set S, a scalar.
 
     `policy` is a `Policy` or log-probabilities [..., X, N]; `support` is a boolean mask [..., X, N]

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from synthalign.bridge._validate import check_token_fields
+
 __all__ = [
     "BATCH_KEYS",
     "check_batch",
@@ -55,7 +57,10 @@ def _check_mask(mask, name: str, shape: torch.Size, ids_name: str) -> Tensor:
 
 
 def check_sequences(
-    input_ids, attention_mask, completion_mask, names=("input_ids", "attention_mask", "completion_mask")
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    names: tuple[str, str, str] = ("input_ids", "attention_mask", "completion_mask"),
 ) -> tuple[Tensor, Tensor]:
     """Validates one set of sequences; returns the attention and completion masks as booleans.
 
@@ -149,16 +154,9 @@ def sequence_logprobs(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def check_batch(batch) -> int:
+def check_batch(batch: Mapping[str, Tensor]) -> int:
     """Validates the keys and shapes of a batch of pairs; returns the number of pairs."""
-    if not isinstance(batch, Mapping):
-        raise ValueError(f"batch must be a mapping with keys {BATCH_KEYS}, got {type(batch).__name__}")
-    missing = [key for key in BATCH_KEYS if key not in batch]
-    if missing:
-        raise ValueError(f"batch lacks {missing}; it needs {BATCH_KEYS}")
-    for key in BATCH_KEYS:
-        if not isinstance(batch[key], Tensor) or batch[key].dim() != 2:
-            raise ValueError(f"batch[{key!r}] must be a tensor of shape [batch, length]")
+    check_token_fields(batch, BATCH_KEYS, "a batch of pairs", "batch")
     n_pairs = batch["chosen_input_ids"].shape[0]
     if batch["rejected_input_ids"].shape[0] != n_pairs:
         raise ValueError(
@@ -183,7 +181,9 @@ def stack_sides(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     return stacked[0], stacked[1], stacked[2]
 
 
-def pair_logprobs(model, batch, *, average: bool = False) -> tuple[Tensor, Tensor]:
+def pair_logprobs(
+    model: torch.nn.Module, batch: Mapping[str, Tensor], *, average: bool = False
+) -> tuple[Tensor, Tensor]:
     """ln pi(a⁺|x) and ln pi(a⁻|x) of a batch of pairs, [B] each, from one forward pass."""
     n_pairs = batch["chosen_input_ids"].shape[0]
     for side in ("chosen", "rejected"):

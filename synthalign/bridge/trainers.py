@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -42,6 +43,11 @@ from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.autoregressive import TabularAutoregressive
 from synthalign.worlds.sequence import SequenceWorld
 from synthalign.worlds.torch_sampling import make_generator
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from synthalign._types import Autoregressive
 
 __all__ = ["OnPolicyPairTrainer", "OnPolicyTrainer", "PairTrainer", "make_trainer", "shard"]
 
@@ -66,7 +72,16 @@ _check_choice = check_choice
 class _Trainer:
     """Preparation, sharding, micro-batching and the optimizer step shared by the trainers."""
 
-    def __init__(self, model, reference, optimizer, *, accelerator, max_grad_norm, micro_batch_size):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        reference: torch.nn.Module | None,
+        optimizer: torch.optim.Optimizer,
+        *,
+        accelerator: Accelerator,
+        max_grad_norm: float | None,
+        micro_batch_size: int | None,
+    ):
         if accelerator.gradient_accumulation_steps != 1:
             raise ValueError(
                 "accelerator.gradient_accumulation_steps must be 1: the trainer accumulates exactly over "
@@ -121,19 +136,19 @@ class PairTrainer(_Trainer):
     def __init__(
         self,
         objective: Objective,
-        model,
-        reference,
-        optimizer,
+        model: torch.nn.Module,
+        reference: torch.nn.Module | None,
+        optimizer: torch.optim.Optimizer,
         *,
-        gamma,
-        params,
-        average,
-        beta=0.0,
-        world=None,
-        prompt_tokens=None,
-        kl=None,
-        seed=0,
-        **options,
+        gamma: float | None,
+        params: Mapping[str, float],
+        average: bool,
+        beta: float = 0.0,
+        world: SequenceWorld | None = None,
+        prompt_tokens: Tensor | None = None,
+        kl: Mapping[str, str | int] | None = None,
+        seed: int = 0,
+        **options: Accelerator | float | int | None,
     ):
         super().__init__(model, reference, optimizer, **options)
         self.objective, self.gamma, self.params, self.average, self.beta = objective, gamma, params, average, beta
@@ -171,7 +186,7 @@ class PairTrainer(_Trainer):
             if self.kl["kl_placement"] != "exact":
                 responses = self.sampler.sample(prompts, self.kl["samples"], self.generator)
 
-        def local_sum(rows):
+        def local_sum(rows: Tensor) -> Tensor:
             part = {key: batch[key][rows] for key in BATCH_KEYS}
             part.update({key: batch[key][rows] for key in ("ref_chosen_logps", "ref_rejected_logps") if key in batch})
             losses = pair_terms(
@@ -212,7 +227,13 @@ class OnPolicyPairTrainer(PairTrainer):
     and takes one `PairTrainer` step.
     """
 
-    def __init__(self, *args, pairs_from, reward, **kwargs):
+    def __init__(
+        self,
+        *args: Objective | torch.nn.Module | torch.optim.Optimizer | None,
+        pairs_from: str | Autoregressive,
+        reward: Tensor | None,
+        **kwargs: object,
+    ):
         super().__init__(*args, **kwargs)
         world = self.world
         self.pair_policy = self._policies(world.space, world.n_prompts, kwargs.get("prompt_tokens"))[1]
@@ -261,23 +282,23 @@ class OnPolicyTrainer(_Trainer):
 
     def __init__(
         self,
-        objective,
-        model,
-        reference,
-        optimizer,
+        objective: Objective,
+        model: torch.nn.Module,
+        reference: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
         *,
-        world,
-        reward,
-        gamma,
-        beta,
-        samples,
-        estimator,
-        kl_estimator,
-        kl_placement,
-        entropy_placement,
-        prompt_tokens=None,
-        seed=0,
-        **options,
+        world: SequenceWorld,
+        reward: Tensor,
+        gamma: float | None,
+        beta: float,
+        samples: int,
+        estimator: str,
+        kl_estimator: str,
+        kl_placement: str,
+        entropy_placement: str,
+        prompt_tokens: Tensor | None = None,
+        seed: int = 0,
+        **options: Accelerator | float | int | None,
     ):
         super().__init__(model, reference, optimizer, **options)
         self.objective, self.world = objective, world
@@ -302,7 +323,7 @@ class OnPolicyTrainer(_Trainer):
         responses = self.sampler.sample(prompts, self.samples, self.generator)
         options = self.options
 
-        def local_sum(rows):
+        def local_sum(rows: Tensor) -> Tensor:
             x, ids = prompts[rows], responses[rows]
             logp = self.policy.log_prob(x, ids)
             with torch.no_grad():
@@ -331,7 +352,7 @@ def make_trainer(
     gamma: float | None = None,
     beta: float = 0.0,
     world: SequenceWorld | None = None,
-    pairs_from=None,
+    pairs_from: str | Autoregressive | None = None,
     reward: Tensor | None = None,
     samples: int = 4,
     estimator: str = "rloo",
@@ -339,13 +360,13 @@ def make_trainer(
     kl_placement: str = "reward",
     entropy_placement: str = "reward",
     prompt_tokens: Tensor | None = None,
-    accelerator=None,
+    accelerator: Accelerator | None = None,
     average: bool = False,
     max_grad_norm: float | None = None,
     micro_batch_size: int | None = None,
     seed: int = 0,
-    **params,
-):
+    **params: float,
+) -> PairTrainer | OnPolicyTrainer:
     """A trainer for `objective`: `trainer(batch)` (offline pairs) or `trainer(prompts)` (on-policy), one step.
 
     Which trainer: a pair objective without `pairs_from` → `PairTrainer` (offline batches); a pair

@@ -32,12 +32,17 @@ global mean); for weighted pairs and exact global normalization use `synthalign.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from synthalign._checks import InputTypeError, check_int
 from synthalign.bridge._deps import require
+from synthalign.bridge._validate import check_token_fields
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # ObjectiveDPOTrainer is built on first access (module __getattr__), so that importing this module needs no TRL.
 __all__ = ["ObjectiveDPOTrainer", "PreferenceCollator", "from_trl_batch", "tokenize_preference"]  # noqa: F822
@@ -49,14 +54,7 @@ _REFERENCE_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 
 def from_trl_batch(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """TRL's collated preference batch ([chosen; rejected] rows) → the bridge's `BATCH_KEYS` (+ TRL's ref log-probs)."""
-    if not isinstance(batch, Mapping):
-        raise InputTypeError(f"batch must be a mapping (TRL's collated batch), got {type(batch).__name__}")
-    missing = [key for key in _TRL_FIELDS if key not in batch]
-    if missing:
-        raise ValueError(f"batch lacks TRL's {missing}; it needs {_TRL_FIELDS}")
-    for key in _TRL_FIELDS:
-        if not isinstance(batch[key], Tensor) or batch[key].dim() != 2:
-            raise ValueError(f"batch[{key!r}] must be a tensor [2B, T], got {type(batch[key]).__name__}")
+    check_token_fields(batch, _TRL_FIELDS, "TRL's collated batch", "2B")
     rows = batch["input_ids"].shape[0]
     if rows % 2 or rows == 0:
         raise ValueError(
@@ -126,7 +124,7 @@ def _ids(tokenizer, value, **template) -> list[int]:
     return list(tokenizer(text=value)["input_ids"])
 
 
-def tokenize_preference(example: Mapping, tokenizer) -> dict[str, list[int]]:
+def tokenize_preference(example: Mapping, tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
     """One example in TRL's preference format → `prompt_ids`, `chosen_ids`, `rejected_ids` (TRL 1.16's rules)."""
     conversational = _check_example(example, 0)
     prompt, chosen, rejected = (example[key] for key in _SIDES)
@@ -162,7 +160,7 @@ class PreferenceCollator:
     `synthalign.bridge.pair_batch_loss` reads them in place of a reference model.
     """
 
-    def __init__(self, tokenizer, *, max_length: int | None = None):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, *, max_length: int | None = None):
         if not callable(tokenizer) or not hasattr(tokenizer, "eos_token"):
             raise InputTypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

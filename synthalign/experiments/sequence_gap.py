@@ -30,6 +30,17 @@ Measured: E_x KL(pi* ‖ pi) over ALL N sequences against n (tilt 0); the mass p
 that never occur in the data (`synthalign.mass_outside`); and at the largest n, the gap between the
 offline methods (pairs from mu) and the on-policy ones as the tilt grows.
 
+Optimization: full-batch Adam on each exact loss, the step size warmed up linearly and decayed
+(cosine by default, `lr_factor`).  The losses are exact expectations, so no score-function
+estimator, baseline or sample count enters (those are `synthalign.bridge.make_trainer`'s).  Two
+things kept the transformer's RKL from its minimizer (experiments/README.md has the measurements):
+prompts are started with EOS, since under the default prompt tokens a rotary-position model cannot
+tell the constant strings c, cc, ccc apart (`synthalign.bridge.policy`) and so cannot represent pi*;
+and on-policy losses weigh the gradient at a sequence by its own probability (RKL's is
+γ pi(a) [ln pi(a)/pi_R̂(a) − KL]), so mass that one large step throws away is never given back:
+hence the warm-up, the decay, a smaller peak step than the constant 0.01 that did so, and
+`backtrack` (a step that raises the exact loss is undone and the step size halved).
+
 Sizes: `--quick` (CI, CPU: V = 4, L = 3, N = 40, one dataset per point, 80 Adam steps per fit), the
 default, and `--full --device cuda` (V = 4, L = 4, N = 121, 5 datasets per point, 800 steps; the run
 of `benchmarks/gpu_check.sh`).  Few steps leave the transformer short of its minimizer; the record's
@@ -41,6 +52,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import statistics
 import time
 
 import numpy as np
@@ -58,7 +70,9 @@ __all__ = [
     "PARAMETRIZATIONS",
     "LABELS",
     "COLORS",
+    "SCHEDULES",
     "Args",
+    "lr_factor",
     "tiny_llama",
     "TransformerPolicy",
     "TabularARPolicy",
@@ -78,22 +92,13 @@ __all__ = [
 
 NAME = "sequence-gap"
 METHODS = ("pmle", "dpo", "distillation_mu", "distillation_pit", "rkl")
+SCHEDULES = ("cosine", "linear", "constant")
 OFFLINE = ("pmle", "dpo", "distillation_mu")
 PARAMETRIZATIONS = ("transformer", "tabular_ar")
-LABELS = {
-    "pmle": "PMLE (eq. 4)",
-    "dpo": "DPO (eq. 6)",
-    "distillation_mu": "distillation, pairs from mu (eq. 11)",
-    "distillation_pit": "distillation, pairs from pi_t (Alg. 1)",
-    "rkl": "RKL (eq. 15)",
-}
-COLORS = {
-    "pmle": "tab:green",
-    "dpo": "tab:purple",
-    "distillation_mu": "tab:orange",
-    "distillation_pit": "tab:red",
-    "rkl": "tab:blue",
-}
+LABELS = {"pmle": "PMLE (eq. 4)", "dpo": "DPO (eq. 6)", "distillation_mu": "distillation, pairs from mu (eq. 11)",
+          "distillation_pit": "distillation, pairs from pi_t (Alg. 1)", "rkl": "RKL (eq. 15)"}  # fmt: skip
+COLORS = {"pmle": "tab:green", "dpo": "tab:purple", "distillation_mu": "tab:orange", "distillation_pit": "tab:red",
+          "rkl": "tab:blue"}  # fmt: skip
 _SIZES = {
     # size: world (V, L, X), model (hidden, layers), log2 n, tilts, replicates, steps, pretraining steps
     "quick": dict(world=(4, 3, 2), model=(32, 2), log2_ns=(6, 9, 12), tilts=(0.0, 2.0), replicates=1, steps=80,
@@ -113,10 +118,21 @@ class Args(CommonArgs):
     """preference tilt of the world (and RKL's entropy coefficient)"""
     logit_scale: float = 1.0
     """scale of pi*'s next-token logits"""
-    lr: float = 0.01
-    """Adam step size of the transformer's fits (and of pi0's pretraining)"""
+    lr: float = 0.003
+    """peak Adam step size of the transformer's fits"""
+    pretrain_lr: float = 0.003
+    """peak Adam step size of pi0's pretraining (apart from `lr`, so that pi0 and the world stay put when it varies)"""
     tabular_lr: float = 0.1
-    """Adam step size of the tabular AR policy's fits (its logits are the policy's own scale)"""
+    """peak Adam step size of the tabular AR policy's fits (its logits are the policy's own scale)"""
+    schedule: str = "cosine"
+    """step size after the warm-up: 'cosine' or 'linear' decay to 0, or 'constant'"""
+    warmup: float = 0.1
+    """fraction of each fit's steps over which the step size rises linearly from 0 (0: none)"""
+    backtrack: bool = True
+    """undo an Adam step that raises the exact loss and halve the step size from then on (not for
+    distillation from pi_t, whose loss moves with the policy)"""
+    methods: tuple[str, ...] | None = None
+    """the methods to train (a subset of METHODS, e.g. rkl,pmle); None: all"""
     ridge: float = 1e-2
     """pseudo-pairs of the Bradley–Terry fit R̂ (keeps it finite at small n)"""
     steps: int | None = None
@@ -130,10 +146,23 @@ class Args(CommonArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("gamma", "logit_scale", "lr", "tabular_lr", "ridge"):
+        for name in ("gamma", "logit_scale", "lr", "pretrain_lr", "tabular_lr", "ridge"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise OptionError(name, f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.backtrack, bool):
+            raise OptionError("backtrack", f"backtrack must be true or false, got {self.backtrack!r}")
+        if self.schedule not in SCHEDULES:
+            raise OptionError("schedule", f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        warmup = self.warmup
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
+            raise OptionError("warmup", f"warmup must be a fraction in [0, 1), got {warmup!r}")
+        if self.methods is not None:
+            self.methods = tuple(self.methods)
+            unknown = [m for m in self.methods if m not in METHODS]
+            if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
+                raise OptionError("methods", f"methods must be distinct names among {METHODS}, got {self.methods!r}")
+            self.methods = tuple(m for m in METHODS if m in self.methods)  # the table's order
         steps = self.steps
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise OptionError("steps", f"steps must be a positive integer, got {self.steps!r}")
@@ -169,6 +198,10 @@ class Args(CommonArgs):
     def n_steps(self) -> int:
         return self.steps or self.sized("steps")
 
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return self.methods or METHODS
+
 
 # ----------------------------------------------------------------------------- the two parametrizations
 
@@ -189,7 +222,10 @@ class TransformerPolicy:
 
     def __init__(self, model, space, n_prompts):
         self.module = model
-        self.lm = sa.LMPolicy(model, space, n_prompts)
+        # EOS first: no prompt + prefix string is then constant, which a rotary-position model could
+        # not tell apart from its own prefixes (`synthalign.bridge.policy`); every policy is representable.
+        prompt_tokens = sa.bridge.default_prompt_tokens(n_prompts, space.vocab_size, start=space.eos)
+        self.lm = sa.LMPolicy(model, space, n_prompts, prompt_tokens=prompt_tokens)
 
     def table(self):
         return self.lm.table()
@@ -222,8 +258,10 @@ def pretrain_reference(world0: sa.SequenceWorld, args: Args) -> torch.nn.Module:
     model = tiny_llama(V, hidden, layers, args.seed, args.device)
     policy = TransformerPolicy(model, world0.space, X)
     target = world0.as_tabular().reference.logp
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    for _ in range(args.sized("pretrain")):
+    steps = args.sized("pretrain")
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.pretrain_lr)
+    for step in range(steps):
+        optimizer.param_groups[0]["lr"] = args.pretrain_lr * lr_factor(step, steps, args.warmup, args.schedule)
         loss = sa.metrics.kl_per_prompt(target, policy.table()).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -255,11 +293,56 @@ def method_loss(method: str, logp, data, reward, tab: sa.World):
     return sa.population_loss("rkl", tab, logp, reward=reward)
 
 
-def train(policy, method: str, data, reward, tab: sa.World, args: Args, lr: float) -> torch.Tensor:
-    """Adam on the method's loss from the policy's initial parameters; returns the final table (detached)."""
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-    for _ in range(args.n_steps):
-        loss = method_loss(method, policy.table(), data, reward, tab)
+def lr_factor(step: int, steps: int, warmup: float, schedule: str) -> float:
+    """The step size of Adam step `step` (0-based) of `steps`, as a fraction of the peak.
+
+    Linear warm-up over the first ⌈warmup · steps⌉ steps (from 1/w to 1), then `schedule`:
+    cosine or linear decay towards 0 over the remaining steps, or constant.
+    """
+    warm = math.ceil(warmup * steps)
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warm) / max(1, steps - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+
+def train(
+    policy, method: str, data, reward, tab: sa.World, args: Args, lr: float, trace: list | None = None
+) -> torch.Tensor:
+    """Adam on the method's loss from the policy's initial parameters; returns the final table (detached).
+
+    With `args.backtrack` (and a loss that is one fixed function of the policy) a step after which
+    the exact loss is higher than before it is undone, the step size is halved for the rest of the
+    fit and Adam's moments are reset (its momentum may point uphill): on-policy losses weigh each
+    sequence's gradient by its own probability, so a step that throws a sequence's mass away is
+    never taken back by the gradient (module docstring).  `trace`, when given, receives one entry
+    per step: the loss, E_x KL(pi* ‖ pi), the step size and whether the step was undone.
+    """
+    parameters = list(policy.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    backtrack = args.backtrack and method != "distillation_pit"
+    scale, kept = 1.0, None
+    for step in range(args.n_steps):
+        table = policy.table()
+        loss = method_loss(method, table, data, reward, tab)
+        undone = backtrack and kept is not None and loss.item() > kept[0]
+        if undone:
+            with torch.no_grad():
+                for parameter, value in zip(parameters, kept[1], strict=True):
+                    parameter.copy_(value)
+            optimizer.state.clear()
+            scale /= 2
+            table = policy.table()
+            loss = method_loss(method, table, data, reward, tab)
+        if backtrack:
+            kept = (loss.item(), [p.detach().clone() for p in parameters])
+        optimizer.param_groups[0]["lr"] = lr * scale * lr_factor(step, args.n_steps, args.warmup, args.schedule)
+        if trace is not None:
+            detached = sa.Policy(table.detach(), tab.prompt_dist)
+            trace.append({"loss": loss.item(), "forward_kl": float(sa.forward_kl(tab.target, detached)),
+                          "lr": optimizer.param_groups[0]["lr"], "undone": undone})  # fmt: skip
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -340,25 +423,19 @@ def _run(args: Args, executor=None) -> dict:
     reference_model = pretrain_reference(world0, args)
     with torch.no_grad():
         reference_prefix = TransformerPolicy(reference_model, world0.space, X).prefix_logp()
-    ns, tilts, replicates = args.ns, args.behavior_tilts, args.n_replicates
+    ns, tilts, replicates, methods = args.ns, args.behavior_tilts, args.n_replicates, args.method_names
+    pretraining_kl = sa.forward_kl(
+        world0.as_tabular().reference, sa.Policy(world0.space.sequence_logp(reference_prefix))
+    )
     results = {
-        "ns": ns,
-        "tilts": list(tilts),
-        "replicates": replicates,
-        "steps": args.n_steps,
-        "world": {
-            "vocab_size": V,
-            "max_length": L,
-            "n_prompts": X,
-            "n_sequences": world0.n_sequences,
-            "gamma": args.gamma,
-            "pretraining_kl": float(
-                sa.forward_kl(world0.as_tabular().reference, sa.Policy(world0.space.sequence_logp(reference_prefix)))
-            ),
-            "model_parameters": sum(p.numel() for p in reference_model.parameters()),
-        },
+        "methods": list(methods), "ns": ns, "tilts": list(tilts), "replicates": replicates, "steps": args.n_steps,
+        "schedule": {"lr": args.lr, "tabular_lr": args.tabular_lr, "warmup": args.warmup, "decay": args.schedule,
+                     "backtrack": args.backtrack},
+        "world": {"vocab_size": V, "max_length": L, "n_prompts": X, "n_sequences": world0.n_sequences,
+                  "gamma": args.gamma, "pretraining_kl": float(pretraining_kl),
+                  "model_parameters": sum(p.numel() for p in reference_model.parameters())},
         "cells": [],
-    }
+    }  # fmt: skip
     cells, items, labels = [], [], []
     for tilt_index, tilt in enumerate(tilts):
         world = tilted_world(world0, reference_prefix, tilt)
@@ -381,12 +458,14 @@ def _run(args: Args, executor=None) -> dict:
                         "support_fraction": float(support.double().mean()),
                     }
                 )
-                for method in METHODS:
+                for method in methods:
                     items.append((reference_model, reference_prefix, world, data, reward, method, args))
                     labels.append({"tilt_index": tilt_index, "n": n, "replicate": r, "method": method})
-    entries = iter(run_grid(args, NAME, fit_method, items, labels, executor=executor))
+    # The subset of methods is no part of an item's key: a run of one method reuses a full run's items.
+    keyed = dataclasses.replace(args, methods=None)
+    entries = iter(run_grid(keyed, NAME, fit_method, items, labels, executor=executor))
     for cell in cells:
-        for method in METHODS:
+        for method in methods:
             cell[method] = next(entries)
         results["cells"].append(cell)
     results["curves"] = curves(results)
@@ -407,16 +486,13 @@ def _measure(logp: torch.Tensor, tab: sa.World, support: torch.Tensor) -> dict:
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
-def _summaries(cells: list[dict]) -> dict:
+def _summaries(cells: list[dict], methods: list[str]) -> dict:
     out = {}
-    for method in METHODS:
+    for method in methods:
         out[method] = {}
         for name in (*PARAMETRIZATIONS, "tabular_exact"):
             metrics = ("forward_kl", "mass_off_support") + (("excess_loss",) if name in PARAMETRIZATIONS else ())
@@ -432,7 +508,7 @@ def curves(results: dict) -> list[dict]:
     for n in results["ns"]:
         cells = [c for c in results["cells"] if c["tilt"] == 0.0 and c["n"] == n]
         rows.append({"n": n, "support_fraction": _mean_se([c["support_fraction"] for c in cells])[0],
-                     **_summaries(cells)})  # fmt: skip
+                     **_summaries(cells, results["methods"])})  # fmt: skip
     return rows
 
 
@@ -443,10 +519,12 @@ def gap(results: dict) -> list[dict]:
     for tilt in results["tilts"]:
         cells = [c for c in results["cells"] if c["tilt"] == tilt and c["n"] == n]
         row = {"tilt": tilt, "coverage": cells[0]["coverage"], "target_mass_off_support": _mean_se(
-            [c["target_mass_off_support"] for c in cells])[0], **_summaries(cells)}  # fmt: skip
-        for name in (*PARAMETRIZATIONS, "tabular_exact"):
-            rkl = row["rkl"][f"{name}_forward_kl"]["mean"]
-            row[f"{name}_gap"] = {m: row[m][f"{name}_forward_kl"]["mean"] - rkl for m in OFFLINE}
+            [c["target_mass_off_support"] for c in cells])[0], **_summaries(cells, results["methods"])}  # fmt: skip
+        if "rkl" in results["methods"]:
+            for name in (*PARAMETRIZATIONS, "tabular_exact"):
+                rkl = row["rkl"][f"{name}_forward_kl"]["mean"]
+                offline = [m for m in OFFLINE if m in results["methods"]]
+                row[f"{name}_gap"] = {m: row[m][f"{name}_forward_kl"]["mean"] - rkl for m in offline}
         rows.append(row)
     return rows
 
@@ -459,7 +537,8 @@ def plot(results: dict, args: Args) -> None:
     axes = fig.subplots(1, 3)
     ns = [row["n"] for row in results["curves"]]
     styles = {"transformer": ("-", "o"), "tabular_ar": ("--", "s"), "tabular_exact": (":", "")}
-    for method in METHODS:
+    methods = results["methods"]
+    for method in methods:
         for name, (ls, marker) in styles.items():
             kl = [row[method][f"{name}_forward_kl"]["mean"] for row in results["curves"]]
             label = f"{LABELS[method]}" if name == "transformer" else None
@@ -477,7 +556,7 @@ def plot(results: dict, args: Args) -> None:
                 title="mass off the data's support (solid: transformer, dashed: tabular AR)")  # fmt: skip
     axes[1].set_yscale("symlog", linthresh=1e-3)
     axes[1].set_ylim(bottom=0.0)  # a probability: no negative half
-    for method in METHODS:
+    for method in methods:
         for name in PARAMETRIZATIONS:
             ls, marker = styles[name]
             # Against the tilt t, not against max pi*/mu: that ratio is set by pi0's smallest probabilities and
@@ -499,21 +578,29 @@ def plot(results: dict, args: Args) -> None:
     w = results["world"]
     fig.suptitle(
         f"Sequence world V={w['vocab_size']}, L={w['max_length']}, X={w['n_prompts']}, N={w['n_sequences']}; "
-        f"{results['replicates']} dataset(s) per point, {results['steps']} Adam steps per fit",
+        f"{results['replicates']} dataset(s) per point, {results['steps']} Adam steps per fit\n"
+        f"({_schedule_text(results)})",
         fontsize=10,
     )
     save_figure(fig, args, "sequence_gap.png")
 
 
+def _schedule_text(results: dict) -> str:
+    s = results["schedule"]
+    return f"peak lr {s['lr']:g} transformer / {s['tabular_lr']:g} tabular AR, {s['warmup']:g} warm-up, {s['decay']}"
+
+
 def summary(results: dict) -> str:
     """The tables of forward KL by method and n, the mass off support, and the on-policy gap; then the columns."""
     lines = [
-        f"Sequence gap: N = {results['world']['n_sequences']} sequences, {results['replicates']} dataset(s) per point",
+        f"Sequence gap: N = {results['world']['n_sequences']} sequences, {results['replicates']} dataset(s) per point, "
+        f"{results['steps']} Adam steps per fit ({_schedule_text(results)})",
         f"{'method':<17} {'n':>6} | {'KL tf':>8} {'KL ar':>8} {'KL tab':>8} | {'off tf':>7} {'off ar':>7} "
         f"{'off tab':>7} | {'unseen':>6} | {'exc tf':>7} {'exc ar':>7}",
     ]
+    methods = results["methods"]
     for row in results["curves"]:
-        for method in METHODS:
+        for method in methods:
             m = row[method]
             kl = " ".join(f"{m[f'{name}_forward_kl']['mean']:8.4f}" for name in (*PARAMETRIZATIONS, "tabular_exact"))
             off = " ".join(
@@ -522,11 +609,11 @@ def summary(results: dict) -> str:
             excess = " ".join(f"{m[f'{name}_excess_loss']['mean']:7.4f}" for name in PARAMETRIZATIONS)
             lines.append(f"{method:<17} {row['n']:>6} | {kl} | {off} | {1 - row['support_fraction']:6.3f} | {excess}")
     lines.append(f"on-policy gap at n = {results['ns'][-1]}:")
-    lines.append(f"{'tilt':>5} {'C':>8} {'pi* off':>7} | " + " ".join(f"{m:>15}" for m in METHODS))
+    lines.append(f"{'tilt':>5} {'C':>8} {'pi* off':>7} | " + " ".join(f"{m:>15}" for m in methods))
     for row in results["gap"]:
         kls = " ".join(
             f"{row[m]['transformer_forward_kl']['mean']:7.4f}/{row[m]['tabular_exact_forward_kl']['mean']:7.4f}"
-            for m in METHODS
+            for m in methods
         )
         lines.append(f"{row['tilt']:>5g} {row['coverage']:8.2f} {row['target_mass_off_support']:7.4f} | {kls}")
     lines += [
