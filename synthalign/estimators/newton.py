@@ -13,7 +13,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign.estimators.certificate import best_mass_move, reduced_gradient
+from synthalign.estimators.certificate import mass_moves, reduced_gradient
 from synthalign.estimators.derivatives import LogitObjective
 
 __all__ = ["NewtonProblem"]
@@ -28,8 +28,8 @@ class NewtonProblem(LogitObjective):
 
     step_cap: float
 
-    def newton(self, theta: Tensor, *, max_iter: int, tol: float) -> tuple[Tensor, int, Tensor, Tensor]:
-        """Damped Newton with a batched Armijo line search; returns (theta, iterations, gradient, certified).
+    def newton(self, theta: Tensor, *, max_iter: int, tol: float) -> tuple[Tensor, int, Tensor, Tensor, Tensor]:
+        """Damped Newton with a batched Armijo line search; returns (theta, iterations, gradient, done, gap).
 
         A problem (one replicate and prompt) stops when the certificate of
         `synthalign.estimators.certificate` holds: its largest logit gradient is at
@@ -39,13 +39,16 @@ class NewtonProblem(LogitObjective):
         than `tol` (`mass_move_gap`); or when no step length passes the line search
         (then `certify` says whether the certificate holds there).  A problem that is
         stationary in the logits but fails the second half takes the best mass move
-        (a Frank–Wolfe step) instead of a Newton step.
+        (a Frank–Wolfe step) instead of a Newton step.  `gap` [R, X] is the mass-move
+        gap at the returned theta of the problems that stopped on the certificate, NaN
+        elsewhere (`certify` computes the rest).
         """
         shape = theta.shape[:-1]
         done = torch.zeros(shape, dtype=torch.bool, device=theta.device)
         precision_streak = torch.zeros(shape, dtype=torch.long, device=theta.device)
         previous_norm = torch.full(shape, float("inf"), dtype=theta.dtype, device=theta.device)
         grad = torch.zeros_like(theta)
+        known_gap = torch.full(shape, float("nan"), dtype=theta.dtype, device=theta.device)
         kl_weight = self.beta * self.prompt_weight / self.total.unsqueeze(-1) if self.beta > 0 else None
         iterations = 0
         for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
@@ -66,16 +69,17 @@ class NewtonProblem(LogitObjective):
             previous_norm = grad_norm
             precision_streak = torch.where(stuck, precision_streak + 1, torch.zeros_like(precision_streak))
             stationary = (grad_norm <= tol) | (precision_streak >= 3)
-            # The certificate's second half, checked only where the first holds (it costs 6 batched evaluations).
+            # The certificate's second half, checked only where the first holds (it costs about 12 evaluations).
             # Where it fails, Newton is stuck at a point whose logit gradient hides a response that wants
             # mass: the best of those moves (a Frank–Wolfe step with a line search over t) is taken
             # instead of a Newton step.
             finished = stationary & ~done
             moved = torch.zeros_like(finished)
             if finished.any():
-                gap, moved_logp = best_mass_move(self.values, theta)
+                gap, moved_logp = mass_moves(self, theta)
                 moved = finished & (gap > tol)
                 finished = finished & (gap <= tol)
+                known_gap = torch.where(finished, gap, known_gap)
                 theta_moved = torch.where(moved.unsqueeze(-1), moved_logp, theta)
             done = done | finished
             if bool(done.all()):
@@ -97,7 +101,7 @@ class NewtonProblem(LogitObjective):
                 theta = torch.where(moved.unsqueeze(-1), theta_moved, theta)
         else:
             _, grad, _ = self.derivatives(theta)
-        return theta, iterations, grad, done
+        return theta, iterations, grad, done, known_gap
 
     def _capped_step(self, theta, direction, grad, value, active) -> tuple[Tensor, Tensor, Tensor]:
         """The direction capped at `step_cap` in its largest logit move, then line-searched."""
