@@ -60,8 +60,8 @@ class NewtonProblem(LogitObjective):
                 )
             logp = torch.log_softmax(theta, dim=-1)
             reduced = reduced_gradient(grad, logp, kl_weight, self.ctx.ref_logp)
+            kkt, usable = _kkt_where_starved(grad, hess, logp, reduced)
             direction = _hessian_direction(grad, hess)
-            kkt, usable = _kkt_direction(grad, hess, logp, reduced)
             decrement = -(grad * direction).sum(dim=-1)
             grad_norm = grad.abs().amax(dim=-1)
             at_precision = decrement.abs() <= 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
@@ -76,7 +76,7 @@ class NewtonProblem(LogitObjective):
             finished = stationary & ~done
             moved = torch.zeros_like(finished)
             if finished.any():
-                gap, moved_logp = mass_moves(self, theta)
+                gap, moved_logp = _mass_moves_of(self, theta, finished)
                 moved = finished & (gap > tol)
                 finished = finished & (gap <= tol)
                 known_gap = torch.where(finished, gap, known_gap)
@@ -89,8 +89,10 @@ class NewtonProblem(LogitObjective):
             # The KKT step is capped per logit: a response of tiny mass that wants mass moves by up to
             # step_cap whatever the losers' (much longer) moves are.
             kkt = kkt.clamp(-self.step_cap, self.step_cap)
-            usable = usable & ((grad * kkt).sum(dim=-1) < 0)
-            theta_k, stalled_k, value_k = self._capped_step(theta, kkt, grad, value, active & usable)
+            usable = usable & ((grad * kkt).sum(dim=-1) < 0) & active
+            theta_k, stalled_k, value_k = theta, torch.zeros_like(usable), value
+            if usable.any():
+                theta_k, stalled_k, value_k = self._capped_step(theta, kkt, grad, value, usable)
             # The KKT step wins ties: its decrease is invisible in float64 exactly when it matters
             # (moving a response from mass e^-80 towards its optimum changes f by ~e^-80).
             noise = 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
@@ -134,6 +136,61 @@ class NewtonProblem(LogitObjective):
             # A problem that never met the condition does not move.
             step = torch.where(pending | ~active, torch.zeros_like(step), step)
         return theta + step.unsqueeze(-1) * direction, pending, accepted
+
+
+_STARVED = 1e-6
+"""A response is starved when its Hessian diagonal is at most this fraction of its block's scale."""
+
+
+def _kkt_where_starved(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:
+    """`_kkt_direction` in the blocks with a starved response that wants mass (v_a < 0); 0 and False elsewhere.
+
+    Elsewhere every response that wants mass has a Hessian row well above the
+    regularization floor of `_hessian_direction` (1e-12 of the scale), so the Hessian
+    step sees it and the KKT system, an LU solve (twice a Cholesky), is not built.
+    """
+    diagonal = hess.diagonal(dim1=-2, dim2=-1)
+    scale = diagonal.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    wanting = torch.isfinite(reduced) & (reduced < 0)
+    starved = (wanting & (diagonal.abs() <= _STARVED * scale)).any(dim=-1)
+    if bool(starved.all()):
+        return _kkt_direction(grad, hess, logp, reduced)
+    kkt, usable = torch.zeros_like(grad), torch.zeros_like(starved)
+    if bool(starved.any()):
+        kkt[starved], usable[starved] = _kkt_direction(grad[starved], hess[starved], logp[starved], reduced[starved])
+    return kkt, usable
+
+
+def _mass_moves_of(problem: NewtonProblem, theta: Tensor, which: Tensor) -> tuple[Tensor, Tensor]:
+    """`mass_moves` of the problems (replicate, prompt) where `which` [R, X] holds; gap NaN and theta's elsewhere.
+
+    The problems are separable, so the chosen ones are evaluated as replicates of one prompt each.
+    """
+    if bool(which.all()):
+        return mass_moves(problem, theta)
+    R, X, A = theta.shape
+    rows, prompts = which.nonzero(as_tuple=True)
+
+    ctx = problem.ctx
+    sub = dataclasses.replace(
+        problem,
+        pair_weight=None
+        if problem.pair_weight is None
+        else problem.pair_weight.expand(R, X, A, A)[rows, prompts].unsqueeze(1),
+        prompt_weight=problem.prompt_weight.expand(R, X)[rows, prompts].unsqueeze(1),
+        total=problem.total.expand(R)[rows],
+        ctx=dataclasses.replace(
+            ctx,
+            ref_logp=ctx.ref_logp.expand(R, X, A)[rows, prompts].unsqueeze(1),
+            reward=None if ctx.reward is None else ctx.reward.expand(R, X, A)[rows, prompts].unsqueeze(1),
+        ),
+    )
+    sub_gap, sub_logp = mass_moves(sub, theta[rows, prompts].unsqueeze(1))
+    gap = torch.full((R, X), float("nan"), dtype=theta.dtype, device=theta.device)
+    gap[rows, prompts] = sub_gap[:, 0]
+    moved_logp = torch.log_softmax(theta, dim=-1)
+    moved_logp[rows, prompts] = sub_logp[:, 0]
+    return gap, moved_logp
 
 
 def _kkt_direction(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:
