@@ -159,7 +159,7 @@ def _logit_problem(obj, beta, ridge):
 @pytest.mark.parametrize(("beta", "ridge"), [(0.0, 0.0), (0.2, 0.0), (0.0, 0.3)])
 def test_mass_moves_equal_the_objective_after_each_move(name, beta, ridge, monkeypatch):
     # `mass_moves` takes the change of the loss cell by cell; `best_mass_move` evaluates the whole
-    # loss after each of the A moves of each size.  Blocks of a few cells (CELL_BLOCK patched) and
+    # loss after each of the A moves of each size.  Blocks of a few cells (the block sizes patched) and
     # a candidate budget of one row test the block and chunk bookkeeping.
     monkeypatch.setattr(evaluate, "CELL_BLOCK", 7)
     monkeypatch.setattr(certificate, "_CANDIDATE_BUDGET", 1)

@@ -268,14 +268,15 @@ def _pair_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised:
             diagonal = columns[rows].unsqueeze(-1) == columns  # [rows, A]: the cells (a, a)
             used = w > 0
             compared = used & ~diagonal
+            w_compared = torch.where(compared, w, 0.0)
             kept_rows, kept_columns = kept[..., prompts, rows].unsqueeze(-1), kept[..., prompts, :].unsqueeze(-2)
             raised_rows = raised[..., prompts, rows].unsqueeze(-1)
             raised_columns = raised[..., prompts, :].unsqueeze(-2)
             # the move onto the chosen response (the row's) and onto the rejected one (the column's)
-            chosen = torch.where(compared, w * (base - table(block, raised_rows, kept_columns)), 0.0)
-            decrease[..., prompts, rows] += chosen.sum(dim=-1)
-            rejected = torch.where(compared, w * (base - table(block, kept_rows, raised_columns)), 0.0)
-            decrease[..., prompts, :] += rejected.sum(dim=-2)
+            chosen = table(block, raised_rows, kept_columns)
+            decrease[..., prompts, rows] += _masked_sum(w_compared, compared, base, chosen, -1)
+            rejected = table(block, kept_rows, raised_columns)
+            decrease[..., prompts, :] += _masked_sum(w_compared, compared, base, rejected, -2)
             if shift_invariant:
                 continue
             # Cells without a: both shifted = all cells − row a − column a + the cell (a, a),
@@ -286,6 +287,18 @@ def _pair_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised:
             decrease[..., prompts, rows] += (both + torch.where(diagonal, shifted, 0.0) - shifted).sum(dim=-1)
             decrease[..., prompts, :] -= shifted.sum(dim=-2)
     return decrease + unmoved.unsqueeze(-1)
+
+
+def _masked_sum(w: Tensor, used: Tensor, base: Tensor, new: Tensor, dim: int) -> Tensor:
+    """Σ over `dim` of w · (base − new) on the used cells, w being 0 off them.
+
+    One product; masked only where its sum is not finite (an unused cell's loss may be inf or NaN).
+    """
+    product = (base - new) * w  # not in place: a loss may not depend on both responses (its shape is smaller)
+    total = product.sum(dim=dim)
+    if bool(torch.isfinite(total).all()):
+        return total
+    return torch.where(used, product, 0.0).sum(dim=dim)
 
 
 def _prompt_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised: Tensor) -> Tensor:

@@ -138,16 +138,19 @@ class NewtonProblem(LogitObjective):
         return theta + step.unsqueeze(-1) * direction, pending, accepted
 
 
-_STARVED = 1e-6
+_FLOOR = 1e-12
+"""The regularization of `_hessian_direction`, relative to the block's scale."""
+
+_STARVED = 1e3 * _FLOOR
 """A response is starved when its Hessian diagonal is at most this fraction of its block's scale."""
 
 
 def _kkt_where_starved(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:
     """`_kkt_direction` in the blocks with a starved response that wants mass (v_a < 0); 0 and False elsewhere.
 
-    Elsewhere every response that wants mass has a Hessian row well above the
-    regularization floor of `_hessian_direction` (1e-12 of the scale), so the Hessian
-    step sees it and the KKT system, an LU solve (twice a Cholesky), is not built.
+    Elsewhere every response that wants mass has a Hessian diagonal at least 1000 times
+    the regularization floor of `_hessian_direction`, so the Hessian step sees it (to a
+    relative 1e-3) and the KKT system, an LU solve (twice a Cholesky), is not built.
     """
     diagonal = hess.diagonal(dim1=-2, dim2=-1)
     scale = diagonal.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
@@ -237,22 +240,25 @@ def _kkt_direction(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) ->
 def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     """Newton direction −H⁻¹g per block, the gauge direction (adding a constant to the logits) projected out.
 
-    Blocks are solved by Cholesky of H + (s/A)·11ᵀ + 1e-12·s·I (s the block's
+    Blocks are solved by Cholesky of H + (s/A)·11ᵀ + `_FLOOR`·s·I (s the block's
     scale); the 11ᵀ term removes the gauge null space without changing the
     step, since g ⊥ 1.  Blocks where that fails (an indefinite Hessian: the
-    KL term is not convex in the logits) use |eigenvalues| instead.
+    KL term is not convex in the logits) use |eigenvalues| instead.  Both read
+    the lower triangle of the symmetric H, which is overwritten: the shift is
+    added in place, without an [.., A, A] temporary.
     """
     A = grad.shape[-1]
-    hess = (hess + hess.transpose(-1, -2)).mul_(0.5)
     scale = hess.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1.0)[..., None, None]
-    # hess + scale · (1/A + 1e-12 I), without an [.., A, A] temporary for the shift.
-    regularized = hess + scale * (1.0 / A)
-    regularized.diagonal(dim1=-2, dim2=-1).copy_(hess.diagonal(dim1=-2, dim2=-1) + scale[..., 0] * (1.0 / A + 1e-12))
+    shift = scale * (1.0 / A)
+    regularized = hess.add_(shift)
+    regularized.diagonal(dim1=-2, dim2=-1).add_(scale[..., 0] * _FLOOR)
     factor, info = torch.linalg.cholesky_ex(regularized)
     direction = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
     failed = info > 0
     if failed.any():
-        eigenvalues, vectors = torch.linalg.eigh(hess[failed])
+        hess = regularized[failed]
+        hess.diagonal(dim1=-2, dim2=-1).sub_(scale[failed][..., 0] * _FLOOR)
+        eigenvalues, vectors = torch.linalg.eigh(hess.sub_(shift[failed]))
         floor = eigenvalues.abs().amax(dim=-1, keepdim=True).clamp_min(1.0) * 1e-8
         inverse = 1.0 / torch.maximum(eigenvalues.abs(), floor)
         coeff = (vectors.transpose(-1, -2) @ grad[failed].unsqueeze(-1)).squeeze(-1)
