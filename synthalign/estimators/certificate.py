@@ -218,14 +218,15 @@ def mass_moves(problem: LogitObjective, theta: Tensor) -> tuple[Tensor, Tensor]:
     logp = torch.log_softmax(theta.detach(), dim=-1)
     A = logp.shape[-1]
     sizes = torch.tensor(_MOVES, dtype=logp.dtype, device=logp.device).view(-1, *([1] * logp.dim()))
-    kept = logp + torch.log1p(-sizes)  # [T, ..., X, A]: ln((1 − t) pi_b), every b but the moved one
+    log_keep = torch.log1p(-sizes)  # ln(1 − t)
+    kept = logp + log_keep  # [T, ..., X, A]: ln((1 − t) pi_b), every b but the moved one
     raised = torch.logaddexp(kept, sizes.log())  # ln((1 − t) pi_a + t), the moved response a
     with torch.no_grad():
         decrease = torch.zeros_like(kept)
         if problem.obj.kind == "pair":
             decrease = decrease + _pair_decreases(problem, logp, kept, raised)
         if problem.obj.kind == "prompt" or problem.beta > 0:
-            decrease = decrease + _prompt_decreases(problem, logp, kept, raised)
+            decrease = decrease + _prompt_decreases(problem, logp, kept, raised, log_keep)
         total = problem.total.to(logp.dtype)
         decrease = decrease / total.reshape(*total.shape, 1, 1)
         if problem.ridge > 0:
@@ -301,20 +302,37 @@ def _masked_sum(w: Tensor, used: Tensor, base: Tensor, new: Tensor, dim: int) ->
     return torch.where(used, product, 0.0).sum(dim=dim)
 
 
-def _prompt_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised: Tensor) -> Tensor:
-    """[T, ..., X, A] the decrease of the weighted prompt terms for every move, the moved rows a chunk at a time."""
+def _prompt_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised: Tensor, log_keep: Tensor) -> Tensor:
+    """[T, ..., X, A] the decrease of the weighted prompt terms for every move.
+
+    A prompt objective's own term is evaluated on the A moved rows (a chunk of them at a
+    time); beta · KL(pi ‖ pi0) (eq. 1) has a closed form.  With l = ln pi, r = ln pi0,
+    c = ln(1 − t) and S = Σ_b pi_b (l_b − r_b), the move onto a gives
+    KL' = (1 − t) [S − pi_a (l_a − r_a) + (1 − pi_a) c] + pi'_a (ln pi'_a − r_a), O(1) per move.
+    """
     obj, ctx, beta, weight = problem.obj, problem.ctx, problem.beta, problem.prompt_weight
-    A = logp.shape[-1]
-    base = prompt_values(obj, logp, ctx, beta).unsqueeze(-1)
-    responses = torch.arange(A, device=logp.device)
-    chunk = max(1, _CANDIDATE_BUDGET // kept.numel())
-    parts = []
-    for start in range(0, A, chunk):
-        candidates = responses[start : start + chunk]
-        moved_here = (candidates.unsqueeze(-1) == responses).view(1, -1, *([1] * (kept.dim() - 2)), A)
-        rows = torch.where(moved_here, raised.unsqueeze(1), kept.unsqueeze(1))  # [T, chunk, ..., X, A]
-        parts.append(prompt_values(obj, rows, ctx, beta).movedim(1, -1))
-    change = base - torch.cat(parts, dim=-1)
+    change = torch.zeros_like(kept)
+    if obj.kind == "prompt":
+        A = logp.shape[-1]
+        base = prompt_values(obj, logp, ctx, 0.0).unsqueeze(-1)
+        responses = torch.arange(A, device=logp.device)
+        chunk = max(1, _CANDIDATE_BUDGET // kept.numel())
+        parts = []
+        for start in range(0, A, chunk):
+            candidates = responses[start : start + chunk]
+            moved_here = (candidates.unsqueeze(-1) == responses).view(1, -1, *([1] * (kept.dim() - 2)), A)
+            rows = torch.where(moved_here, raised.unsqueeze(1), kept.unsqueeze(1))  # [T, chunk, ..., X, A]
+            parts.append(prompt_values(obj, rows, ctx, 0.0).movedim(1, -1))
+        change = base - torch.cat(parts, dim=-1)
+    if beta > 0:
+        ref = ctx.ref_logp.to(logp.dtype)
+        probs, moved_probs = logp.exp(), raised.exp()
+        terms = torch.where(probs > 0, probs * (logp - ref), 0.0)  # 0 · (−inf) = 0, as `kl_per_prompt`
+        moved_terms = torch.where(moved_probs > 0, moved_probs * (raised - ref), 0.0)
+        kl = terms.sum(dim=-1, keepdim=True)
+        rest_mass = probs.sum(dim=-1, keepdim=True) - probs
+        after = log_keep.exp() * (kl - terms + rest_mass * log_keep) + moved_terms
+        change = change + beta * (kl - after)
     used = (weight > 0).unsqueeze(-1)
     return torch.where(used, weight.unsqueeze(-1) * change, torch.zeros_like(change))
 
