@@ -237,15 +237,40 @@ def _kkt_direction(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor) ->
     return torch.where(usable.unsqueeze(-1), kkt, torch.zeros_like(kkt)), usable
 
 
+_SHIFTS = tuple(10.0**exponent for exponent in range(-8, 3))
+"""Levenberg–Marquardt shifts of `_hessian_direction`, relative to the block's scale, tried in turn."""
+
+
+def _shifted_direction(blocks: Tensor, grad: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """(−(H + mu·I)⁻¹g [N, A] with the smallest mu in `_SHIFTS`·scale that Cholesky accepts, [N] bool solved)."""
+    solved = torch.zeros(blocks.shape[:-2], dtype=torch.bool, device=blocks.device)
+    direction = torch.zeros_like(grad)
+    for shift in _SHIFTS:
+        pending = (~solved).nonzero().squeeze(-1)
+        trial = blocks[pending]
+        trial.diagonal(dim1=-2, dim2=-1).add_(scale[pending] * shift)
+        factor, info = torch.linalg.cholesky_ex(trial)
+        ok = info == 0
+        done = pending[ok]
+        direction[done] = -torch.cholesky_solve(grad[done].unsqueeze(-1), factor[ok]).squeeze(-1)
+        solved[done] = True
+        if bool(solved.all()):
+            break
+    return direction, solved
+
+
 def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     """Newton direction −H⁻¹g per block, the gauge direction (adding a constant to the logits) projected out.
 
     Blocks are solved by Cholesky of H + (s/A)·11ᵀ + `_FLOOR`·s·I (s the block's
     scale); the 11ᵀ term removes the gauge null space without changing the
     step, since g ⊥ 1.  Blocks where that fails (an indefinite Hessian: the
-    KL term is not convex in the logits) use |eigenvalues| instead.  Both read
-    the lower triangle of the symmetric H, which is overwritten: the shift is
-    added in place, without an [.., A, A] temporary.
+    KL term is not convex in the logits) add mu·I, mu the smallest of
+    `_SHIFTS`·s that makes the block positive definite (Levenberg–Marquardt:
+    a Cholesky per rung, not an eigendecomposition, which costs some ten);
+    blocks where none does use |eigenvalues|.  All read the lower triangle of
+    the symmetric H, which is overwritten: the shift is added in place, without
+    an [.., A, A] temporary.
     """
     A = grad.shape[-1]
     scale = hess.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1.0)[..., None, None]
@@ -255,6 +280,10 @@ def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     factor, info = torch.linalg.cholesky_ex(regularized)
     direction = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
     failed = info > 0
+    if failed.any():
+        index = failed.nonzero(as_tuple=True)
+        direction[index], solved = _shifted_direction(regularized[index], grad[index], scale[index][..., 0])
+        failed[index] = ~solved
     if failed.any():
         hess = regularized[failed]
         hess.diagonal(dim1=-2, dim2=-1).sub_(scale[failed][..., 0] * _FLOOR)
