@@ -217,3 +217,16 @@ def test_divergence_direction_matches_the_closure(n_responses):
     for density in (0.05, 0.2, 0.5, 1.0):
         counts = (torch.rand(6, 3, n_responses, n_responses, generator=generator) < density).to(DTYPE)
         assert torch.equal(divergence_direction(counts), _depth_by_closure(counts))
+
+
+@pytest.mark.parametrize("objective", ["pmle", "ipo"])
+def test_the_fit_reports_the_gap_of_the_policy_it_returns(objective):
+    # The solver hands `certify` the gaps it computed when each problem stopped; they must be the
+    # gaps at the returned policy, as the derivative-free definition computes them there.
+    obj = get_objective(objective)
+    problem = _logit_problem(obj, 0.2, 0.0)
+    world = sa.World.random(3, 5, seed=1)
+    fitted = sa.fit(objective, world.sample_preferences(40, 2, seed=3), beta=0.2)
+    assert bool(fitted.certificate.certified.all()), fitted.status
+    want = mass_move_gap(problem.values, fitted.policy.logp)
+    torch.testing.assert_close(fitted.certificate.gap, want, rtol=0.0, atol=1e-12)

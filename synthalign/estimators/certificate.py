@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from synthalign.evaluate import cell_block_inputs, cell_blocks, cells_batch, prompt_values
+from synthalign.evaluate import CellBlock, cell_block_inputs, cell_blocks, cells_batch, prompt_values
 
 if TYPE_CHECKING:
     from synthalign.estimators.derivatives import LogitObjective
@@ -258,7 +258,7 @@ def _pair_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised:
     unmoved = kept.new_zeros(*batch, X)  # Σ over all cells of the decrease with both responses shifted
     columns = torch.arange(A, device=logp.device)
 
-    def table(block, first=None, second=None) -> Tensor:
+    def table(block: CellBlock, first: Tensor | None = None, second: Tensor | None = None) -> Tensor:
         return obj.fn(**cell_block_inputs(obj, logp, ctx, weight, block, first=first, second=second), **ctx.params)
 
     for group in cell_blocks(batch, X, A):

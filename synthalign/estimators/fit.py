@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,6 +23,9 @@ from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
 from synthalign.worlds.policy import Policy
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
 
 __all__ = ["FitResult", "comparison_graph_separable", "resolve_reward", "fit_reward_model", "fit"]
 
@@ -71,7 +75,7 @@ class FitResult:
     loss: Tensor
 
 
-def _default_start(world, beta: float) -> Tensor:
+def _default_start(world: World, beta: float) -> Tensor:
     """pi0's log-probabilities; at beta = 0 its zeros at the prompt's smallest nonzero log-probability."""
     logp = world.reference.logp
     if beta > 0:
@@ -106,7 +110,7 @@ def resolve_reward(obj: Objective, data: CellData, reward: Tensor | None, reward
     return fit_reward_model(data, ridge=reward_ridge).reward
 
 
-def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> FitResult:
+def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs: Any) -> FitResult:
     """Tabular Bradley–Terry maximum likelihood (eq. 9), batched over replicates.
 
     Decision (spec §5): a tiny ridge keeps R̂ finite on separable data.  It is
@@ -129,7 +133,7 @@ def fit(
     init: Tensor | None = None,
     max_iter: int = 100,
     tol: float | None = None,
-    **params,
+    **params: float,
 ) -> FitResult:
     """Fits a tabular softmax policy to every replicate of `data` at once.
 

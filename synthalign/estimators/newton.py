@@ -105,7 +105,9 @@ class NewtonProblem(LogitObjective):
             _, grad, _ = self.derivatives(theta)
         return theta, iterations, grad, done, known_gap
 
-    def _capped_step(self, theta, direction, grad, value, active) -> tuple[Tensor, Tensor, Tensor]:
+    def _capped_step(
+        self, theta: Tensor, direction: Tensor, grad: Tensor, value: Tensor, active: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The direction capped at `step_cap` in its largest logit move, then line-searched."""
         direction = torch.where(active.unsqueeze(-1), direction, torch.zeros_like(direction))
         largest = direction.abs().amax(dim=-1, keepdim=True)
@@ -113,7 +115,9 @@ class NewtonProblem(LogitObjective):
         slope = (grad * direction).sum(dim=-1)
         return self._line_search(theta, direction, value, slope, active)
 
-    def _line_search(self, theta, direction, value, slope, active) -> tuple[Tensor, Tensor, Tensor]:
+    def _line_search(
+        self, theta: Tensor, direction: Tensor, value: Tensor, slope: Tensor, active: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Per-problem backtracking: halve the step of the problems that fail Armijo, up to 12 times.
 
         Returns the new logits, the active problems where no step was accepted, and the new values.
