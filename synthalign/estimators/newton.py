@@ -51,8 +51,10 @@ class NewtonProblem(LogitObjective):
         known_gap = torch.full(shape, float("nan"), dtype=theta.dtype, device=theta.device)
         kl_weight = self.beta * self.prompt_weight / self.total.unsqueeze(-1) if self.beta > 0 else None
         iterations = 0
+        ahead = None  # the derivatives at theta, when the last line search computed them
         for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-            value, grad, hess = self.derivatives(theta)
+            value, grad, hess = self.derivatives(theta) if ahead is None else ahead
+            ahead = None
             if not torch.isfinite(value).all():
                 raise ValueError(
                     "the objective is infinite at the starting point (the data put weight on responses the "
@@ -85,14 +87,18 @@ class NewtonProblem(LogitObjective):
             if bool(done.all()):
                 break
             active = ~done
-            theta_h, stalled_h, value_h = self._capped_step(theta, direction, grad, value, active)
             # The KKT step is capped per logit: a response of tiny mass that wants mass moves by up to
             # step_cap whatever the losers' (much longer) moves are.
             kkt = kkt.clamp(-self.step_cap, self.step_cap)
             usable = usable & ((grad * kkt).sum(dim=-1) < 0) & active
+            # Where the Hessian step is the only candidate, its full step is tried with the derivatives
+            # there: when every problem accepts it (the rule near the optimum) they are the next
+            # iteration's, and the line search costs no evaluation of its own.
+            look_ahead = not bool(usable.any()) and not bool(moved.any())
+            theta_h, stalled_h, value_h, ahead = self._capped_step(theta, direction, grad, value, active, look_ahead)
             theta_k, stalled_k, value_k = theta, torch.zeros_like(usable), value
             if usable.any():
-                theta_k, stalled_k, value_k = self._capped_step(theta, kkt, grad, value, usable)
+                theta_k, stalled_k, value_k, _ = self._capped_step(theta, kkt, grad, value, usable)
             # The KKT step wins ties: its decrease is invisible in float64 exactly when it matters
             # (moving a response from mass e^-80 towards its optimum changes f by ~e^-80).
             noise = 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
@@ -102,32 +108,46 @@ class NewtonProblem(LogitObjective):
             if moved.any():
                 theta = torch.where(moved.unsqueeze(-1), theta_moved, theta)
         else:
-            _, grad, _ = self.derivatives(theta)
+            grad = (self.derivatives(theta) if ahead is None else ahead)[1]
         return theta, iterations, grad, done, known_gap
 
     def _capped_step(
-        self, theta: Tensor, direction: Tensor, grad: Tensor, value: Tensor, active: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The direction capped at `step_cap` in its largest logit move, then line-searched."""
+        self, theta: Tensor, direction: Tensor, grad: Tensor, value: Tensor, active: Tensor, look_ahead: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+        """The direction capped at `step_cap` in its largest logit move, then line-searched.
+
+        With `look_ahead` the full step is evaluated by `derivatives`; returned last when every
+        active problem accepts it (the new logits are then that point), else None.
+        """
         direction = torch.where(active.unsqueeze(-1), direction, torch.zeros_like(direction))
         largest = direction.abs().amax(dim=-1, keepdim=True)
         direction = direction * torch.clamp(self.step_cap / largest.clamp_min(1e-300), max=1.0)
         slope = (grad * direction).sum(dim=-1)
-        return self._line_search(theta, direction, value, slope, active)
+        ahead = self.derivatives(theta + direction) if look_ahead else None
+        theta, pending, accepted, full = self._line_search(
+            theta, direction, value, slope, active, None if ahead is None else ahead[0]
+        )
+        return theta, pending, accepted, ahead if full else None
 
     def _line_search(
-        self, theta: Tensor, direction: Tensor, value: Tensor, slope: Tensor, active: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self, theta: Tensor, direction: Tensor, value: Tensor, slope: Tensor, active: Tensor, first: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, bool]:
         """Per-problem backtracking: halve the step of the problems that fail Armijo, up to 12 times.
 
-        Returns the new logits, the active problems where no step was accepted, and the new values.
+        `first` is the values at the full step where already known.  Returns the new logits, the
+        active problems where no step was accepted, the new values, and whether every active
+        problem took the full step.
         """
         step = torch.ones_like(value)
         pending = active.clone()
         accepted = value.clone()
+        full = False
         with torch.no_grad():
-            for _ in range(_LINE_SEARCH_STEPS):
-                trial = self.values(theta + step.unsqueeze(-1) * direction)
+            for attempt in range(_LINE_SEARCH_STEPS):
+                if attempt == 0 and first is not None:
+                    trial = first
+                else:
+                    trial = self.values(theta + step.unsqueeze(-1) * direction)
                 # Armijo up to float resolution (Hager & Zhang's approximate condition), so that
                 # Newton keeps shrinking the gradient once decreases fall below eps·|f|.
                 noise = 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
@@ -135,11 +155,12 @@ class NewtonProblem(LogitObjective):
                 accepted = torch.where(pending & ok, trial, accepted)
                 pending = pending & ~ok
                 if not pending.any():
+                    full = attempt == 0
                     break
                 step = torch.where(pending, 0.5 * step, step)
             # A problem that never met the condition does not move.
             step = torch.where(pending | ~active, torch.zeros_like(step), step)
-        return theta + step.unsqueeze(-1) * direction, pending, accepted
+        return theta + step.unsqueeze(-1) * direction, pending, accepted, full
 
 
 _FLOOR = 1e-12
