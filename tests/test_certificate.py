@@ -1,12 +1,18 @@
 """The optimality certificate of `fit` (synthalign.estimators.certificate) on the cases a logit-gradient rule misses."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 import synthalign as sa
+import synthalign.evaluate as evaluate
+from synthalign.estimators import certificate
 from synthalign.estimators.certificate import divergence_direction, mass_move_gap
+from synthalign.estimators.derivatives import LogitObjective
+from synthalign.evaluate import data_weights, make_context
+from synthalign.registry.protocol import get_objective, list_objectives
 
 DTYPE = torch.float64
 TOL = 1e-10  # fit's default tolerance in float64
@@ -127,3 +133,100 @@ def test_mass_move_gap_sees_a_starved_response_the_gradient_does_not():
     assert gap.item() >= expected.item() > 0.1
     # at the minimizer (uniform) no move helps
     assert mass_move_gap(values, torch.zeros(1, 3, dtype=DTYPE)).item() <= 1e-15
+
+
+def _objective_names():
+    names = []
+    for name in list_objectives():
+        obj = get_objective(name)
+        if all(value is not None or key in obj.example_params for key, value in obj.params.items()):
+            names.append(name)
+    return names
+
+
+def _logit_problem(obj, beta, ridge):
+    world = sa.World.random(3, 5, seed=1)
+    data = world.sample_preferences(40, 2, seed=3)  # small n: some cells have count 0
+    if obj.data == "pairs":
+        data = sa.PairData(data.counts, 40, world)
+    reward = world.true_reward if obj.needs_reward else None
+    ctx = make_context(obj, world, reward, obj.resolve_params(dict(obj.example_params)))
+    pair_weight, prompt_weight, total = data_weights(obj, data)
+    return LogitObjective(obj, pair_weight, prompt_weight, total, ctx, beta, ridge)
+
+
+@pytest.mark.parametrize("name", _objective_names())
+@pytest.mark.parametrize(("beta", "ridge"), [(0.0, 0.0), (0.2, 0.0), (0.0, 0.3)])
+def test_mass_moves_equal_the_objective_after_each_move(name, beta, ridge, monkeypatch):
+    # `mass_moves` takes the change of the loss cell by cell; `best_mass_move` evaluates the whole
+    # loss after each of the A moves of each size.  Blocks of a few cells (the block sizes patched) and
+    # a candidate budget of one row test the block and chunk bookkeeping.
+    monkeypatch.setattr(evaluate, "CELL_BLOCK", 7)
+    monkeypatch.setattr(certificate, "_CANDIDATE_BUDGET", 1)
+    problem = _logit_problem(get_objective(name), beta, ridge)
+    generator = torch.Generator().manual_seed(4)
+    theta = 2.0 * torch.randn(2, 3, 5, generator=generator, dtype=DTYPE)
+    theta[0, 1, 2] = -60.0  # a starved response: its logit gradient is ~e^-60, its move is not
+    gap, moved = certificate.mass_moves(problem, theta)
+    want_gap, want_moved = certificate.best_mass_move(problem.values, theta)
+    scale = 1.0 + problem.values(theta).abs()
+    torch.testing.assert_close(gap, want_gap, rtol=0.0, atol=1e-12 * float(scale.max()))
+    assert (gap > 1e-3).any()  # the moves do lower these objectives: the comparison is not of zeros
+    clear = gap > 1e-6  # where the best move is not a near-tie, both choose it
+    torch.testing.assert_close(moved[clear], want_moved[clear], rtol=0.0, atol=1e-9)
+
+
+def test_mass_moves_gap_is_infinite_where_a_move_is_nan():
+    problem = _logit_problem(get_objective("pmle"), 0.0, 0.0)
+    theta = torch.zeros(2, 3, 5, dtype=DTYPE)
+    original = problem.obj.fn
+
+    def poisoned(logp_chosen, logp_rejected, **params):
+        loss = original(logp_chosen, logp_rejected, **params)
+        # NaN only where the chosen response is moved by t = 0.5: ln(0.5 · 0.2 + 0.5) = −0.51 > −1 > ln 0.2
+        return torch.where(logp_chosen > -1.0, torch.full_like(loss, math.nan), loss)
+
+    problem.obj = dataclasses.replace(problem.obj, fn=poisoned)
+    gap, _ = certificate.mass_moves(problem, theta)
+    assert torch.isinf(gap).all()
+
+
+def test_component_labels_hand_cases():
+    edges = torch.zeros(2, 4, 4, dtype=torch.bool)
+    edges[0, 0, 1] = edges[0, 1, 0] = edges[0, 2, 3] = True  # {0, 1} a cycle, 2 → 3 one way
+    edges[1] = True  # complete: one component without a search
+    assert certificate.component_labels(edges, "strong").tolist() == [[0, 0, 2, 3], [0, 0, 0, 0]]
+    assert certificate.component_labels(edges, "weak").tolist() == [[0, 0, 2, 2], [0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="connection"):
+        certificate.component_labels(edges, "both")
+
+
+def _depth_by_closure(counts):
+    # the definition: d_a = −#{b: b reaches a, a does not reach b}, by dense closure, per prompt
+    A = counts.shape[-1]
+    reach = (counts > 0) | torch.eye(A, dtype=torch.bool)
+    for _ in range(A):
+        reach = (reach.to(DTYPE) @ reach.to(DTYPE)) > 0
+    depth = (reach & ~reach.transpose(-1, -2)).sum(dim=-2).to(DTYPE)
+    return -depth / depth.amax(dim=-1, keepdim=True).clamp_min(1.0)
+
+
+@pytest.mark.parametrize("n_responses", [1, 2, 5, 9])
+def test_divergence_direction_matches_the_closure(n_responses):
+    generator = torch.Generator().manual_seed(n_responses)
+    for density in (0.05, 0.2, 0.5, 1.0):
+        counts = (torch.rand(6, 3, n_responses, n_responses, generator=generator) < density).to(DTYPE)
+        assert torch.equal(divergence_direction(counts), _depth_by_closure(counts))
+
+
+@pytest.mark.parametrize("objective", ["pmle", "ipo"])
+def test_the_fit_reports_the_gap_of_the_policy_it_returns(objective):
+    # The solver hands `certify` the gaps it computed when each problem stopped; they must be the
+    # gaps at the returned policy, as the derivative-free definition computes them there.
+    obj = get_objective(objective)
+    problem = _logit_problem(obj, 0.2, 0.0)
+    world = sa.World.random(3, 5, seed=1)
+    fitted = sa.fit(objective, world.sample_preferences(40, 2, seed=3), beta=0.2)
+    assert bool(fitted.certificate.certified.all()), fitted.status
+    want = mass_move_gap(problem.values, fitted.policy.logp)
+    torch.testing.assert_close(fitted.certificate.gap, want, rtol=0.0, atol=1e-12)

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from synthalign._checks import check_data, check_init, check_positive, check_reward
-from synthalign.estimators.certificate import Certificate, certify
+from synthalign.estimators.certificate import Certificate, certify, component_labels
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData
 from synthalign.worlds.policy import Policy
+
+if TYPE_CHECKING:
+    from synthalign.worlds.tabular import World
 
 __all__ = ["FitResult", "comparison_graph_separable", "resolve_reward", "fit_reward_model", "fit"]
 
@@ -71,7 +75,7 @@ class FitResult:
     loss: Tensor
 
 
-def _default_start(world, beta: float) -> Tensor:
+def _default_start(world: World, beta: float) -> Tensor:
     """pi0's log-probabilities; at beta = 0 its zeros at the prompt's smallest nonzero log-probability."""
     logp = world.reference.logp
     if beta > 0:
@@ -88,33 +92,10 @@ def comparison_graph_separable(counts: Tensor) -> Tensor:
     iff, for every split of the responses into two groups, each group beats the
     other at least once.  A prompt whose cells all have positive weight (the
     population law) is connected at once; the others are checked by one
-    strongly-connected-components search (scipy.sparse.csgraph, O(A + edges))
-    over all their graphs, laid side by side as one block-diagonal graph.
+    strongly-connected-components search (`component_labels`, scipy.sparse.csgraph,
+    O(A + edges)) over all their graphs.
     """
-    A = counts.shape[-1]
-    wins = counts > 0
-    batch = wins.shape[:-2]
-    off_diagonal = ~torch.eye(A, dtype=torch.bool, device=counts.device)
-    complete = (wins | ~off_diagonal).all(dim=(-1, -2))
-    separable = torch.zeros(batch, dtype=torch.bool, device=counts.device)
-    pending = (~complete).nonzero()
-    if len(pending) == 0 or A == 1:
-        return separable
-    import numpy as np
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graphs = wins[tuple(pending.T)] & off_diagonal  # [G, A, A]
-    graph, source, target = (t.cpu().numpy() for t in graphs.nonzero(as_tuple=True))
-    n_nodes = graphs.shape[0] * A
-    adjacency = coo_matrix(
-        (np.ones(len(source), dtype=np.int8), (graph * A + source, graph * A + target)), shape=(n_nodes, n_nodes)
-    )
-    _, labels = connected_components(adjacency, directed=True, connection="strong")
-    labels = torch.from_numpy(labels.reshape(-1, A))
-    connected = (labels == labels[:, :1]).all(dim=-1).to(counts.device)
-    separable[tuple(pending.T)] = ~connected
-    return separable
+    return (component_labels(counts > 0, "strong") != 0).any(dim=-1)
 
 
 def resolve_reward(obj: Objective, data: CellData, reward: Tensor | None, reward_ridge: float) -> Tensor | None:
@@ -129,7 +110,7 @@ def resolve_reward(obj: Objective, data: CellData, reward: Tensor | None, reward
     return fit_reward_model(data, ridge=reward_ridge).reward
 
 
-def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs) -> FitResult:
+def fit_reward_model(data: PreferenceData, *, ridge: float = 1e-2, **kwargs: Any) -> FitResult:
     """Tabular Bradley–Terry maximum likelihood (eq. 9), batched over replicates.
 
     Decision (spec §5): a tiny ridge keeps R̂ finite on separable data.  It is
@@ -152,7 +133,7 @@ def fit(
     init: Tensor | None = None,
     max_iter: int = 100,
     tol: float | None = None,
-    **params,
+    **params: float,
 ) -> FitResult:
     """Fits a tabular softmax policy to every replicate of `data` at once.
 
@@ -203,38 +184,25 @@ def fit(
     step_cap = 4.0 * max(1.0, 1.0 / world.gamma)  # a trust region: logits move on the scale 1/gamma
     problem = NewtonProblem(obj, pair_weight, prompt_weight, total, ctx, beta, ridge, step_cap=step_cap)
 
+    gap = None
     if obj.closed_form is not None and ridge == 0.0:
+        method, iterations = "closed_form", 0
         policy = obj.closed_form(ctx.reward, world, beta, resolved)
         logp = policy.logp.expand(data.replicates, *policy.logp.shape[-2:]) if policy.logp.dim() == 2 else policy.logp
-        loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
         theta = logp.clamp_min(_LOGIT_FLOOR)
         _, grad, _ = problem.derivatives(theta)
-        certificate = certify(problem, theta, grad, tol=tol, prompt_dist=world.prompt_dist)
-        return FitResult(
-            policy=Policy(logp, world.prompt_dist),
-            objective=obj.name,
-            beta=beta,
-            method="closed_form",
-            converged=certificate.converged,
-            status=certificate.status,
-            certificate=certificate,
-            iterations=0,
-            grad_norm=certificate.grad_norm,
-            separable=separable,
-            reward=None,
-            loss=loss,
-        )
-
-    shape = (data.replicates, world.n_prompts, world.n_responses)
-    if init is None:
-        start = torch.zeros(shape, dtype=dtype, device=world.device) if obj.fits_reward else _default_start(world, beta)
     else:
-        start = torch.as_tensor(init, dtype=dtype, device=world.device)
-    theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
-    theta, iterations, grad, _ = problem.newton(theta, max_iter=max_iter, tol=tol)
-    certificate = certify(problem, theta, grad, tol=tol, prompt_dist=world.prompt_dist)
-    logp = torch.log_softmax(theta, dim=-1)
-    grad_norm = grad.abs().amax(dim=(-1, -2))
+        method = "newton"
+        shape = (data.replicates, world.n_prompts, world.n_responses)
+        if init is None:
+            zeros = torch.zeros(shape, dtype=dtype, device=world.device)
+            start = zeros if obj.fits_reward else _default_start(world, beta)
+        else:
+            start = torch.as_tensor(init, dtype=dtype, device=world.device)
+        theta = start.clamp_min(_LOGIT_FLOOR).expand(shape).clone()
+        theta, iterations, grad, _, gap = problem.newton(theta, max_iter=max_iter, tol=tol)
+        logp = torch.log_softmax(theta, dim=-1)
+    certificate = certify(problem, theta, grad, tol=tol, prompt_dist=world.prompt_dist, gap=gap)
     with torch.no_grad():
         loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
     fitted_reward = None
@@ -244,12 +212,12 @@ def fit(
         policy=Policy(logp, world.prompt_dist),
         objective=obj.name,
         beta=beta,
-        method="newton",
+        method=method,
         converged=certificate.converged,
         status=certificate.status,
         certificate=certificate,
         iterations=iterations,
-        grad_norm=grad_norm,
+        grad_norm=certificate.grad_norm,
         separable=separable,
         reward=fitted_reward,
         loss=loss,
