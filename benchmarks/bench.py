@@ -2,10 +2,12 @@
 
 Run:  python benchmarks/bench.py [--quick] [--device cpu|cuda] [--repeats 5] [--out bench.json]
                                  [--only WORKLOAD ...] [--fit-size A] [--compare REF_JSON]
+                                 [--fig1-reference OLD_CHECKOUT]
 
-Each workload is timed `repeats` times after one warm-up run; the record holds the
-median, the minimum and maximum and the ratio of the median to the workload's
-floor, a cost measured in the same run that the workload cannot beat by much:
+Each workload is timed `repeats` times (at least 5 for a record worth reading) after one
+warm-up run; the record holds the median, the minimum and maximum, their spread
+((max − min) / median) and the ratio of the median to the workload's floor, a cost measured
+in the same run that the workload cannot beat by much:
 
 * population loss and solver derivatives: a plain copy of the cell table's bytes
   (reading and writing X·A² float64 once);
@@ -15,15 +17,22 @@ floor, a cost measured in the same run that the workload cannot beat by much:
   class with one shared reward;
 * the batched count fit: the per-sample Adam PMLE written the usual way
   (explicit pair tensors, one replicate at a time, 500 steps), as a speed-up;
+  and 1,000 replicates at n = 4096 against the 2 s target;
 * sampling (torch and numpy count samplers): its own cheapest n over n = 2^5 … 2^40
   (cost should not grow with n);
-* the command line: the 0.5 s target itself.
+* count datasets over many cells (10^4 … 10^6, `sample_counts`), ancestral sampling of
+  sequences and the enumeration of a sequence world: a plain copy of the result's bytes;
+* the command line: the 0.5 s target itself;
+* `synthalign run fig1` at its default size: with `--fig1-reference OLD_CHECKOUT`, the same
+  command run from that checkout, in alternation with the current one (target: at most 1/3).
 
 Timings use one CPU thread (`torch.set_num_threads(1)`) unless --threads says
-otherwise.  The JSON record (`--out`) can be compared with a later one
-(`--compare REF_JSON` prints new / reference for every workload both hold).
-The script uses only public names that have existed since the first benchmark,
-so it can time an older checkout (`PYTHONPATH=<old checkout>`).
+otherwise.  `--device cuda` runs every workload on the GPU (the memory and numpy ones stay
+on the CPU); on a machine without one it stops with an error.  The JSON record (`--out`)
+can be compared with a later one (`--compare REF_JSON` prints new / reference for every
+workload both hold).  The script uses only public names that have existed since the first
+benchmark (the sequence workloads are skipped where they are missing), so it can time an
+older checkout (`PYTHONPATH=<old checkout>`).
 """
 
 from __future__ import annotations
@@ -101,6 +110,7 @@ class Bench:
             "median_s": median,
             "min_s": min(times),
             "max_s": max(times),
+            "spread": (max(times) - min(times)) / median if median > 0 else 0.0,
             "runs": len(times),
             "floor_s": floor,
             "ratio": None if floor is None else median / floor,
@@ -308,6 +318,101 @@ def bench_count_fit(bench: Bench, replicates: int, n: int) -> None:
     print(f"{'':<24} batched count fit is {entry['speedup']:.0f}x faster per replicate than per-sample Adam")
 
 
+def bench_count_fit_many(bench: Bench, replicates: int, n: int) -> None:
+    """PMLE fitted to `replicates` datasets of the toy world at once, against the 2 s target."""
+    world = sa.World.paper_toy(seed=0, device=bench.device)
+    data = world.sample_preferences(n, replicates, seed=1)
+    result = {}
+
+    def run():
+        result["fit"] = sa.fit("pmle", data)
+
+    times = bench.times(run)
+    fitted = result["fit"]
+    bench.record(
+        "count_fit",
+        {"R": replicates, "n": n},
+        times,
+        2.0,
+        "ratio <= 1 (2 s)",
+        iterations=fitted.iterations,
+        converged=int(fitted.converged.sum()),
+    )
+
+
+def bench_counts_cells(bench: Bench, cells_sizes, replicates: int, chunk: int, n: int = 2**30) -> None:
+    """`sample_counts` over many cells (binomial tree splitting), `chunk` replicates per call, against a copy
+    of the [R, C] result's bytes."""
+    for cells in cells_sizes:
+        generator = torch.Generator(bench.device).manual_seed(0)
+        probs = torch.rand(cells, dtype=torch.float64, device=bench.device, generator=generator)
+        sampler = torch.Generator(bench.device).manual_seed(1)
+
+        def draw(probs=probs, sampler=sampler):
+            for start in range(0, replicates, chunk):
+                sa.sample_counts(probs, n, min(chunk, replicates - start), sampler)
+
+        copy = copier(bench, min(chunk, replicates) * cells)
+        chunks = -(-replicates // chunk)
+        timed = bench.interleaved({"copy": copy, "counts": draw})
+        floor = statistics.median(timed["copy"]) * chunks
+        bench.record(
+            "counts_cells", {"R": replicates, "C": cells, "n": f"2^{n.bit_length() - 1}"}, timed["counts"], floor, ""
+        )
+
+
+def bench_sequences(bench: Bench, sizes, length: int = 8) -> None:
+    """Ancestral sampling of sequences from a tabular autoregressive policy, against a copy of the tokens."""
+    SequenceWorld, TabularAutoregressive = (
+        getattr(sa, "SequenceWorld", None),
+        getattr(sa, "TabularAutoregressive", None),
+    )
+    if SequenceWorld is None or TabularAutoregressive is None:
+        print("sequences: skipped (no SequenceWorld in this checkout)")
+        return
+    world = SequenceWorld.random(vocab_size=4, max_length=length, n_prompts=4, seed=0, device=bench.device)
+    policy = TabularAutoregressive(world.target, world.space)
+    prompts = torch.arange(world.n_prompts, device=bench.device)
+    generator = torch.Generator(bench.device).manual_seed(1)
+    for count in sizes:
+        per_prompt = count // world.n_prompts
+        copy = copier(bench, per_prompt * world.n_prompts * length)
+        timed = bench.interleaved({"copy": copy, "sample": lambda k=per_prompt: policy.sample(prompts, k, generator)})
+        bench.record(
+            "sequence_sampling",
+            {"sequences": count, "L": length, "V": 4},
+            timed["sample"],
+            statistics.median(timed["copy"]),
+            "",
+        )
+
+
+def bench_enumerate(bench: Bench, lengths, vocab: int = 3) -> None:
+    """Enumerating a sequence world (every sequence of length <= L over V tokens) and one exact forward KL,
+    against a copy of three tables of that many float64."""
+    SequenceWorld = getattr(sa, "SequenceWorld", None)
+    if SequenceWorld is None:
+        print("enumerate: skipped (no SequenceWorld in this checkout)")
+        return
+    for length in lengths:
+        size = {}
+
+        def run(length=length, size=size):
+            tabular = SequenceWorld.random(vocab, length, 1, seed=0, device=bench.device).as_tabular()
+            size["sequences"] = tabular.n_responses
+            return sa.forward_kl(tabular.target, tabular.reference)
+
+        run()  # also tells the size of the floor
+        timed = bench.interleaved({"copy": copier(bench, 3 * size["sequences"]), "enumerate": run})
+        bench.record(
+            "enumerate_kl",
+            {"V": vocab, "L": length, "sequences": size["sequences"]},
+            timed["enumerate"],
+            statistics.median(timed["copy"]),
+            "",
+        )
+
+
 def child_peak(code: str) -> float:
     """Peak resident memory (MiB) a fresh interpreter adds while running `code`, beyond its imports.
 
@@ -388,11 +493,56 @@ def bench_cli(bench: Bench) -> None:
         bench.record("cli", {"args": " ".join(args)}, times, 0.5, "ratio <= 1, torch not imported", torch=imported[-1])
 
 
-def bench_fig1(bench: Bench, repeats: int) -> None:
-    with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "synthalign.cli", "run", "fig1", "--out", out]
-        times = bench.times(lambda: subprocess.run(command, capture_output=True, check=True, env=os.environ), repeats)
-    bench.record("fig1_run", {"size": "default"}, times, None, "<= 1/3 of the reference (see --compare)")
+def fig1_command(root: pathlib.Path, out: str, device: str) -> tuple[list[str], dict]:
+    """`synthalign run fig1` at its default size into the fresh folder `out`, with the code of `root`."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, "-m", "synthalign.cli", "run", "fig1", "--out", out, "--no-progress"]
+    if device != "cpu":
+        command += ["--device", device]
+    return command, env
+
+
+def bench_fig1(bench: Bench, repeats: int, reference: str | None = None) -> None:
+    """The command-line run of fig1 at its default size, each run into a new folder (no store to reuse).
+
+    With `reference` (the root of an older checkout) the same command is run from that checkout
+    in alternation with this one, so both see the same load; the record `fig1_vs_reference`
+    holds this run's median over the reference's (target: at most 1/3).
+    """
+    roots = {"fig1_run": pathlib.Path(__file__).resolve().parents[1]}
+    if reference is not None:
+        roots["fig1_reference"] = pathlib.Path(reference).resolve()
+    device = bench.device.type
+
+    def runner(root):
+        def run():
+            with tempfile.TemporaryDirectory() as out:
+                command, env = fig1_command(root, out, device)
+                subprocess.run(command, capture_output=True, check=True, env=env, cwd=root)
+
+        return run
+
+    out = {name: [] for name in roots}
+    for _ in range(repeats):  # no warm-up: each run is a fresh interpreter
+        for name, root in roots.items():
+            start = time.perf_counter()
+            runner(root)()
+            out[name].append(time.perf_counter() - start)
+    current = bench.record("fig1_run", {"size": "default"}, out["fig1_run"], None, "")
+    if reference is not None:
+        old = bench.record(
+            "fig1_reference",
+            {"size": "default", "checkout": str(roots["fig1_reference"])},
+            out["fig1_reference"],
+            None,
+            "",
+        )
+        ratios = [a / b for a, b in zip(out["fig1_run"], out["fig1_reference"], strict=True)]
+        entry = bench.record(
+            "fig1_vs_reference", {"size": "default"}, [current["median_s"]], old["median_s"], "ratio <= 1/3"
+        )
+        entry["pair_ratios"] = ratios
+        print(f"{'':<24} per-pair ratios (current / reference): " + ", ".join(f"{r:.3f}" for r in ratios))
 
 
 def print_compare(records: list[dict], reference_path: str) -> None:
@@ -401,12 +551,16 @@ def print_compare(records: list[dict], reference_path: str) -> None:
     print(f"\nagainst {reference_path} ({reference.get('meta', {}).get('commit', '?')}): new / reference median")
     for r in records:
         old = ref.get((r["workload"], json.dumps(r["params"], sort_keys=True)))
-        if old is None:
+        if old is None or not old["median_s"]:
             continue
         size = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        unit, scale = ("MiB", 1.0) if r.get("unit") == "MiB" else ("ms", 1e3)
+        ratios = ""
+        if r.get("ratio") is not None and old.get("ratio") is not None:
+            ratios = f"   ratio to floor {old['ratio']:.2f} -> {r['ratio']:.2f}"
         print(
-            f"{r['workload']:<24} {size:<34} {old['median_s'] * 1e3:10.1f} ms -> {r['median_s'] * 1e3:10.1f} ms"
-            f"   x{r['median_s'] / old['median_s']:.3f}"
+            f"{r['workload']:<24} {size:<34} {old['median_s'] * scale:10.1f} {unit} -> "
+            f"{r['median_s'] * scale:10.1f} {unit}   x{r['median_s'] / old['median_s']:.3f}{ratios}"
         )
 
 
@@ -418,6 +572,8 @@ WORKLOADS = (
     "class",
     "sampling",
     "count_fit",
+    "counts_cells",
+    "sequences",
     "memory",
     "cli",
     "fig1",
@@ -434,12 +590,20 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="*", choices=WORKLOADS, default=None, help="run only these workloads")
     parser.add_argument("--compare", default=None, metavar="REF_JSON", help="print ratios against an earlier record")
     parser.add_argument("--fit-size", type=int, default=None, metavar="A", help="time only the fits with A responses")
+    parser.add_argument(
+        "--fig1-reference",
+        default=None,
+        metavar="OLD_CHECKOUT",
+        help="with the fig1 workload: also time fig1 from this older checkout, in alternation (ratio in one run)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the test suite's smoke run
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be positive")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.fig1_reference is not None and not (pathlib.Path(args.fig1_reference) / "synthalign").is_dir():
+        parser.error(f"--fig1-reference: {args.fig1_reference} holds no synthalign package")
     torch.set_num_threads(args.threads)
     bench = Bench(args.device, args.repeats)
     only = set(args.only or WORKLOADS)
@@ -448,10 +612,12 @@ def main(argv=None) -> None:
 
     if args.tiny:
         big, fits, members, reps = (50,), [("pmle", 30, {}), ("rkl", 20, {"ridge": 1e-8})], 200, 8
+        cells, sequences, lengths, many = (1000,), (1000,), (5,), (8, 2**8)
     elif args.quick:
         big = (1000, 2000)
         fits = [("pmle", 300, {}), ("pmle", 1000, {}), ("pmle", 300, {"beta": 0.1}), ("rkl", 300, {"ridge": 1e-8})]
         members, reps = 10_000, 100
+        cells, sequences, lengths, many = (10**4, 10**5, 10**6), (10**4, 10**5, 10**6), (13, 16), (1000, 4096)
     else:
         big = (300, 1000, 2000)
         fits = [
@@ -463,6 +629,7 @@ def main(argv=None) -> None:
             ("rkl", 300, {"ridge": 1e-8}),
         ]
         members, reps = 100_000, 100
+        cells, sequences, lengths, many = (10**4, 10**5, 10**6), (10**4, 10**5, 10**6), (13, 16, 19), (1000, 4096)
     if args.fit_size is not None:
         fits = [case for case in fits if case[1] == args.fit_size]
     if "population_loss" in only:
@@ -481,12 +648,18 @@ def main(argv=None) -> None:
         bench_sampling(bench, 10 if args.tiny else 1000, exponents)
     if "count_fit" in only:
         bench_count_fit(bench, 4 if args.tiny else 100, 2**10 if args.tiny else 2**16)
+        bench_count_fit_many(bench, *many)
+    if "counts_cells" in only:
+        bench_counts_cells(bench, cells, 10 if args.tiny else 20, 10 if args.tiny else 20)
+    if "sequences" in only:
+        bench_sequences(bench, sequences)
+        bench_enumerate(bench, lengths)
     if "memory" in only and bench.device.type == "cpu":
         bench_memory(bench, big[-1], members)
     if "cli" in only:
         bench_cli(bench)
     if "fig1" in only and not args.tiny:
-        bench_fig1(bench, args.repeats)
+        bench_fig1(bench, args.repeats, args.fig1_reference)
 
     record = {
         "meta": {

@@ -29,3 +29,18 @@ def test_bench_tiny_run_writes_a_comparable_record(bench, tmp_path, capsys):
     assert all(r["ratio"] > 0 for r in record["records"])
     bench.main([*args[:-2], "--compare", str(out)])
     assert "new / reference" in capsys.readouterr().out
+
+
+def test_bench_tiny_sampling_workloads_record_their_floors(bench, tmp_path):
+    out = tmp_path / "bench.json"
+    bench.main(["--tiny", "--repeats", "1", "--only", "sampling", "counts_cells", "sequences", "--out", str(out)])
+    records = {r["workload"]: r for r in json.loads(out.read_text())["records"]}
+    assert {"sampling_torch_spread", "counts_cells", "sequence_sampling", "enumerate_kl"} <= set(records)
+    for name in ("counts_cells", "sequence_sampling", "enumerate_kl"):
+        assert records[name]["floor_s"] > 0 and records[name]["ratio"] > 0
+        assert records[name]["spread"] >= 0
+
+
+def test_bench_fig1_reference_must_be_a_checkout(bench, tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--tiny", "--only", "fig1", "--fig1-reference", str(tmp_path)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,43 @@ def test_counts_same_seed_same_numbers():
     first = sample_counts(probs, 10**6, replicates=3, generator=5)
     assert torch.equal(first, sample_counts(probs, 10**6, replicates=3, generator=5))
     assert not torch.equal(first, sample_counts(probs, 10**6, replicates=3, generator=6))
+
+
+def _plain_tree_counts(probs: torch.Tensor, n: int, replicates: int, seed: int) -> torch.Tensor:
+    """Binomial splitting over the binary tree of the cells written plainly (module docstring of
+    synthalign.worlds.torch_sampling): one torch.binomial per level, children stacked (left, right)."""
+    weights = probs.reshape(-1).to(torch.float64)
+    depth = max(1, math.ceil(math.log2(weights.numel())))
+    leaves = torch.zeros(2**depth, dtype=torch.float64)
+    leaves[: weights.numel()] = weights / weights.sum()
+    masses = [leaves]
+    for _ in range(depth):
+        masses.append(masses[-1].view(-1, 2).sum(dim=-1))
+    masses.reverse()
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.full((replicates, 1), float(n), dtype=torch.float64)
+    for level in range(depth):
+        children = masses[level + 1].view(-1, 2)
+        total = children.sum(dim=-1)
+        left_prob = torch.where(total > 0, children[:, 0] / total.clamp_min(1e-300), torch.zeros_like(total))
+        left = torch.binomial(counts, left_prob.clamp(0.0, 1.0).expand_as(counts).contiguous(), generator=generator)
+        counts = torch.stack((left, counts - left), dim=-1).flatten(-2)
+    return counts[:, : weights.numel()]
+
+
+@pytest.mark.parametrize("cells", [1, 2, 5, 64, 1000])
+@pytest.mark.parametrize("n", [1, 37, 2**20, 2**40])
+def test_counts_are_the_plain_tree_draws(cells, n):
+    # The sampler writes each level's children in place; the numbers must be those of the plain
+    # tree above for the same seed (zero-mass cells included), in float64 and in float32.
+    probs = torch.rand(cells, dtype=torch.float64, generator=torch.Generator().manual_seed(cells))
+    probs[1::3] = 0.0
+    expected = _plain_tree_counts(probs, n, 6, seed=7)
+    counts = sample_counts(probs, n, replicates=6, generator=7)
+    assert torch.equal(counts, expected)
+    assert torch.equal(counts.sum(-1), torch.full((6,), float(n), dtype=torch.float64))
+    low = sample_counts(probs, n, replicates=6, generator=7, dtype=torch.float32)
+    assert low.dtype == torch.float32 and torch.equal(low, expected.to(torch.float32))
 
 
 def test_preference_counts_on_a_sequence_world():

@@ -110,12 +110,17 @@ def sample_counts(
     counts = torch.full((replicates, 1), float(n), dtype=torch.float64, device=device)
     for level in range(depth):
         children = masses[level + 1].view(-1, 2)
-        total = children.sum(dim=-1)
-        left_prob = torch.where(total > 0, children[:, 0] / total.clamp_min(1e-300), torch.zeros_like(total))
-        left_prob = left_prob.clamp(0.0, 1.0).expand_as(counts)
-        left = torch.binomial(counts, left_prob.contiguous(), generator=generator)
-        counts = torch.stack((left, counts - left), dim=-1).flatten(-2)
-    return counts[:, :n_cells].to(dtype)
+        total = masses[level]
+        left_prob = torch.where(total > 0, children[:, 0] / total.clamp_min(1e-300), 0.0).clamp_(0.0, 1.0)
+        # One binomial per (replicate, node), the node's split probability broadcast over the replicates;
+        # the two children are written straight into the next level, interleaved (left, right).
+        split = torch.empty((replicates, counts.shape[1], 2), dtype=torch.float64, device=device)
+        left = torch.binomial(counts, left_prob.expand_as(counts), generator=generator)
+        split[..., 0] = left
+        torch.sub(counts, left, out=split[..., 1])
+        counts = split.view(replicates, -1)
+    counts = counts[:, :n_cells]
+    return counts if dtype == torch.float64 else counts.to(dtype)
 
 
 def sample_categorical(logits: Tensor, generator: TorchSeed, n_samples: int | None = None) -> Tensor:
