@@ -24,6 +24,7 @@ mixed precision and the DDP/FSDP/DeepSpeed wrapping are the accelerator's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -394,13 +395,9 @@ def make_trainer(
     check_optimizer(optimizer)
     # the on-policy options (estimator, KL estimator and placements, beta, samples), validated once
     config = GradientConfig(
-        beta=beta,
-        estimator=estimator,
-        kl_estimator=kl_estimator,
-        kl_placement=kl_placement,
-        entropy_placement=entropy_placement,
-        samples=samples,
-    )
+        beta=beta, estimator=estimator, kl_estimator=kl_estimator, kl_placement=kl_placement,
+        entropy_placement=entropy_placement, samples=samples,
+    )  # fmt: skip
     beta, samples = config.beta, config.samples
     seed = check_int(seed, "seed", minimum=0)
     if not isinstance(average, bool):
@@ -433,8 +430,7 @@ def make_trainer(
             raise ValueError(f"RLOO needs samples >= 2, got {samples}")
         return OnPolicyTrainer(
             obj, model, reference, optimizer, world=world, reward=reward,
-            gamma=resolve_gamma(obj, gamma, world_gamma), beta=beta, samples=samples, estimator=estimator,
-            kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_placement=entropy_placement,
+            gamma=resolve_gamma(obj, gamma, world_gamma), **dataclasses.asdict(config),
             prompt_tokens=prompt_tokens, seed=seed, **options,
         )  # fmt: skip
     obj = pair_objective(obj)
