@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("transformers")
 
 import synthalign as sa  # noqa: E402
+from synthalign.bridge.models import TabularARPolicy, TransformerPolicy, tiny_causal_lm  # noqa: E402
 from synthalign.cli import main  # noqa: E402
 from synthalign.experiments import sequence_gap as sg  # noqa: E402
 
@@ -39,18 +40,18 @@ def test_reduced_quick_run_writes_a_consistent_record(tmp_path, capsys):
 
 def test_pi0_is_the_pretrained_transformer_exactly():
     args = sg.Args(size="quick", out="runs", progress=False)
-    V, L, X = args.sized("world")
+    V, L, X = args.sizes["world"]
     world0 = sa.SequenceWorld.random(V, L, X, seed=0)
-    model = sg.tiny_llama(V, 16, 1, 0, "cpu")
+    model = tiny_causal_lm(V, 16, 1, seed=0)
     with torch.no_grad():
-        prefix = sg.TransformerPolicy(model, world0.space, X).prefix_logp()
+        prefix = TransformerPolicy(model, world0.space, X).prefix_logp()
         world = sg.tilted_world(world0, prefix, 0.0)
-        table = sg.TransformerPolicy(model, world0.space, X).table()
+        table = TransformerPolicy(model, world0.space, X).table()
     tab = world.as_tabular()
     torch.testing.assert_close(tab.reference.logp, table, atol=1e-12, rtol=0)
     torch.testing.assert_close(tab.behavior.logp, table, atol=1e-12, rtol=0)  # tilt 0: mu = pi0
     # the tabular AR control starts from the same policy
-    control = sg.TabularARPolicy(prefix, world0.space)
+    control = TabularARPolicy(prefix, world0.space)
     torch.testing.assert_close(control.table().detach(), table, atol=1e-12, rtol=0)
     # tilt t: mu ∝ pi0 · pi*^-t per prefix
     tilted = sg.tilted_world(world0, prefix, 1.5)
@@ -61,14 +62,14 @@ def test_pi0_is_the_pretrained_transformer_exactly():
 def test_training_lowers_the_loss_of_each_method():
     args = sg.Args(size="quick", out="runs", progress=False, steps=15)
     world0 = sa.SequenceWorld.random(3, 2, 2, seed=1)
-    model = sg.tiny_llama(3, 16, 1, 0, "cpu")
+    model = tiny_causal_lm(3, 16, 1, seed=0)
     with torch.no_grad():
-        prefix = sg.TransformerPolicy(model, world0.space, 2).prefix_logp()
+        prefix = TransformerPolicy(model, world0.space, 2).prefix_logp()
     tab = sg.tilted_world(world0, prefix, 0.0).as_tabular()
     data = tab.sample_preferences(256, 1, seed=0)
     reward = sa.fit_reward_model(data, ridge=1e-2).reward[0]
     for method in sg.METHODS:
-        policy = sg.TabularARPolicy(prefix, world0.space)
+        policy = TabularARPolicy(prefix, world0.space)
         before = sg.method_loss(method, policy.table(), data, reward, tab).item()
         after = sg.method_loss(method, sg.train(policy, method, data, reward, tab, args, 0.1), data, reward, tab)
         # distillation from pi_t moves its own pair law; its loss at pi_t still falls toward 0
@@ -92,7 +93,7 @@ def test_a_subset_of_methods_runs_alone(tmp_path, capsys):
 def test_backtracking_keeps_the_exact_loss_from_rising():
     world0 = sa.SequenceWorld.random(3, 2, 2, seed=1)
     with torch.no_grad():
-        prefix = sg.TransformerPolicy(sg.tiny_llama(3, 16, 1, 0, "cpu"), world0.space, 2).prefix_logp()
+        prefix = TransformerPolicy(tiny_causal_lm(3, 16, 1, seed=0), world0.space, 2).prefix_logp()
     tab = sg.tilted_world(world0, prefix, 0.0).as_tabular()
     data = tab.sample_preferences(256, 1, seed=0)
     reward = sa.fit_reward_model(data, ridge=1e-2).reward[0]
@@ -100,7 +101,7 @@ def test_backtracking_keeps_the_exact_loss_from_rising():
     for backtrack in (True, False):
         args = sg.Args(size="quick", out="runs", progress=False, steps=30, backtrack=backtrack)
         trace = []
-        policy = sg.TransformerPolicy(sg.tiny_llama(3, 16, 1, 0, "cpu"), world0.space, 2)
+        policy = TransformerPolicy(tiny_causal_lm(3, 16, 1, seed=0), world0.space, 2)
         sg.train(policy, "rkl", data, reward, tab, args, 0.3, trace=trace)  # a step size too large for RKL
         losses[backtrack] = [entry["loss"] for entry in trace]
         assert any(entry["undone"] for entry in trace) == backtrack

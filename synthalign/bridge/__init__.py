@@ -3,6 +3,8 @@
 * `synthalign.bridge.sequences`: token ids with masks, `sequence_logprobs` (torch only);
 * `synthalign.bridge.policy`: `LMPolicy`, a causal LM as a policy of a `SequenceWorld` (log-probs,
   batched sampling, the exact table over every sequence) and `mass_outside`;
+* `synthalign.bridge.models`: `tiny_causal_lm` (a tiny Llama from a config, no download) and two
+  trainable parametrizations of the exact table, `TransformerPolicy` and `TabularARPolicy`;
 * `synthalign.bridge.losses`: `pair_batch_loss` (registered pair objectives with their length
   conventions, through `synthalign.evaluate.pair_inputs`) and the on-policy KL term;
 * `synthalign.bridge.trainers`: `make_trainer` and the trainers on `accelerate` (offline pairs,
@@ -16,6 +18,7 @@ ImportError naming the extra that installs it (``pip install 'synthalign[bridge]
 """
 
 from synthalign.bridge.losses import kl_surrogate, pair_batch_loss, pair_weights
+from synthalign.bridge.models import TabularARPolicy, TransformerPolicy, tiny_causal_lm
 from synthalign.bridge.policy import LMPolicy, default_prompt_tokens, mass_outside
 from synthalign.bridge.sequences import BATCH_KEYS, sequence_logprobs
 from synthalign.bridge.trainers import OnPolicyPairTrainer, OnPolicyTrainer, PairTrainer, make_trainer, shard
@@ -28,6 +31,8 @@ __all__ = [
     "OnPolicyTrainer",
     "PairTrainer",
     "PreferenceCollator",
+    "TabularARPolicy",
+    "TransformerPolicy",
     "default_prompt_tokens",
     "from_trl_batch",
     "kl_surrogate",
@@ -37,5 +42,6 @@ __all__ = [
     "pair_weights",
     "sequence_logprobs",
     "shard",
+    "tiny_causal_lm",
     "tokenize_preference",
 ]

@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import as_tensor, check_positive
-from synthalign.bridge._validate import check_choice, check_model
+from synthalign.bridge._validate import check_model
 from synthalign.bridge.sequences import check_batch, completion_lengths, pair_logprobs
-from synthalign.estimators.onpolicy import score_function_surrogate
+from synthalign.estimators.score_function import GradientConfig, score_function_surrogate
 from synthalign.evaluate import pair_inputs
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
@@ -233,28 +233,18 @@ def kl_surrogate(
     beta·k in the loss (k2's gradient is ∇KL; k1's has mean 0), "exact" computes beta·KL on the
     full tables (enumerable spaces; `responses` unused).
     """
-    from synthalign.estimators.onpolicy import ESTIMATORS, PLACEMENTS
-    from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS
-
-    beta = check_positive(beta, "beta", allow_zero=True)
-    check_choice(kl_estimator, KL_ESTIMATOR_KINDS, "kl_estimator")
-    check_choice(kl_placement, PLACEMENTS, "kl_placement")
-    check_choice(estimator, ESTIMATORS, "estimator")
-    if kl_placement != "exact" and not isinstance(responses, Tensor):
+    config = GradientConfig(beta=beta, estimator=estimator, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    if config.kl_placement != "exact" and not isinstance(responses, Tensor):
         raise ValueError(f"responses must be sampled sequence ids [B, m] for kl_placement {kl_placement!r}")
-    if kl_placement == "exact":
+    if config.kl_placement == "exact":
         with torch.no_grad():
             ref_table = reference.table()[prompts]
-        return beta * kl_per_prompt(policy.table()[prompts], ref_table)
+        return config.beta * kl_per_prompt(policy.table()[prompts], ref_table)
     logp = policy.log_prob(prompts, responses)
     with torch.no_grad():
         ref_logp = reference.log_prob(prompts, responses)
+    # a zero reward and no entropy term: the surrogate of beta·KL alone
+    terms = config.terms(entropy_coef=0.0)
     return score_function_surrogate(
-        logp,
-        ref_logp.to(logp.dtype),
-        torch.zeros_like(logp),
-        estimator=estimator,
-        beta=beta,
-        kl_kind=kl_estimator,
-        kl_placement=kl_placement,
+        logp, ref_logp.to(logp.dtype), torch.zeros_like(logp), estimator=config.estimator, **terms
     )

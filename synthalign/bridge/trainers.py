@@ -24,6 +24,7 @@ mixed precision and the DDP/FSDP/DeepSpeed wrapping are the accelerator's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -36,9 +37,9 @@ from synthalign.bridge._validate import check_choice, check_model, check_optimiz
 from synthalign.bridge.losses import kl_surrogate, pair_objective, pair_terms, pair_weights, resolve_gamma
 from synthalign.bridge.policy import LMPolicy
 from synthalign.bridge.sequences import BATCH_KEYS
-from synthalign.estimators.onpolicy import ESTIMATORS, PLACEMENTS, SCORE_FUNCTION_OBJECTIVES, score_function_surrogate
+from synthalign.estimators.onpolicy import SCORE_FUNCTION_OBJECTIVES, score_function_surrogate
+from synthalign.estimators.score_function import GradientConfig
 from synthalign.metrics import entropy_per_prompt, kl_per_prompt
-from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.autoregressive import TabularAutoregressive
 from synthalign.worlds.sequence import SequenceWorld
@@ -146,13 +147,15 @@ class PairTrainer(_Trainer):
         beta: float = 0.0,
         world: SequenceWorld | None = None,
         prompt_tokens: Tensor | None = None,
-        kl: Mapping[str, str | int] | None = None,
+        kl: GradientConfig | Mapping[str, str | int] | None = None,
         seed: int = 0,
         **options: Accelerator | float | int | None,
     ):
         super().__init__(model, reference, optimizer, **options)
+        # the KL term's options (estimator, kl_estimator, kl_placement, samples), validated once
+        self.kl = kl if isinstance(kl, GradientConfig) else GradientConfig(beta=beta, **(kl or {}))
+        beta = self.kl.beta
         self.objective, self.gamma, self.params, self.average, self.beta = objective, gamma, params, average, beta
-        self.kl = kl or {}
         self.world = world
         if beta > 0:
             self.policy, self.sampler, self.reference_policy = self._policies(
@@ -183,8 +186,8 @@ class PairTrainer(_Trainer):
             if prompts is None:
                 raise ValueError("beta > 0 samples KL(pi ‖ pi0) at each pair's prompt: pass prompts=[B] world indices")
             prompts = prompts.to(device)
-            if self.kl["kl_placement"] != "exact":
-                responses = self.sampler.sample(prompts, self.kl["samples"], self.generator)
+            if self.kl.kl_placement != "exact":
+                responses = self.sampler.sample(prompts, self.kl.samples, self.generator)
 
         def local_sum(rows: Tensor) -> Tensor:
             part = {key: batch[key][rows] for key in BATCH_KEYS}
@@ -207,9 +210,9 @@ class PairTrainer(_Trainer):
                     prompts[rows],
                     None if responses is None else responses[rows],
                     beta=self.beta,
-                    kl_estimator=self.kl["kl_estimator"],
-                    kl_placement=self.kl["kl_placement"],
-                    estimator=self.kl["estimator"],
+                    kl_estimator=self.kl.kl_estimator,
+                    kl_placement=self.kl.kl_placement,
+                    estimator=self.kl.estimator,
                 )
                 losses = losses + kl.to(losses.dtype)
             w = weights[rows].to(losses.dtype)
@@ -304,15 +307,17 @@ class OnPolicyTrainer(_Trainer):
         self.objective, self.world = objective, world
         self.policy, self.sampler, self.reference_policy = self._policies(world.space, world.n_prompts, prompt_tokens)
         self.reward = torch.as_tensor(reward).to(self.accelerator.device)
-        self.options = dict(
-            estimator=estimator,
-            entropy_coef=gamma or 0.0,
+        self.config = GradientConfig(
             beta=beta,
-            kl_kind=kl_estimator,
+            estimator=estimator,
+            kl_estimator=kl_estimator,
             kl_placement=kl_placement,
             entropy_placement=entropy_placement,
+            samples=samples,
         )
-        self.samples = samples
+        # the keywords of `score_function_surrogate`: entropy coefficient gamma for RKL, 0 for RLHF
+        self.options = dict(estimator=self.config.estimator, **self.config.terms(gamma or 0.0))
+        self.samples = self.config.samples
         self.generator = make_generator(seed, self.accelerator.device)
 
     def __call__(self, prompts: Tensor, *, weight: Tensor | None = None) -> float:
@@ -388,19 +393,19 @@ def make_trainer(
         if reference is model:
             raise ValueError("reference must be a separate model (a frozen copy of pi0), not the model being trained")
     check_optimizer(optimizer)
-    beta = check_positive(beta, "beta", allow_zero=True)
+    # the on-policy options (estimator, KL estimator and placements, beta, samples), validated once
+    config = GradientConfig(
+        beta=beta, estimator=estimator, kl_estimator=kl_estimator, kl_placement=kl_placement,
+        entropy_placement=entropy_placement, samples=samples,
+    )  # fmt: skip
+    beta, samples = config.beta, config.samples
     seed = check_int(seed, "seed", minimum=0)
-    samples = check_int(samples, "samples")
     if not isinstance(average, bool):
         raise ValueError(f"average must be True or False, got {average!r}")
     if max_grad_norm is not None:
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     if micro_batch_size is not None:
         micro_batch_size = check_int(micro_batch_size, "micro_batch_size")
-    _check_choice(estimator, ESTIMATORS, "estimator")
-    _check_choice(kl_estimator, KL_ESTIMATOR_KINDS, "kl_estimator")
-    _check_choice(kl_placement, PLACEMENTS, "kl_placement")
-    _check_choice(entropy_placement, PLACEMENTS, "entropy_placement")
     on_policy = obj.kind == "prompt" or pairs_from is not None
     if (on_policy or beta > 0) and not isinstance(world, SequenceWorld):
         raise ValueError(
@@ -425,8 +430,7 @@ def make_trainer(
             raise ValueError(f"RLOO needs samples >= 2, got {samples}")
         return OnPolicyTrainer(
             obj, model, reference, optimizer, world=world, reward=reward,
-            gamma=resolve_gamma(obj, gamma, world_gamma), beta=beta, samples=samples, estimator=estimator,
-            kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_placement=entropy_placement,
+            gamma=resolve_gamma(obj, gamma, world_gamma), **dataclasses.asdict(config),
             prompt_tokens=prompt_tokens, seed=seed, **options,
         )  # fmt: skip
     obj = pair_objective(obj)
@@ -436,7 +440,7 @@ def make_trainer(
         raise ValueError(f"objective {obj.name!r} needs a reward table [X, N]: pass reward=...")
     common = dict(
         gamma=gamma, params=resolved, average=average, beta=beta, world=world, prompt_tokens=prompt_tokens,
-        kl=dict(kl_estimator=kl_estimator, kl_placement=kl_placement, estimator=estimator, samples=samples),
+        kl=config,
         seed=seed, **options,
     )  # fmt: skip
     if beta > 0 and kl_placement != "exact" and estimator == "rloo" and samples < 2:

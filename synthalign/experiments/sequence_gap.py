@@ -59,9 +59,17 @@ import numpy as np
 import torch
 
 import synthalign as sa
-from synthalign.bridge._deps import require
-from synthalign.experiments._common import CommonArgs, OptionError, one_cpu_thread, save_figure, write_record
+from synthalign.bridge.models import TabularARPolicy, TransformerPolicy, tiny_causal_lm
+from synthalign.experiments._common import (
+    CommonArgs,
+    OptionError,
+    check_integer,
+    new_figure,
+    one_cpu_thread,
+    write_record,
+)
 from synthalign.experiments._grid import run_grid
+from synthalign.experiments._plots import finish_figure, style_axes
 
 __all__ = [
     "NAME",
@@ -73,9 +81,6 @@ __all__ = [
     "SCHEDULES",
     "Args",
     "lr_factor",
-    "tiny_llama",
-    "TransformerPolicy",
-    "TabularARPolicy",
     "pretrain_reference",
     "tilted_world",
     "method_loss",
@@ -163,9 +168,8 @@ class Args(CommonArgs):
             if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
                 raise OptionError("methods", f"methods must be distinct names among {METHODS}, got {self.methods!r}")
             self.methods = tuple(m for m in METHODS if m in self.methods)  # the table's order
-        steps = self.steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise OptionError("steps", f"steps must be a positive integer, got {self.steps!r}")
+        if self.steps is not None:
+            check_integer("steps", self.steps, 1)
         if self.log2_ns is not None:
             self.log2_ns = tuple(self.log2_ns)
             if (
@@ -179,86 +183,43 @@ class Args(CommonArgs):
             if not self.tilts or self.tilts[0] != 0.0 or not all(math.isfinite(t) and t >= 0 for t in self.tilts):
                 raise OptionError("tilts", f"tilts must be non-negative numbers starting at 0, got {self.tilts!r}")
 
-    def sized(self, key):
-        return _SIZES[self.size][key]
+    @property
+    def sizes(self) -> dict:
+        """This run size's row of the defaults: world (V, L, X), model (hidden, layers), pretraining steps, ..."""
+        return _SIZES[self.size]
 
     @property
     def ns(self) -> list[int]:
-        return [2**k for k in (self.log2_ns or self.sized("log2_ns"))]
+        return [2**k for k in self.sized(self.log2_ns, _SIZES, "log2_ns")]
 
     @property
     def behavior_tilts(self) -> tuple[float, ...]:
-        return self.tilts or self.sized("tilts")
+        return self.sized(self.tilts, _SIZES, "tilts")
 
     @property
     def n_replicates(self) -> int:
-        return self.replicates or self.sized("replicates")
+        return self.sized(self.replicates, _SIZES, "replicates")
 
     @property
     def n_steps(self) -> int:
-        return self.steps or self.sized("steps")
+        return self.sized(self.steps, _SIZES, "steps")
 
     @property
     def method_names(self) -> tuple[str, ...]:
         return self.methods or METHODS
 
 
-# ----------------------------------------------------------------------------- the two parametrizations
-
-
-def tiny_llama(vocab_size: int, hidden: int, layers: int, seed: int, device):
-    """A randomly initialised Llama over the world's V tokens, float64 (exact metrics)."""
-    transformers = require("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden, max_position_embeddings=16, tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config).to(device=device, dtype=torch.float64)
-
-
-class TransformerPolicy:
-    """The transformer's exact table [X, N] and its parameters."""
-
-    def __init__(self, model, space, n_prompts):
-        self.module = model
-        # EOS first: no prompt + prefix string is then constant, which a rotary-position model could
-        # not tell apart from its own prefixes (`synthalign.bridge.policy`); every policy is representable.
-        prompt_tokens = sa.bridge.default_prompt_tokens(n_prompts, space.vocab_size, start=space.eos)
-        self.lm = sa.LMPolicy(model, space, n_prompts, prompt_tokens=prompt_tokens)
-
-    def table(self):
-        return self.lm.table()
-
-    def prefix_logp(self):
-        return self.lm.prefix_logp()
-
-    def parameters(self):
-        return self.module.parameters()
-
-
-class TabularARPolicy:
-    """The tabular autoregressive control: per-prefix logits [X, P, V]."""
-
-    def __init__(self, logits, space):
-        self.logits = logits.detach().clone().requires_grad_(True)
-        self.ar = sa.TabularAutoregressive(self.logits, space)
-
-    def table(self):
-        return self.ar.table()
-
-    def parameters(self):
-        return [self.logits]
+# ----------------------------------------------------------------------------- pi0 and the worlds
 
 
 def pretrain_reference(world0: sa.SequenceWorld, args: Args) -> torch.nn.Module:
     """pi0: a tiny Llama fitted by exact forward KL to `world0`'s random reference (so pi0 is a transformer)."""
-    V, _, X = args.sized("world")
-    hidden, layers = args.sized("model")
-    model = tiny_llama(V, hidden, layers, args.seed, args.device)
+    V, _, X = args.sizes["world"]
+    hidden, layers = args.sizes["model"]
+    model = tiny_causal_lm(V, hidden, layers, seed=args.seed, device=args.device)
     policy = TransformerPolicy(model, world0.space, X)
     target = world0.as_tabular().reference.logp
-    steps = args.sized("pretrain")
+    steps = args.sizes["pretrain"]
     optimizer = torch.optim.Adam(model.parameters(), lr=args.pretrain_lr)
     for step in range(steps):
         optimizer.param_groups[0]["lr"] = args.pretrain_lr * lr_factor(step, steps, args.warmup, args.schedule)
@@ -381,7 +342,7 @@ def fit_method(
     only on its dataset and R̂.
     """
     with one_cpu_thread(args.device):
-        X = args.sized("world")[2]
+        X = args.sizes["world"][2]
         tab = world.as_tabular()
         support = support_of(data)
         exact = exact_tabular(method, data, reward, tab, args.ridge)
@@ -416,7 +377,7 @@ def run(args: Args, *, executor=None) -> dict:
 
 def _run(args: Args, executor=None) -> dict:
     start = time.perf_counter()
-    V, L, X = args.sized("world")
+    V, L, X = args.sizes["world"]
     world0 = sa.SequenceWorld.random(
         V, L, X, gamma=args.gamma, logit_scale=args.logit_scale, seed=args.seed, device=args.device
     )
@@ -485,11 +446,6 @@ def _measure(logp: torch.Tensor, tab: sa.World, support: torch.Tensor) -> dict:
     }
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-
-
 def _summaries(cells: list[dict], methods: list[str]) -> dict:
     out = {}
     for method in methods:
@@ -497,8 +453,10 @@ def _summaries(cells: list[dict], methods: list[str]) -> dict:
         for name in (*PARAMETRIZATIONS, "tabular_exact"):
             metrics = ("forward_kl", "mass_off_support") + (("excess_loss",) if name in PARAMETRIZATIONS else ())
             for metric in metrics:
-                mean, se = _mean_se([c[method][name][metric] for c in cells])
-                out[method][f"{name}_{metric}"] = {"mean": mean, "se": se}
+                # not `_common.mean_se`: its torch sums differ in the last bit and it warns at one replicate (--quick)
+                values = [c[method][name][metric] for c in cells]
+                se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+                out[method][f"{name}_{metric}"] = {"mean": statistics.fmean(values), "se": se}
     return out
 
 
@@ -507,7 +465,7 @@ def curves(results: dict) -> list[dict]:
     rows = []
     for n in results["ns"]:
         cells = [c for c in results["cells"] if c["tilt"] == 0.0 and c["n"] == n]
-        rows.append({"n": n, "support_fraction": _mean_se([c["support_fraction"] for c in cells])[0],
+        rows.append({"n": n, "support_fraction": statistics.fmean(c["support_fraction"] for c in cells),
                      **_summaries(cells, results["methods"])})  # fmt: skip
     return rows
 
@@ -518,8 +476,8 @@ def gap(results: dict) -> list[dict]:
     rows = []
     for tilt in results["tilts"]:
         cells = [c for c in results["cells"] if c["tilt"] == tilt and c["n"] == n]
-        row = {"tilt": tilt, "coverage": cells[0]["coverage"], "target_mass_off_support": _mean_se(
-            [c["target_mass_off_support"] for c in cells])[0], **_summaries(cells, results["methods"])}  # fmt: skip
+        row = {"tilt": tilt, "coverage": cells[0]["coverage"], "target_mass_off_support": statistics.fmean(
+            c["target_mass_off_support"] for c in cells), **_summaries(cells, results["methods"])}  # fmt: skip
         if "rkl" in results["methods"]:
             for name in (*PARAMETRIZATIONS, "tabular_exact"):
                 rkl = row["rkl"][f"{name}_forward_kl"]["mean"]
@@ -531,10 +489,7 @@ def gap(results: dict) -> list[dict]:
 
 def plot(results: dict, args: Args) -> None:
     """sequence_gap.png: forward KL against n; mass off the data's support against n; KL against mu's tilt."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(16, 4.4))
-    axes = fig.subplots(1, 3)
+    fig, axes = new_figure(1, 3, figsize=(16, 4.4))
     ns = [row["n"] for row in results["curves"]]
     styles = {"transformer": ("-", "o"), "tabular_ar": ("--", "s"), "tabular_exact": (":", "")}
     methods = results["methods"]
@@ -549,13 +504,13 @@ def plot(results: dict, args: Args) -> None:
             axes[1].plot(ns, mass, ls=ls, marker=marker, ms=4, color=COLORS[method])
     target_off = [row["support_fraction"] for row in results["curves"]]
     axes[1].plot(ns, [1 - s for s in target_off], color="gray", ls="-.", label="fraction of sequences unseen")
-    axes[0].set(xscale="log", yscale="log", xlabel="n (pairs from mu = pi0)",
-                ylabel="E_x KL(pi* || pi) over all sequences",
-                title="forward KL against n (solid: transformer, dashed: tabular AR, dotted: exact)")  # fmt: skip
-    axes[1].set(xscale="log", yscale="symlog", xlabel="n", ylabel="E_x pi(sequences absent from the data)",
-                title="mass off the data's support (solid: transformer, dashed: tabular AR)")  # fmt: skip
+    kl_label = "E_x KL(pi* || pi) over all sequences"
+    style_axes(axes[0], xscale="log", xlabel="n (pairs from mu = pi0)", ylabel=kl_label, title_size=8,
+               title="forward KL against n (solid: transformer, dashed: tabular AR, dotted: exact)")  # fmt: skip
     axes[1].set_yscale("symlog", linthresh=1e-3)
     axes[1].set_ylim(bottom=0.0)  # a probability: no negative half
+    style_axes(axes[1], xscale="log", yscale=None, xlabel="n", ylabel="E_x pi(sequences absent from the data)",
+               title="mass off the data's support (solid: transformer, dashed: tabular AR)", title_size=8)  # fmt: skip
     for method in methods:
         for name in PARAMETRIZATIONS:
             ls, marker = styles[name]
@@ -564,25 +519,16 @@ def plot(results: dict, args: Args) -> None:
             tilts = [row["tilt"] for row in results["gap"]]
             kl = [row[method][f"{name}_forward_kl"]["mean"] for row in results["gap"]]
             axes[2].plot(tilts, kl, ls=ls, marker=marker, ms=4, color=COLORS[method])
-    axes[2].set(
-        yscale="log",
-        xlabel="tilt t of mu ∝ pi0 · pi*^(−t) (larger t: mu avoids what pi* prefers)",
-        ylabel="E_x KL(pi* || pi) over all sequences",
-        title=f"on-policy gap at n = {results['ns'][-1]}",
-    )
-    for ax in axes:
-        ax.title.set_fontsize(8)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    style_axes(axes[2], xscale=None, xlabel="tilt t of mu ∝ pi0 · pi*^(−t) (larger t: mu avoids what pi* prefers)",
+               ylabel=kl_label, title=f"on-policy gap at n = {results['ns'][-1]}", title_size=8,
+               legend_size=None)  # fmt: skip
     w = results["world"]
-    fig.suptitle(
+    title = (
         f"Sequence world V={w['vocab_size']}, L={w['max_length']}, X={w['n_prompts']}, N={w['n_sequences']}; "
         f"{results['replicates']} dataset(s) per point, {results['steps']} Adam steps per fit\n"
-        f"({_schedule_text(results)})",
-        fontsize=10,
+        f"({_schedule_text(results)})"
     )
-    save_figure(fig, args, "sequence_gap.png")
+    finish_figure(fig, args, "sequence_gap.png", title=title)
 
 
 def _schedule_text(results: dict) -> str:
