@@ -126,3 +126,31 @@ def test_separable_matches_transitive_closure(n_responses):
     for density in (0.1, 0.3, 0.6, 1.0):
         counts = (torch.rand(10, 3, n_responses, n_responses, generator=generator) < density).to(torch.float64)
         assert torch.equal(sa.comparison_graph_separable(counts), _separable_by_closure(counts))
+
+
+@pytest.mark.parametrize("name", ["pmle", "rebel"])
+def test_hessian_buffer_is_reused_only_once_released(name):
+    # The objective hands its last Hessian out again only when no tensor (nor view) refers to it:
+    # a Hessian the caller holds keeps its values through later calls at other logits.
+    problem = _problem(get_objective(name), 0.0, 0.0)
+    generator = torch.Generator().manual_seed(4)
+    theta = torch.randn(R, X, A, dtype=torch.float64, generator=generator)
+    other = torch.randn(R, X, A, dtype=torch.float64, generator=generator)
+    _, _, held = problem.derivatives(theta)
+    kept = held.clone()
+    _, _, second = problem.derivatives(other)
+    assert second.data_ptr() != held.data_ptr()
+    torch.testing.assert_close(held, kept, rtol=0, atol=0)
+    diagonal = second.diagonal(dim1=-2, dim2=-1)  # a view keeps the buffer in use
+    del second
+    _, _, third = problem.derivatives(theta)
+    assert third.data_ptr() != diagonal.data_ptr()
+    torch.testing.assert_close(third, kept, rtol=0, atol=0)
+    address = third.data_ptr()
+    del third, diagonal, held
+    _, _, fourth = problem.derivatives(theta)
+    assert fourth.data_ptr() == address
+    torch.testing.assert_close(fourth, kept, rtol=0, atol=0)
+    _, _, fifth = problem.derivatives(other)
+    torch.testing.assert_close(fourth, kept, rtol=0, atol=0)
+    assert torch.isfinite(fifth).all()

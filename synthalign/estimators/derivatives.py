@@ -11,7 +11,9 @@ Cost and memory.  The pair terms are computed one block of cells at a time
 rows, and the symmetric off-diagonal part is formed at the end one tile pair at a
 time); every term that is not elementwise in the cells is a diagonal plus a low-rank
 update, applied once as a batched rank-k product.  So a call costs O(R·X·A²) and
-holds the Hessian plus O(block) temporaries.
+holds the Hessian plus O(block) temporaries.  The Hessian's memory is kept by the objective
+and used again by a later call once nothing refers to the returned Hessian any more
+(`LogitObjective._hessian_buffer`): a Hessian still held is never overwritten.
 
 * Pair objectives that declare `margin_derivatives` get analytic derivatives; since they
   depend on the policy only through log-ratios, their derivatives in logp are those in theta.
@@ -89,6 +91,9 @@ class LogitObjective:
         The Hessian is diag(d) + (pair block terms) − Σ_k u_k v_kᵀ: the pair terms are
         written block by block, `d` and the rank-k factors (u_k, v_k) collected from the
         other terms, and both applied once at the end.
+
+        The Hessian lies in memory the objective reuses: a later call writes into it only once
+        every tensor referring to it (views included) is gone, so a caller may keep it freely.
         """
         A = theta.shape[-1]
         theta = theta.detach()
@@ -100,7 +105,9 @@ class LogitObjective:
             batch = torch.Size(cells_batch(logp, self.ctx, self.pair_weight))
         # The analytic pair path writes every entry of the Hessian; any other path adds into zeros.
         analytic = self.obj.kind == "pair" and self.obj.margin_derivatives is not None
-        hess = (theta.new_empty if analytic else theta.new_zeros)(*batch, *theta.shape[-2:], A)
+        hess = self._hessian_buffer((*batch, *theta.shape[-2:], A), theta)
+        if not analytic:
+            hess.zero_()
         value = theta.new_zeros(*batch, theta.shape[-2])
         grad = theta.new_zeros(*batch, *theta.shape[-2:])
         diag = torch.zeros_like(grad)
@@ -133,6 +140,28 @@ class LogitObjective:
         hess.diagonal(dim1=-2, dim2=-1).add_(diag)
         _subtract_low_rank(hess, low_rank)
         return value, grad, hess
+
+    def _hessian_buffer(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialized Hessian of `shape`: the previous call's, where no tensor still refers to it.
+
+        A fresh [R, X, A, A] tensor costs a page fault per page on its first write (as much as
+        several passes over it), so the objective keeps the last Hessian it returned and hands it
+        out again once the caller has dropped every reference to it (and every view of it).  A
+        Hessian the caller still holds is never overwritten: that call gets a new one.
+        """
+        cached = getattr(self, "_hessian", None)
+        if (
+            cached is not None
+            and cached.shape == torch.Size(shape)
+            and cached.dtype == like.dtype
+            and cached.device == like.device
+            and _storage_users(cached) <= 1
+        ):
+            return cached.view(cached.shape)
+        self._hessian = None  # drop our reference first, so the old buffer can be freed
+        self._hessian = like.new_empty(shape)
+        # The caller gets another tensor on the same storage: holding it (or a view of it) counts as a use.
+        return self._hessian.view(self._hessian.shape)
 
     def _margin_pair_derivatives(self, logp, scale, value, grad, diag, hess) -> None:
         # ℓ(cell i, j) = h(Δ_ij), Δ_ij = l_i − l_j: ∂/∂l_i = h', ∂/∂l_j = −h', and the
@@ -344,6 +373,12 @@ def _negated_symmetric_sum(matrix: Tensor) -> None:
             upper, lower = matrix[..., rows, cols], matrix[..., cols, rows]
             torch.neg(upper + lower.transpose(-1, -2), out=upper)
             lower.copy_(upper.transpose(-1, -2))
+
+
+def _storage_users(tensor: Tensor) -> int:
+    """How many tensors (views included) share the storage of `tensor`, not counting this query."""
+    storage = tensor.untyped_storage()
+    return torch._C._storage_Use_Count(storage._cdata) - 1
 
 
 def _subtract_low_rank(hess: Tensor, factors: list[tuple[Tensor, Tensor]]) -> None:
