@@ -377,8 +377,10 @@ def _negated_symmetric_sum(matrix: Tensor) -> None:
 
 def _storage_users(tensor: Tensor) -> int:
     """How many tensors (views included) share the storage of `tensor`, not counting this query."""
-    storage = tensor.untyped_storage()
-    return torch._C._storage_Use_Count(storage._cdata) - 1
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None:  # a torch without the query: never reuse (a fresh Hessian every call)
+        return 2
+    return use_count(tensor.untyped_storage()._cdata) - 1
 
 
 def _subtract_low_rank(hess: Tensor, factors: list[tuple[Tensor, Tensor]]) -> None:

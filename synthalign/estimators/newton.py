@@ -64,6 +64,7 @@ class NewtonProblem(LogitObjective):
             reduced = reduced_gradient(grad, logp, kl_weight, self.ctx.ref_logp)
             kkt, usable = _kkt_where_starved(grad, hess, logp, reduced)
             direction = _hessian_direction(grad, hess)
+            del hess  # released, so that the next call of `derivatives` can write its Hessian into the same memory
             decrement = -(grad * direction).sum(dim=-1)
             grad_norm = grad.abs().amax(dim=-1)
             at_precision = decrement.abs() <= 10 * torch.finfo(value.dtype).eps * (1.0 + value.abs())
