@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pathlib
 
@@ -41,3 +42,34 @@ def test_every_public_module_declares_all_and_every_listed_name_exists(name):
     missing = [item for item in module.__all__ if not hasattr(module, item)]
     assert not missing, f"{name}.__all__ names what it does not define: {missing}"
     assert len(set(module.__all__)) == len(module.__all__), f"{name}.__all__ repeats a name"
+
+
+def _unannotated(path: pathlib.Path) -> list[str]:
+    """Public functions and methods in `path` with a parameter or return left unannotated."""
+    gaps = []
+
+    def visit(node: ast.AST, prefix: str, in_class: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+                visit(child, f"{prefix}{child.name}.", True)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if child.name.startswith("_") and child.name not in ("__init__", "__call__"):
+                    continue
+                args = child.args
+                params = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+                if in_class and params and params[0].arg in ("self", "cls"):
+                    params = params[1:]
+                missing = [p.arg for p in params if p.annotation is None]
+                missing += [f"*{a.arg}" for a in (args.vararg, args.kwarg) if a is not None and a.annotation is None]
+                if child.returns is None and child.name != "__init__":
+                    missing.append("return")
+                if missing:
+                    gaps.append(f"{path.relative_to(PACKAGE.parent)}:{child.lineno} {prefix}{child.name}: {missing}")
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "", False)
+    return gaps
+
+
+def test_every_public_function_and_method_is_fully_annotated():
+    gaps = [gap for path in sorted(PACKAGE.rglob("*.py")) for gap in _unannotated(path)]
+    assert not gaps, "unannotated public signatures:\n" + "\n".join(gaps)

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 import synthalign as sa
+from synthalign._types import ExecutorLike
 from synthalign.experiments._common import (
     CommonArgs,
     column_legend,
@@ -239,7 +240,7 @@ def run_scale(args: Args, scale_index: int, scale: float) -> dict:
     return result
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: ExecutorLike | None = None) -> dict:
     """Runs every logit scale, writes fig1.json and the plots, returns the results.
 
     Each logit scale is one work item of the sweep store (`synthalign.experiments._grid`): finished

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 import synthalign as sa
+from synthalign._types import ExecutorLike
 from synthalign.bridge.models import TabularARPolicy, TransformerPolicy, tiny_causal_lm
 from synthalign.experiments._common import (
     CommonArgs,
@@ -242,7 +243,9 @@ def tilted_world(world0: sa.SequenceWorld, reference_prefix: torch.Tensor, tilt:
 # ----------------------------------------------------------------------------- losses and training
 
 
-def method_loss(method: str, logp, data, reward, tab: sa.World):
+def method_loss(
+    method: str, logp: torch.Tensor, data: sa.PreferenceData, reward: torch.Tensor, tab: sa.World
+) -> torch.Tensor:
     """The exact expected loss of `method` for the policy table `logp` [X, N] on one dataset (scalar)."""
     if method in ("pmle", "dpo"):
         return sa.empirical_loss(method, data, logp)[0]
@@ -270,7 +273,14 @@ def lr_factor(step: int, steps: int, warmup: float, schedule: str) -> float:
 
 
 def train(
-    policy, method: str, data, reward, tab: sa.World, args: Args, lr: float, trace: list | None = None
+    policy: TransformerPolicy | TabularARPolicy,
+    method: str,
+    data: sa.PreferenceData,
+    reward: torch.Tensor,
+    tab: sa.World,
+    args: Args,
+    lr: float,
+    trace: list | None = None,
 ) -> torch.Tensor:
     """Adam on the method's loss from the policy's initial parameters; returns the final table (detached).
 
@@ -311,7 +321,9 @@ def train(
         return policy.table()
 
 
-def exact_tabular(method: str, data, reward, tab: sa.World, ridge: float) -> torch.Tensor:
+def exact_tabular(
+    method: str, data: sa.PreferenceData, reward: torch.Tensor, tab: sa.World, ridge: float
+) -> torch.Tensor:
     """The exact tabular estimator on one dataset (Newton / closed form), its table [X, N].
 
     The logistic fits get the same `ridge` pseudo-pairs as R̂: without them the maximizer does not
@@ -324,7 +336,7 @@ def exact_tabular(method: str, data, reward, tab: sa.World, ridge: float) -> tor
     return sa.reward_policy(reward, tab.gamma).logp  # pi_R̂: the minimizer of RKL and of distillation from pi_t
 
 
-def support_of(data) -> torch.Tensor:
+def support_of(data: sa.PreferenceData) -> torch.Tensor:
     """The responses that occur in the data at each prompt (as chosen or rejected), boolean [X, N]."""
     counts = data.counts[0]
     return (counts.sum(dim=-1) + counts.sum(dim=-2)) > 0
@@ -334,7 +346,13 @@ def support_of(data) -> torch.Tensor:
 
 
 def fit_method(
-    reference_model, reference_prefix, world: sa.SequenceWorld, data, reward, method: str, args: Args
+    reference_model: torch.nn.Module,
+    reference_prefix: torch.Tensor,
+    world: sa.SequenceWorld,
+    data: sa.PreferenceData,
+    reward: torch.Tensor,
+    method: str,
+    args: Args,
 ) -> dict:
     """One work item: one method on one dataset, exact tabular and trained in both parametrizations.
 
@@ -363,7 +381,7 @@ def fit_method(
         return entry
 
 
-def run(args: Args, *, executor=None) -> dict:
+def run(args: Args, *, executor: ExecutorLike | None = None) -> dict:
     """Every (tilt, n, replicate, method, parametrization); writes sequence-gap.json and sequence_gap.png.
 
     Each (tilt, n, replicate, method) is one work item of the sweep store
