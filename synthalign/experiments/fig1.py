@@ -47,6 +47,7 @@ import synthalign as sa
 from synthalign._types import ExecutorLike
 from synthalign.experiments._common import (
     CommonArgs,
+    band_stats,
     column_legend,
     new_figure,
     one_cpu_thread,
@@ -161,19 +162,6 @@ def _heldout_loss(world: sa.World, heldout: Tensor, logp: Tensor) -> Tensor:
     return torch.stack([sa.empirical_loss("pmle", data, logp[b]) for b in range(logp.shape[0])])
 
 
-def _quantiles(values: Tensor, band: tuple[float, float]) -> dict:
-    """Median, band and mean over the last dimension, as lists."""
-    probs = torch.tensor([band[0], 0.5, band[1]], dtype=values.dtype, device=values.device)
-    low, median, high = torch.quantile(values, probs, dim=-1)
-    return {
-        "median": median.tolist(),
-        "low": low.tolist(),
-        "high": high.tolist(),
-        "mean": values.mean(dim=-1).tolist(),
-        "std": values.std(dim=-1).tolist(),
-    }
-
-
 def run_scale(args: Args, scale_index: int, scale: float) -> dict:
     """Every n, replicate and beta of one logit scale."""
     ns, replicates = args.ns, args.n_replicates
@@ -218,13 +206,13 @@ def run_scale(args: Args, scale_index: int, scale: float) -> dict:
         choice = criterion.argmin(dim=0)
         chosen = fkl.gather(0, choice.unsqueeze(0)).squeeze(0).view(len(ns), replicates)
         chosen_beta = grid[choice].view(len(ns), replicates)
-        stats = _quantiles(chosen, args.band)
+        stats = band_stats(chosen, args.band)
         stats["beta_median"] = chosen_beta.median(dim=-1).values.tolist()
         # How often the choice sits at an end of the grid (0 is a real value for RKL, not an edge).
         edge = (choice == grid.numel() - 1) | ((choice == 0) & (grid[0] > 0))
         stats["beta_at_grid_edge"] = edge.view(len(ns), replicates).to(world.dtype).mean(dim=-1).tolist()
         if method == "rkl":
-            stats["beta0"] = _quantiles(fkl[0].view(len(ns), replicates), args.band)
+            stats["beta0"] = band_stats(fkl[0].view(len(ns), replicates), args.band)
         result[method] = stats
     floor, floor_beta = rlhf_population_floor(world)
     constant = rkl_asymptotic_constant(world)
