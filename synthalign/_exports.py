@@ -24,6 +24,7 @@ FLAT_API: dict[str, tuple[str, ...]] = {
         "ClassEstimate",
         "ClassFit",
         "FitResult",
+        "GradientConfig",
         "GradientRow",
         "NASH_METHODS",
         "NashTrace",

@@ -32,5 +32,6 @@ from synthalign.estimators.onpolicy import (
     sampled_pair_gradients,
     score_function_fit,
 )
+from synthalign.estimators.score_function import GradientConfig
 
 __all__ = [*flat_names(__name__), "NASH_TARGETS"]
