@@ -9,7 +9,9 @@ the conformance suite and the transformer bridge.
   `synthalign.registry.protocol`) are turned into tensors, from (chosen, rejected)
   views of the policy, the reference and the reward.  Callers only choose the views:
   the cells (x, a, b) of a finite world, explicit pairs, or sequences of a language model.
-* `prompt_values` is the ONE place beta · KL(pi(x) ‖ pi0(x)) is added (eq. 1, 5, 12, 15).
+* `prompt_values` is the ONE place beta · KL(pi(x) ‖ pi0(x)) is added (eq. 1, 5, 12, 15);
+  `kl_regularizer` is that term alone, for callers that hold policy rows without an
+  objective (the exact terms of the on-policy estimators, the certificate's mass moves).
 
 One code path serves three uses (../shared/STYLE.md): explicit pairs become
 counts (`PreferenceList.to_counts`), a dataset is its counts, and the
@@ -65,6 +67,7 @@ __all__ = [
     "cell_values",
     "data_weights",
     "empirical_loss",
+    "kl_regularizer",
     "make_context",
     "pair_inputs",
     "per_prompt_loss",
@@ -376,10 +379,24 @@ class PopulationWeights:
         return self.world.law.matrix(self.world)
 
 
+def kl_regularizer(logp: Tensor, ref_logp: Tensor, beta: float) -> Tensor:
+    """beta · KL(pi(x) ‖ pi0(x)) = beta Σ_a pi(a|x) (ln pi(a|x) − ln pi0(a|x)) per prompt, [..., X] (eq. 1, 5, 12, 15).
+
+    `logp` [..., X, A] and `ref_logp` broadcast against each other.  In log-space with
+    0 · ln(0 / pi0) = 0 (`kl_per_prompt`, through `safe_log_ratio`): a response of probability
+    zero adds nothing, one that pi0 forbids and pi does not makes it +inf.  Zeros of the
+    policy's shape at beta = 0 (pi0 then is not read).
+    """
+    beta = check_positive(beta, "beta", allow_zero=True)
+    if beta == 0.0:
+        return torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
+    return beta * kl_per_prompt(logp, ref_logp)
+
+
 def prompt_values(obj: Objective, logp: Tensor, ctx: EvalContext, beta: float) -> Tensor:
     """The per-prompt terms of an objective, [..., X]: a prompt objective's loss plus beta · KL(pi(x) ‖ pi0(x)).
 
-    The one place the KL regularizer of eq. 1, 5, 12 and 15 is added; zero for a pair
+    The one place the KL regularizer of eq. 1, 5, 12 and 15 (`kl_regularizer`) is added; zero for a pair
     objective at beta = 0.
     """
     if obj.kind == "prompt":
@@ -388,7 +405,7 @@ def prompt_values(obj: Objective, logp: Tensor, ctx: EvalContext, beta: float) -
     else:
         values = torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
     if beta > 0:
-        values = values + beta * kl_per_prompt(logp, ctx.ref_logp)
+        values = values + kl_regularizer(logp, ctx.ref_logp, beta)
     return values
 
 

@@ -11,6 +11,7 @@ import synthalign as sa
 from synthalign.evaluate import (
     cell_inputs,
     cell_values,
+    kl_regularizer,
     make_context,
     pair_inputs,
     prompt_inputs,
@@ -85,6 +86,20 @@ def test_cell_inputs_mask_zero_probability_sources_only_where_unused():
     assert loss.item() == pytest.approx(math.log(2.0), abs=1e-15)
 
 
+def test_kl_regularizer_hand_values_and_zero_probabilities():
+    # pi = (1/2, 1/2, 0), pi0 = (1/4, 1/4, 1/2): KL = 2 · ½ ln(½ / ¼) + 0 · ln(0 / ½) = ln 2 → beta = 0.5: ½ ln 2.
+    # pi = (1/2, 1/2, 0), pi0 = (1, 0, 0): pi puts mass where pi0 has none → +inf.
+    logp = torch.log(torch.tensor([[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]], dtype=DTYPE))  # [1, 2, 3]
+    ref = torch.log(torch.tensor([[0.25, 0.25, 0.5], [1.0, 0.0, 0.0]], dtype=DTYPE))  # [2, 3]
+    value = kl_regularizer(logp, ref, 0.5)
+    assert value.shape == (1, 2)
+    assert value[0, 0].item() == pytest.approx(0.5 * math.log(2.0), abs=1e-15)
+    assert value[0, 1].item() == math.inf
+    assert torch.equal(kl_regularizer(logp, ref, 0.0), torch.zeros(1, 2, dtype=DTYPE))
+    with pytest.raises(ValueError, match="beta"):
+        kl_regularizer(logp, ref, -0.1)
+
+
 def test_prompt_values_add_beta_kl_exactly_once():
     world = sa.World.random(3, 4, gamma=0.5, seed=2)
     logp = torch.log_softmax(torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=DTYPE), -1)
@@ -92,6 +107,7 @@ def test_prompt_values_add_beta_kl_exactly_once():
     ctx = make_context(sa.get_objective("pmle"), world, None, {})
     # A pair objective's per-prompt terms are beta · KL and nothing else.
     torch.testing.assert_close(prompt_values(sa.get_objective("pmle"), logp, ctx, 0.3), 0.3 * kl)
+    assert torch.equal(prompt_values(sa.get_objective("pmle"), logp, ctx, 0.3), kl_regularizer(logp, ctx.ref_logp, 0.3))
     torch.testing.assert_close(prompt_values(sa.get_objective("pmle"), logp, ctx, 0.0), torch.zeros(3, dtype=DTYPE))
     rkl = sa.get_objective("rkl")
     rkl_ctx = make_context(rkl, world, world.true_reward, {})
