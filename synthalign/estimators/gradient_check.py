@@ -64,7 +64,7 @@ from synthalign.estimators.score_function import (
     loss_terms,
     sample_reward,
 )
-from synthalign.evaluate import make_context, population_loss, weighted_cell_sum
+from synthalign.evaluate import kl_regularizer, make_context, population_loss, weighted_cell_sum
 from synthalign.metrics import entropy_per_prompt, kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.policy import Policy
@@ -109,12 +109,15 @@ ENTROPY_GRADIENT_LAWS = {"reward": "∇(−H)", "loss": "0", "exact": "∇(−H)
 _EXACT = GradientConfig(estimator="reinforce", samples=1)
 
 
-def _kl_terms(table: Tensor, ref: Tensor) -> dict[str, Tensor]:
-    """Per-prompt values of the candidate KL terms, differentiable in `table` [.., X, N]."""
-    forward = kl_per_prompt(table, ref)
-    reverse = kl_per_prompt(ref.expand_as(table), table)
+def _kl_terms(table: Tensor, ref: Tensor, beta: float) -> dict[str, Tensor]:
+    """Per-prompt values of beta times the candidate KL terms, differentiable in `table` [.., X, N].
+
+    The true one, beta · KL(π‖π0), is the objective's own regularizer (`evaluate.kl_regularizer`).
+    """
+    forward = kl_regularizer(table, ref, beta)
+    reverse = beta * kl_per_prompt(ref.expand_as(table), table)
     log_ratio = torch.where(table > -torch.inf, table - ref, torch.zeros_like(table))
-    half_square = 0.5 * (table.exp() * log_ratio.square()).sum(dim=-1)
+    half_square = beta * 0.5 * (table.exp() * log_ratio.square()).sum(dim=-1)
     return {
         "∇KL(π‖π0)": forward,
         "∇KL(π0‖π)": reverse,
@@ -164,7 +167,7 @@ def candidate_gradients(
     tab, reward, entropy_coef, beta = problem.tab, problem.reward, problem.entropy_coef, problem.config.beta
     out = {}
     entropy_laws = ("∇(−H)", "0") if entropy_coef else ("∇(−H)",)
-    for kl_law in _kl_terms(tab.reference.logp, tab.reference.logp):
+    for kl_law in _kl_terms(tab.reference.logp, tab.reference.logp, beta):
         for entropy_law in entropy_laws:
             leaf = logits.detach().clone().requires_grad_(True)
             table = make_parametrization(world, leaf).table()
@@ -173,7 +176,7 @@ def candidate_gradients(
             if entropy_law == "∇(−H)":
                 per_prompt = per_prompt - entropy_coef * entropy_per_prompt(table)
             if beta:
-                per_prompt = per_prompt + beta * _kl_terms(table, tab.reference.logp)[kl_law]
+                per_prompt = per_prompt + _kl_terms(table, tab.reference.logp, beta)[kl_law]
             (gradient,) = torch.autograd.grad((per_prompt * tab.prompt_dist).sum(), leaf)
             out[(kl_law, entropy_law)] = gradient.reshape(-1)
     return out
@@ -369,7 +372,7 @@ def expected_pair_gradient(
         per_draw = loss(True)
     per_prompt = (draw * per_draw).sum(dim=(-1, -2))
     if beta:
-        per_prompt = per_prompt + beta * kl_per_prompt(table, ref)
+        per_prompt = per_prompt + kl_regularizer(table, ref, beta)
     (gradient,) = torch.autograd.grad((per_prompt * tab.prompt_dist).sum(), leaf)
     return gradient.reshape(-1)
 

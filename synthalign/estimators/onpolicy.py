@@ -57,7 +57,8 @@ from synthalign.estimators.score_function import (  # noqa: F401
     sample_reward,
     score_function_surrogate,
 )
-from synthalign.metrics import entropy_per_prompt, kl_per_prompt
+from synthalign.evaluate import kl_regularizer
+from synthalign.metrics import entropy_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.autoregressive import TabularAutoregressive, TabularSoftmax
 from synthalign.worlds.policy import Policy
@@ -180,7 +181,7 @@ class _ScoreFunctionProblem:
         if self.config.entropy_placement == "exact" and self.entropy_coef:
             value = value - self.entropy_coef * entropy_per_prompt(table)
         if self.config.kl_placement == "exact" and self.config.beta:
-            value = value + self.config.beta * kl_per_prompt(table, self.tab.reference.logp)
+            value = value + kl_regularizer(table, self.tab.reference.logp, self.config.beta)
         return value
 
     def step_loss(self, policy: _Parametrization, prompts: Tensor, generator: torch.Generator) -> Tensor:
@@ -361,7 +362,7 @@ class _PairProblem:
         inputs = pair_inputs(obj, logp_a, logp_b, _gather(ref, first), _gather(ref, second), *rewards, tab.gamma)
         per_prompt = obj.fn(**inputs, **self.params).mean(dim=-1)
         if self.beta:
-            per_prompt = per_prompt + self.beta * kl_per_prompt(policy.table(), ref)
+            per_prompt = per_prompt + kl_regularizer(policy.table(), ref, self.beta)
         return (per_prompt * tab.prompt_dist).sum(dim=-1)
 
 
