@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from synthalign.evaluate import CellBlock, cell_block_inputs, cell_blocks, cells_batch, prompt_values
+from synthalign.evaluate import CellBlock, cell_block_inputs, cell_blocks, cells_batch, kl_regularizer, prompt_values
 
 if TYPE_CHECKING:
     from synthalign.estimators.derivatives import LogitObjective
@@ -306,8 +306,9 @@ def _prompt_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raise
     """[T, ..., X, A] the decrease of the weighted prompt terms for every move.
 
     A prompt objective's own term is evaluated on the A moved rows (a chunk of them at a
-    time); beta · KL(pi ‖ pi0) (eq. 1) has a closed form.  With l = ln pi, r = ln pi0,
-    c = ln(1 − t) and S = Σ_b pi_b (l_b − r_b), the move onto a gives
+    time); beta · KL(pi ‖ pi0) (eq. 1) has a closed form from its value before the move
+    (`evaluate.kl_regularizer`).  With l = ln pi, r = ln pi0, c = ln(1 − t) and S = KL(pi ‖ pi0)
+    = Σ_b pi_b (l_b − r_b), the move onto a gives
     KL' = (1 − t) [S − pi_a (l_a − r_a) + (1 − pi_a) c] + pi'_a (ln pi'_a − r_a), O(1) per move.
     """
     obj, ctx, beta, weight = problem.obj, problem.ctx, problem.beta, problem.prompt_weight
@@ -327,12 +328,13 @@ def _prompt_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raise
     if beta > 0:
         ref = ctx.ref_logp.to(logp.dtype)
         probs, moved_probs = logp.exp(), raised.exp()
-        terms = torch.where(probs > 0, probs * (logp - ref), 0.0)  # 0 · (−inf) = 0, as `kl_per_prompt`
+        before = kl_regularizer(logp, ref, beta).unsqueeze(-1)  # beta · S
+        # each response's term of S, 0 · (−inf) = 0 as in `kl_regularizer`
+        terms = torch.where(probs > 0, probs * (logp - ref), 0.0)
         moved_terms = torch.where(moved_probs > 0, moved_probs * (raised - ref), 0.0)
-        kl = terms.sum(dim=-1, keepdim=True)
         rest_mass = probs.sum(dim=-1, keepdim=True) - probs
-        after = log_keep.exp() * (kl - terms + rest_mass * log_keep) + moved_terms
-        change = change + beta * (kl - after)
+        after = log_keep.exp() * (before + beta * (rest_mass * log_keep - terms)) + beta * moved_terms
+        change = change + (before - after)
     used = (weight > 0).unsqueeze(-1)
     return torch.where(used, weight.unsqueeze(-1) * change, torch.zeros_like(change))
 
