@@ -118,6 +118,8 @@ def _direct_values(
         inputs = prompt_inputs(obj, items(logp), reference=items(ref), reward=items(reward), gamma=world.gamma)
     values = torch.broadcast_to(obj.fn(**inputs, **opts.params), prompt.shape)
     if opts.beta > 0:
+        # Written out here on purpose, not taken from `evaluate.kl_regularizer`: `check_weight_consistency`
+        # compares these values with `empirical_loss` and `population_loss`, which add evaluate's.
         values = values + opts.beta * kl_per_prompt(logp, ref)[prompt]
     return values
 
