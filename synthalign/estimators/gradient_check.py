@@ -109,6 +109,18 @@ ENTROPY_GRADIENT_LAWS = {"reward": "∇(−H)", "loss": "0", "exact": "∇(−H)
 _EXACT = GradientConfig(estimator="reinforce", samples=1)
 
 
+def _leaf_table(world: WorldLike, logits: Tensor) -> tuple[Tensor, Tensor]:
+    """A fresh leaf copy of `logits` (one parameter set) and the policy table [X, N] it parametrizes."""
+    leaf = logits.detach().clone().requires_grad_(True)
+    return leaf, make_parametrization(world, leaf).table()
+
+
+def _compare(expected: Tensor, candidates: dict, tol: float) -> tuple[dict, tuple]:
+    """(‖E[g] − c‖ / ‖c‖ for every candidate gradient c, the candidates within `tol`)."""
+    errors = {key: ((expected - c).norm() / c.norm().clamp_min(1e-300)).item() for key, c in candidates.items()}
+    return errors, tuple(key for key, error in errors.items() if error < tol)
+
+
 def _kl_terms(table: Tensor, ref: Tensor, beta: float) -> dict[str, Tensor]:
     """Per-prompt values of beta times the candidate KL terms, differentiable in `table` [.., X, N].
 
@@ -137,8 +149,7 @@ def expected_gradient(
     """
     problem = _score_function_problem(world, objective, options, _EXACT)
     tab, reward, terms = problem.tab, problem.reward, problem.terms
-    leaf = logits.detach().clone().requires_grad_(True)
-    table = make_parametrization(world, leaf).table()  # [X, N]
+    leaf, table = _leaf_table(world, logits)  # table [X, N]
     ref = tab.reference.logp
     prob = table.detach().exp()
     r = sample_reward(table, ref, reward, **terms)
@@ -169,8 +180,7 @@ def candidate_gradients(
     entropy_laws = ("∇(−H)", "0") if entropy_coef else ("∇(−H)",)
     for kl_law in _kl_terms(tab.reference.logp, tab.reference.logp, beta):
         for entropy_law in entropy_laws:
-            leaf = logits.detach().clone().requires_grad_(True)
-            table = make_parametrization(world, leaf).table()
+            leaf, table = _leaf_table(world, logits)
             prob = table.exp()
             per_prompt = -(prob * torch.where(prob > 0, reward, torch.zeros_like(reward))).sum(dim=-1)
             if entropy_law == "∇(−H)":
@@ -227,8 +237,7 @@ def gradient_law(
     reward = options.get("reward")
     expected = expected_gradient(world, logits, objective, reward=reward, config=config)
     candidates = candidate_gradients(world, logits, objective, reward=reward, beta=config.beta)
-    errors = {key: ((expected - c).norm() / c.norm().clamp_min(1e-300)).item() for key, c in candidates.items()}
-    matched = tuple(key for key, error in errors.items() if error < tol)
+    errors, matched = _compare(expected, candidates, tol)
     true = candidates[("∇KL(π‖π0)", "∇(−H)")]
     has_entropy = _score_function_objective(objective, 1.0)[1]
     entropy_law = ENTROPY_GRADIENT_LAWS[config.entropy_placement] if has_entropy else "∇(−H)"
@@ -327,8 +336,7 @@ PAIR_GRADIENT_LAWS = {
 
 def _pair_setup(world: WorldLike, logits: Tensor, objective, reward, beta, params):
     problem = _pair_problem(world, objective, reward, beta, params)
-    leaf = logits.detach().clone().requires_grad_(True)
-    table = make_parametrization(world, leaf).table()  # [X, N]
+    leaf, table = _leaf_table(world, logits)  # table [X, N]
     return problem.tab, problem.obj, problem.params, problem.reward, problem.beta, leaf, table
 
 
@@ -420,8 +428,7 @@ def pair_candidate_gradients(
         **resolved,
     )
     (semi,) = torch.autograd.grad(semi_loss, leaf)
-    leaf_moving = logits.detach().clone().requires_grad_(True)
-    moving_table = make_parametrization(world, leaf_moving).table()
+    leaf_moving, moving_table = _leaf_table(world, logits)
     ctx = make_context(obj, tab, reward, resolved)
     weights = pair_cell_weights(world, moving_table, obj)
     # The weights sum to 1 at every θ, so the normalization of the population loss is constant.
@@ -462,11 +469,11 @@ def pair_gradient_law(
     """Which exact gradient the expected on-policy pair gradient equals, at `logits` (module docstring)."""
     expected = expected_pair_gradient(world, logits, objective, reward=reward, beta=beta, **params)
     candidates = pair_candidate_gradients(world, logits, objective, reward=reward, beta=beta, **params)
-    errors = {key: ((expected - c).norm() / c.norm().clamp_min(1e-300)).item() for key, c in candidates.items()}
+    errors, matched = _compare(expected, candidates, tol)
     return PairGradientRow(
         objective=get_objective(objective).name,
         declared="semi",
-        matched=tuple(key for key, error in errors.items() if error < tol),
+        matched=matched,
         relative_errors=errors,
         moving_cosine=torch.nn.functional.cosine_similarity(expected, candidates["moving"], dim=0).item(),
     )
