@@ -28,8 +28,7 @@ from synthalign._checks import as_tensor, check_positive
 from synthalign.bridge._validate import check_model
 from synthalign.bridge.sequences import check_batch, completion_lengths, pair_logprobs
 from synthalign.estimators.score_function import GradientConfig, score_function_surrogate
-from synthalign.evaluate import pair_inputs
-from synthalign.metrics import kl_per_prompt
+from synthalign.evaluate import kl_regularizer, pair_inputs
 from synthalign.registry.protocol import Objective, get_objective
 
 if TYPE_CHECKING:
@@ -239,7 +238,7 @@ def kl_surrogate(
     if config.kl_placement == "exact":
         with torch.no_grad():
             ref_table = reference.table()[prompts]
-        return config.beta * kl_per_prompt(policy.table()[prompts], ref_table)
+        return kl_regularizer(policy.table()[prompts], ref_table, config.beta)
     logp = policy.log_prob(prompts, responses)
     with torch.no_grad():
         ref_logp = reference.log_prob(prompts, responses)

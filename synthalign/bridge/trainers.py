@@ -39,7 +39,6 @@ from synthalign.bridge.policy import LMPolicy
 from synthalign.bridge.sequences import BATCH_KEYS
 from synthalign.estimators.onpolicy import SCORE_FUNCTION_OBJECTIVES, score_function_surrogate
 from synthalign.estimators.score_function import GradientConfig
-from synthalign.metrics import entropy_per_prompt, kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.autoregressive import TabularAutoregressive
 from synthalign.worlds.sequence import SequenceWorld
@@ -335,14 +334,14 @@ class OnPolicyTrainer(_Trainer):
                 ref_logp = self.reference_policy.log_prob(x, ids).to(logp.dtype)
             reward = self.reward[x.unsqueeze(-1), ids].to(logp.dtype)
             per_prompt = score_function_surrogate(logp, ref_logp, reward, **options)
-            if "exact" in (options["kl_placement"], options["entropy_placement"]):
-                table = self.policy.table()[x]
-                if options["entropy_placement"] == "exact" and options["entropy_coef"]:
-                    per_prompt = per_prompt - options["entropy_coef"] * entropy_per_prompt(table)
-                if options["kl_placement"] == "exact" and options["beta"]:
+            if self.config.needs_table:
+                ref_table = None
+                if self.config.kl_exact:
                     with torch.no_grad():
                         ref_table = self.reference_policy.table()[x]
-                    per_prompt = per_prompt + options["beta"] * kl_per_prompt(table, ref_table)
+                per_prompt = per_prompt + self.config.exact_terms(
+                    self.policy.table()[x], ref_table, options["entropy_coef"]
+                )
             return (weights[rows].to(per_prompt.dtype) * per_prompt).sum()
 
         return self._step(weights, local_sum)

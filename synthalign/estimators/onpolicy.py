@@ -58,7 +58,6 @@ from synthalign.estimators.score_function import (  # noqa: F401
     score_function_surrogate,
 )
 from synthalign.evaluate import kl_regularizer
-from synthalign.metrics import entropy_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.autoregressive import TabularAutoregressive, TabularSoftmax
 from synthalign.worlds.policy import Policy
@@ -177,12 +176,7 @@ class _ScoreFunctionProblem:
 
     def exact_terms(self, table: Tensor) -> Tensor:
         """Per-prompt terms computed on the full table: −c·H(π) and β·KL(π‖π0) where placed "exact"."""
-        value = torch.zeros(table.shape[:-1], dtype=table.dtype, device=table.device)
-        if self.config.entropy_placement == "exact" and self.entropy_coef:
-            value = value - self.entropy_coef * entropy_per_prompt(table)
-        if self.config.kl_placement == "exact" and self.config.beta:
-            value = value + kl_regularizer(table, self.tab.reference.logp, self.config.beta)
-        return value
+        return self.config.exact_terms(table, self.tab.reference.logp, self.entropy_coef)
 
     def step_loss(self, policy: _Parametrization, prompts: Tensor, generator: torch.Generator) -> Tensor:
         """One step's loss per replicate, [R]: `samples` responses from π_t per prompt, the surrogate weighed by D."""

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import InputTypeError, check_int, check_positive
+from synthalign.evaluate import kl_regularizer
+from synthalign.metrics import entropy_per_prompt
 from synthalign.objectives.kl_estimators import KL_ESTIMATOR_KINDS, kl_estimator
 
 __all__ = [
@@ -92,6 +94,27 @@ class GradientConfig:
     def needs_table(self) -> bool:
         """Whether a term is computed on the full table (placed "exact")."""
         return "exact" in (self.kl_placement, self.entropy_placement)
+
+    @property
+    def kl_exact(self) -> bool:
+        """Whether β·KL(π‖π0) is computed on the full table (placed "exact", β > 0)."""
+        return self.kl_placement == "exact" and self.beta > 0
+
+    def exact_terms(self, table: Tensor, ref_table: Tensor | None, entropy_coef: float) -> Tensor:
+        """The per-prompt terms placed "exact", on full tables [..., X, N] → [..., X].
+
+        −c·H(π) (eq. 15's entropy term, c = `entropy_coef`) and β·KL(π‖π0) (through
+        `evaluate.kl_regularizer`, the one place it is formed); zero where neither is placed "exact".
+        `ref_table` (ln π0) is read only when `kl_exact`, and may be None otherwise.
+        """
+        value = torch.zeros(table.shape[:-1], dtype=table.dtype, device=table.device)
+        if self.entropy_placement == "exact" and entropy_coef:
+            value = value - entropy_coef * entropy_per_prompt(table)
+        if self.kl_exact:
+            if ref_table is None:
+                raise ValueError("ref_table is needed when beta·KL is placed 'exact'")
+            value = value + kl_regularizer(table, ref_table, self.beta)
+        return value
 
     def terms(self, entropy_coef: float) -> SampleTerms:
         """The keywords of `sample_reward`, `loss_terms` and `score_function_surrogate` (but the estimator)."""
