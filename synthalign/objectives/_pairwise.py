@@ -15,6 +15,7 @@ from synthalign._checks import (
     check_same_shape,
     safe_difference,
     safe_log_ratio,
+    weighted_reduce,
 )
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
@@ -81,6 +82,21 @@ def _per_token(score: Tensor, length: Tensor | None) -> Tensor:
     return score if length is None else score / length
 
 
+def _per_token_margin(
+    score_chosen: Tensor, score_rejected: Tensor, length_chosen, length_rejected, *, normalize: bool = True
+) -> Tensor:
+    """score⁺/|a⁺| − score⁻/|a⁻|: the margin of the per-token convention, the token counts checked (default 1).
+
+    With `normalize=False` the counts are still checked but the scores are not divided (per-sequence margin).
+    """
+    length_chosen = _lengths(length_chosen, "length_chosen", score_chosen)
+    length_rejected = _lengths(length_rejected, "length_rejected", score_rejected)
+    if normalize:
+        score_chosen = _per_token(score_chosen, length_chosen)
+        score_rejected = _per_token(score_rejected, length_rejected)
+    return _difference(score_chosen, score_rejected)
+
+
 def _f_score(log_ratio: Tensor, divergence: str, divergence_alpha: float) -> Tensor:
     """f'(u) at u = π/π0 = e^h, normalised so that f'(1) = 0 (the additive constant cancels in Δ).
 
@@ -138,3 +154,16 @@ def _smoothed_logistic(logits: Tensor, eps: float) -> Tensor:
     2024, https://arxiv.org/abs/2406.05882).
     """
     return -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
+
+
+def _sorted_coupling_loss(upper: Tensor, lower: Tensor, gamma: float, eps: float, dim: int, reduction: str) -> Tensor:
+    """AOT's loss of the 1-D optimal-transport (sorting) coupling of two batches along `dim`.
+
+    The k-th smallest of `upper` is paired with the k-th smallest of `lower`, and each quantile pair
+    costs the smoothed logistic loss of γ(upper_(k) − lower_(k)) (Melnyk et al. 2024,
+    https://arxiv.org/abs/2406.05882).  No per-pair weight exists for a sorted coupling, so the
+    reduction is unweighted.
+    """
+    upper_sorted, _ = torch.sort(upper, dim=dim)
+    lower_sorted, _ = torch.sort(lower, dim=dim)
+    return weighted_reduce(_smoothed_logistic(gamma * _difference(upper_sorted, lower_sorted), eps), None, reduction)

@@ -19,12 +19,12 @@ from synthalign.objectives._pairwise import (
     _check_interval,
     _difference,
     _f_margin,
-    _lengths,
     _log_ratios,
     _pair_inputs,
-    _per_token,
+    _per_token_margin,
     _scores,
     _smoothed_logistic,
+    _sorted_coupling_loss,
     _with_doc,
 )
 
@@ -105,9 +105,7 @@ def length_normalized_dpo_loss(
     score_chosen, score_rejected = _scores(
         logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
     )
-    length_chosen = _lengths(length_chosen, "length_chosen", score_chosen)
-    length_rejected = _lengths(length_rejected, "length_rejected", score_rejected)
-    margin = _difference(_per_token(score_chosen, length_chosen), _per_token(score_rejected, length_rejected))
+    margin = _per_token_margin(score_chosen, score_rejected, length_chosen, length_rejected)
     return weighted_reduce(-F.logsigmoid(gamma * margin), weight, reduction)
 
 
@@ -326,12 +324,7 @@ def f_ipo_loss(
     score_chosen, score_rejected = _scores(
         logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, divergence, divergence_alpha
     )
-    length_chosen = _lengths(length_chosen, "length_chosen", score_chosen)
-    length_rejected = _lengths(length_rejected, "length_rejected", score_rejected)
-    if normalize_length:
-        score_chosen = _per_token(score_chosen, length_chosen)
-        score_rejected = _per_token(score_rejected, length_rejected)
-    margin = _difference(score_chosen, score_rejected)
+    margin = _per_token_margin(score_chosen, score_rejected, length_chosen, length_rejected, normalize=normalize_length)
     return weighted_reduce((margin - 1.0 / (2.0 * gamma)).square(), weight, reduction)
 
 
@@ -371,9 +364,7 @@ def aot_loss(
     if weight is not None:
         raise ValueError("weight must be None for aot_loss: sorting the batch couples quantiles, not input pairs")
     lc, lr, rc, rr = _pair_inputs(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
-    policy_margin, _ = torch.sort(safe_log_ratio(lc, lr), dim=dim)
-    ref_margin, _ = torch.sort(safe_log_ratio(rc, rr), dim=dim)
-    return weighted_reduce(_smoothed_logistic(gamma * _difference(policy_margin, ref_margin), eps), None, reduction)
+    return _sorted_coupling_loss(safe_log_ratio(lc, lr), safe_log_ratio(rc, rr), gamma, eps, dim, reduction)
 
 
 def aot_unpaired_loss(
@@ -408,8 +399,4 @@ def aot_unpaired_loss(
         raise ValueError("weight must be None for aot_unpaired_loss: sorting the batch couples quantiles")
     h_chosen, h_rejected = _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     h_chosen, h_rejected = torch.broadcast_tensors(h_chosen, h_rejected)
-    sorted_chosen, _ = torch.sort(h_chosen, dim=dim)
-    sorted_rejected, _ = torch.sort(h_rejected, dim=dim)
-    return weighted_reduce(
-        _smoothed_logistic(gamma * _difference(sorted_chosen, sorted_rejected), eps), None, reduction
-    )
+    return _sorted_coupling_loss(h_chosen, h_rejected, gamma, eps, dim, reduction)

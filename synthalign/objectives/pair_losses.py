@@ -20,7 +20,7 @@ from synthalign.objectives._pairwise import (
     _lengths,
     _log_ratios,
     _pair_inputs,
-    _per_token,
+    _per_token_margin,
 )
 from synthalign.objectives.dpo_family import f_dpo_loss, f_ipo_loss
 
@@ -71,9 +71,7 @@ def simpo_loss(
     lc = as_tensor(logp_chosen, "logp_chosen")
     lr = as_tensor(logp_rejected, "logp_rejected")
     check_same_shape((lc, lr), _PAIR_NAMES[:2])
-    length_chosen = _lengths(length_chosen, "length_chosen", lc)
-    length_rejected = _lengths(length_rejected, "length_rejected", lr)
-    margin = _difference(_per_token(lc, length_chosen), _per_token(lr, length_rejected))
+    margin = _per_token_margin(lc, lr, length_chosen, length_rejected)
     return weighted_reduce(-F.logsigmoid(gamma * margin - target_margin), weight, reduction)
 
 
