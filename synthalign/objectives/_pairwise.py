@@ -1,4 +1,4 @@
-"""Validation and shared pieces of the zoo's pair losses: log-ratios, f-divergence scores, lengths."""
+"""Validation and shared pieces of the pair losses: checked inputs, log-ratios, f-divergence scores, lengths."""
 
 from __future__ import annotations
 
@@ -28,11 +28,17 @@ _LN2 = math.log(2.0)
 _CHIPO_CAP_MARGIN = 40.0
 
 
+def _check_inputs(**tensors: Tensor) -> tuple[Tensor, ...]:
+    """The inputs as real tensors (lists and numpy arrays converted), NaN-free, with shapes that broadcast."""
+    names = tuple(tensors)
+    values = tuple(as_tensor(value, name) for name, value in tensors.items())
+    check_same_shape(values, names)
+    return values
+
+
 def _pair_inputs(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) -> tuple[Tensor, ...]:
     values = (logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
-    tensors = tuple(as_tensor(value, name) for value, name in zip(values, _PAIR_NAMES, strict=True))
-    check_same_shape(tensors, _PAIR_NAMES)
-    return tensors
+    return _check_inputs(**dict(zip(_PAIR_NAMES, values, strict=True)))
 
 
 def _log_ratios(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) -> tuple[Tensor, Tensor]:

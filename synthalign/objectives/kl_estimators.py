@@ -7,16 +7,19 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_same_shape, safe_log_ratio, weighted_reduce
+from synthalign._checks import safe_log_ratio, weighted_reduce
+from synthalign.objectives._pairwise import _check_inputs
 
 __all__ = ["KL_ESTIMATOR_KINDS", "kl_estimator", "exact_kl_estimator_expectation"]
 
 KL_ESTIMATOR_KINDS = ("k1", "k2", "k3")
 
 
-def _check_kind(kind: str) -> None:
+def _kl_inputs(logp: Tensor, ref_logp: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """The kind checked, and (ln π, ln π0) as real tensors with shapes that broadcast."""
     if kind not in KL_ESTIMATOR_KINDS:
         raise ValueError(f"kind must be one of {KL_ESTIMATOR_KINDS}, got {kind!r}")
+    return _check_inputs(logp=logp, ref_logp=ref_logp)
 
 
 def kl_estimator(
@@ -42,9 +45,7 @@ def kl_estimator(
         kind: "k1", "k2" or "k3".
         weight, reduction: as for the losses; the default returns the per-sample values.
     """
-    _check_kind(kind)
-    logp, ref_logp = as_tensor(logp, "logp"), as_tensor(ref_logp, "ref_logp")
-    check_same_shape((logp, ref_logp), ("logp", "ref_logp"))
+    logp, ref_logp = _kl_inputs(logp, ref_logp, kind)
     log_r = safe_log_ratio(ref_logp, logp)
     if kind == "k1":
         value = -log_r
@@ -85,9 +86,7 @@ def exact_kl_estimator_expectation(
     Returns:
         A tensor of shape [...].
     """
-    _check_kind(kind)
-    logp, ref_logp = as_tensor(logp, "logp"), as_tensor(ref_logp, "ref_logp")
-    check_same_shape((logp, ref_logp), ("logp", "ref_logp"))
+    logp, ref_logp = _kl_inputs(logp, ref_logp, kind)
     if logp.dim() == 0:
         raise ValueError("logp must have a response dimension (the last one)")
     logp, ref_logp = torch.broadcast_tensors(logp, ref_logp)

@@ -15,6 +15,7 @@ from synthalign._checks import as_tensor, check_positive, check_same_shape, weig
 from synthalign.objectives._pairwise import (
     _CHIPO_CAP_MARGIN,
     _PAIR_NAMES,
+    _check_inputs,
     _check_offset,
     _difference,
     _lengths,
@@ -68,9 +69,7 @@ def simpo_loss(
     """
     gamma = check_positive(gamma, "gamma")
     target_margin = check_positive(target_margin, "target_margin", allow_zero=True)
-    lc = as_tensor(logp_chosen, "logp_chosen")
-    lr = as_tensor(logp_rejected, "logp_rejected")
-    check_same_shape((lc, lr), _PAIR_NAMES[:2])
+    lc, lr = _check_inputs(logp_chosen=logp_chosen, logp_rejected=logp_rejected)
     margin = _per_token_margin(lc, lr, length_chosen, length_rejected)
     return weighted_reduce(-F.logsigmoid(gamma * margin - target_margin), weight, reduction)
 
@@ -102,28 +101,12 @@ def online_dpo_loss(
         gamma: preference temperature (TRL's `beta`).
         loss_type: "sigmoid" (DPO) or "ipo" (IPO with τ = γ, per sequence).
     """
+    if loss_type not in ("sigmoid", "ipo"):
+        raise ValueError(f"loss_type must be 'sigmoid' or 'ipo', got {loss_type!r}")
+    pair = (logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     if loss_type == "sigmoid":
-        return f_dpo_loss(
-            logp_chosen,
-            logp_rejected,
-            ref_logp_chosen,
-            ref_logp_rejected,
-            gamma=gamma,
-            weight=weight,
-            reduction=reduction,
-        )
-    if loss_type == "ipo":
-        return f_ipo_loss(
-            logp_chosen,
-            logp_rejected,
-            ref_logp_chosen,
-            ref_logp_rejected,
-            gamma=gamma,
-            normalize_length=False,
-            weight=weight,
-            reduction=reduction,
-        )
-    raise ValueError(f"loss_type must be 'sigmoid' or 'ipo', got {loss_type!r}")
+        return f_dpo_loss(*pair, gamma=gamma, weight=weight, reduction=reduction)
+    return f_ipo_loss(*pair, gamma=gamma, normalize_length=False, weight=weight, reduction=reduction)
 
 
 def xpo_loss(

@@ -23,15 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import (
-    as_tensor,
-    check_positive,
-    check_same_shape,
-    double_log_ratio,
-    safe_log_ratio,
-    weighted_reduce,
-)
+from synthalign._checks import check_positive, double_log_ratio, safe_log_ratio, weighted_reduce
 from synthalign.metrics import entropy_per_prompt, expectation_per_prompt, kl_per_prompt
+from synthalign.objectives._pairwise import _check_inputs
 
 __all__ = [
     "reward_model_loss",
@@ -45,14 +39,6 @@ __all__ = [
     "rkl_loss",
     "rlhf_loss",
 ]
-
-
-def _check_inputs(**tensors: Tensor) -> tuple[Tensor, ...]:
-    """The inputs as real tensors (lists and numpy arrays converted), NaN-free, with shapes that broadcast."""
-    names = tuple(tensors)
-    values = tuple(as_tensor(value, name) for name, value in tensors.items())
-    check_same_shape(values, names)
-    return values
 
 
 def _margin(logp_chosen: Tensor, logp_rejected: Tensor) -> Tensor:
