@@ -68,8 +68,13 @@ def _distillation(logp_chosen, logp_rejected, target_margin, *, gamma):
     return losses.distillation_loss(logp_chosen, logp_rejected, target_margin, gamma=gamma, reduction="none")
 
 
+def _reference_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) -> Tensor:
+    """h = Δ − ln[pi0(a⁺)/pi0(a⁻)] with Δ = ln[pi(a⁺)/pi(a⁻)]: the margin of DPO (eq. 6), IPO and REBEL (eq. 10)."""
+    return safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
+
+
 def _dpo_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamma):
-    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
+    h = _reference_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected)
     return _logistic_derivatives(gamma * h, gamma)
 
 
@@ -89,8 +94,7 @@ def _dpo(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, *, gamm
 
 def _squared_residual_derivatives(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, target):
     """d/dΔ and d²/dΔ² of (h − target)² with h = Δ − ln[pi0(a⁺)/pi0(a⁻)], Δ = ln[pi(a⁺)/pi(a⁻)]: 2(h − t), 2."""
-    h = safe_log_ratio(logp_chosen, logp_rejected) - safe_log_ratio(ref_logp_chosen, ref_logp_rejected)
-    residual = h - target
+    residual = _reference_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected) - target
     return 2.0 * residual, torch.full_like(residual, 2.0)
 
 
