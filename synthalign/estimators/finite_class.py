@@ -28,7 +28,6 @@ from synthalign._checks import (
 )
 from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
-from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
@@ -166,8 +165,8 @@ def _reward_affine_form(obj: Objective, ctx):
                     negative, -F.logsigmoid(-margin)
                 )
                 out = out + constant
-                if beta > 0:
-                    out = out + _weighted_matmul(prompt_weight, beta * kl_per_prompt(logp, ctx.ref_logp))
+                if beta > 0:  # the β·KL term of eq. 12, from `prompt_values` (its one home)
+                    out = out + _weighted_matmul(prompt_weight, prompt_values(obj, logp, ctx, beta))
                 return out
 
             return losses
