@@ -131,8 +131,10 @@ def _reward_affine_form(obj: Objective, ctx):
     normalized), or None when the objective is not one of these or the reward is not finite.
 
     * distillation (eq. 11): with p̃ = σ(t), t = R̂(a) − R̂(b) and m = γ ln[π(a)/π(b)],
-      KL(Bern(p̃) ‖ Bern(σ(m))) = −H(p̃) + p̃ · (−ln σ(m)) + (1 − p̃) · (−ln σ(−m)):
-      two products [R, cells] @ [cells, K] plus a constant per replicate;
+      KL(Bern(p̃) ‖ Bern(σ(m))) = −H(p̃) + p̃ · (−ln σ(m)) + (1 − p̃) · (−ln σ(−m)); the second
+      term of cell (a, b) is a first term of cell (b, a), so the sum over the cells is one
+      product [R, cells] @ [cells, K] with weights (w(a, b) + w(b, a)) σ(t(a, b)), plus a
+      constant per replicate;
     * RKL and RLHF (eq. 15, 1): −E_π R̂ + (terms of π alone): one product [R, X·A] @ [X·A, K]
       plus the reward-free terms, one product [R, X] @ [X, K].
     """
@@ -149,11 +151,13 @@ def _reward_affine_form(obj: Objective, ctx):
         def terms(pair_weight, prompt_weight):
             target = safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))  # [R, X, A, A]
             weight = pair_weight.expand_as(target)
-            positive = (weight * torch.sigmoid(target)).reshape(R, -1)
-            negative = (weight * torch.sigmoid(-target)).reshape(R, -1)
+            p_pos, p_neg = torch.sigmoid(target), torch.sigmoid(-target)
+            # Both margins and targets are antisymmetric (m(b, a) = −m(a, b), σ(−t(b, a)) = σ(t(a, b))),
+            # so the (1 − p̃)(−ln σ(−m)) term of cell (b, a) is w(b, a) σ(t(a, b)) (−ln σ(m(a, b))):
+            # it joins cell (a, b)'s, and −ln σ(m) is taken once per cell, one product for both terms.
+            soft_label = ((weight + weight.transpose(-1, -2)) * p_pos).reshape(R, -1)
             # −H(Bern(σ(t))) = σ(t) ln σ(t) + σ(−t) ln σ(−t), each term 0 where its probability is 0
             # (as in `bernoulli_kl_logits`).
-            p_pos, p_neg = torch.sigmoid(target), torch.sigmoid(-target)
             minus_entropy = torch.where(p_pos > 0, p_pos * F.logsigmoid(target), 0.0) + torch.where(
                 p_neg > 0, p_neg * F.logsigmoid(-target), 0.0
             )
@@ -161,10 +165,7 @@ def _reward_affine_form(obj: Objective, ctx):
 
             def losses(logp, beta):
                 margin = ctx.gamma * safe_log_ratio(logp.unsqueeze(-1), logp.unsqueeze(-2)).reshape(logp.shape[0], -1)
-                out = _weighted_matmul(positive, -F.logsigmoid(margin)) + _weighted_matmul(
-                    negative, -F.logsigmoid(-margin)
-                )
-                out = out + constant
+                out = _weighted_matmul(soft_label, -F.logsigmoid(margin)) + constant
                 if beta > 0:  # the β·KL term of eq. 12, from `prompt_values` (its one home)
                     out = out + _weighted_matmul(prompt_weight, prompt_values(obj, logp, ctx, beta))
                 return out
