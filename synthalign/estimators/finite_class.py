@@ -190,6 +190,11 @@ def _reward_affine_form(obj: Objective, ctx):
 
 def _weighted_matmul(weight: Tensor, values: Tensor) -> Tensor:
     """weight [R, C] @ values[K, C]ᵀ where 0 · inf counts as 0 and w > 0 at an inf makes the row inf."""
+    out = weight @ values.transpose(0, 1)
+    # A non-finite value reaches every row of its column (0 · inf is NaN), so a finite product
+    # means finite values, or non-finite ones met only by skipped zero weights: the same result.
+    if bool(torch.isfinite(out).all()):
+        return out
     finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
     out = weight @ finite.transpose(0, 1)
     infinite = ((weight > 0).to(values.dtype) @ (values == float("inf")).to(values.dtype).transpose(0, 1)) > 0
