@@ -85,3 +85,10 @@ def test_weighted_matmul_counts_zero_weight_at_inf_as_zero():
     expected = torch.tensor([[7.0, 4.0, 9.0, inf, inf], [6.0, 3.0, 12.0, inf, 3.0]], dtype=torch.float64)
     assert torch.equal(_weighted_matmul(weight, values), expected)
     assert torch.equal(_weighted_matmul(weight, values[:1]), expected[:, :1])  # all finite: the plain product
+
+
+def test_fit_over_class_checks_the_reward_class_against_the_reward_data():
+    world, candidates, data, _ = _setup()
+    other = sa.World.paper_toy(seed=0, n_prompts=3, n_responses=5).sample_preferences(30, 5, seed=1)
+    with pytest.raises(ValueError, match="reward_class"):
+        sa.fit_over_class("distillation", data, candidates, reward_class=candidates, reward_data=other)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["ClassFit", "argmin_over_class", "ClassEstimate", "fit_over_class"]
 
 _CELL_BUDGET = 2**24  # elements per chunk of per-replicate cell losses in argmin_over_class (128 MiB in float64)
+_CPU_TABLE_BUDGET = 2**20  # elements per per-candidate cell table on the CPU (8 MiB in float64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,8 +69,8 @@ def argmin_over_class(
     in a function of the reward (distillation, RKL, RLHF: `_reward_affine_form`), and
     the losses of every (candidate, replicate) cell otherwise.  Candidates are
     processed at most `chunk_size` at a time, fewer when needed so that a chunk's
-    cell tables stay near 2^22 elements (2^24 for chunk × R × cells in the
-    per-cell case): memory is O(chunk × cells) beyond the data and the [R, K]
+    cell tables stay near 2^22 elements (2^20 on the CPU; 2^24 for chunk × R × cells
+    in the per-cell case): memory is O(chunk × cells) beyond the data and the [R, K]
     losses.  A cell of positive weight where a candidate's loss is +inf makes that
     candidate's loss +inf.
     """
@@ -77,23 +78,42 @@ def argmin_over_class(
     check_class_fit(
         data, candidates, "candidates", beta=beta, chunk_size=chunk_size, reward=reward, reward_ridge=reward_ridge
     )
-    beta = check_positive(beta, "beta", allow_zero=True)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    logp_all = as_logp(candidates, "candidates").to(data.counts.dtype)
+    logp_all = as_logp(candidates, "candidates")
     world = data.world
     if logp_all.dim() != 3 or logp_all.shape[-2:] != (world.n_prompts, world.n_responses):
         raise ValueError(
             f"candidates must have shape [K, {world.n_prompts}, {world.n_responses}], got {tuple(logp_all.shape)}"
         )
-    reward = resolve_reward(obj, data, reward, reward_ridge)
+    return _class_argmin(obj, data, logp_all, beta, resolve_reward(obj, data, reward, reward_ridge), chunk_size, params)
+
+
+def _class_argmin(
+    obj: Objective,
+    data: PreferenceData | PairData,
+    logp_all: Tensor,
+    beta: float,
+    reward: Tensor | None,
+    chunk_size: int,
+    params: dict,
+) -> ClassFit:
+    """`argmin_over_class` on a class [K, X, A] already checked against `data` (as `check_class_fit` does)."""
+    beta = check_positive(beta, "beta", allow_zero=True)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    logp_all = logp_all.to(data.counts.dtype)
+    world = data.world
     ctx = make_context(obj, world, reward, obj.resolve_params(params))
     pair_weight, prompt_weight, total = data_weights(obj, data)
     per_replicate_reward = ctx.reward is not None and ctx.reward.dim() == 3
     R = data.replicates
     cells = world.n_prompts * world.n_responses**2
-    # Per-candidate cell tables of [chunk, cells] stay near a quarter of the budget.
-    chunk_size = max(1, min(chunk_size, _CELL_BUDGET // (4 * cells)))
+    # Per-candidate cell tables of [chunk, cells] stay near a quarter of the budget, and on the CPU
+    # near _CPU_TABLE_BUDGET: there the allocator maps temporaries of tens of MiB afresh at each
+    # operation, and their page faults made 2^22-element chunks about twice as slow.
+    table_budget = _CELL_BUDGET // 4
+    if logp_all.device.type == "cpu":
+        table_budget = min(table_budget, _CPU_TABLE_BUDGET)
+    chunk_size = max(1, min(chunk_size, table_budget // cells))
     affine = _reward_affine_form(obj, ctx) if per_replicate_reward else None
     if per_replicate_reward and affine is None:
         # Cells then depend on the replicate: keep a chunk's [chunk, R, X, A, A] tensors near
@@ -264,11 +284,13 @@ def fit_over_class(
         check_class_logp(reward_class, "reward_class", world=data.world)
     if reward_data is not None:
         check_data(reward_data, "reward_data")
+        if reward_class is not None and reward_data.world is not data.world:  # R̂ is fitted on reward_data
+            check_class_logp(reward_class, "reward_class", world=reward_data.world)
     candidates = policy_class.logp if isinstance(policy_class, Policy) else as_tensor(policy_class, "policy_class")
     if not obj.needs_reward:
         if reward_class is not None:
             raise ValueError(f"objective {obj.name!r} takes no reward, so reward_class must be None")
-        fit = argmin_over_class(obj, data, candidates, beta=beta, chunk_size=chunk_size, **params)
+        fit = _class_argmin(obj, data, candidates, beta, None, chunk_size, params)
         return ClassEstimate(index=fit.index, policy=fit.policy, losses=fit.losses)
     if reward_class is None:
         raise ValueError(f"objective {obj.name!r} needs a reward: pass reward_class (𝒫_γ(ℛ), [M, X, A])")
@@ -280,12 +302,13 @@ def fit_over_class(
     if labelled.replicates != data.replicates:
         raise ValueError(f"reward_data has {labelled.replicates} replicates but data has {data.replicates}")
     reward_logp = reward_class.logp if isinstance(reward_class, Policy) else as_tensor(reward_class, "reward_class")
-    reward_fit = argmin_over_class("reward_model", labelled, reward_logp, chunk_size=chunk_size)
+    # Both classes are checked above, so every stage below takes them as they are.
+    reward_fit = _class_argmin(get_objective("reward_model"), labelled, reward_logp, 0.0, None, chunk_size, {})
     gamma = data.world.gamma
     rewards = gamma * reward_logp[reward_fit.index]  # [R, X, A]
     ctx = make_context(obj, data.world, rewards, obj.resolve_params(params))
     if _reward_affine_form(obj, ctx) is not None:
-        fit = argmin_over_class(obj, data, candidates, beta=beta, reward=rewards, chunk_size=chunk_size, **params)
+        fit = _class_argmin(obj, data, candidates, beta, rewards, chunk_size, params)
         index = fit.losses.argmin(dim=-1)
         return ClassEstimate(
             index=index, policy=fit.policy, losses=fit.losses, reward_index=reward_fit.index, reward=rewards
@@ -294,9 +317,7 @@ def fit_over_class(
     for member in torch.unique(reward_fit.index).tolist():
         rows = (reward_fit.index == member).nonzero().squeeze(-1)
         subset = type(data)(data.counts[rows], data.n_pairs, data.world)
-        fit = argmin_over_class(
-            obj, subset, candidates, beta=beta, reward=gamma * reward_logp[member], chunk_size=chunk_size, **params
-        )
+        fit = _class_argmin(obj, subset, candidates, beta, gamma * reward_logp[member], chunk_size, params)
         losses[rows] = fit.losses
     index = losses.argmin(dim=-1)
     policy = Policy(candidates[index], data.world.prompt_dist)
