@@ -92,3 +92,17 @@ def test_fit_over_class_checks_the_reward_class_against_the_reward_data():
     other = sa.World.paper_toy(seed=0, n_prompts=3, n_responses=5).sample_preferences(30, 5, seed=1)
     with pytest.raises(ValueError, match="reward_class"):
         sa.fit_over_class("distillation", data, candidates, reward_class=candidates, reward_data=other)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.2])
+def test_distillation_per_replicate_losses_at_large_margins(beta):
+    # Margins γ ln[π(a)/π(b)] spread over ±100, across the regime where ln(1 + e^y) rounds to y.
+    world, _, data, rewards = _setup()
+    generator = torch.Generator().manual_seed(3)
+    candidates = torch.log_softmax(40.0 * torch.randn(20, 3, 4, generator=generator, dtype=torch.float64), dim=-1)
+    margins = world.gamma * (candidates.unsqueeze(-1) - candidates.unsqueeze(-2))
+    assert float(margins.abs().max()) > 60.0 and bool(((margins.abs() > 20) & (margins.abs() < 40)).any())
+    pairs = sa.PairData(data.counts, data.n_pairs, world)
+    fit = sa.argmin_over_class("distillation", pairs, candidates, beta=beta, reward=rewards)
+    expected = _reference("distillation", pairs, candidates, rewards, beta)
+    torch.testing.assert_close(fit.losses, expected, rtol=1e-12, atol=1e-13)

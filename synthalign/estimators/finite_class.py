@@ -184,8 +184,12 @@ def _reward_affine_form(obj: Objective, ctx):
             constant = (weight * minus_entropy).reshape(R, -1).sum(dim=-1, keepdim=True)
 
             def losses(logp, beta):
-                margin = ctx.gamma * safe_log_ratio(logp.unsqueeze(-1), logp.unsqueeze(-2)).reshape(logp.shape[0], -1)
-                out = _weighted_matmul(soft_label, -F.logsigmoid(margin)) + constant
+                # −ln σ(m) = softplus(−m), with m = s_a − s_b on the scores s = γ ln π (scaled before the
+                # difference, as R̂ = γ ln π_R̂ is).  Past the threshold softplus(y) is taken as y: exact to
+                # float64 rounding for 40 (e^−40 is below half an ulp of 40), not for torch's default 20.
+                scores = ctx.gamma * logp
+                flipped = safe_log_ratio(scores.unsqueeze(-2), scores.unsqueeze(-1)).reshape(logp.shape[0], -1)
+                out = _weighted_matmul(soft_label, F.softplus(flipped, threshold=40.0)) + constant
                 if beta > 0:  # the β·KL term of eq. 12, from `prompt_values` (its one home)
                     out = out + _weighted_matmul(prompt_weight, prompt_values(obj, logp, ctx, beta))
                 return out
