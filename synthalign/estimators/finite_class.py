@@ -28,7 +28,6 @@ from synthalign._checks import (
 )
 from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
-from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import PairData, PreferenceData
 from synthalign.worlds.policy import Policy, as_logp
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["ClassFit", "argmin_over_class", "ClassEstimate", "fit_over_class"]
 
 _CELL_BUDGET = 2**24  # elements per chunk of per-replicate cell losses in argmin_over_class (128 MiB in float64)
+_CPU_TABLE_BUDGET = 2**20  # elements per per-candidate cell table on the CPU (8 MiB in float64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,8 +69,8 @@ def argmin_over_class(
     in a function of the reward (distillation, RKL, RLHF: `_reward_affine_form`), and
     the losses of every (candidate, replicate) cell otherwise.  Candidates are
     processed at most `chunk_size` at a time, fewer when needed so that a chunk's
-    cell tables stay near 2^22 elements (2^24 for chunk × R × cells in the
-    per-cell case): memory is O(chunk × cells) beyond the data and the [R, K]
+    cell tables stay near 2^22 elements (2^20 on the CPU; 2^24 for chunk × R × cells
+    in the per-cell case): memory is O(chunk × cells) beyond the data and the [R, K]
     losses.  A cell of positive weight where a candidate's loss is +inf makes that
     candidate's loss +inf.
     """
@@ -78,23 +78,42 @@ def argmin_over_class(
     check_class_fit(
         data, candidates, "candidates", beta=beta, chunk_size=chunk_size, reward=reward, reward_ridge=reward_ridge
     )
-    beta = check_positive(beta, "beta", allow_zero=True)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    logp_all = as_logp(candidates, "candidates").to(data.counts.dtype)
+    logp_all = as_logp(candidates, "candidates")
     world = data.world
     if logp_all.dim() != 3 or logp_all.shape[-2:] != (world.n_prompts, world.n_responses):
         raise ValueError(
             f"candidates must have shape [K, {world.n_prompts}, {world.n_responses}], got {tuple(logp_all.shape)}"
         )
-    reward = resolve_reward(obj, data, reward, reward_ridge)
+    return _class_argmin(obj, data, logp_all, beta, resolve_reward(obj, data, reward, reward_ridge), chunk_size, params)
+
+
+def _class_argmin(
+    obj: Objective,
+    data: PreferenceData | PairData,
+    logp_all: Tensor,
+    beta: float,
+    reward: Tensor | None,
+    chunk_size: int,
+    params: dict,
+) -> ClassFit:
+    """`argmin_over_class` on a class [K, X, A] already checked against `data` (as `check_class_fit` does)."""
+    beta = check_positive(beta, "beta", allow_zero=True)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    logp_all = logp_all.to(data.counts.dtype)
+    world = data.world
     ctx = make_context(obj, world, reward, obj.resolve_params(params))
     pair_weight, prompt_weight, total = data_weights(obj, data)
     per_replicate_reward = ctx.reward is not None and ctx.reward.dim() == 3
     R = data.replicates
     cells = world.n_prompts * world.n_responses**2
-    # Per-candidate cell tables of [chunk, cells] stay near a quarter of the budget.
-    chunk_size = max(1, min(chunk_size, _CELL_BUDGET // (4 * cells)))
+    # Per-candidate cell tables of [chunk, cells] stay near a quarter of the budget, and on the CPU
+    # near _CPU_TABLE_BUDGET: there the allocator maps temporaries of tens of MiB afresh at each
+    # operation, and their page faults made 2^22-element chunks about twice as slow.
+    table_budget = _CELL_BUDGET // 4
+    if logp_all.device.type == "cpu":
+        table_budget = min(table_budget, _CPU_TABLE_BUDGET)
+    chunk_size = max(1, min(chunk_size, table_budget // cells))
     affine = _reward_affine_form(obj, ctx) if per_replicate_reward else None
     if per_replicate_reward and affine is None:
         # Cells then depend on the replicate: keep a chunk's [chunk, R, X, A, A] tensors near
@@ -132,8 +151,10 @@ def _reward_affine_form(obj: Objective, ctx):
     normalized), or None when the objective is not one of these or the reward is not finite.
 
     * distillation (eq. 11): with p̃ = σ(t), t = R̂(a) − R̂(b) and m = γ ln[π(a)/π(b)],
-      KL(Bern(p̃) ‖ Bern(σ(m))) = −H(p̃) + p̃ · (−ln σ(m)) + (1 − p̃) · (−ln σ(−m)):
-      two products [R, cells] @ [cells, K] plus a constant per replicate;
+      KL(Bern(p̃) ‖ Bern(σ(m))) = −H(p̃) + p̃ · (−ln σ(m)) + (1 − p̃) · (−ln σ(−m)); the second
+      term of cell (a, b) is a first term of cell (b, a), so the sum over the cells is one
+      product [R, cells] @ [cells, K] with weights (w(a, b) + w(b, a)) σ(t(a, b)), plus a
+      constant per replicate;
     * RKL and RLHF (eq. 15, 1): −E_π R̂ + (terms of π alone): one product [R, X·A] @ [X·A, K]
       plus the reward-free terms, one product [R, X] @ [X, K].
     """
@@ -150,24 +171,27 @@ def _reward_affine_form(obj: Objective, ctx):
         def terms(pair_weight, prompt_weight):
             target = safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))  # [R, X, A, A]
             weight = pair_weight.expand_as(target)
-            positive = (weight * torch.sigmoid(target)).reshape(R, -1)
-            negative = (weight * torch.sigmoid(-target)).reshape(R, -1)
+            p_pos, p_neg = torch.sigmoid(target), torch.sigmoid(-target)
+            # Both margins and targets are antisymmetric (m(b, a) = −m(a, b), σ(−t(b, a)) = σ(t(a, b))),
+            # so the (1 − p̃)(−ln σ(−m)) term of cell (b, a) is w(b, a) σ(t(a, b)) (−ln σ(m(a, b))):
+            # it joins cell (a, b)'s, and −ln σ(m) is taken once per cell, one product for both terms.
+            soft_label = ((weight + weight.transpose(-1, -2)) * p_pos).reshape(R, -1)
             # −H(Bern(σ(t))) = σ(t) ln σ(t) + σ(−t) ln σ(−t), each term 0 where its probability is 0
             # (as in `bernoulli_kl_logits`).
-            p_pos, p_neg = torch.sigmoid(target), torch.sigmoid(-target)
             minus_entropy = torch.where(p_pos > 0, p_pos * F.logsigmoid(target), 0.0) + torch.where(
                 p_neg > 0, p_neg * F.logsigmoid(-target), 0.0
             )
             constant = (weight * minus_entropy).reshape(R, -1).sum(dim=-1, keepdim=True)
 
             def losses(logp, beta):
-                margin = ctx.gamma * safe_log_ratio(logp.unsqueeze(-1), logp.unsqueeze(-2)).reshape(logp.shape[0], -1)
-                out = _weighted_matmul(positive, -F.logsigmoid(margin)) + _weighted_matmul(
-                    negative, -F.logsigmoid(-margin)
-                )
-                out = out + constant
-                if beta > 0:
-                    out = out + _weighted_matmul(prompt_weight, beta * kl_per_prompt(logp, ctx.ref_logp))
+                # −ln σ(m) = softplus(−m), with m = s_a − s_b on the scores s = γ ln π (scaled before the
+                # difference, as R̂ = γ ln π_R̂ is).  Past the threshold softplus(y) is taken as y: exact to
+                # float64 rounding for 40 (e^−40 is below half an ulp of 40), not for torch's default 20.
+                scores = ctx.gamma * logp
+                flipped = safe_log_ratio(scores.unsqueeze(-2), scores.unsqueeze(-1)).reshape(logp.shape[0], -1)
+                out = _weighted_matmul(soft_label, F.softplus(flipped, threshold=40.0)) + constant
+                if beta > 0:  # the β·KL term of eq. 12, from `prompt_values` (its one home)
+                    out = out + _weighted_matmul(prompt_weight, prompt_values(obj, logp, ctx, beta))
                 return out
 
             return losses
@@ -190,6 +214,11 @@ def _reward_affine_form(obj: Objective, ctx):
 
 def _weighted_matmul(weight: Tensor, values: Tensor) -> Tensor:
     """weight [R, C] @ values[K, C]ᵀ where 0 · inf counts as 0 and w > 0 at an inf makes the row inf."""
+    out = weight @ values.transpose(0, 1)
+    # A non-finite value reaches every row of its column (0 · inf is NaN), so a finite product
+    # means finite values, or non-finite ones met only by skipped zero weights: the same result.
+    if bool(torch.isfinite(out).all()):
+        return out
     finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
     out = weight @ finite.transpose(0, 1)
     infinite = ((weight > 0).to(values.dtype) @ (values == float("inf")).to(values.dtype).transpose(0, 1)) > 0
@@ -259,11 +288,13 @@ def fit_over_class(
         check_class_logp(reward_class, "reward_class", world=data.world)
     if reward_data is not None:
         check_data(reward_data, "reward_data")
+        if reward_class is not None and reward_data.world is not data.world:  # R̂ is fitted on reward_data
+            check_class_logp(reward_class, "reward_class", world=reward_data.world)
     candidates = policy_class.logp if isinstance(policy_class, Policy) else as_tensor(policy_class, "policy_class")
     if not obj.needs_reward:
         if reward_class is not None:
             raise ValueError(f"objective {obj.name!r} takes no reward, so reward_class must be None")
-        fit = argmin_over_class(obj, data, candidates, beta=beta, chunk_size=chunk_size, **params)
+        fit = _class_argmin(obj, data, candidates, beta, None, chunk_size, params)
         return ClassEstimate(index=fit.index, policy=fit.policy, losses=fit.losses)
     if reward_class is None:
         raise ValueError(f"objective {obj.name!r} needs a reward: pass reward_class (𝒫_γ(ℛ), [M, X, A])")
@@ -275,12 +306,13 @@ def fit_over_class(
     if labelled.replicates != data.replicates:
         raise ValueError(f"reward_data has {labelled.replicates} replicates but data has {data.replicates}")
     reward_logp = reward_class.logp if isinstance(reward_class, Policy) else as_tensor(reward_class, "reward_class")
-    reward_fit = argmin_over_class("reward_model", labelled, reward_logp, chunk_size=chunk_size)
+    # Both classes are checked above, so every stage below takes them as they are.
+    reward_fit = _class_argmin(get_objective("reward_model"), labelled, reward_logp, 0.0, None, chunk_size, {})
     gamma = data.world.gamma
     rewards = gamma * reward_logp[reward_fit.index]  # [R, X, A]
     ctx = make_context(obj, data.world, rewards, obj.resolve_params(params))
     if _reward_affine_form(obj, ctx) is not None:
-        fit = argmin_over_class(obj, data, candidates, beta=beta, reward=rewards, chunk_size=chunk_size, **params)
+        fit = _class_argmin(obj, data, candidates, beta, rewards, chunk_size, params)
         index = fit.losses.argmin(dim=-1)
         return ClassEstimate(
             index=index, policy=fit.policy, losses=fit.losses, reward_index=reward_fit.index, reward=rewards
@@ -289,9 +321,7 @@ def fit_over_class(
     for member in torch.unique(reward_fit.index).tolist():
         rows = (reward_fit.index == member).nonzero().squeeze(-1)
         subset = type(data)(data.counts[rows], data.n_pairs, data.world)
-        fit = argmin_over_class(
-            obj, subset, candidates, beta=beta, reward=gamma * reward_logp[member], chunk_size=chunk_size, **params
-        )
+        fit = _class_argmin(obj, subset, candidates, beta, gamma * reward_logp[member], chunk_size, params)
         losses[rows] = fit.losses
     index = losses.argmin(dim=-1)
     policy = Policy(candidates[index], data.world.prompt_dist)
