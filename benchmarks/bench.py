@@ -236,16 +236,15 @@ def bench_class(bench: Bench, members: int, replicates: int, objective: str = "d
     per_replicate = shared + 0.05 * torch.randn(replicates, 10, 10, generator=generator, dtype=torch.float64).to(
         bench.device
     )
-    plain = bench.times(lambda: sa.argmin_over_class(objective, data, candidates, reward=shared))
-    base = bench.record("class_argmin_shared", {"objective": objective, "K": members, "R": replicates}, plain, None, "")
-    times = bench.times(lambda: sa.argmin_over_class(objective, data, candidates, reward=per_replicate))
-    bench.record(
-        "class_argmin_per_rep",
-        {"objective": objective, "K": members, "R": replicates},
-        times,
-        base["median_s"],
-        "ratio <= 3",
+    timed = bench.interleaved(
+        {
+            "shared": lambda: sa.argmin_over_class(objective, data, candidates, reward=shared),
+            "per_rep": lambda: sa.argmin_over_class(objective, data, candidates, reward=per_replicate),
+        }
     )
+    params = {"objective": objective, "K": members, "R": replicates}
+    base = bench.record("class_argmin_shared", params, timed["shared"], None, "")
+    bench.record("class_argmin_per_rep", params, timed["per_rep"], base["median_s"], "ratio <= 3")
 
 
 def bench_fit_over_class(bench: Bench, members: int, replicates: int) -> None:
@@ -254,16 +253,15 @@ def bench_fit_over_class(bench: Bench, members: int, replicates: int) -> None:
     noise = torch.randn(members, 10, 10, generator=generator, dtype=torch.float64).to(bench.device)
     candidates = torch.log_softmax(world.target.logp + 0.3 * noise, dim=-1)
     data = world.sample_preferences(256, replicates, seed=1)
-    plain = bench.times(lambda: sa.argmin_over_class("pmle", data, candidates))
-    base = bench.record("class_argmin_pmle", {"K": members, "R": replicates}, plain, None, "")
-    times = bench.times(lambda: sa.fit_over_class("distillation", data, candidates, reward_class=candidates))
-    bench.record(
-        "fit_over_class",
-        {"objective": "distillation", "K": members, "R": replicates},
-        times,
-        base["median_s"],
-        "ratio <= 3",
+    timed = bench.interleaved(
+        {
+            "plain": lambda: sa.argmin_over_class("pmle", data, candidates),
+            "fit": lambda: sa.fit_over_class("distillation", data, candidates, reward_class=candidates),
+        }
     )
+    base = bench.record("class_argmin_pmle", {"K": members, "R": replicates}, timed["plain"], None, "")
+    params = {"objective": "distillation", "K": members, "R": replicates}
+    bench.record("fit_over_class", params, timed["fit"], base["median_s"], "ratio <= 3")
 
 
 def bench_sampling(bench: Bench, replicates: int, exponents) -> None:
