@@ -32,7 +32,6 @@ with a different law per replicate (O(cells) whatever n).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -42,7 +41,7 @@ from synthalign._checks import check_positive
 from synthalign.registry.nash import METHOD_REGISTRY, Method, get_method, list_methods
 from synthalign.theory.games import duality_gap, game_matrix, win_rates
 from synthalign.worlds.policy import Policy, as_logp
-from synthalign.worlds.torch_sampling import make_generator
+from synthalign.worlds.torch_sampling import _split_counts, make_generator
 
 if TYPE_CHECKING:
     from synthalign.worlds.tabular import World
@@ -88,31 +87,11 @@ class NashTrace:
         return get_method(self.method).declared if self.method in METHOD_REGISTRY else ""
 
 
-def _batched_counts(probs: Tensor, n: int, generator: torch.Generator) -> Tensor:
-    """Multinomial(n, p_r) counts for each row p_r of probs [R, C], by binomial splitting (float64)."""
-    R, C = probs.shape
-    depth = max(1, math.ceil(math.log2(C)))
-    leaves = torch.zeros(R, 2**depth, dtype=torch.float64, device=probs.device)
-    leaves[:, :C] = probs / probs.sum(-1, keepdim=True)
-    masses = [leaves]
-    for _ in range(depth):
-        masses.append(masses[-1].view(R, -1, 2).sum(-1))
-    masses.reverse()
-    counts = torch.full((R, 1), float(n), dtype=torch.float64, device=probs.device)
-    for level in range(depth):
-        children = masses[level + 1].view(R, -1, 2)
-        total = children.sum(-1)
-        left_prob = torch.where(total > 0, children[..., 0] / total.clamp_min(1e-300), torch.zeros_like(total))
-        left = torch.binomial(counts, left_prob.clamp(0.0, 1.0).contiguous(), generator=generator)
-        counts = torch.stack((left, counts - left), dim=-1).flatten(-2)
-    return counts[:, :C]
-
-
 def _sampled_win_rates(matrix, prompt_dist, opponent, n, generator) -> Tensor:
     """ŵ(x, a) from n pairs per replicate: x ~ D, a ~ uniform, b ~ opponent, labels ~ P (module docstring)."""
     R, X, A = opponent.shape
     cells = prompt_dist[:, None, None] / A * opponent.exp().unsqueeze(-2).expand(R, X, A, A)
-    draws = _batched_counts(cells.reshape(R, -1), n, generator).reshape(R, X, A, A)
+    draws = _split_counts(cells.reshape(R, -1), n, R, generator).reshape(R, X, A, A)
     wins = torch.binomial(draws, matrix.expand(R, X, A, A).contiguous(), generator=generator)
     appearances = draws.sum(-1)
     return torch.where(appearances > 0, wins.sum(-1) / appearances.clamp_min(1.0), torch.full_like(appearances, 0.5))

@@ -95,32 +95,40 @@ def sample_counts(
     """
     n = _check_count(n, "n", _MAX_DRAWS)
     replicates = _check_count(replicates, "replicates", 2**31)
-    device = probs.device
-    generator = make_generator(generator, device)
-    weights = _check_probs(probs)
-    n_cells = weights.numel()
+    generator = make_generator(generator, probs.device)
+    counts = _split_counts(_check_probs(probs)[None], n, replicates, generator)
+    return counts if dtype == torch.float64 else counts.to(dtype)
+
+
+def _split_counts(weights: Tensor, n: int, replicates: int, generator: torch.Generator) -> Tensor:
+    """Multinomial(n, p_r) counts [replicates, C] by binomial splitting (module docstring), float64.
+
+    weights [1, C] (one law for every replicate) or [replicates, C] (a law per replicate): non-negative
+    float64 with positive row sums, p_r = weights_r / Σ weights_r; `generator` on their device.
+    """
+    rows, n_cells = weights.shape
+    device = weights.device
     depth = max(1, math.ceil(math.log2(n_cells)))
-    leaves = torch.zeros(2**depth, dtype=torch.float64, device=device)
-    leaves[:n_cells] = weights / weights.sum()
+    leaves = torch.zeros(rows, 2**depth, dtype=torch.float64, device=device)
+    leaves[:, :n_cells] = weights / weights.sum(dim=-1, keepdim=True)
     # masses[d] holds the 2^d node masses of depth d, each the sum of its two children.
     masses = [leaves]
     for _ in range(depth):
-        masses.append(masses[-1].view(-1, 2).sum(dim=-1))
+        masses.append(masses[-1].view(rows, -1, 2).sum(dim=-1))
     masses.reverse()
     counts = torch.full((replicates, 1), float(n), dtype=torch.float64, device=device)
     for level in range(depth):
-        children = masses[level + 1].view(-1, 2)
+        children = masses[level + 1].view(rows, -1, 2)
         total = masses[level]
-        left_prob = torch.where(total > 0, children[:, 0] / total.clamp_min(1e-300), 0.0).clamp_(0.0, 1.0)
-        # One binomial per (replicate, node), the node's split probability broadcast over the replicates;
-        # the two children are written straight into the next level, interleaved (left, right).
+        left_prob = torch.where(total > 0, children[..., 0] / total.clamp_min(1e-300), 0.0).clamp_(0.0, 1.0)
+        # One binomial per (replicate, node), a shared law's split probabilities broadcast over the
+        # replicates; the two children are written straight into the next level, interleaved (left, right).
         split = torch.empty((replicates, counts.shape[1], 2), dtype=torch.float64, device=device)
         left = torch.binomial(counts, left_prob.expand_as(counts), generator=generator)
         split[..., 0] = left
         torch.sub(counts, left, out=split[..., 1])
         counts = split.view(replicates, -1)
-    counts = counts[:, :n_cells]
-    return counts if dtype == torch.float64 else counts.to(dtype)
+    return counts[:, :n_cells]
 
 
 def sample_categorical(logits: Tensor, generator: TorchSeed, n_samples: int | None = None) -> Tensor:
