@@ -227,6 +227,28 @@ def check_int(value: object, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_table_shape(n_prompts: object, n_responses: object, *, min_responses: int = 2) -> tuple[int, int]:
+    """(X, A) for a constructor that draws a table over prompts and responses: X >= 1, A >= `min_responses`."""
+    return check_int(n_prompts, "n_prompts"), check_int(n_responses, "n_responses", minimum=min_responses)
+
+
+def check_float_dtype(
+    dtype: object, name: str = "dtype", *, allowed: Sequence[torch.dtype] = FLOAT_DTYPES
+) -> torch.dtype:
+    """One of the floating dtypes `allowed` (by default float32 or float64, the dtypes of a world's tensors)."""
+    if dtype not in allowed:
+        raise ValueError(f"{name} must be {' or '.join(map(str, allowed))}, got {dtype!r}")
+    return dtype
+
+
+def seeded_generator(seed: object, name: str = "seed") -> torch.Generator:
+    """A CPU `torch.Generator` seeded with `seed`, an integer >= 0 (`check_int`): what random constructors draw from.
+
+    Drawn on the CPU so that a seed gives the same numbers whatever device the result is moved to.
+    """
+    return torch.Generator().manual_seed(check_int(seed, name, minimum=0))
+
+
 def check_seed(seed: object, name: str = "seed") -> int:
     """A seed: a Python or numpy integer >= 0 (bools, floats and None refused)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):

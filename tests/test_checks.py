@@ -84,6 +84,30 @@ def test_scalar_checks_name_the_argument_and_refuse_lookalikes():
             check_real(value, "level")
 
 
+def test_constructor_checks_name_the_argument():
+    from synthalign._checks import InputTypeError, check_float_dtype, check_table_shape, seeded_generator
+
+    assert check_table_shape(np.int64(2), 3.0) == (2, 3)
+    assert check_table_shape(1, 3, min_responses=3) == (1, 3)
+    with pytest.raises(ValueError, match="n_prompts must be an integer >= 1, got 0"):
+        check_table_shape(0, 3)
+    with pytest.raises(ValueError, match="n_responses must be an integer >= 3, got 2"):
+        check_table_shape(1, 2, min_responses=3)
+    with pytest.raises(InputTypeError, match="n_responses must be an integer >= 2, got True"):
+        check_table_shape(1, True)
+    assert check_float_dtype(torch.float32) is torch.float32
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64, got torch.float16"):
+        check_float_dtype(torch.float16)
+    assert check_float_dtype(torch.float16, allowed=(torch.float16,)) is torch.float16
+    # The generator of a seed draws what torch.Generator().manual_seed(seed) draws.
+    expected = torch.rand(4, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(torch.rand(4, generator=seeded_generator(np.int64(11))), expected)
+    assert torch.equal(torch.rand(4, generator=seeded_generator(11.0)), expected)
+    for value in (-1, 2.5, None, "3", True):
+        with pytest.raises(ValueError, match="world_seed must be an integer >= 0"):
+            seeded_generator(value, "world_seed")
+
+
 def test_check_class_logp_names_the_dimension_that_is_off():
     from synthalign._checks import check_class_logp
 

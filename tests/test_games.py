@@ -141,6 +141,13 @@ def test_duality_gap_equals_its_definition_and_is_positive_off_equilibrium(beta)
     assert torch.all(gap > 0)
 
 
+@pytest.mark.parametrize("max_iterations", [0, 2.5, True, None])
+def test_regularized_nash_rejects_a_bad_iteration_count(max_iterations):
+    matrix = GeneralLaw.cyclic(1, 3).probs
+    with pytest.raises(ValueError, match="max_iterations must be an integer >= 1"):
+        regularized_nash(matrix, _reference(1, 3, seed=0), 0.5, max_iterations=max_iterations)
+
+
 def test_regularized_equilibrium_approaches_a_von_neumann_winner():
     # gap_0(π) ≤ gap_β(π) + 2β ln(1 / min_a π0(a)) (max_a P(a ≻ π) ≤ M_β(π) + β ln(1/π0(a))), so at the
     # regularized equilibrium the unregularized gap is at most 2β ln(1/min π0).

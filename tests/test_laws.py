@@ -108,6 +108,44 @@ def test_invalid_laws_raise_naming_the_argument():
         check_preference_matrix(torch.zeros(3))
 
 
+@pytest.mark.parametrize(
+    ("constructor", "kwargs", "pattern"),
+    [
+        ("random", {"n_prompts": 0}, "n_prompts must be an integer >= 1, got 0"),
+        ("random", {"n_prompts": 2.5}, "n_prompts must be an integer >= 1, got 2.5"),
+        ("random", {"n_responses": 1}, "n_responses must be an integer >= 2, got 1"),
+        ("random", {"n_responses": True}, "n_responses must be an integer >= 2, got True"),
+        ("random", {"n_responses": "4"}, "n_responses must be an integer >= 2"),
+        ("random", {"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ("random", {"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+        ("random", {"dtype": torch.int64}, "dtype must be torch.float16 or"),
+        ("cyclic", {"n_prompts": 0}, "n_prompts must be an integer >= 1, got 0"),
+        ("cyclic", {"n_prompts": 1.5}, "n_prompts must be an integer >= 1, got 1.5"),
+        # A cycle needs k >= 3 responses, so A >= 3.
+        ("cyclic", {"n_responses": 2}, "n_responses must be an integer >= 3, got 2"),
+        ("cyclic", {"n_responses": None}, "n_responses must be an integer >= 3, got None"),
+        ("cyclic", {"n_responses": 5, "cycle_length": 2}, "cycle_length must be an integer >= 3, got 2"),
+        ("cyclic", {"n_responses": 5, "cycle_length": 3.5}, "cycle_length must be an integer >= 3, got 3.5"),
+        ("cyclic", {"n_responses": 4, "cycle_length": 5}, "cycle_length must lie in \\[3, n_responses=4\\], got 5"),
+        ("cyclic", {"seed": -2}, "seed must be an integer >= 0, got -2"),
+        ("cyclic", {"dtype": torch.bool}, "dtype must be torch.float16 or"),
+    ],
+)
+def test_general_law_constructors_reject_bad_sizes_seeds_and_dtypes(constructor, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        getattr(GeneralLaw, constructor)(**kwargs)
+
+
+def test_law_sizes_and_seeds_accept_integral_numbers():
+    # numpy integers and integral floats are the integers they hold, as in World.random.
+    law = GeneralLaw.random(np.int64(2), 4.0, seed=np.int64(3))
+    assert torch.equal(law.probs, GeneralLaw.random(2, 4, seed=3).probs)
+    cyclic = GeneralLaw.cyclic(np.int32(2), 5, cycle_length=np.int64(4), seed=6.0)
+    assert torch.equal(cyclic.probs, GeneralLaw.cyclic(2, 5, cycle_length=4, seed=6).probs)
+    # A law may be any floating dtype: the world converts it to its own.
+    assert GeneralLaw.random(2, 3, dtype=torch.float16).probs.dtype == torch.float16
+
+
 def test_world_to_and_replace_keep_the_law():
     law = GeneralLaw.random(3, 4, seed=2)
     world = _world().replace(law=law)

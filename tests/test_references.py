@@ -58,6 +58,12 @@ def test_rlhf_floor_is_the_minimum_over_beta(scale):
     assert floor > 0.1 * references.kl_target_reference(world)
 
 
+@pytest.mark.parametrize("max_iter", [0, -3, 1.5, "200"])
+def test_rlhf_floor_rejects_a_bad_iteration_count(max_iter):
+    with pytest.raises(ValueError, match="max_iter must be an integer >= 1"):
+        references.rlhf_population_floor(sa.World.paper_toy(0), max_iter=max_iter)
+
+
 def test_rlhf_floor_equals_pi0_when_pi_star_is_uniform():
     # pi* uniform: ln pi* is constant, so pi0 · pi*^t = pi0 for every t and the floor is KL(pi* ‖ pi0) at beta = inf.
     uniform = torch.full((3, 4), 0.25, dtype=torch.float64)

@@ -130,6 +130,28 @@ def test_space_validation(kwargs, field):
         SequenceSpace(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"n_prompts": 0}, "n_prompts must be an integer >= 1, got 0"),
+        ({"n_prompts": 1.5}, "n_prompts must be an integer >= 1, got 1.5"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"seed": 0.5}, "seed must be an integer >= 0, got 0.5"),
+        ({"eos_bias": math.nan}, "eos_bias must be finite"),
+        ({"dtype": torch.int64}, "dtype must be torch.float32 or torch.float64, got torch.int64"),
+    ],
+)
+def test_random_world_rejects_bad_sizes_seeds_and_settings(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        SequenceWorld.random(vocab_size=3, max_length=2, **kwargs)
+
+
+def test_random_world_sizes_accept_integral_numbers():
+    world = SequenceWorld.random(vocab_size=3, max_length=2, n_prompts=2.0, seed=7.0)
+    same = SequenceWorld.random(vocab_size=3, max_length=2, n_prompts=2, seed=7)
+    assert world.n_prompts == 2 and torch.equal(world.target, same.target)
+
+
 def test_world_validation_names_the_field():
     world = SequenceWorld.random(vocab_size=3, max_length=2, n_prompts=2)
     with pytest.raises(ValueError, match="target"):

@@ -209,6 +209,34 @@ def test_paper_toy_rejects_bad_scale():
         sa.World.paper_toy(logit_scale=-0.1)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"n_prompts": 0}, "n_prompts must be an integer >= 1, got 0"),
+        ({"n_responses": 2.5}, "n_responses must be an integer >= 2, got 2.5"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"dtype": torch.float16}, "dtype must be torch.float32 or torch.float64"),
+    ],
+)
+def test_paper_toy_rejects_bad_sizes_seeds_and_dtypes(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        sa.World.paper_toy(**kwargs)
+
+
+def test_paper_toy_is_random_with_an_independent_reference_and_mu_equal_to_it():
+    toy = sa.World.paper_toy(4, logit_scale=0.7, n_prompts=3, n_responses=6)
+    world = sa.World.random(3, 6, logit_scale=0.7, reference_mix=1.0, behavior_mix=None, seed=4)
+    for field in ("target", "reference", "behavior"):
+        assert torch.equal(getattr(toy, field).logp, getattr(world, field).logp)
+    assert torch.equal(toy.behavior.logp, toy.reference.logp)
+
+
+def test_from_tensors_rejects_a_dtype_that_is_not_float32_or_float64():
+    probs = uniform(2, 3)
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64, got torch.int64"):
+        sa.World.from_tensors(target=probs, reference=probs, gamma=1.0, dtype=torch.int64)
+
+
 def test_world_rejects_policies_that_are_not_policies():
     world = sa.World.random(seed=0)
     with pytest.raises(ValueError, match="reference must be a Policy"):

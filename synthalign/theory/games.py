@@ -33,7 +33,7 @@ import torch
 from scipy.optimize import linprog
 from torch import Tensor
 
-from synthalign._checks import check_positive
+from synthalign._checks import check_int, check_positive
 from synthalign._exports import flat_names
 from synthalign.worlds.laws import check_preference_matrix
 from synthalign.worlds.policy import Policy, as_logp
@@ -124,6 +124,7 @@ def regularized_nash(
     residual does not reach `tol` · max(1, 1/β).
     """
     beta = check_positive(beta, "beta")
+    max_iterations = check_int(max_iterations, "max_iterations")
     matrix = check_preference_matrix(matrix, "matrix")
     ref = as_logp(reference, "reference")
     prompt_dist = reference.prompt_dist if isinstance(reference, Policy) else None

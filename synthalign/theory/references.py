@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+from synthalign._checks import check_int
 from synthalign.metrics import average_over_prompts, expectation_per_prompt
 from synthalign.worlds.preferences import population_preferences
 from synthalign.worlds.tabular import World
@@ -85,6 +86,7 @@ def rlhf_population_floor(world: World, *, tol: float = 1e-13, max_iter: int = 2
     a bracket [low, high] with f'(low) < 0 ≤ f'(high) (bisection when a step leaves it);
     t = 0 (beta = inf) is pi0 itself.  Responses with pi* = 0 get q_t = 0 for t > 0.
     """
+    max_iter = check_int(max_iter, "max_iter")
     target, ref, dist = world.target.logp, world.reference.logp, world.prompt_dist
     target_p = target.exp()
     support = target_p > 0

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive, safe_log_ratio
+from synthalign._checks import (
+    as_tensor,
+    check_float_dtype,
+    check_int,
+    check_positive,
+    check_table_shape,
+    safe_log_ratio,
+    seeded_generator,
+)
 from synthalign._types import DeviceLike, DTypeLike
 from synthalign.worlds.policy import Policy
 
@@ -40,6 +48,9 @@ __all__ = ["BradleyTerry", "GeneralLaw", "LINKS", "LinkLaw", "PreferenceLaw", "c
 
 # |P + Pᵀ − 1| allowed in a user's matrix: a few float64 roundings of numbers of order 1.
 _SKEW_TOL = 1e-12
+
+# A law's tensor may be of any floating dtype (a world converts it to its own); an integer one would round S.
+_LAW_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _logistic(t: Tensor) -> Tensor:
@@ -222,13 +233,13 @@ class GeneralLaw(PreferenceLaw):
         `tie_fraction` sets that fraction of the unordered pairs {a, b} (chosen at random) to a
         tie, P(a ≻ b) = 1/2 exactly.  Such a P is intransitive almost surely once A ≥ 3.
         """
-        if n_prompts < 1 or n_responses < 2:
-            raise ValueError(f"need n_prompts >= 1 and n_responses >= 2, got {n_prompts}, {n_responses}")
+        n_prompts, n_responses = check_table_shape(n_prompts, n_responses)
         if not 0.0 <= tie_fraction <= 1.0:
             raise ValueError(f"tie_fraction must lie in [0, 1], got {tie_fraction}")
         scale = check_positive(scale, "scale")
-        generator = torch.Generator().manual_seed(int(seed))
-        shape = (int(n_prompts), int(n_responses), int(n_responses))
+        check_float_dtype(dtype, allowed=_LAW_DTYPES)
+        generator = seeded_generator(seed)
+        shape = (n_prompts, n_responses, n_responses)
         upper = torch.triu(torch.randn(shape, generator=generator, dtype=torch.float64) * scale, diagonal=1)
         tied = torch.rand(shape, generator=generator, dtype=torch.float64) < tie_fraction
         upper = upper.masked_fill(tied, 0.0)
@@ -255,11 +266,13 @@ class GeneralLaw(PreferenceLaw):
         For k ≥ 3 and strength > |s| differences the majority relation is cyclic: no Condorcet
         winner exists.
         """
-        k = int(n_responses if cycle_length is None else cycle_length)
-        if not 3 <= k <= n_responses:
+        n_prompts, n_responses = check_table_shape(n_prompts, n_responses, min_responses=3)
+        k = n_responses if cycle_length is None else check_int(cycle_length, "cycle_length", minimum=3)
+        if k > n_responses:
             raise ValueError(f"cycle_length must lie in [3, n_responses={n_responses}], got {cycle_length}")
         strength = check_positive(strength, "strength", allow_zero=True)
-        generator = torch.Generator().manual_seed(int(seed))
+        check_float_dtype(dtype, allowed=_LAW_DTYPES)
+        generator = seeded_generator(seed)
         index = torch.arange(k)
         cycle = torch.zeros(n_responses, n_responses, dtype=torch.float64)
         cycle[index, (index + 1) % k] = 1.0

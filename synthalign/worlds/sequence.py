@@ -31,10 +31,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive
+from synthalign._checks import check_finite_float, check_int, check_positive, seeded_generator
 from synthalign._types import ArrayLike, DeviceLike, DTypeLike
 from synthalign.worlds.policy import Policy, check_distribution
-from synthalign.worlds.tabular import World, _DialedLogits, _OverPrompts
+from synthalign.worlds.tabular import World, _DialedLogits, _given_tensors, _OverPrompts, _prompt_dist_or_uniform
 
 __all__ = ["SequenceSpace", "SequenceWorld"]
 
@@ -302,19 +302,14 @@ class SequenceWorld(_OverPrompts):
         """
         space = SequenceSpace(vocab_size=vocab_size, max_length=max_length, eos=eos)
         tables = {}
-        for name, value in (("target", target), ("reference", reference), ("behavior", behavior)):
-            if value is None:
-                continue
-            tensor = as_tensor(value, name, dtype=dtype, device=device)
+        given = _given_tensors(dtype, device, target=target, reference=reference, behavior=behavior)
+        for name, tensor in given.items():
             space._check_prefix_table(tensor, name)
             if tensor.dim() != 3:
                 raise ValueError(f"{name} must have shape [X, P, V], got {tuple(tensor.shape)}")
             tables[name] = _normalize_prefix_logits(tensor, name)
         tables.setdefault("behavior", tables["reference"])
-        n_prompts = tables["target"].shape[0]
-        if prompt_dist is None:
-            prompt_dist = torch.full((n_prompts,), 1.0 / n_prompts, dtype=dtype, device=device)
-        prompt_dist = as_tensor(prompt_dist, "prompt_dist", dtype=dtype, device=device)
+        prompt_dist = _prompt_dist_or_uniform(prompt_dist, tables["target"].shape[0], dtype, device)
         return cls(space=space, prompt_dist=prompt_dist, gamma=gamma, **tables)
 
     @classmethod
@@ -343,10 +338,10 @@ class SequenceWorld(_OverPrompts):
         added to every EOS logit of all three (positive: shorter sequences).  D is uniform.
         """
         dials = _DialedLogits(reference_mix, behavior_mix, logit_scale, behavior_tilt)
-        if not isinstance(n_prompts, int) or n_prompts < 1:
-            raise ValueError(f"n_prompts must be a positive integer, got {n_prompts!r}")
+        n_prompts = check_int(n_prompts, "n_prompts")
+        eos_bias = check_finite_float(eos_bias, "eos_bias")
         space = SequenceSpace(vocab_size=vocab_size, max_length=max_length, eos=eos)
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = seeded_generator(seed)
         logits = dials.draw((n_prompts, space.n_prefixes, vocab_size), generator)
         for table in logits.values():
             table[..., eos] += eos_bias

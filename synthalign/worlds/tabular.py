@@ -15,16 +15,17 @@ import torch
 from torch import Tensor
 
 from synthalign._checks import (
-    FLOAT_DTYPES,
     InputTypeError,
     as_tensor,
     check_device,
     check_finite_float,
-    check_int,
+    check_float_dtype,
     check_positive,
     check_prompt_dist,
     check_same_device,
+    check_table_shape,
     describe,
+    seeded_generator,
 )
 from synthalign._types import ArrayLike, DeviceLike, DTypeLike, Seed
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList
@@ -166,16 +167,13 @@ class World(_OverPrompts):
         """
         if kind not in ("probs", "logits"):
             raise ValueError(f"kind must be 'probs' or 'logits', got {kind!r}")
-        _check_dtype(dtype)
         device = check_device(device)
         if target is None or reference is None:
             raise InputTypeError("target and reference are required tensors of shape [X, A]")
         make = Policy.from_probs if kind == "probs" else Policy.from_logits
         policies = {}
-        for name, value in (("target", target), ("reference", reference), ("behavior", behavior)):
-            if value is None:
-                continue
-            tensor = as_tensor(value, name, dtype=dtype, device=device)
+        given = _given_tensors(dtype, device, target=target, reference=reference, behavior=behavior)
+        for name, tensor in given.items():
             if tensor.dim() != 2:
                 raise ValueError(f"{name} must have shape [X, A], got {tuple(tensor.shape)}")
             if name != "target" and tensor.shape != policies["target"].logp.shape:
@@ -191,10 +189,7 @@ class World(_OverPrompts):
             except ValueError as err:
                 raise ValueError(f"{name}: {err}") from err
         policies.setdefault("behavior", policies["reference"])
-        n_prompts = policies["target"].n_prompts
-        if prompt_dist is None:
-            prompt_dist = torch.full((n_prompts,), 1.0 / n_prompts, dtype=dtype, device=device)
-        prompt_dist = as_tensor(prompt_dist, "prompt_dist", dtype=dtype, device=device)
+        prompt_dist = _prompt_dist_or_uniform(prompt_dist, policies["target"].n_prompts, dtype, device)
         return cls(prompt_dist=prompt_dist, gamma=gamma, **policies)
 
     @classmethod
@@ -214,15 +209,9 @@ class World(_OverPrompts):
         |X| = |A| = 10, gamma = 0.5, logits of pi* and pi0 i.i.d. N(0, logit_scale^2)
         for each prompt, D uniform, and mu = pi0 (the spec's Decision).
         """
-        logit_scale = check_positive(logit_scale, "logit_scale")
-        seed = check_int(seed, "seed", minimum=0)
-        shape = (check_int(n_prompts, "n_prompts"), check_int(n_responses, "n_responses", minimum=2))
-        _check_dtype(dtype)
-        generator = torch.Generator().manual_seed(seed)
-        target = torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
-        reference = torch.randn(shape, generator=generator, dtype=torch.float64) * logit_scale
-        return cls.from_tensors(
-            target=target, reference=reference, gamma=gamma, kind="logits", dtype=dtype, device=device
+        # World.random's draw with an independent pi0 (reference_mix = 1) and mu = pi0.
+        return cls.random(
+            n_prompts, n_responses, gamma=gamma, logit_scale=logit_scale, seed=seed, dtype=dtype, device=device
         )
 
     @classmethod
@@ -257,9 +246,9 @@ class World(_OverPrompts):
         """
         dials = _DialedLogits(reference_mix, behavior_mix, logit_scale, behavior_tilt)
         _check_mix(zero_fraction, "zero_fraction")
-        shape = (check_int(n_prompts, "n_prompts"), check_int(n_responses, "n_responses", minimum=2))
-        _check_dtype(dtype)
-        generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
+        shape = check_table_shape(n_prompts, n_responses)
+        check_float_dtype(dtype)
+        generator = seeded_generator(seed)
         logits = dials.draw(shape, generator)
         if zero_fraction > 0:
             target = logits["target"]
@@ -342,9 +331,20 @@ class World(_OverPrompts):
         return f"World(X={self.n_prompts}, A={self.n_responses}, gamma={self.gamma}{law}, dtype={self.dtype})"
 
 
-def _check_dtype(dtype) -> None:
-    if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
+def _given_tensors(dtype: torch.dtype, device: DeviceLike, **values: ArrayLike | None) -> dict[str, Tensor]:
+    """The values given (not None) as tensors of `dtype` on `device`, in order: the policies of a `from_tensors`."""
+    check_float_dtype(dtype)
+    given = {name: value for name, value in values.items() if value is not None}
+    return {name: as_tensor(value, name, dtype=dtype, device=device) for name, value in given.items()}
+
+
+def _prompt_dist_or_uniform(
+    prompt_dist: ArrayLike | None, n_prompts: int, dtype: torch.dtype, device: DeviceLike
+) -> Tensor:
+    """D as a tensor of `dtype` on `device`; uniform over the `n_prompts` prompts when not given."""
+    if prompt_dist is None:
+        prompt_dist = torch.full((n_prompts,), 1.0 / n_prompts, dtype=dtype, device=device)
+    return as_tensor(prompt_dist, "prompt_dist", dtype=dtype, device=device)
 
 
 def _check_mix(value, name: str, expected: str = "[0, 1]") -> float:
