@@ -35,6 +35,7 @@ from torch import Tensor
 
 from synthalign._checks import check_int, check_positive
 from synthalign._exports import flat_names
+from synthalign.metrics import kl_per_prompt
 from synthalign.worlds.laws import check_preference_matrix
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_matrix
@@ -202,9 +203,7 @@ def duality_gap(
             raise ValueError("reference is needed for the regularized game (beta > 0)")
         ref = as_logp(reference, "reference")
         best = beta * torch.logsumexp(ref + rates / beta, dim=-1)
-        probs = logp.exp()
-        kl = torch.where(probs > 0, probs * (logp - ref), torch.zeros_like(probs)).sum(-1)
-        gap = 2.0 * best + 2.0 * beta * kl - 1.0
+        gap = 2.0 * best + 2.0 * beta * kl_per_prompt(logp, ref) - 1.0
     if per_prompt:
         return gap
     if prompt_dist is None and isinstance(policy, Policy):
