@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -299,83 +299,6 @@ def check_callable(value: _T, name: str, what: str = "a function") -> _T:
     if not callable(value):
         raise InputTypeError(f"{name} must be {what}, got {describe(value)}")
     return value
-
-
-def check_class_logp(value: object, name: str, *, world: World | None = None) -> Tensor:
-    """A finite class as log-probabilities [K, X, A]: a `Policy` with batch [K] (a `PolicyClass`) or a tensor.
-
-    Floating, no NaN or +inf, every row normalized; with `world`, X and A are its sizes and the
-    class is on its device.
-    """
-    from synthalign.worlds.policy import Policy
-
-    if isinstance(value, Policy):
-        logp = value.logp
-    elif isinstance(value, (Tensor, np.ndarray, list, tuple)):
-        logp = check_logp(value, name)
-    else:
-        raise InputTypeError(f"{name} must be a PolicyClass or log-probabilities [K, X, A], got {describe(value)}")
-    sizes = {} if world is None else {"X": world.n_prompts, "A": world.n_responses}
-    check_dims(logp, name, ("K", "X", "A"), **sizes)
-    if world is not None:
-        check_same_device({name: logp, "world": world.prompt_dist})
-    return logp
-
-
-_NOT_GIVEN = object()
-
-
-def check_class_fit(
-    data: CellData,
-    candidates: object,
-    name: str,
-    *,
-    beta: float,
-    chunk_size: int,
-    reward: object = None,
-    reward_ridge: object = _NOT_GIVEN,
-) -> None:
-    """The arguments shared by the estimators over a finite class (`argmin_over_class`, `fit_over_class`)."""
-    check_data(data)
-    check_class_logp(candidates, name, world=data.world)
-    check_positive(beta, "beta", allow_zero=True)
-    check_int(chunk_size, "chunk_size")
-    if isinstance(chunk_size, float):
-        raise InputTypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-    if reward is not None:
-        check_reward(reward, data.world)
-    if reward_ridge is not _NOT_GIVEN:
-        check_positive(reward_ridge, "reward_ridge", allow_zero=True)
-
-
-def check_world(world: object, name: str = "world", *, duck: bool = False) -> Any:
-    """A `World`; with `duck`, anything with `target` and `sample_preferences` (a wrapper of a World)."""
-    from synthalign.worlds.tabular import World
-
-    if duck and hasattr(world, "target") and callable(getattr(world, "sample_preferences", None)):
-        return world
-    if not isinstance(world, World):
-        raise InputTypeError(f"{name} must be a synthalign World, got {describe(world)}")
-    return world
-
-
-def check_data(data: object, name: str = "data") -> CellData:
-    """A `PreferenceData` or `PairData` (validated at construction)."""
-    from synthalign.worlds.datasets import CellData
-
-    if not isinstance(data, CellData):
-        raise InputTypeError(f"{name} must be PreferenceData or PairData, got {describe(data)}")
-    return data
-
-
-def check_policy_for_world(policy: object, world: World, name: str = "policy", *, normalized: bool = True) -> Tensor:
-    """The log-probabilities of a Policy or tensor [..., X, A] matching `world` in X, A and device."""
-    from synthalign.worlds.policy import Policy
-
-    logp = policy.logp if isinstance(policy, Policy) else check_logp(policy, name, normalized=normalized)
-    check_dims(logp, name, ("X", "A"), batch=True, X=world.n_prompts, A=world.n_responses)
-    check_same_device({name: logp, "world": world.prompt_dist})
-    return logp
 
 
 def check_array_like(value: object, name: str) -> None:

@@ -35,18 +35,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from synthalign._checks import (
-    broadcast_shape,
-    check_data,
-    check_policy_for_world,
-    check_positive,
-    check_world,
-    safe_log_ratio,
-)
+from synthalign._checks import broadcast_shape, check_positive, safe_log_ratio
 from synthalign._logistic_pairs import logistic_scores, population_logistic_sums
 from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
-from synthalign.worlds.datasets import CellData, PairData, PreferenceData
+from synthalign.worlds.checks import check_policy_for_world, check_world
+from synthalign.worlds.datasets import CellData, PairData, PreferenceData, check_data
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_probability
 

@@ -18,15 +18,14 @@ from synthalign._checks import (
     InputTypeError,
     as_tensor,
     check_logp,
-    check_policy_for_world,
     check_prompt_dist,
     check_same_device,
     check_same_shape,
-    check_world,
     describe,
     safe_log_ratio,
 )
 from synthalign._exports import flat_names
+from synthalign.worlds.checks import check_policy_for_world, check_world
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.preferences import preference_matrix
 

@@ -20,11 +20,9 @@ from synthalign._checks import (
     InputTypeError,
     check_bool,
     check_callable,
-    check_class_logp,
     check_int,
     check_positive,
     check_real,
-    check_world,
     describe,
 )
 from synthalign._exports import flat_names
@@ -34,6 +32,7 @@ from synthalign.metrics import forward_kl
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.stats import SlopeFit, Verdict, check_bound, check_ns, check_rate, check_seed, fit_slope
 from synthalign.store import SweepStore, run_items, world_fingerprint
+from synthalign.worlds.checks import check_class_logp, check_world
 from synthalign.worlds.policy import Policy
 
 if TYPE_CHECKING:

@@ -109,7 +109,7 @@ def test_constructor_checks_name_the_argument():
 
 
 def test_check_class_logp_names_the_dimension_that_is_off():
-    from synthalign._checks import check_class_logp
+    from synthalign.worlds.checks import check_class_logp
 
     world = sa.World.random(2, 3, seed=0)
     members = sa.perturbation_class(world, 4, 0.5, seed=0)

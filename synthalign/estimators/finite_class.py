@@ -18,18 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synthalign._checks import (
-    as_tensor,
-    check_class_fit,
-    check_class_logp,
-    check_data,
-    check_positive,
-    safe_log_ratio,
-)
+from synthalign._checks import InputTypeError, as_tensor, check_int, check_positive, check_reward, safe_log_ratio
 from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
 from synthalign.registry.protocol import Objective, get_objective
-from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.worlds.checks import check_class_logp
+from synthalign.worlds.datasets import CellData, PairData, PreferenceData, check_data
 from synthalign.worlds.policy import Policy, as_logp
 
 if TYPE_CHECKING:
@@ -48,6 +42,32 @@ class ClassFit:
     index: Tensor
     policy: Policy
     losses: Tensor
+
+
+_NOT_GIVEN = object()
+
+
+def _check_class_fit(
+    data: CellData,
+    candidates: object,
+    name: str,
+    *,
+    beta: float,
+    chunk_size: int,
+    reward: object = None,
+    reward_ridge: object = _NOT_GIVEN,
+) -> None:
+    """The arguments shared by the estimators over a finite class (`argmin_over_class`, `fit_over_class`)."""
+    check_data(data)
+    check_class_logp(candidates, name, world=data.world)
+    check_positive(beta, "beta", allow_zero=True)
+    check_int(chunk_size, "chunk_size")
+    if isinstance(chunk_size, float):
+        raise InputTypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    if reward is not None:
+        check_reward(reward, data.world)
+    if reward_ridge is not _NOT_GIVEN:
+        check_positive(reward_ridge, "reward_ridge", allow_zero=True)
 
 
 def argmin_over_class(
@@ -75,7 +95,7 @@ def argmin_over_class(
     candidate's loss +inf.
     """
     obj = get_objective(objective)
-    check_class_fit(
+    _check_class_fit(
         data, candidates, "candidates", beta=beta, chunk_size=chunk_size, reward=reward, reward_ridge=reward_ridge
     )
     logp_all = as_logp(candidates, "candidates")
@@ -96,7 +116,7 @@ def _class_argmin(
     chunk_size: int,
     params: dict,
 ) -> ClassFit:
-    """`argmin_over_class` on a class [K, X, A] already checked against `data` (as `check_class_fit` does)."""
+    """`argmin_over_class` on a class [K, X, A] already checked against `data` (as `_check_class_fit` does)."""
     beta = check_positive(beta, "beta", allow_zero=True)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -283,7 +303,7 @@ def fit_over_class(
       **params: the objective's hyper-parameters.
     """
     obj = get_objective(objective)
-    check_class_fit(data, policy_class, "policy_class", beta=beta, chunk_size=chunk_size)
+    _check_class_fit(data, policy_class, "policy_class", beta=beta, chunk_size=chunk_size)
     if reward_class is not None:
         check_class_logp(reward_class, "reward_class", world=data.world)
     if reward_data is not None:

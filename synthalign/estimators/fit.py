@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_data, check_init, check_positive, check_reward
+from synthalign._checks import check_init, check_positive, check_reward
 from synthalign.estimators.certificate import Certificate, certify, component_labels
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context, per_prompt_loss
 from synthalign.registry.protocol import Objective, get_objective
-from synthalign.worlds.datasets import CellData, PairData, PreferenceData
+from synthalign.worlds.datasets import CellData, PairData, PreferenceData, check_data
 from synthalign.worlds.policy import Policy
 
 if TYPE_CHECKING:

@@ -41,7 +41,6 @@ from synthalign._checks import (
     InputTypeError,
     as_tensor,
     check_bool,
-    check_class_logp,
     check_dims,
     check_logp,
     check_positive,
@@ -49,6 +48,7 @@ from synthalign._checks import (
     describe,
 )
 from synthalign._types import DeviceLike, DTypeLike
+from synthalign.worlds.checks import check_class_logp
 from synthalign.worlds.policy import Policy
 from synthalign.worlds.tabular import World
 

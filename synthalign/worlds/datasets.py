@@ -24,16 +24,17 @@ from synthalign._checks import (
     check_dims,
     check_floating,
     check_same_device,
-    check_world,
     describe,
 )
 from synthalign._types import DeviceLike, DTypeLike, Seed
+from synthalign.worlds.checks import check_world
 
 if TYPE_CHECKING:
     from synthalign.worlds.tabular import World
 
 __all__ = [
     "CellData",
+    "check_data",
     "PreferenceData",
     "PairData",
     "PreferenceList",
@@ -191,3 +192,10 @@ def numpy_generator(seed: Seed) -> np.random.Generator:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as err:
         raise ValueError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}") from err
+
+
+def check_data(data: object, name: str = "data") -> CellData:
+    """A `PreferenceData` or `PairData` (validated at construction)."""
+    if not isinstance(data, CellData):
+        raise InputTypeError(f"{name} must be PreferenceData or PairData, got {describe(data)}")
+    return data

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthalign._checks import FLOAT_DTYPES, check_device, check_policy_for_world, check_world
+from synthalign._checks import FLOAT_DTYPES, check_device
 from synthalign._types import DeviceLike, DTypeLike, Seed
+from synthalign.worlds.checks import check_policy_for_world, check_world
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells, numpy_generator
 from synthalign.worlds.preferences import population_pairs, population_preferences
 

@@ -28,6 +28,7 @@ from synthalign._checks import (
     seeded_generator,
 )
 from synthalign._types import ArrayLike, DeviceLike, DTypeLike, Seed
+from synthalign.worlds.checks import TabularWorld
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList
 from synthalign.worlds.laws import PreferenceLaw
 from synthalign.worlds.policy import Policy
@@ -92,7 +93,7 @@ class _DialedLogits:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class World(_OverPrompts):
+class World(_OverPrompts, TabularWorld):
     """A contextual-bandit world with a known target distribution.
 
     Attributes:
