@@ -41,6 +41,7 @@ from synthalign.metrics import kl_per_prompt
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.checks import check_policy_for_world, check_world
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData, check_data
+from synthalign.worlds.laws import BradleyTerry
 from synthalign.worlds.policy import Policy, as_logp
 from synthalign.worlds.preferences import preference_probability
 
@@ -302,7 +303,6 @@ def _population_cell_sums(obj: Objective, logp: Tensor, ctx: EvalContext, weight
     take `synthalign._logistic_pairs.population_logistic_sums`: the pair (a, b), (b, a) in one
     evaluation, no weight table.  Everything else goes cell by cell.
     """
-    from synthalign.worlds.laws import BradleyTerry  # laws builds on the preference module
 
     world = weights.world
     law = getattr(world, "law", None)

@@ -40,6 +40,7 @@ from torch import Tensor
 from synthalign._checks import InputTypeError, check_int
 from synthalign.bridge._deps import require
 from synthalign.bridge._validate import check_token_fields
+from synthalign.bridge.losses import pair_batch_loss, pair_objective, resolve_gamma
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -227,7 +228,6 @@ def _objective_dpo_trainer():
     if _TRAINER_CLASS is not None:
         return _TRAINER_CLASS
     trl = require("trl")
-    from synthalign.bridge.losses import pair_batch_loss, pair_objective, resolve_gamma
 
     class ObjectiveDPOTrainer(trl.DPOTrainer):
         """`trl.DPOTrainer` training a registered synthalign pair objective (see `synthalign.bridge.trl`).

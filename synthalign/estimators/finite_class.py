@@ -21,6 +21,7 @@ from torch import Tensor
 from synthalign._checks import InputTypeError, as_tensor, check_int, check_positive, check_reward, safe_log_ratio
 from synthalign.estimators.fit import resolve_reward
 from synthalign.evaluate import cell_values, data_weights, make_context, per_prompt_loss, prompt_values
+from synthalign.registry import paper
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.checks import check_class_logp
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData, check_data
@@ -178,7 +179,6 @@ def _reward_affine_form(obj: Objective, ctx):
     * RKL and RLHF (eq. 15, 1): −E_π R̂ + (terms of π alone): one product [R, X·A] @ [X·A, K]
       plus the reward-free terms, one product [R, X] @ [X, K].
     """
-    from synthalign.registry import paper
 
     kind = {paper._distillation.fn: "distillation", paper._rkl.fn: "linear", paper._rlhf.fn: "linear"}.get(obj.fn)
     if kind is None or not bool(torch.isfinite(ctx.reward).all()):

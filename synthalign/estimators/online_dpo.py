@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from synthalign.objectives.paper import dpo_loss
 from synthalign.worlds.preferences import preference_matrix
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ def sampler_pair_weights(sampler: str, logp: Tensor, world: World) -> tuple[Tens
 
 def _dpo_population_loss(logp: Tensor, pair_law: Tensor, world: World) -> Tensor:
     """Σ_ab p(a, b)[P(a ≻ b) ℓ(a, b) + P(b ≻ a) ℓ(b, a)] per prompt, ℓ = DPO's pair loss (eq. 6), [X]."""
-    from synthalign.objectives.paper import dpo_loss
-
     ref = world.reference.logp
     first_wins = preference_matrix(world)
 

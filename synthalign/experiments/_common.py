@@ -26,13 +26,13 @@ import torch
 from synthalign._version import __version__
 from synthalign.stats import quantile_interval
 from synthalign.store import atomic_write, check_writable_dir
+from synthalign.theory.constants import world_constants
+from synthalign.worlds.tabular import World
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from synthalign.theory.constants import WorldConstants
-    from synthalign.worlds.tabular import World
-
 SIZES = ("quick", "default", "full")
 """The run sizes every experiment defines: CI-sized, the recorded default, and a larger run."""
 
@@ -188,8 +188,6 @@ def class_constants(
     world: World, policy_logp: torch.Tensor, reward_logp: torch.Tensor | None, *, compute_c0: bool
 ) -> WorldConstants:
     """`synthalign.bounds.world_constants` of `world` with the policy class Π and the reward class 𝒫_γ(ℛ)."""
-    from synthalign.theory.constants import world_constants
-
     return world_constants(
         world.target.logp,
         world.behavior.logp,

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from synthalign._checks import check_positive, safe_log_ratio
 from synthalign.worlds.datasets import PairData, PreferenceData
+from synthalign.worlds.laws import BradleyTerry
 from synthalign.worlds.policy import Policy, as_logp
 
 if TYPE_CHECKING:
@@ -68,7 +69,6 @@ def population_preferences(world: World) -> PreferenceData:
     (b, a) with a winning, hence the factor 2; the diagonal cell (a, a) gets
     2 D mu(a)² · ½ = D mu(a)², the probability of drawing a twice.  The weights sum to 1.
     """
-    from synthalign.worlds.laws import BradleyTerry  # laws builds on this module
 
     behavior = world.behavior.probs
     logp, gamma = world.target.logp, world.gamma
