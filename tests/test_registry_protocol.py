@@ -1,16 +1,12 @@
-"""Tests of `synthalign.registry`: the Objective protocol, registries, and objectives generated from loss signatures."""
+"""Tests of `synthalign.registry.protocol`: `Objective`, `Registry`, the decorator, `objective_from_loss`."""
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 import torch
 
 import synthalign as sa
-from synthalign.objectives import zoo
 from synthalign.registry import DEFAULT_REGISTRY, Registry, objective_from_loss
-from synthalign.registry.zoo import DECLARATIONS, NOT_REGISTERED, ZOO_OBJECTIVES
 
 
 def _pmle_like(logp_chosen, logp_rejected, *, gamma, scale=1.0):
@@ -82,31 +78,6 @@ def test_re_registering_a_user_objective_replaces_it_but_builtins_are_protected(
     assert sa.get_objective("pmle").fn.__module__.startswith("synthalign.")
 
 
-def test_every_zoo_loss_is_registered_or_says_why_not():
-    assert set(ZOO_OBJECTIVES) | set(NOT_REGISTERED) == set(zoo.ZOO_LOSSES)
-    assert set(ZOO_OBJECTIVES) == set(DECLARATIONS)
-    for name in ZOO_OBJECTIVES:
-        assert name in sa.list_objectives()
-
-
-@pytest.mark.parametrize("name", ZOO_OBJECTIVES)
-def test_zoo_objectives_are_generated_from_their_losses_signatures(name):
-    obj = sa.get_objective(name)
-    loss = zoo.ZOO_LOSSES[name]
-    signature = inspect.signature(loss).parameters
-    rename = DECLARATIONS[name].get("rename", {})
-    framework = {"weight", "reduction", "length_chosen", "length_rejected", "gamma"}
-    expected_params = {
-        rename.get(p.name, p.name)
-        for p in signature.values()
-        if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name not in framework
-    }
-    assert set(obj.params) == expected_params
-    required = [p.name for p in signature.values() if p.kind != inspect.Parameter.KEYWORD_ONLY and p.default is p.empty]
-    assert [name for name in obj.inputs if name != "gamma"] == required
-    assert ("gamma" in obj.inputs) == ("gamma" in signature)
-
-
 def test_generated_objective_calls_the_loss_elementwise():
     # simpo with margin 0.5: −ln σ(gamma (ln pi(a⁺) − ln pi(a⁻)) − margin); ln(0.6/0.2) = 1.0986,
     # gamma = 2: 2.1972 − 0.5 = 1.6972 → −ln σ(1.6972) = ln(1 + e^−1.6972) = ln 1.18322 = 0.16822.
@@ -124,10 +95,3 @@ def test_objective_from_loss_rejects_a_loss_with_unknown_inputs():
 
     with pytest.raises(ValueError, match="logp_other"):
         objective_from_loss(odd, "odd", register=False)
-
-
-def test_declared_facts_live_on_the_objective():
-    assert sa.get_objective("chipo").example_params == {"reward_bound": 1.0}
-    assert "population_minimizer" in sa.get_objective("hinge").known_failures
-    assert sa.get_objective("f_dpo").consistent is False
-    assert sa.get_objective("simpo").consistent is True

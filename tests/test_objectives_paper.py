@@ -1,4 +1,4 @@
-"""Tests of the pure losses in `synthalign.objectives`.
+"""Tests of `synthalign.objectives.paper`: the paper's pure losses (spec §2) and IPO.
 
 For every loss: a value derived by hand (arithmetic in the comment), a slow and
 obviously-correct reference (a Python loop over pairs or responses, naive
