@@ -1,6 +1,6 @@
 """Property tests of the identities of spec §6 (items 1–11, 13, 14), over generated worlds and policies.
 
-Item 12 (Lemmas 8–10, Prop. 15) belongs to the tests of `synthalign.bounds`.
+Item 12 (Lemmas 8–10, Prop. 15) belongs to tests/test_lemmas.py and tests/test_bounds.py.
 The last section checks that the loss of a sampled dataset is an unbiased
 estimate of the exact population loss.
 """
