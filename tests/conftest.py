@@ -1,4 +1,4 @@
-"""Shared test configuration: one intra-op thread and the hypothesis profile.
+"""Shared test configuration: one intra-op thread, the hypothesis profile, and the bridge tests' policy model.
 
 The hypothesis strategies the tests use are the library's own (`synthalign.testing.strategies`).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -23,3 +24,11 @@ settings.register_profile(
     derandomize=bool(os.environ.get("CI")),
 )
 settings.load_profile("synthalign")
+
+
+@pytest.fixture(scope="module")
+def policy_model():
+    """The bridge tests' tiny float64 Llama (`tests/_bridge_lms.py`, needs transformers), one per test module."""
+    from _bridge_lms import tiny_llama
+
+    return tiny_llama(seed=0)

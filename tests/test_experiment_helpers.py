@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthalign.experiments import _common, _plots, rates
+from synthalign.experiments import _common, _plots, onpolicy_gap, prop15, rates, strong_base
 from synthalign.experiments._common import OptionError
 
 
@@ -54,6 +54,16 @@ def test_option_checks_name_the_option():
     for delta in (0.0, 1.0, "0.1"):
         with pytest.raises(OptionError, match="delta"):
             _common.check_delta(delta)
+
+
+@pytest.mark.parametrize("module", [rates, onpolicy_gap, strong_base, prop15])
+def test_experiment_args_reject_bad_input(module):
+    with pytest.raises(ValueError, match="size"):
+        module.Args(size="huge")
+    with pytest.raises(ValueError, match="replicates"):
+        module.Args(replicates=1)
+    with pytest.raises(ValueError, match="seed"):
+        module.Args(seed=-1)
 
 
 def test_sized_reads_the_size_table_only_for_unset_options():

@@ -35,10 +35,10 @@ def test_rates_default_slopes_and_bounds(tmp_path):
 
 
 def test_onpolicy_gap_default_claims(tmp_path):
-    # The quick-size claims of tests/test_experiments_theory.py on the default record (n = 1024 … 65536),
+    # The quick-size claims of tests/test_experiment_onpolicy_gap.py on the default record (n = 1024 … 65536),
     # and where the coverage effect shows: from n = 16384 on at the latest, for both families (at
     # n = 1024 most of Π is statistically indistinguishable from π*).
-    import test_experiments_theory as quick_claims
+    import test_experiment_onpolicy_gap as quick_claims
 
     from synthalign.experiments import onpolicy_gap
 
@@ -57,7 +57,7 @@ def test_onpolicy_gap_default_claims(tmp_path):
 def test_strong_base_default_claims(tmp_path):
     # The quick-size claims on the default record: Thm 14's bound at every mix and n, π̂ = π_R̂ under A5,
     # partial coverage at the smallest n, and no gain of distillation on π0's pairs as π0 -> π*.
-    import test_experiments_theory as quick_claims
+    import test_experiment_strong_base as quick_claims
 
     from synthalign.experiments import strong_base
 

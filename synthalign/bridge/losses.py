@@ -4,7 +4,7 @@
 registered objective's elementwise `Objective.fn` with exactly the inputs it declares, bound by
 `synthalign.evaluate.pair_inputs` (the one binding, as on every cell of a tabular world).  With one
 prompt token and one-token completions the LM *is* a tabular policy over its vocabulary, and the two
-paths agree to rounding (`tests/test_bridge.py`).
+paths agree to rounding (`tests/test_bridge_losses.py`).
 
 Length conventions (`Objective.length_convention`, spec §2's objectives are all "sum"): a sequence's
 ln pi(a|x) is the sum over its tokens; a "per_token" objective (length-normalized DPO, SimPO, TRL's

@@ -1,4 +1,4 @@
-"""The general-preferences experiment at its quick size: record, figure and what its numbers must satisfy."""
+"""Tests of `synthalign.experiments.general_preferences` at its quick size: record, figure, what its numbers obey."""
 
 from __future__ import annotations
 
