@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from synthalign import cli
-from synthalign.experiments import EXPERIMENTS
+from synthalign.experiments import EXPERIMENTS, onpolicy_gap, prop15, rates, strong_base
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -148,3 +148,12 @@ def test_flat_api_is_lazy_and_complete():
     done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "[]", "True", "True"]
+
+
+@pytest.mark.parametrize("module", [rates, onpolicy_gap, strong_base, prop15])
+def test_experiment_command_line(module):
+    # The one dialect of `synthalign run NAME` and `python experiments/NAME.py` (synthalign.cli).
+    argv = ["--quick", "--replicates", "3", "--set", "plot=false", "--set", "radius=0.1,0.2"]
+    args = cli.experiment_args(module.NAME, argv)
+    assert args.size == "quick" and args.n_replicates == 3 and args.plot is False
+    assert args.radius == (0.1, 0.2)
