@@ -190,8 +190,9 @@ def logistic_derivatives(
     pair takes no exp; σ = 1 / (1 + e^(−m)), σ' = e^(−m) σ, and softplus(∓m) = log1p(e^(∓m)),
     each one log1p with no cancellation for either sign of m.  The pairs are taken a strip at
     a time (`_strips`), every step in place on three buffers kept across the strips: the
-    strip's weights times `scale` are copied in once (w_ba read transposed), and the Hessian
-    is written once, the strip's rows and their transpose, its diagonal summed from them.
+    strip's weights are copied in once (w_ba read transposed), the Hessian is written once
+    (times `scale`), the strip's rows and their transpose, its diagonal summed from them, and
+    the value and gradient are scaled at the end.
     None (use the cell-by-cell path) when the scores of a row spread over more than `_EXP_RANGE`.
     """
     P, A = scores.shape
@@ -209,7 +210,8 @@ def logistic_derivatives(
     group = max(1, min(P, budget // (A * A)))
     cells = budget + A  # the most cells of one strip (`_strips`)
     # [g, rows, 2, cols] buffers, a strip's pairs (a, b) side by side with their transposes (b, a):
-    # the scaled weights (w_ab, w_ba), the terms (softplus(−m), softplus(m)) and (σ', −σ).
+    # the weights (w_ab, w_ba), the terms (softplus(−m), softplus(m)) and (σ', −σ).  The value
+    # and gradient are scaled once at the end, the Hessian's strip as it is written.
     weights, terms, probs = (scores.new_empty(2 * cells) for _ in range(3))
     ones = scores.new_ones(2 * A)
     for first in range(0, P, group):
@@ -217,7 +219,9 @@ def logistic_derivatives(
         w, h = weight.narrow(0, first, g), hess.narrow(0, first, g)
         grow_col, grow_row = grow.narrow(0, first, g).unsqueeze(-1), grow.narrow(0, first, g).unsqueeze(1)
         shrink_col, shrink_row = shrink.narrow(0, first, g).unsqueeze(-1), shrink.narrow(0, first, g).unsqueeze(1)
-        factor = scale.narrow(0, first, g).view(g, 1, 1)
+        factor = scale.narrow(0, first, g)
+        # γ² times the row's scale, a number where the strip holds one row: −γ² s σσ' in one pass.
+        curvature = gamma * gamma * (float(factor) if g == 1 else 1.0)
         total, first_sums, second_sums = value.narrow(0, first, g), grad.narrow(0, first, g), diag.narrow(0, first, g)
         for start, rows in _strips(g, A, budget):
             cols = A - start
@@ -227,9 +231,8 @@ def logistic_derivatives(
             (w_ab, w_ba), (t_ab, t_ba), (rejected_prob, minus_chosen_prob) = (
                 x.unbind(2) for x in (pair_weights, pair_terms, pair_probs)
             )
-            torch.mul(w.narrow(1, start, rows).narrow(2, start, cols), factor, out=w_ab)
-            lower = w.narrow(1, start, cols).narrow(2, start, rows)
-            torch.mul(lower.transpose(1, 2), factor, out=w_ba)  # read once across the rows
+            _copy_(w_ab, w.narrow(1, start, rows).narrow(2, start, cols))
+            _copy_(w_ba, w.narrow(1, start, cols).narrow(2, start, rows).transpose(1, 2))  # read once across the rows
             torch.mul(grow_col.narrow(1, start, rows), shrink_row.narrow(2, start, cols), out=t_ab)  # e^(−m)
             torch.mul(shrink_col.narrow(1, start, rows), grow_row.narrow(2, start, cols), out=t_ba)  # e^m
             torch.sub(_MINUS_ONE, t_ab, out=minus_chosen_prob).reciprocal_()  # −σ = 1 / (−1 − e^(−m))
@@ -243,20 +246,31 @@ def logistic_derivatives(
             right_terms = pair_terms.view(g, 2 * rows, cols).narrow(2, rows, cols - rows)
             _add_sums(first_sums, pair_terms.view(g, rows, 2 * cols), right_terms, start, ones, -1.0)
             # −γ² W σσ', written into the strip's rows of the Hessian and their transpose.
-            torch.addcmul(_ZERO, rejected_prob, minus_chosen_prob, value=gamma * gamma, out=rejected_prob)
+            torch.addcmul(_ZERO, rejected_prob, minus_chosen_prob, value=curvature, out=rejected_prob)
+            if g > 1:
+                rejected_prob.mul_(factor.view(g, 1, 1))
             torch.add(w_ab, w_ba, out=t_ab)  # W
             strip = h.narrow(1, start, rows).narrow(2, start, cols)
             torch.mul(t_ab, rejected_prob, out=strip)
             right = strip.narrow(2, rows, cols - rows)
             h.narrow(1, start + rows, cols - rows).narrow(2, start, rows).copy_(right.transpose(1, 2))
             _add_sums(second_sums, strip, right, start, ones, 1.0)
-    grad.mul_(-gamma)
+    value.mul_(scale)
+    grad.mul_(scale.unsqueeze(-1) * -gamma)
     diag.neg_()
     return value, grad, diag
 
 
 _ZERO, _MINUS_ONE = torch.tensor(0.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
 """Scalars of one-pass strip products: addcmul(0, x, y, value=c) is c·x·y, sub(−1, x) is −1 − x."""
+
+
+def _copy_(target: Tensor, source: Tensor) -> None:
+    """target ← source; on the CPU by NumPy, whose strided copies (a transposed read) are faster than torch's."""
+    if target.device.type == "cpu":
+        numpy.copyto(target.numpy(), source.numpy())
+    else:
+        target.copy_(source)
 
 
 def _log1p_(tensor: Tensor) -> Tensor:
