@@ -5,7 +5,8 @@ derivatives of the same losses, are computed over one triangle of cells (a pair 
 in one evaluation).  Each is compared with the cell path it replaces: `empirical_loss` on the
 materialised law table (`population_preferences`), and autograd's Hessian of `LogitObjective.values`,
 on ordinary and extreme inputs (logits ±1e4, gamma 1e-3 … 1e3, responses of probability zero),
-with many strips per table (small budgets) as well as one.
+with many strips per table (small budgets) as well as one; the derivative kernel itself also
+with a dense cell-by-cell reference (`_dense_logistic_reference`).
 """
 
 from __future__ import annotations
