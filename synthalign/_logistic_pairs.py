@@ -10,8 +10,8 @@ so the cells (a, b) and (b, a) share one transcendental evaluation:
   with the responses sorted by score (m ≥ 0 on the upper triangle),
   c_ab = σ(r_b − r_a) m + softplus(−m), a sum of non-negative terms (softplus(m) = softplus(−m) + m);
 * the solver's derivatives (`synthalign.estimators.derivatives`) need σ(m), σ(−m) and
-  softplus(±m) of both cells of a pair: one log1p and a few products per pair
-  (`logistic_derivatives`), the Hessian written once.
+  softplus(±m) of both cells of a pair: two log1p and a few products per pair, in place on
+  buffers reused across strips (`logistic_derivatives`), the Hessian written once.
 
 Where the scores spread little enough (`_EXP_RANGE`), the sigmoids come from per-response
 exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)), so no cell takes an exp.  Pairs are
@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -162,10 +163,10 @@ def _sigmoid_strip_sums(s: Tensor, r: Tensor):
 
 
 HESSIAN_STRIP = 2**16
-"""Cells per strip of `logistic_derivatives` (512 KiB of float64): its seven temporaries stay in L3 cache.
+"""Cells per strip of `logistic_derivatives` (512 KiB of float64 per temporary, six of them).
 
-Measured at A = 1000 and 2000 (2**14 … 2**18): fewer, longer strips amortize the per-operation
-overhead; past 2**16 the temporaries no longer stay in cache."""
+Measured at A = 1000 (2**15 … 2**17): shorter strips pay more per-operation overhead (some
+twenty operations and as many views a strip), longer ones leave the cache."""
 
 _MIN_RESPONSES = 64
 """Fewer responses than this: the cell-by-cell path, which batches many small tables at once."""
@@ -182,13 +183,17 @@ def logistic_derivatives(
     per-row factors `scale` [P]; the derivatives are in u, so in the logits (ℓ depends on u
     through differences only).  With m = s_a − s_b, σ = σ(m), σ' = σ(−m), a pair of cells
     (a, b), (b, a) gives
-      value  w_ab softplus(−m) + w_ba softplus(m) = W softplus(−|m|) + w_ba relu(m) + w_ab relu(−m),
+      value  w_ab softplus(−m) + w_ba softplus(m),
       ∂/∂u_a = −γ (w_ab σ' − w_ba σ) = −∂/∂u_b,
-      ∂²/∂u_a∂u_b = −γ² W σσ', W = w_ab + w_ba (the diagonal gets the row sums of γ² W σσ'),
-    σ and σ' come from per-response exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)),
-    so a pair costs one log1p (of e^(−|m|)) and no exp.  The Hessian is written once, a strip of rows and its
-    transpose at a time.  None (use the cell-by-cell path) when the scores of a row spread
-    over more than `_EXP_RANGE`.
+      ∂²/∂u_a∂u_b = −γ² W σσ', W = w_ab + w_ba (the diagonal gets the row sums of γ² W σσ').
+    e^(∓m) come from per-response exponentials (e^(−m) = e^(max s − s_a) e^(s_b − max s)), so a
+    pair takes no exp; σ = 1 / (1 + e^(−m)), σ' = e^(−m) σ, and softplus(∓m) = log1p(e^(∓m)),
+    each one log1p with no cancellation for either sign of m.  The pairs are taken a strip at
+    a time (`_strips`), every step in place on three buffers kept across the strips: the
+    strip's weights are copied in once (w_ba read transposed), the Hessian is written once
+    (times `scale`), the strip's rows and their transpose, its diagonal summed from them, and
+    the value and gradient are scaled at the end.
+    None (use the cell-by-cell path) when the scores of a row spread over more than `_EXP_RANGE`.
     """
     P, A = scores.shape
     if A < _MIN_RESPONSES:
@@ -203,70 +208,96 @@ def logistic_derivatives(
     grad = torch.zeros_like(scores)
     diag = torch.zeros_like(scores)
     group = max(1, min(P, budget // (A * A)))
-    buffers = [scores.new_empty(budget + A) for _ in range(7)]
+    cells = budget + A  # the most cells of one strip (`_strips`)
+    # [g, rows, 2, cols] buffers, a strip's pairs (a, b) side by side with their transposes (b, a):
+    # the weights (w_ab, w_ba), the terms (softplus(−m), softplus(m)) and (σ', −σ).  The value
+    # and gradient are scaled once at the end, the Hessian's strip as it is written.
+    weights, terms, probs = (scores.new_empty(2 * cells) for _ in range(3))
+    ones = scores.new_ones(2 * A)
     for first in range(0, P, group):
-        rows_of = slice(first, first + group)
-        s, grow_g, shrink_g, w, h = scores[rows_of], grow[rows_of], shrink[rows_of], weight[rows_of], hess[rows_of]
-        g = s.shape[0]
-        curvature = (-gamma * gamma * scale[rows_of]).view(g, 1, 1)
-        total = s.new_zeros(g)
-        first_sums, second_sums = torch.zeros_like(s), torch.zeros_like(s)
+        g = min(group, P - first)
+        w, h = weight.narrow(0, first, g), hess.narrow(0, first, g)
+        grow_col, grow_row = grow.narrow(0, first, g).unsqueeze(-1), grow.narrow(0, first, g).unsqueeze(1)
+        shrink_col, shrink_row = shrink.narrow(0, first, g).unsqueeze(-1), shrink.narrow(0, first, g).unsqueeze(1)
+        factor = scale.narrow(0, first, g)
+        # γ² times the row's scale, a number where the strip holds one row: −γ² s σσ' in one pass.
+        curvature = gamma * gamma * (float(factor) if g == 1 else 1.0)
+        total, first_sums, second_sums = value.narrow(0, first, g), grad.narrow(0, first, g), diag.narrow(0, first, g)
         for start, rows in _strips(g, A, budget):
-            shape = (g, rows, A - start)
-            ratio, chosen_prob, rejected_prob, w_second, pair_weight, both, margin = (
-                buffer[: math.prod(shape)].view(shape) for buffer in buffers
+            cols = A - start
+            pair_shape = (g, rows, 2, cols)
+            n = math.prod(pair_shape)
+            pair_weights, pair_terms, pair_probs = (buffer[:n].view(pair_shape) for buffer in (weights, terms, probs))
+            (w_ab, w_ba), (t_ab, t_ba), (rejected_prob, minus_chosen_prob) = (
+                x.unbind(2) for x in (pair_weights, pair_terms, pair_probs)
             )
-            chosen, rest = slice(start, start + rows), slice(start + rows, A)
-            w_first = w[:, chosen, start:]  # w_ab
-            w_second.copy_(w[:, start:, chosen].transpose(-1, -2))  # w_ba, read once across the rows
-            torch.mul(grow_g[:, chosen, None], shrink_g[:, None, start:], out=ratio)  # e^(−m)
-            torch.add(ratio, 1.0, out=chosen_prob).reciprocal_()  # σ(m)
-            torch.mul(ratio, chosen_prob, out=rejected_prob)  # σ(−m)
-            # The value W softplus(−|m|) + w_ba relu(m) − w_ab min(m, 0): one log1p, no cancellation,
-            # summed by dot products (the corner holds each of its pairs twice: half of it is taken off).
-            torch.mul(shrink_g[:, chosen, None], grow_g[:, None, start:], out=margin)  # e^m
-            torch.minimum(ratio, margin, out=ratio).log1p_()  # softplus(−|m|)
-            torch.add(w_first, w_second, out=both)  # W
-            total += _dots(both, ratio, rows, pair_weight)
-            torch.sub(s[:, chosen, None], s[:, None, start:], out=margin)  # m
-            torch.clamp_min(margin, 0.0, out=ratio)  # relu(m)
-            total += _dots(w_second, ratio, rows, pair_weight)
-            torch.clamp_max(margin, 0.0, out=ratio)  # −relu(−m)
-            total -= _dots(w_first, ratio, rows, pair_weight)
-            # W σσ', written into the strip's rows of the Hessian and their transpose.
-            torch.mul(chosen_prob, rejected_prob, out=margin).mul_(both)
-            torch.mul(margin, curvature, out=h[:, chosen, start:])
-            h[:, rest, chosen].copy_(h[:, chosen, rest].transpose(-1, -2))
-            _add_sums(second_sums, margin, chosen, rest, rows, 1.0)
+            _copy_(w_ab, w.narrow(1, start, rows).narrow(2, start, cols))
+            _copy_(w_ba, w.narrow(1, start, cols).narrow(2, start, rows).transpose(1, 2))  # read once across the rows
+            torch.mul(grow_col.narrow(1, start, rows), shrink_row.narrow(2, start, cols), out=t_ab)  # e^(−m)
+            torch.mul(shrink_col.narrow(1, start, rows), grow_row.narrow(2, start, cols), out=t_ba)  # e^m
+            torch.sub(_MINUS_ONE, t_ab, out=minus_chosen_prob).reciprocal_()  # −σ = 1 / (−1 − e^(−m))
+            torch.addcmul(_ZERO, t_ab, minus_chosen_prob, value=-1.0, out=rejected_prob)  # σ' = e^(−m) σ
+            # The value: the corner's cells (a, b), b < a, are its cells (b, a): counted by w_ab only.
+            _log1p_(pair_terms)  # softplus(−m), softplus(m)
+            t_ba.narrow(2, 0, rows).zero_()
+            total += _dots(pair_weights, pair_terms)
             # w_ab σ' − w_ba σ: the corner's pairs are counted by its rows only (its columns repeat them).
-            torch.mul(w_first, rejected_prob, out=pair_weight).addcmul_(w_second, chosen_prob, value=-1.0)
-            _add_sums(first_sums, pair_weight, chosen, rest, rows, -1.0)
-        factor = scale[rows_of]
-        value[rows_of] = total * factor
-        grad[rows_of] = first_sums * (-gamma * factor[:, None])
-        diag[rows_of] = second_sums * (gamma * gamma * factor[:, None])
+            torch.mul(pair_weights, pair_probs, out=pair_terms)
+            right_terms = pair_terms.view(g, 2 * rows, cols).narrow(2, rows, cols - rows)
+            _add_sums(first_sums, pair_terms.view(g, rows, 2 * cols), right_terms, start, ones, -1.0)
+            # −γ² W σσ', written into the strip's rows of the Hessian and their transpose.
+            torch.addcmul(_ZERO, rejected_prob, minus_chosen_prob, value=curvature, out=rejected_prob)
+            if g > 1:
+                rejected_prob.mul_(factor.view(g, 1, 1))
+            torch.add(w_ab, w_ba, out=t_ab)  # W
+            strip = h.narrow(1, start, rows).narrow(2, start, cols)
+            torch.mul(t_ab, rejected_prob, out=strip)
+            right = strip.narrow(2, rows, cols - rows)
+            h.narrow(1, start + rows, cols - rows).narrow(2, start, rows).copy_(right.transpose(1, 2))
+            _add_sums(second_sums, strip, right, start, ones, 1.0)
+    value.mul_(scale)
+    grad.mul_(scale.unsqueeze(-1) * -gamma)
+    diag.neg_()
     return value, grad, diag
 
 
-def _dots(weights: Tensor, terms: Tensor, rows: int, scratch: Tensor) -> Tensor:
-    """Σ weights · terms per group [g] over a strip [g, rows, cols], the corner's cells [:, :, :rows] at half weight.
+_ZERO, _MINUS_ONE = torch.tensor(0.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+"""Scalars of one-pass strip products: addcmul(0, x, y, value=c) is c·x·y, sub(−1, x) is −1 − x."""
 
-    `scratch` (the strip's shape) holds the products where a dot product does not apply.
-    """
-    corner = (weights[:, :, :rows] * terms[:, :, :rows]).sum(dim=(-1, -2))
-    if weights.shape[0] == 1 and weights.is_contiguous() and terms.is_contiguous():
-        full = torch.dot(weights.view(-1), terms.view(-1)).unsqueeze(0)
+
+def _copy_(target: Tensor, source: Tensor) -> None:
+    """target ← source; on the CPU by NumPy, whose strided copies (a transposed read) are faster than torch's."""
+    if target.device.type == "cpu":
+        numpy.copyto(target.numpy(), source.numpy())
     else:
-        full = torch.mul(weights, terms, out=scratch).sum(dim=(-1, -2))
-    return full - 0.5 * corner
+        target.copy_(source)
 
 
-def _add_sums(sums: Tensor, strip: Tensor, chosen: slice, rest: slice, rows: int, column_sign: float) -> None:
-    """sums[rows of the strip] += its row sums; sums[columns right of the corner] += column_sign · their sums."""
-    if strip.shape[0] == 1:  # matrix-vector products, in place: cheaper than strided reductions
-        matrix = strip[0]
-        sums[0, chosen].addmv_(matrix, matrix.new_ones(matrix.shape[1]))
-        sums[0, rest].addmv_(matrix[:, rows:].t(), matrix.new_ones(rows), alpha=column_sign)
+def _log1p_(tensor: Tensor) -> Tensor:
+    """log1p in place; on the CPU by NumPy, whose vectorized log1p is a few times faster than torch's."""
+    if tensor.device.type == "cpu" and tensor.is_contiguous():
+        array = tensor.numpy()
+        numpy.log1p(array, out=array)
+        return tensor
+    return tensor.log1p_()
+
+
+def _dots(weights: Tensor, terms: Tensor) -> Tensor:
+    """Σ weights · terms per group [g] over contiguous [g, ...] tensors."""
+    g = weights.shape[0]
+    if g == 1:
+        return torch.dot(weights.view(-1), terms.view(-1)).unsqueeze(0)
+    return torch.bmm(weights.view(g, 1, -1), terms.view(g, -1, 1)).view(g)
+
+
+def _add_sums(sums: Tensor, by_rows: Tensor, by_columns: Tensor, start: int, ones: Tensor, column_sign: float) -> None:
+    """sums[the strip's rows] += the row sums of `by_rows` [g, rows, ·]; sums[the columns right of its
+    corner] += column_sign · the column sums of `by_columns` [g, ·, cols − rows]."""
+    rows, right = by_rows.shape[1], by_columns.shape[2]
+    if by_rows.shape[0] == 1:  # matrix-vector products, in place: cheaper than strided reductions
+        sums[0].narrow(0, start, rows).addmv_(by_rows[0], ones[: by_rows.shape[2]])
+        rest = sums[0].narrow(0, start + rows, right)
+        rest.addmv_(by_columns[0].t(), ones[: by_columns.shape[1]], alpha=column_sign)
         return
-    sums[:, chosen].add_(strip.sum(dim=-1))
-    sums[:, rest].add_(strip[:, :, rows:].sum(dim=-2), alpha=column_sign)
+    sums.narrow(1, start, rows).add_(by_rows.sum(dim=-1))
+    sums.narrow(1, start + rows, right).add_(by_columns.sum(dim=-2), alpha=column_sign)

@@ -5,7 +5,8 @@ derivatives of the same losses, are computed over one triangle of cells (a pair 
 in one evaluation).  Each is compared with the cell path it replaces: `empirical_loss` on the
 materialised law table (`population_preferences`), and autograd's Hessian of `LogitObjective.values`,
 on ordinary and extreme inputs (logits ±1e4, gamma 1e-3 … 1e3, responses of probability zero),
-with many strips per table (small budgets) as well as one.
+with many strips per table (small budgets) as well as one; the derivative kernel itself also
+with a dense cell-by-cell reference (`_dense_logistic_reference`).
 """
 
 from __future__ import annotations
@@ -163,3 +164,51 @@ def test_derivative_triangle_equals_the_cell_path_on_a_large_table(scale, monkey
     for fast, slow in zip(triangle, cells, strict=True):
         assert torch.isfinite(fast).all()
         torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-15)
+
+
+def _dense_logistic_reference(scores, weight, scale, gamma):
+    """Σ_(a, b) w_ab softplus(s_b − s_a) and its derivatives in u = s / γ, cell by cell over the full table."""
+    margin = scores[:, :, None] - scores[:, None, :]  # m_ab = s_a − s_b
+    used = weight > 0
+    loss = torch.where(used, weight * torch.nn.functional.softplus(-margin), 0.0)
+    value = loss.sum(dim=(-1, -2)) * scale
+    first = weight * torch.sigmoid(-margin)  # w_ab σ(−m): −∂/∂s_a, +∂/∂s_b
+    grad = -gamma * scale[:, None] * (first.sum(dim=-1) - first.sum(dim=-2))
+    pair = weight + weight.transpose(-1, -2)
+    curvature = pair * torch.sigmoid(margin) * torch.sigmoid(-margin)
+    hess = -gamma * gamma * scale[:, None, None] * curvature
+    off_diagonal = hess - torch.diag_embed(hess.diagonal(dim1=-2, dim2=-1))
+    full = off_diagonal - torch.diag_embed(off_diagonal.sum(dim=-1))
+    return value, grad, full
+
+
+@pytest.mark.parametrize("budget", [None, 7, 300, 5000])
+@pytest.mark.parametrize("spread", [0.0, 4.0, 599.0])
+def test_logistic_derivatives_equal_a_dense_reference(budget, spread):
+    # Tables of 70 responses in strips of one row up to several prompts at once; scores that
+    # spread over up to e^±599 (σ, σ' down to 1e-260) and weights with zeros (whole rows too).
+    generator = torch.Generator().manual_seed(13)
+    P, A, gamma = 5, 70, 0.7
+    scores = spread * (torch.rand(P, A, generator=generator, dtype=DTYPE) - 0.5)
+    scores[:, 0], scores[:, 1] = -spread / 2, spread / 2
+    weight = torch.rand(P, A, A, generator=generator, dtype=DTYPE)
+    weight = torch.where(torch.rand(P, A, A, generator=generator, dtype=DTYPE) < 0.4, 0.0, weight)
+    weight[:, 3] = 0.0
+    scale = torch.rand(P, generator=generator, dtype=DTYPE) + 0.5
+    hess = torch.full((P, A, A), float("nan"), dtype=DTYPE)
+    value, grad, diag = logistic_pairs.logistic_derivatives(scores, weight, scale, gamma, hess, budget)
+    hess.diagonal(dim1=-2, dim2=-1).add_(diag)
+    ref_value, ref_grad, ref_hess = _dense_logistic_reference(scores, weight, scale, gamma)
+    assert torch.isfinite(hess).all()
+    torch.testing.assert_close(value, ref_value, rtol=1e-13, atol=0.0)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-14 * float(ref_grad.abs().max()))
+    torch.testing.assert_close(hess, ref_hess, rtol=1e-12, atol=1e-14 * float(ref_hess.abs().max()))
+
+
+def test_logistic_derivatives_decline_scores_beyond_the_exponential_range():
+    # Logits ±1e4 spread the scores past e^±600: the triangle path declines (the cell path answers,
+    # `test_derivative_triangle_equals_the_cell_path_on_a_large_table`).
+    scores = 1e4 * torch.linspace(-1.0, 1.0, 70, dtype=DTYPE).unsqueeze(0)
+    weight = torch.ones(1, 70, 70, dtype=DTYPE)
+    hess = torch.empty(1, 70, 70, dtype=DTYPE)
+    assert logistic_pairs.logistic_derivatives(scores, weight, torch.ones(1, dtype=DTYPE), 1.0, hess) is None

@@ -19,7 +19,7 @@ and used again by a later call once nothing refers to the returned Hessian any m
   depend on the policy only through log-ratios, their derivatives in logp are those in theta.
   PMLE, the reward model and DPO (−ln σ of a difference of scores) take them over one triangle
   of cells (`synthalign._logistic_pairs.logistic_derivatives`: the cells (a, b) and (b, a) share
-  their sigmoids and one log1p, and the Hessian is written once, a strip and its transpose at a time)
+  their sigmoids, and the Hessian is written once, a strip and its transpose at a time)
   when the table is large enough for that to pay; the others, one block of cells at a time.
   Other pair objectives get elementwise derivatives by automatic differentiation, one
   block at a time, pushed through logp = theta − logsumexp(theta).
