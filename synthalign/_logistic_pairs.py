@@ -30,6 +30,7 @@ import numpy
 import torch
 from torch import Tensor
 
+from synthalign.registry import paper
 from synthalign.registry.protocol import Objective
 
 __all__ = ["logistic_derivatives", "logistic_scores", "population_logistic_sums"]
@@ -44,8 +45,6 @@ def logistic_scores(obj: Objective, logp: Tensor, ref_logp: Tensor | None, param
     None for any other objective and whenever a score would not be finite (a zero-probability
     response: the cell-by-cell path then applies the objectives' own conventions for ∞ − ∞).
     """
-    from synthalign.registry import paper  # the registry builds on the evaluation module
-
     if params:
         return None
     if obj.fn in (paper._pmle.fn, paper._reward_model.fn):

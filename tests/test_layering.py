@@ -124,3 +124,30 @@ def test_the_check_finds_an_upward_import(tmp_path: pathlib.Path):
     assert layer_of(found[0][1]) > layer_of("synthalign.worlds.tabular")
     skipped = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from synthalign.cli import main\n")
     assert runtime_imports(skipped) == []
+
+
+# Imports inside functions, each with the reason it cannot run at module level.
+LAZY_IMPORTS = {
+    # `synthalign list` and `synthalign --help` do without torch, which the experiments' options import
+    ("synthalign.cli", "synthalign.experiments._common"),
+}
+
+
+def function_level_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                    if inner.module.startswith("synthalign"):
+                        found.append((inner.lineno, inner.module))
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_function_level_import_of_the_project_without_a_reason(path: pathlib.Path):
+    importer = module_name(path)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = function_level_imports(tree)
+    lazy = [f"line {line}: {name}" for line, name in found if (importer, name) not in LAZY_IMPORTS]
+    assert not lazy, f"{importer} imports project modules inside functions: " + "; ".join(lazy)

@@ -47,6 +47,7 @@ from synthalign.evaluate import (
     prompt_values,
 )
 from synthalign.metrics import expectation_per_prompt
+from synthalign.registry import paper
 from synthalign.registry.protocol import Objective
 
 __all__ = ["LogitObjective"]
@@ -342,7 +343,6 @@ def _prompt_form(obj: Objective, ctx: EvalContext, logp: Tensor, beta: float):
 
 def _paper_prompt_forms() -> dict:
     """The paper's prompt objectives by loss function: ctx -> (c, κ, t) (see `_prompt_form`)."""
-    from synthalign.registry import paper
 
     def rkl(ctx):  # −E_p R̂ − γ H(p) (eq. 15)
         gamma = torch.full(ctx.reward.shape[:-1], float(ctx.gamma), dtype=ctx.reward.dtype, device=ctx.reward.device)

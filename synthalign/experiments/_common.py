@@ -178,8 +178,6 @@ def random_world(args: CommonArgs, **options: Any) -> World:
     `options` are further keyword arguments of `World.random`, or replace those (``gamma=args.class_gamma``);
     an option given here is not read from `args`.
     """
-    from synthalign.worlds.tabular import World
-
     names = ("n_prompts", "n_responses", "gamma", "logit_scale", "seed", "device")
     return World.random(**{name: getattr(args, name) for name in names if name not in options}, **options)
 
