@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from _fixed_reward import _fixed_reward
 
 import synthalign as sa
+from synthalign.testing.strategies import random_log_policy
 
 
 def _setup():
@@ -106,3 +110,75 @@ def test_distillation_per_replicate_losses_at_large_margins(beta):
     fit = sa.argmin_over_class("distillation", pairs, candidates, beta=beta, reward=rewards)
     expected = _reference("distillation", pairs, candidates, rewards, beta)
     torch.testing.assert_close(fit.losses, expected, rtol=1e-12, atol=1e-13)
+
+
+# ---------------------------------------------------------------- moved from the estimator tests
+
+DTYPE = torch.float64
+
+
+def _class_with_target(world, K=7, seed=0):
+    others = random_log_policy((K - 1, world.n_prompts, world.n_responses), seed)
+    return torch.cat([others[:3], world.target.logp.unsqueeze(0), others[3:]])  # pi* at index 3
+
+
+@pytest.mark.parametrize(
+    ("name", "beta", "needs_reward"),
+    [("pmle", 0.0, False), ("pmle", 0.3, False), ("dpo", 0.0, False), ("distillation", 0.0, True), ("rkl", 0.0, True)],
+)
+def test_argmin_over_class_matches_direct_evaluation(name, beta, needs_reward):
+    world = sa.World.random(3, 4, seed=1)
+    candidates = _class_with_target(world)
+    data = world.sample_preferences(60, replicates=5, seed=2)
+    reward = _fixed_reward(world) if needs_reward else None
+    result = sa.argmin_over_class(name, data, candidates, beta=beta, reward=reward)
+    direct = torch.stack([sa.empirical_loss(name, data, c, beta=beta, reward=reward) for c in candidates], dim=-1)
+    torch.testing.assert_close(result.losses, direct, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(result.index, direct.argmin(-1))
+    torch.testing.assert_close(result.policy.logp, candidates[direct.argmin(-1)])
+    # chunking does not change the answer
+    chunked = sa.argmin_over_class(name, data, candidates, beta=beta, reward=reward, chunk_size=2)
+    torch.testing.assert_close(chunked.losses, result.losses, rtol=1e-12, atol=1e-14)
+
+
+def test_argmin_over_class_with_a_reward_per_replicate():
+    world = sa.World.random(3, 4, seed=3)
+    candidates = _class_with_target(world)
+    data = world.sample_preferences(80, replicates=3, seed=0)
+    reward = sa.fit_reward_model(data).reward  # [3, X, A]
+    result = sa.argmin_over_class("distillation", data, candidates, reward=reward)
+    for r in range(3):
+        direct = torch.stack([sa.empirical_loss("distillation", data[r], c, reward=reward[r]) for c in candidates], -1)
+        torch.testing.assert_close(result.losses[r], direct[0], rtol=1e-12, atol=1e-14)
+        assert result.index[r].item() == direct[0].argmin().item()
+
+
+@pytest.mark.parametrize("name", ["pmle", "distillation", "rkl"])
+def test_argmin_over_class_picks_the_target_at_the_population(name):
+    world = sa.World.random(3, 4, seed=5, zero_fraction=0.3)
+    candidates = _class_with_target(world)
+    reward = world.true_reward if name != "pmle" else None
+    result = sa.argmin_over_class(name, world.population_preferences(), candidates, reward=reward)
+    assert result.index.tolist() == [3]
+
+
+def test_argmin_over_class_gives_infinite_loss_to_candidates_that_exclude_observed_responses():
+    world = sa.World.random(2, 3, seed=0)
+    data = world.sample_preferences(100, seed=0)
+    blocked = torch.log(torch.tensor([[1.0, 0.0, 0.0]] * 2, dtype=DTYPE))  # responses 1, 2 impossible
+    candidates = torch.stack([blocked, world.target.logp])
+    result = sa.argmin_over_class("pmle", data, candidates)
+    assert result.losses[0, 0].item() == math.inf and result.index.item() == 1
+
+
+def test_argmin_over_class_rejects_bad_inputs():
+    world = sa.World.random(2, 3, seed=0)
+    data = world.population_preferences()
+    with pytest.raises(ValueError, match="candidates must have shape"):
+        sa.argmin_over_class("pmle", data, world.target.logp)
+    with pytest.raises(ValueError, match="chunk_size"):
+        sa.argmin_over_class("pmle", data, world.target.logp[None], chunk_size=0)
+    with pytest.raises(ValueError, match="candidates contains NaN"):
+        sa.argmin_over_class("pmle", data, torch.full((1, 2, 3), float("nan"), dtype=DTYPE))
+    with pytest.raises(ValueError, match="beta"):
+        sa.argmin_over_class("pmle", data, world.target.logp[None], beta=-1.0)

@@ -1,4 +1,4 @@
-"""Tests of `synthalign.estimators`: the Newton solver, closed forms, finite-class argmins, population minimizers."""
+"""Tests of `synthalign.estimators.fit` and the Newton solver it runs: closed forms, minimizers, separability."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from _fixed_reward import _fixed_reward
 from scipy import optimize
 
 import synthalign as sa
 from synthalign import objectives
-from synthalign.testing.strategies import random_log_policy
 
 DTYPE = torch.float64
 CONSISTENCY_TOL = 1e-8
@@ -55,10 +55,6 @@ def _assert_at_minimizer(name, data, fitted_logp, expected_logp, **kwargs):
         error = fitted_logp[x] - expected_logp[x]
         error = (error - error.mean()).norm().item()
         assert error <= bound + 1e-13, (x, error, bound)
-
-
-def _fixed_reward(world, seed=3):
-    return torch.randn(world.n_prompts, world.n_responses, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)
 
 
 # --------------------------------------------------------------------------- Newton solver
@@ -348,60 +344,6 @@ def test_rlhf_misses_the_target_at_every_beta(settings):
 # --------------------------------------------------------------------------- finite classes
 
 
-def _class_with_target(world, K=7, seed=0):
-    others = random_log_policy((K - 1, world.n_prompts, world.n_responses), seed)
-    return torch.cat([others[:3], world.target.logp.unsqueeze(0), others[3:]])  # pi* at index 3
-
-
-@pytest.mark.parametrize(
-    ("name", "beta", "needs_reward"),
-    [("pmle", 0.0, False), ("pmle", 0.3, False), ("dpo", 0.0, False), ("distillation", 0.0, True), ("rkl", 0.0, True)],
-)
-def test_argmin_over_class_matches_direct_evaluation(name, beta, needs_reward):
-    world = sa.World.random(3, 4, seed=1)
-    candidates = _class_with_target(world)
-    data = world.sample_preferences(60, replicates=5, seed=2)
-    reward = _fixed_reward(world) if needs_reward else None
-    result = sa.argmin_over_class(name, data, candidates, beta=beta, reward=reward)
-    direct = torch.stack([sa.empirical_loss(name, data, c, beta=beta, reward=reward) for c in candidates], dim=-1)
-    torch.testing.assert_close(result.losses, direct, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(result.index, direct.argmin(-1))
-    torch.testing.assert_close(result.policy.logp, candidates[direct.argmin(-1)])
-    # chunking does not change the answer
-    chunked = sa.argmin_over_class(name, data, candidates, beta=beta, reward=reward, chunk_size=2)
-    torch.testing.assert_close(chunked.losses, result.losses, rtol=1e-12, atol=1e-14)
-
-
-def test_argmin_over_class_with_a_reward_per_replicate():
-    world = sa.World.random(3, 4, seed=3)
-    candidates = _class_with_target(world)
-    data = world.sample_preferences(80, replicates=3, seed=0)
-    reward = sa.fit_reward_model(data).reward  # [3, X, A]
-    result = sa.argmin_over_class("distillation", data, candidates, reward=reward)
-    for r in range(3):
-        direct = torch.stack([sa.empirical_loss("distillation", data[r], c, reward=reward[r]) for c in candidates], -1)
-        torch.testing.assert_close(result.losses[r], direct[0], rtol=1e-12, atol=1e-14)
-        assert result.index[r].item() == direct[0].argmin().item()
-
-
-@pytest.mark.parametrize("name", ["pmle", "distillation", "rkl"])
-def test_argmin_over_class_picks_the_target_at_the_population(name):
-    world = sa.World.random(3, 4, seed=5, zero_fraction=0.3)
-    candidates = _class_with_target(world)
-    reward = world.true_reward if name != "pmle" else None
-    result = sa.argmin_over_class(name, world.population_preferences(), candidates, reward=reward)
-    assert result.index.tolist() == [3]
-
-
-def test_argmin_over_class_gives_infinite_loss_to_candidates_that_exclude_observed_responses():
-    world = sa.World.random(2, 3, seed=0)
-    data = world.sample_preferences(100, seed=0)
-    blocked = torch.log(torch.tensor([[1.0, 0.0, 0.0]] * 2, dtype=DTYPE))  # responses 1, 2 impossible
-    candidates = torch.stack([blocked, world.target.logp])
-    result = sa.argmin_over_class("pmle", data, candidates)
-    assert result.losses[0, 0].item() == math.inf and result.index.item() == 1
-
-
 # --------------------------------------------------------------------------- separable data, extremes
 
 
@@ -480,16 +422,3 @@ def test_fit_rejects_bad_inputs():
         sa.fit("distillation", world.sample_pairs(10, seed=0))
     with pytest.raises(ValueError, match="labelled preferences"):
         sa.fit("pmle", world.sample_pairs(10, seed=0))
-
-
-def test_argmin_over_class_rejects_bad_inputs():
-    world = sa.World.random(2, 3, seed=0)
-    data = world.population_preferences()
-    with pytest.raises(ValueError, match="candidates must have shape"):
-        sa.argmin_over_class("pmle", data, world.target.logp)
-    with pytest.raises(ValueError, match="chunk_size"):
-        sa.argmin_over_class("pmle", data, world.target.logp[None], chunk_size=0)
-    with pytest.raises(ValueError, match="candidates contains NaN"):
-        sa.argmin_over_class("pmle", data, torch.full((1, 2, 3), float("nan"), dtype=DTYPE))
-    with pytest.raises(ValueError, match="beta"):
-        sa.argmin_over_class("pmle", data, world.target.logp[None], beta=-1.0)
