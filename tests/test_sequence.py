@@ -1,4 +1,4 @@
-"""Sequence worlds: enumeration, sequence log-probabilities, the enumerated tabular world, validation."""
+"""Tests of `synthalign.worlds.sequence`: enumeration, sequence log-probabilities, the tabular view, validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every registered Nash-style method through the method conformance suite, with its declared target."""
+"""Tests of `synthalign.testing.method_checks`: each registered Nash-style method through the conformance suite."""
 
 from __future__ import annotations
 
