@@ -151,3 +151,32 @@ def test_no_function_level_import_of_the_project_without_a_reason(path: pathlib.
     found = function_level_imports(tree)
     lazy = [f"line {line}: {name}" for line, name in found if (importer, name) not in LAZY_IMPORTS]
     assert not lazy, f"{importer} imports project modules inside functions: " + "; ".join(lazy)
+
+
+# Library modules whose tests live elsewhere, and where.
+TESTED_ELSEWHERE = {
+    "_exports.py": "test_api_surface.py (the flat API it names)",
+    "_types.py": "none: type aliases for annotations only",
+    "_version.py": "test_packaging.py (the version the metadata reads)",
+    "bridge/_deps.py": "the bridge's tests (each skips without the extra it names)",
+    "bridge/_validate.py": "test_bridge_trainers.py and test_bridge_make_trainer.py (bad models and optimizers)",
+    "experiments/_common.py": "test_experiment_helpers.py",
+    "registry/paper.py": "test_conformance.py (every declaration) and test_newton.py (its analytic derivatives)",
+}
+
+
+def test_every_library_module_has_its_test_module():
+    """docs/architecture.md: `tests/test_<module>.py` for each library module (package-prefixed where ambiguous)."""
+    tests = ROOT / "tests"
+    missing = []
+    for path in MODULES:
+        relative = path.relative_to(PACKAGE).as_posix()
+        if path.name in ("__init__.py", "__main__.py") or relative in TESTED_ELSEWHERE:
+            continue
+        stem = path.stem.lstrip("_")
+        package = "_".join(path.relative_to(PACKAGE).parent.parts)
+        names = [f"test_{stem}.py", f"test_{package}_{stem}.py", f"test_experiment_{stem}.py"]
+        if not any((tests / name).exists() for name in names):
+            missing.append(relative)
+    assert not missing, f"no test module for: {missing}"
+    assert all((PACKAGE / name).exists() for name in TESTED_ELSEWHERE), "an exemption names no module"
