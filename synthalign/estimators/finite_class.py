@@ -135,7 +135,7 @@ def _class_argmin(
     if logp_all.device.type == "cpu":
         table_budget = min(table_budget, _CPU_TABLE_BUDGET)
     chunk_size = max(1, min(chunk_size, table_budget // cells))
-    affine = _reward_affine_form(obj, ctx) if per_replicate_reward else None
+    affine = _reward_affine_form(obj, ctx) if ctx.reward is not None else None
     if per_replicate_reward and affine is None:
         # Cells then depend on the replicate: keep a chunk's [chunk, R, X, A, A] tensors near
         # _CELL_BUDGET elements whatever R is.
@@ -169,7 +169,10 @@ def _reward_affine_form(obj: Objective, ctx):
     """For an objective whose loss is affine in a function of the reward, the per-replicate losses as matmuls.
 
     Returns `terms(pair_weight, prompt_weight)` -> `losses(logp [K, X, A], beta)` -> [R, K] (summed, not
-    normalized), or None when the objective is not one of these or the reward is not finite.
+    normalized), or None when the objective is not one of these or the reward is not finite.  R̂ is per
+    replicate [R, X, A] or shared [X, A].  The sum of the separate terms is exact to rounding in the size of
+    each term (the constant −H(p̃) and the cross-entropy), not of their difference: a loss near 0 carries an
+    absolute error of a few ulps of H.
 
     * distillation (eq. 11): with p̃ = σ(t), t = R̂(a) − R̂(b) and m = γ ln[π(a)/π(b)],
       KL(Bern(p̃) ‖ Bern(σ(m))) = −H(p̃) + p̃ · (−ln σ(m)) + (1 − p̃) · (−ln σ(−m)); the second
@@ -183,14 +186,14 @@ def _reward_affine_form(obj: Objective, ctx):
     kind = {paper._distillation.fn: "distillation", paper._rkl.fn: "linear", paper._rlhf.fn: "linear"}.get(obj.fn)
     if kind is None or not bool(torch.isfinite(ctx.reward).all()):
         return None
-    reward = ctx.reward
-    R = reward.shape[0]
+    reward = ctx.reward  # [R, X, A] per replicate, or [X, A] shared by all
 
     if kind == "distillation":
 
         def terms(pair_weight, prompt_weight):
-            target = safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))  # [R, X, A, A]
-            weight = pair_weight.expand_as(target)
+            target = safe_log_ratio(reward.unsqueeze(-1), reward.unsqueeze(-2))  # [(R,) X, A, A]
+            weight = pair_weight.expand(torch.broadcast_shapes(pair_weight.shape, target.shape))
+            R = weight.shape[0]
             p_pos, p_neg = torch.sigmoid(target), torch.sigmoid(-target)
             # Both margins and targets are antisymmetric (m(b, a) = −m(a, b), σ(−t(b, a)) = σ(t(a, b))),
             # so the (1 − p̃)(−ln σ(−m)) term of cell (b, a) is w(b, a) σ(t(a, b)) (−ln σ(m(a, b))):
@@ -218,10 +221,11 @@ def _reward_affine_form(obj: Objective, ctx):
 
         return terms
 
-    free = dataclasses.replace(ctx, reward=torch.zeros_like(reward[0]))
+    free = dataclasses.replace(ctx, reward=reward.new_zeros(reward.shape[-2:]))
 
     def terms(pair_weight, prompt_weight):
-        weighted_reward = (prompt_weight.unsqueeze(-1) * reward).reshape(R, -1)  # [R, X·A]
+        weighted_reward = prompt_weight.unsqueeze(-1) * reward
+        weighted_reward = weighted_reward.reshape(weighted_reward.shape[0], -1)  # [R, X·A]
 
         def losses(logp, beta):
             expected = _weighted_matmul(weighted_reward, -logp.exp().reshape(logp.shape[0], -1))
