@@ -166,6 +166,23 @@ def test_bad_seed_is_rejected(seed):
         world.sample_preference_list(10, seed=seed)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64, torch.bool, "float64", np.float64])
+def test_bad_dtype_is_rejected_naming_the_argument(dtype):
+    world = sa.World.random(2, 3, seed=0)
+    for sample in (world.sample_preferences, world.sample_pairs):
+        with pytest.raises(ValueError, match=r"dtype must be torch\.float32 or torch\.float64, got"):
+            sample(10, seed=0, dtype=dtype)
+
+
+def test_none_dtype_keeps_the_world_dtype_and_numpy_sizes_are_accepted():
+    world = sa.World.random(2, 3, seed=0)
+    for sample in (world.sample_preferences, world.sample_pairs):
+        data = sample(np.int64(10), replicates=np.int32(2), seed=np.int64(3), dtype=None)
+        assert data.counts.dtype == world.dtype and data.n_pairs == 10 and data.counts.shape[0] == 2
+        assert torch.equal(data.counts, sample(10, replicates=2, seed=3).counts)
+        assert sample(10, seed=3, dtype=torch.float32).counts.dtype == torch.float32
+
+
 def test_explicit_lists_refuse_huge_n():
     with pytest.raises(ValueError, match="too large for explicit pairs"):
         sa.World.random(2, 3, seed=0).sample_preference_list(2**27)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthalign._checks import FLOAT_DTYPES, check_device
+from synthalign._checks import check_device, check_float_dtype
 from synthalign._types import DeviceLike, DTypeLike, Seed
 from synthalign.worlds.checks import check_policy_for_world, check_world
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells, numpy_generator
@@ -116,6 +116,7 @@ def _check_replicates(replicates) -> int:
     return int(replicates)
 
 
-def _check_dtype(dtype) -> None:
-    if dtype is not None and dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dtype holds counts and must be torch.float64 or torch.float32, got {dtype!r}")
+def _check_dtype(dtype: DTypeLike) -> None:
+    """None (the world's dtype) or a floating dtype that holds counts: float32 or float64."""
+    if dtype is not None:
+        check_float_dtype(dtype)
