@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +129,34 @@ def test_extreme_but_valid_inputs_have_no_nan():
 def test_space_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SequenceSpace(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"vocab_size": 1, "max_length": 2}, "vocab_size must be an integer >= 2, got 1"),
+        ({"vocab_size": "3", "max_length": 2}, "vocab_size must be an integer >= 2, got '3'"),
+        ({"vocab_size": 3, "max_length": True}, "max_length must be an integer >= 1, got True"),
+        ({"vocab_size": 3, "max_length": 1.5}, "max_length must be an integer >= 1, got 1.5"),
+        ({"vocab_size": 3, "max_length": 2, "eos": -1}, "eos must be an integer >= 0, got -1"),
+        ({"vocab_size": 3, "max_length": 2, "eos": np.int64(3)}, "eos must lie in \\[0, vocab_size = 3\\), got 3"),
+    ],
+)
+def test_space_refuses_bad_sizes_naming_the_argument(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        SequenceSpace(**kwargs)
+
+
+def test_space_accepts_numpy_integers_and_integral_floats_as_ints():
+    space = SequenceSpace(np.int64(3), np.int32(2), eos=2.0)
+    assert (space.vocab_size, space.max_length, space.eos) == (3, 2, 2)
+    assert all(type(v) is int for v in (space.vocab_size, space.max_length, space.eos))
+    assert space.n_sequences == SequenceSpace(3, 2, eos=2).n_sequences
+    chunks = list(space.enumerate(chunk_size=np.int64(4)))
+    assert [len(ids) for ids, _, _ in chunks] == [4, 3]
+    for bad, pattern in ((0, "got 0"), (2.5, "got 2.5"), (None, "got None")):
+        with pytest.raises(ValueError, match=f"chunk_size must be an integer >= 1, {pattern}"):
+            list(space.enumerate(chunk_size=bad))
 
 
 @pytest.mark.parametrize(

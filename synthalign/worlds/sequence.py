@@ -57,15 +57,10 @@ class SequenceSpace:
     eos: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_length", "eos"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2 (EOS and at least one content token), got {self.vocab_size}")
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
-        if not 0 <= self.eos < self.vocab_size:
+        # V ≥ 2: EOS and at least one content token.  Numpy integers and integral floats are stored as int.
+        for name, minimum in (("vocab_size", 2), ("max_length", 1), ("eos", 0)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, minimum=minimum))
+        if self.eos >= self.vocab_size:
             raise ValueError(f"eos must lie in [0, vocab_size = {self.vocab_size}), got {self.eos}")
         if self.n_sequences > _MAX_SEQUENCES:
             raise ValueError(
@@ -211,8 +206,7 @@ class SequenceSpace:
 
     def enumerate(self, chunk_size: int = 2**18, device: DeviceLike = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Yields (ids, tokens, lengths) for all N sequences in id order, `chunk_size` at a time."""
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunk_size = check_int(chunk_size, "chunk_size")
         for start in range(0, self.n_sequences, chunk_size):
             ids = torch.arange(start, min(start + chunk_size, self.n_sequences), device=device)
             tokens, lengths = self.decode(ids)
