@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from _theory_worlds import WORLD_SETTINGS, random_world, worlds
@@ -408,3 +409,36 @@ UNNORMALIZED = logp_of([[[0.5, 0.6]]])
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         call()
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "pattern"),
+    [
+        (0, "chunk_size must be an integer >= 1, got 0"),
+        (-2, "chunk_size must be an integer >= 1, got -2"),
+        (2.5, "chunk_size must be an integer >= 1, got 2.5"),
+        (True, "chunk_size must be an integer >= 1, got True"),
+        ("4", "chunk_size must be an integer >= 1, got '4'"),
+    ],
+)
+def test_bad_chunk_size_is_refused_by_every_constant(chunk_size, pattern):
+    target, behavior, reference, policy_class, dist = random_world(3, members=4, prompts=2, responses=3)
+    calls = (
+        lambda: boundedness_constant(policy_class, behavior, chunk_size=chunk_size),
+        lambda: coverage_ratios(policy_class, target, behavior, dist, 0.8, chunk_size=chunk_size),
+        lambda: coverage_coefficient_pairs(policy_class, target, reference, dist, 0.8, chunk_size=chunk_size),
+        lambda: world_constants(target, behavior, reference, dist, 0.8, policy_class, chunk_size=chunk_size),
+    )
+    for call in calls:
+        with pytest.raises(ValueError, match=pattern):
+            call()
+
+
+@pytest.mark.parametrize("chunk_size", [np.int64(3), np.int32(3), 3.0])
+def test_numpy_and_integral_float_chunk_sizes_match_an_int(chunk_size):
+    target, behavior, reference, policy_class, dist = random_world(5, members=7, prompts=2, responses=3)
+    policy_class = torch.cat([policy_class, target.unsqueeze(0)])
+    expected = world_constants(target, behavior, reference, dist, 0.8, policy_class, policy_class[2:], chunk_size=3)
+    got = world_constants(target, behavior, reference, dist, 0.8, policy_class, policy_class[2:], chunk_size=chunk_size)
+    assert got == expected
+    assert boundedness_constant(policy_class, behavior, chunk_size=chunk_size) == expected.R

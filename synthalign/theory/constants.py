@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from synthalign._checks import as_tensor, check_positive, safe_log_ratio
+from synthalign._checks import as_tensor, check_int, check_positive, safe_log_ratio
 from synthalign.theory.bounds import (
     _THEOREMS,
     prop12_bound,
@@ -98,9 +98,7 @@ def _blocks(total: int, size: int) -> Iterator[slice]:
 def _chunk(chunk_size: int | None, numbers_per_item: int) -> int:
     if chunk_size is None:
         return max(1, _BLOCK_NUMBERS // max(1, numbers_per_item))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    return chunk_size
+    return check_int(chunk_size, "chunk_size")
 
 
 def _mu_expectation(values: Tensor, behavior_probs: Tensor) -> Tensor:
