@@ -64,6 +64,29 @@ def test_rlhf_floor_rejects_a_bad_iteration_count(max_iter):
         references.rlhf_population_floor(sa.World.paper_toy(0), max_iter=max_iter)
 
 
+@pytest.mark.parametrize(
+    ("tol", "pattern"),
+    [
+        (0.0, "tol must be > 0, got 0.0"),
+        (-1e-9, "tol must be > 0, got -1e-09"),
+        (math.inf, "tol must be finite, got inf"),
+        (math.nan, "tol must be finite, got nan"),
+        (None, "tol must be a real number, got None"),
+        ("small", "tol must be a real number, got 'small'"),
+    ],
+)
+def test_rlhf_floor_rejects_a_bad_tolerance(tol, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        references.rlhf_population_floor(sa.World.paper_toy(0), tol=tol)
+
+
+def test_rlhf_floor_accepts_numpy_numbers():
+    world = sa.World.paper_toy(0)
+    expected = references.rlhf_population_floor(world, tol=1e-10, max_iter=50)
+    assert references.rlhf_population_floor(world, tol=np.float64(1e-10), max_iter=np.int64(50)) == expected
+    assert references.rlhf_population_floor(world, tol=1e-10, max_iter=50.0) == expected
+
+
 def test_rlhf_floor_equals_pi0_when_pi_star_is_uniform():
     # pi* uniform: ln pi* is constant, so pi0 · pi*^t = pi0 for every t and the floor is KL(pi* ‖ pi0) at beta = inf.
     uniform = torch.full((3, 4), 0.25, dtype=torch.float64)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from synthalign._checks import check_int
+from synthalign._checks import check_int, check_positive
 from synthalign.metrics import average_over_prompts, expectation_per_prompt
 from synthalign.worlds.preferences import population_preferences
 from synthalign.worlds.tabular import World
@@ -85,7 +85,10 @@ def rlhf_population_floor(world: World, *, tol: float = 1e-13, max_iter: int = 2
     q_t ∝ π0 π*^t.  The minimizer over t ≥ 0 is found by Newton's method on f', kept inside
     a bracket [low, high] with f'(low) < 0 ≤ f'(high) (bisection when a step leaves it);
     t = 0 (beta = inf) is pi0 itself.  Responses with pi* = 0 get q_t = 0 for t > 0.
+    Newton stops when a step or the bracket is within `tol` (finite, > 0) relative to max(1, t),
+    or after `max_iter` (an integer >= 1) steps.
     """
+    tol = check_positive(tol, "tol")
     max_iter = check_int(max_iter, "max_iter")
     target, ref, dist = world.target.logp, world.reference.logp, world.prompt_dist
     target_p = target.exp()
