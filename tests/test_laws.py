@@ -129,6 +129,11 @@ def test_invalid_laws_raise_naming_the_argument():
         ("cyclic", {"n_responses": 4, "cycle_length": 5}, "cycle_length must lie in \\[3, n_responses=4\\], got 5"),
         ("cyclic", {"seed": -2}, "seed must be an integer >= 0, got -2"),
         ("cyclic", {"dtype": torch.bool}, "dtype must be torch.float16 or"),
+        ("cyclic", {"transitive_scale": math.inf}, "transitive_scale must be finite, got inf"),
+        ("cyclic", {"transitive_scale": -math.inf}, "transitive_scale must be finite, got -inf"),
+        ("cyclic", {"transitive_scale": math.nan}, "transitive_scale must be finite, got nan"),
+        ("cyclic", {"transitive_scale": None}, "transitive_scale must be a real number, got None"),
+        ("cyclic", {"transitive_scale": "big"}, "transitive_scale must be a real number, got 'big'"),
     ],
 )
 def test_general_law_constructors_reject_bad_sizes_seeds_and_dtypes(constructor, kwargs, pattern):
@@ -144,6 +149,20 @@ def test_law_sizes_and_seeds_accept_integral_numbers():
     assert torch.equal(cyclic.probs, GeneralLaw.cyclic(2, 5, cycle_length=4, seed=6).probs)
     # A law may be any floating dtype: the world converts it to its own.
     assert GeneralLaw.random(2, 3, dtype=torch.float16).probs.dtype == torch.float16
+
+
+def test_cyclic_transitive_scale_accepts_numpy_numbers_and_a_negative_sign():
+    law = GeneralLaw.cyclic(2, 4, transitive_scale=0.5, seed=1)
+    assert torch.equal(GeneralLaw.cyclic(2, 4, transitive_scale=np.float64(0.5), seed=1).probs, law.probs)
+    assert torch.equal(
+        GeneralLaw.cyclic(2, 4, transitive_scale=np.int64(1), seed=1).probs,
+        GeneralLaw.cyclic(2, 4, transitive_scale=1.0, seed=1).probs,
+    )
+    # A negative scale negates the scores: with no cycle, P(a ≻ b) becomes P(b ≻ a) (up to one rounding of 1 − σ).
+    plus = GeneralLaw.cyclic(2, 4, strength=0.0, transitive_scale=0.5, seed=1).probs
+    minus = GeneralLaw.cyclic(2, 4, strength=0.0, transitive_scale=-0.5, seed=1).probs
+    torch.testing.assert_close(minus, plus.transpose(-1, -2), rtol=0, atol=2**-52)
+    assert not torch.allclose(minus, plus)
 
 
 def test_world_to_and_replace_keep_the_law():

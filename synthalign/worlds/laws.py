@@ -31,6 +31,7 @@ from torch import Tensor
 
 from synthalign._checks import (
     as_tensor,
+    check_finite_float,
     check_float_dtype,
     check_int,
     check_positive,
@@ -264,13 +265,15 @@ class GeneralLaw(PreferenceLaw):
         i.i.d. N(0, transitive_scale²) per prompt and response (0: a pure cycle; with k = A = 3
         and no scores this is rock–paper–scissors, whose Nash equilibrium is uniform).
         For k ≥ 3 and strength > |s| differences the majority relation is cyclic: no Condorcet
-        winner exists.
+        winner exists.  `transitive_scale` may be any finite real: its sign only negates the
+        draws, and N(0, σ²) is the law of −s as of s.
         """
         n_prompts, n_responses = check_table_shape(n_prompts, n_responses, min_responses=3)
         k = n_responses if cycle_length is None else check_int(cycle_length, "cycle_length", minimum=3)
         if k > n_responses:
             raise ValueError(f"cycle_length must lie in [3, n_responses={n_responses}], got {cycle_length}")
         strength = check_positive(strength, "strength", allow_zero=True)
+        transitive_scale = check_finite_float(transitive_scale, "transitive_scale")
         check_float_dtype(dtype, allowed=_LAW_DTYPES)
         generator = seeded_generator(seed)
         index = torch.arange(k)
