@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from _fixed_reward import _fixed_reward
@@ -182,3 +183,16 @@ def test_argmin_over_class_rejects_bad_inputs():
         sa.argmin_over_class("pmle", data, torch.full((1, 2, 3), float("nan"), dtype=DTYPE))
     with pytest.raises(ValueError, match="beta"):
         sa.argmin_over_class("pmle", data, world.target.logp[None], beta=-1.0)
+
+
+def test_chunk_size_accepts_a_numpy_integer_and_refuses_a_float():
+    world, candidates, data, rewards = _setup()
+    plain = sa.argmin_over_class("pmle", data, candidates, chunk_size=7)
+    numpy_chunk = sa.argmin_over_class("pmle", data, candidates, chunk_size=np.int64(7))
+    assert torch.equal(plain.losses, numpy_chunk.losses)
+    fitted = sa.fit_over_class("distillation", data, candidates, reward_class=candidates, chunk_size=np.int32(5))
+    reference = sa.fit_over_class("distillation", data, candidates, reward_class=candidates, chunk_size=5)
+    assert torch.equal(fitted.policy.logp, reference.policy.logp)
+    for bad in (7.0, 0, "7"):
+        with pytest.raises(ValueError, match="chunk_size"):
+            sa.argmin_over_class("pmle", data, candidates, chunk_size=bad)

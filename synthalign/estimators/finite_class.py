@@ -57,18 +57,22 @@ def _check_class_fit(
     chunk_size: int,
     reward: object = None,
     reward_ridge: object = _NOT_GIVEN,
-) -> None:
-    """The arguments shared by the estimators over a finite class (`argmin_over_class`, `fit_over_class`)."""
+) -> int:
+    """The arguments shared by the estimators over a finite class (`argmin_over_class`, `fit_over_class`).
+
+    Returns `chunk_size` as a Python int (a numpy integer is accepted; a float, even integral, is not).
+    """
     check_data(data)
     check_class_logp(candidates, name, world=data.world)
     check_positive(beta, "beta", allow_zero=True)
-    check_int(chunk_size, "chunk_size")
     if isinstance(chunk_size, float):
         raise InputTypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    chunk_size = check_int(chunk_size, "chunk_size")
     if reward is not None:
         check_reward(reward, data.world)
     if reward_ridge is not _NOT_GIVEN:
         check_positive(reward_ridge, "reward_ridge", allow_zero=True)
+    return chunk_size
 
 
 def argmin_over_class(
@@ -96,7 +100,7 @@ def argmin_over_class(
     candidate's loss +inf.
     """
     obj = get_objective(objective)
-    _check_class_fit(
+    chunk_size = _check_class_fit(
         data, candidates, "candidates", beta=beta, chunk_size=chunk_size, reward=reward, reward_ridge=reward_ridge
     )
     logp_all = as_logp(candidates, "candidates")
@@ -307,7 +311,7 @@ def fit_over_class(
       **params: the objective's hyper-parameters.
     """
     obj = get_objective(objective)
-    _check_class_fit(data, policy_class, "policy_class", beta=beta, chunk_size=chunk_size)
+    chunk_size = _check_class_fit(data, policy_class, "policy_class", beta=beta, chunk_size=chunk_size)
     if reward_class is not None:
         check_class_logp(reward_class, "reward_class", world=data.world)
     if reward_data is not None:
