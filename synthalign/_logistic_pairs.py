@@ -9,20 +9,22 @@ so the cells (a, b) and (b, a) share one transcendental evaluation:
   c_ab = σ(r_a − r_b) softplus(−m) + σ(r_b − r_a) softplus(m),  m = s_a − s_b;
   with the responses sorted by score (m ≥ 0 on the upper triangle),
   c_ab = σ(r_b − r_a) m + softplus(−m), a sum of non-negative terms (softplus(m) = softplus(−m) + m);
-* the solver's derivatives (`synthalign.estimators.derivatives`) need σ(m), σ(−m) and
-  softplus(±m) of both cells of a pair: two log1p and a few products per pair, in place on
-  buffers reused across strips (`logistic_derivatives`), the Hessian written once.
+* the solver's derivatives (`synthalign.estimators.derivatives`) need only the symmetric
+  weights w_ab + w_ba and per-response net weights (`pair_table`, taken once per weight
+  table): one log1p and a few products per pair, in place on buffers reused across strips
+  (`logistic_derivatives`), the Hessian written once.
 
 Where the scores spread little enough (`_EXP_RANGE`), the sigmoids come from per-response
 exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)), so no cell takes an exp.  Pairs are
 taken a strip of rows at a time, [rows, start:] for rows starting at `start`, so temporaries
 stay the size of a strip.
 
-This module only serves those two callers; it holds no state.
+This module only serves those two callers; it holds no state (the caller keeps the `PairTable`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -33,7 +35,7 @@ from torch import Tensor
 from synthalign.registry import paper
 from synthalign.registry.protocol import Objective
 
-__all__ = ["logistic_derivatives", "logistic_scores", "population_logistic_sums"]
+__all__ = ["PairTable", "logistic_derivatives", "logistic_scores", "pair_table", "population_logistic_sums"]
 
 STRIP = 2**16
 """Cells per strip of `population_logistic_sums` (512 KiB of float64): its three temporaries stay in cache."""
@@ -162,106 +164,162 @@ def _sigmoid_strip_sums(s: Tensor, r: Tensor):
 
 
 HESSIAN_STRIP = 2**16
-"""Cells per strip of `logistic_derivatives` (512 KiB of float64 per temporary, six of them).
+"""Cells per strip of `logistic_derivatives` (512 KiB of float64 per temporary, three of them).
 
 Measured at A = 1000 (2**15 … 2**17): shorter strips pay more per-operation overhead (some
-twenty operations and as many views a strip), longer ones leave the cache."""
+fifteen operations and as many views a strip), longer ones leave the cache."""
 
 _MIN_RESPONSES = 64
 """Fewer responses than this: the cell-by-cell path, which batches many small tables at once."""
 
 
+@dataclasses.dataclass(frozen=True)
+class PairTable:
+    """The weights of `logistic_derivatives` taken once for all its calls on one weight table [P, A, A].
+
+    strips: n_ab = w_ab + w_ba on the strips of the upper triangle (`_strips`), each [g, rows, cols]
+      and contiguous, zero on and below the diagonal; net [P]: c_a = Σ_(b > a) w_ab − Σ_(b < a) w_ba;
+      ties [P]: Σ_a w_aa ln 2 (the diagonal cells' loss); key: the table and layout it was taken from.
+    """
+
+    strips: tuple[Tensor, ...]
+    net: Tensor
+    ties: Tensor
+    key: tuple
+
+
+def _table_key(weight: Tensor, budget: int) -> tuple:
+    """What a `PairTable` depends on: the weights (storage, layout and in-place version) and the strip budget."""
+    return (weight.data_ptr(), weight.shape, weight.stride(), weight.dtype, weight.device, weight._version, budget)
+
+
+def pair_table(weight: Tensor, budget: int | None = None) -> PairTable:
+    """The symmetric weights n = w + wᵀ strip by strip and the net weights c of `logistic_derivatives`.
+
+    One pass over the table (w_ba read transposed); the strips hold about half a table.
+    """
+    P, A = weight.shape[0], weight.shape[-1]
+    budget = HESSIAN_STRIP if budget is None else budget
+    group = max(1, min(P, budget // (A * A)))
+    layout = [
+        (first, start, rows)
+        for first in range(0, P, group)
+        for start, rows in _strips(min(group, P - first), A, budget)
+    ]
+    sizes = [min(group, P - first) * rows * (A - start) for first, start, rows in layout]
+    flat = weight.new_empty(sum(sizes))
+    net = weight.new_zeros(P, A)
+    strips = []
+    for (first, start, rows), piece in zip(layout, flat.split(sizes), strict=True):
+        g, cols = min(group, P - first), A - start
+        w = weight.narrow(0, first, g)
+        piece = piece.view(g, rows, cols)
+        _copy_(piece, w.narrow(1, start, rows).narrow(2, start, cols))
+        piece.narrow(2, 0, rows).triu_(1)  # the corner's cells b ≤ a belong to other strips (or the diagonal)
+        net.narrow(0, first, g).narrow(1, start, rows).add_(piece.sum(dim=-1))
+        net.narrow(0, first, g).narrow(1, start, cols).sub_(piece.sum(dim=-2))
+        piece.add_(w.narrow(1, start, cols).narrow(2, start, rows).transpose(1, 2))
+        piece.narrow(2, 0, rows).triu_(1)
+        strips.append(piece)
+    ties = math.log(2.0) * weight.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
+    return PairTable(tuple(strips), net, ties, _table_key(weight, budget))
+
+
 def logistic_derivatives(
-    scores: Tensor, weight: Tensor, scale: Tensor, gamma: float, hess: Tensor, budget: int | None = None
+    scores: Tensor,
+    weight: Tensor,
+    scale: Tensor,
+    gamma: float,
+    hess: Tensor,
+    budget: int | None = None,
+    cache: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """(value [P], gradient [P, A], Hessian diagonal [P, A]) of Σ_(a, b) w_ab (−ln σ(s_a − s_b)), times `scale`.
 
-    The off-diagonal Hessian is written into `hess` [P, A, A] (its diagonal holds the pair
-    terms' part −γ² W_aa σ(0)², to which the returned diagonal is to be added).
+    The off-diagonal Hessian is written into `hess` [P, A, A] (its diagonal is set to zero: the
+    returned diagonal is the whole of it).
     Rows [P, A] of scores s = γ u (u = ln π, or ln π − ln pi0 for DPO), weights [P, A, A] and
     per-row factors `scale` [P]; the derivatives are in u, so in the logits (ℓ depends on u
-    through differences only).  With m = s_a − s_b, σ = σ(m), σ' = σ(−m), a pair of cells
-    (a, b), (b, a) gives
-      value  w_ab softplus(−m) + w_ba softplus(m),
-      ∂/∂u_a = −γ (w_ab σ' − w_ba σ) = −∂/∂u_b,
-      ∂²/∂u_a∂u_b = −γ² W σσ', W = w_ab + w_ba (the diagonal gets the row sums of γ² W σσ').
-    e^(∓m) come from per-response exponentials (e^(−m) = e^(max s − s_a) e^(s_b − max s)), so a
-    pair takes no exp; σ = 1 / (1 + e^(−m)), σ' = e^(−m) σ, and softplus(∓m) = log1p(e^(∓m)),
-    each one log1p with no cancellation for either sign of m.  The pairs are taken a strip at
-    a time (`_strips`), every step in place on three buffers kept across the strips: the
-    strip's weights are copied in once (w_ba read transposed), the Hessian is written once
-    (times `scale`), the strip's rows and their transpose, its diagonal summed from them, and
-    the value and gradient are scaled at the end.
+    through differences only).  With m = s_a − s_b (a < b), softplus(−m) = softplus(m) − m, so
+    the pair's loss w_ab softplus(−m) + w_ba softplus(m) is n_ab softplus(m) − w_ab m with the
+    symmetric n = w_ab + w_ba, and Σ_(a < b) w_ab m = Σ_a c_a s_a, c_a = Σ_(b > a) w_ab − Σ_(b < a) w_ba:
+      value  Σ_(a < b) n_ab softplus(m) − Σ_a c_a s_a + Σ_a w_aa ln 2,
+      ∂/∂u_a = γ (Σ_(b > a) n_ab σ(m_ab) − Σ_(b < a) n_ba σ(m_ba) − c_a),
+      ∂²/∂u_a∂u_b = −γ² n_ab σσ' (σ = σ(m), σ' = σ(−m); the diagonal gets minus the row sums).
+    n and c come from `pair_table`, once per weight table where the caller keeps a `cache`
+    dict across calls (rebuilt when the weights or the strips change).  e^m comes from
+    per-response exponentials (e^m = e^(s_a − max s) e^(max s − s_b)), so a pair takes no exp
+    and one log1p: σ' = 1 / (1 + e^m), σ = e^m σ', softplus(m) = log1p(e^m), none cancelling
+    for either sign of m.  The pairs are taken a strip at a time (`_strips`), every step in
+    place on three buffers kept across the strips: the Hessian is written once (times
+    `scale`), the strip's rows and their transpose, its diagonal summed from them, and the
+    value and gradient are scaled at the end.
     None (use the cell-by-cell path) when the scores of a row spread over more than `_EXP_RANGE`.
     """
     P, A = scores.shape
     if A < _MIN_RESPONSES:
         return None
     budget = HESSIAN_STRIP if budget is None else budget
-    spread = scores.amax(dim=-1) - scores.amin(dim=-1)
-    if float(spread.max()) > _EXP_RANGE:
+    top, bottom = scores.amax(dim=-1, keepdim=True), scores.amin(dim=-1, keepdim=True)
+    if float((top - bottom).max()) > _EXP_RANGE:
         return None
-    centred = scores - scores.amax(dim=-1, keepdim=True)
-    grow, shrink = torch.exp(-centred), torch.exp(centred)
-    value = scores.new_zeros(P)
-    grad = torch.zeros_like(scores)
+    table = None if cache is None else cache.get("pairs")
+    if table is None or table.key != _table_key(weight, budget):
+        table = pair_table(weight, budget)
+        if cache is not None:
+            cache["pairs"] = table
+    centred = scores - top
+    shrink, grow = torch.exp(centred), torch.exp(-centred)
+    middle = scores - 0.5 * (top + bottom)  # Σ_a c_a = 0: any shift of s leaves Σ c_a s_a; this one keeps it small
+    value = table.ties - (table.net * middle).sum(dim=-1)
+    grad = -table.net
     diag = torch.zeros_like(scores)
     group = max(1, min(P, budget // (A * A)))
     cells = budget + A  # the most cells of one strip (`_strips`)
-    # [g, rows, 2, cols] buffers, a strip's pairs (a, b) side by side with their transposes (b, a):
-    # the weights (w_ab, w_ba), the terms (softplus(−m), softplus(m)) and (σ', −σ).  The value
-    # and gradient are scaled once at the end, the Hessian's strip as it is written.
-    weights, terms, probs = (scores.new_empty(2 * cells) for _ in range(3))
-    ones = scores.new_ones(2 * A)
+    # [g, rows, cols] buffers: e^m then softplus(m) then n σ; σ'; σ then the corner's transpose.
+    first_buffer, second_buffer, third_buffer = (scores.new_empty(cells) for _ in range(3))
+    ones = scores.new_ones(A)
+    strips = iter(table.strips)
     for first in range(0, P, group):
         g = min(group, P - first)
-        w, h = weight.narrow(0, first, g), hess.narrow(0, first, g)
-        grow_col, grow_row = grow.narrow(0, first, g).unsqueeze(-1), grow.narrow(0, first, g).unsqueeze(1)
-        shrink_col, shrink_row = shrink.narrow(0, first, g).unsqueeze(-1), shrink.narrow(0, first, g).unsqueeze(1)
+        h = hess.narrow(0, first, g)
+        shrink_col, grow_row = shrink.narrow(0, first, g).unsqueeze(-1), grow.narrow(0, first, g).unsqueeze(1)
         factor = scale.narrow(0, first, g)
-        # γ² times the row's scale, a number where the strip holds one row: −γ² s σσ' in one pass.
+        # γ² times the row's scale, a number where the strip holds one row: −γ² s n σσ' in one pass.
         curvature = gamma * gamma * (float(factor) if g == 1 else 1.0)
         total, first_sums, second_sums = value.narrow(0, first, g), grad.narrow(0, first, g), diag.narrow(0, first, g)
         for start, rows in _strips(g, A, budget):
             cols = A - start
-            pair_shape = (g, rows, 2, cols)
-            n = math.prod(pair_shape)
-            pair_weights, pair_terms, pair_probs = (buffer[:n].view(pair_shape) for buffer in (weights, terms, probs))
-            (w_ab, w_ba), (t_ab, t_ba), (rejected_prob, minus_chosen_prob) = (
-                x.unbind(2) for x in (pair_weights, pair_terms, pair_probs)
+            pairs = next(strips)
+            n = g * rows * cols
+            terms, rejected_prob, chosen_prob = (
+                b[:n].view(g, rows, cols) for b in (first_buffer, second_buffer, third_buffer)
             )
-            _copy_(w_ab, w.narrow(1, start, rows).narrow(2, start, cols))
-            _copy_(w_ba, w.narrow(1, start, cols).narrow(2, start, rows).transpose(1, 2))  # read once across the rows
-            torch.mul(grow_col.narrow(1, start, rows), shrink_row.narrow(2, start, cols), out=t_ab)  # e^(−m)
-            torch.mul(shrink_col.narrow(1, start, rows), grow_row.narrow(2, start, cols), out=t_ba)  # e^m
-            torch.sub(_MINUS_ONE, t_ab, out=minus_chosen_prob).reciprocal_()  # −σ = 1 / (−1 − e^(−m))
-            torch.addcmul(_ZERO, t_ab, minus_chosen_prob, value=-1.0, out=rejected_prob)  # σ' = e^(−m) σ
-            # The value: the corner's cells (a, b), b < a, are its cells (b, a): counted by w_ab only.
-            _log1p_(pair_terms)  # softplus(−m), softplus(m)
-            t_ba.narrow(2, 0, rows).zero_()
-            total += _dots(pair_weights, pair_terms)
-            # w_ab σ' − w_ba σ: the corner's pairs are counted by its rows only (its columns repeat them).
-            torch.mul(pair_weights, pair_probs, out=pair_terms)
-            right_terms = pair_terms.view(g, 2 * rows, cols).narrow(2, rows, cols - rows)
-            _add_sums(first_sums, pair_terms.view(g, rows, 2 * cols), right_terms, start, ones, -1.0)
-            # −γ² W σσ', written into the strip's rows of the Hessian and their transpose.
-            torch.addcmul(_ZERO, rejected_prob, minus_chosen_prob, value=curvature, out=rejected_prob)
-            if g > 1:
-                rejected_prob.mul_(factor.view(g, 1, 1))
-            torch.add(w_ab, w_ba, out=t_ab)  # W
+            torch.mul(shrink_col.narrow(1, start, rows), grow_row.narrow(2, start, cols), out=terms)  # e^m
+            torch.add(terms, 1.0, out=rejected_prob).reciprocal_()  # σ' = 1 / (1 + e^m)
+            torch.mul(terms, rejected_prob, out=chosen_prob)  # σ = e^m σ'
+            _log1p_(terms)  # softplus(m)
+            total += _dots(pairs, terms)
+            torch.mul(pairs, chosen_prob, out=terms)  # n σ
+            _add_sums(first_sums, terms, terms, start, start, ones, -1.0)
+            # −γ² n σσ', written into the strip's rows of the Hessian, its corner made symmetric, and their transpose.
             strip = h.narrow(1, start, rows).narrow(2, start, cols)
-            torch.mul(t_ab, rejected_prob, out=strip)
+            torch.addcmul(_ZERO, terms, rejected_prob, value=-curvature, out=strip)
+            if g > 1:
+                strip.mul_(factor.view(g, 1, 1))
+            corner = strip.narrow(2, 0, rows)
+            corner.add_(chosen_prob.view(-1)[: g * rows * rows].view(g, rows, rows).copy_(corner.transpose(1, 2)))
             right = strip.narrow(2, rows, cols - rows)
             h.narrow(1, start + rows, cols - rows).narrow(2, start, rows).copy_(right.transpose(1, 2))
-            _add_sums(second_sums, strip, right, start, ones, 1.0)
+            _add_sums(second_sums, strip, right, start, start + rows, ones, 1.0)
     value.mul_(scale)
-    grad.mul_(scale.unsqueeze(-1) * -gamma)
+    grad.mul_(scale.unsqueeze(-1) * gamma)
     diag.neg_()
     return value, grad, diag
 
 
-_ZERO, _MINUS_ONE = torch.tensor(0.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
-"""Scalars of one-pass strip products: addcmul(0, x, y, value=c) is c·x·y, sub(−1, x) is −1 − x."""
+_ZERO = torch.tensor(0.0, dtype=torch.float64)
+"""The scalar of one-pass strip products: addcmul(0, x, y, value=c) is c·x·y."""
 
 
 def _copy_(target: Tensor, source: Tensor) -> None:
@@ -289,14 +347,16 @@ def _dots(weights: Tensor, terms: Tensor) -> Tensor:
     return torch.bmm(weights.view(g, 1, -1), terms.view(g, -1, 1)).view(g)
 
 
-def _add_sums(sums: Tensor, by_rows: Tensor, by_columns: Tensor, start: int, ones: Tensor, column_sign: float) -> None:
-    """sums[the strip's rows] += the row sums of `by_rows` [g, rows, ·]; sums[the columns right of its
-    corner] += column_sign · the column sums of `by_columns` [g, ·, cols − rows]."""
-    rows, right = by_rows.shape[1], by_columns.shape[2]
+def _add_sums(
+    sums: Tensor, by_rows: Tensor, by_columns: Tensor, start: int, column_start: int, ones: Tensor, column_sign: float
+) -> None:
+    """sums[the strip's rows, from `start`] += the row sums of `by_rows` [g, rows, ·];
+    sums[from `column_start`] += column_sign · the column sums of `by_columns` [g, ·, cols]."""
+    rows, cols = by_rows.shape[1], by_columns.shape[2]
     if by_rows.shape[0] == 1:  # matrix-vector products, in place: cheaper than strided reductions
         sums[0].narrow(0, start, rows).addmv_(by_rows[0], ones[: by_rows.shape[2]])
-        rest = sums[0].narrow(0, start + rows, right)
+        rest = sums[0].narrow(0, column_start, cols)
         rest.addmv_(by_columns[0].t(), ones[: by_columns.shape[1]], alpha=column_sign)
         return
     sums.narrow(1, start, rows).add_(by_rows.sum(dim=-1))
-    sums.narrow(1, start + rows, right).add_(by_columns.sum(dim=-2), alpha=column_sign)
+    sums.narrow(1, column_start, cols).add_(by_columns.sum(dim=-2), alpha=column_sign)

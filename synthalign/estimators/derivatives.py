@@ -216,7 +216,11 @@ class LogitObjective:
         rows = torch.broadcast_to(per_prompt, hess.shape[:-2]).reshape(-1).to(logp.dtype)
         flat_hess = hess.view(-1, A, A)
         scores = scores.expand(hess.shape[:-1]).reshape(-1, A)
-        result = logistic_derivatives(scores, weight.view(-1, A, A), rows, float(self.ctx.gamma), flat_hess)
+        # The kernel's symmetric weights n = w + wᵀ are taken once and kept with the objective.
+        cache = self.__dict__.setdefault("_pair_cache", {})
+        result = logistic_derivatives(
+            scores, weight.view(-1, A, A), rows, float(self.ctx.gamma), flat_hess, cache=cache
+        )
         if result is None:
             return False
         pair_value, pair_grad, pair_diag = result
