@@ -71,6 +71,8 @@ class LogitObjective:
     ctx: EvalContext
     beta: float
     ridge: float
+    # The logistic kernel's symmetric weights n = w + wᵀ, taken once per weight table (`_logistic_pairs`).
+    _pair_cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def values(self, theta: Tensor) -> Tensor:
         """Per-(replicate, prompt) objective, [..., R, X]."""
@@ -216,10 +218,8 @@ class LogitObjective:
         rows = torch.broadcast_to(per_prompt, hess.shape[:-2]).reshape(-1).to(logp.dtype)
         flat_hess = hess.view(-1, A, A)
         scores = scores.expand(hess.shape[:-1]).reshape(-1, A)
-        # The kernel's symmetric weights n = w + wᵀ are taken once and kept with the objective.
-        cache = self.__dict__.setdefault("_pair_cache", {})
         result = logistic_derivatives(
-            scores, weight.view(-1, A, A), rows, float(self.ctx.gamma), flat_hess, cache=cache
+            scores, weight.view(-1, A, A), rows, float(self.ctx.gamma), flat_hess, cache=self._pair_cache
         )
         if result is None:
             return False
