@@ -150,8 +150,8 @@ def cholesky_time(bench: Bench, shape: tuple[int, ...]) -> float:
     grad = torch.randn(*shape[:-1], 1, generator=generator, dtype=torch.float64).to(bench.device)
 
     def solve():
-        factor, _ = torch.linalg.cholesky_ex(spd)
-        torch.cholesky_solve(grad, factor)
+        factor, _ = torch.linalg.cholesky_ex(spd, upper=True)  # as the Newton solver factors
+        torch.cholesky_solve(grad, factor, upper=True)
 
     return statistics.median(bench.times(solve))
 
