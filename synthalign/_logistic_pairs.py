@@ -322,7 +322,7 @@ def logistic_derivatives(
             corner = strip.narrow(2, 0, rows)
             corner.add_(chosen_prob.view(-1)[: g * rows * rows].view(g, rows, rows).copy_(corner.transpose(1, 2)))
             right = strip.narrow(2, rows, cols - rows)
-            h.narrow(1, start + rows, cols - rows).narrow(2, start, rows).copy_(right.transpose(1, 2))
+            _copy_(h.narrow(1, start + rows, cols - rows).narrow(2, start, rows), right.transpose(1, 2))
             _add_sums(second_sums, strip, right, start, start + rows, ones, 1.0)
     value.mul_(scale)
     grad.mul_(scale.unsqueeze(-1) * gamma)
