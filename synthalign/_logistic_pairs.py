@@ -11,8 +11,9 @@ so the cells (a, b) and (b, a) share one transcendental evaluation:
   c_ab = σ(r_b − r_a) m + softplus(−m), a sum of non-negative terms (softplus(m) = softplus(−m) + m);
 * the solver's derivatives (`synthalign.estimators.derivatives`) need only the symmetric
   weights w_ab + w_ba and per-response net weights (`pair_table`, taken once per weight
-  table): one log1p and a few products per pair, in place on buffers reused across strips
-  (`logistic_derivatives`), the Hessian written once.
+  table): one logarithm and a few products per pair, in place on buffers reused across strips
+  (`logistic_derivatives`), the Hessian written once (or only its upper triangle, which is
+  all the Newton solver's Cholesky factorization reads).
 
 Where the scores spread little enough (`_EXP_RANGE`), the sigmoids come from per-response
 exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)), so no cell takes an exp.  Pairs are
@@ -233,11 +234,15 @@ def logistic_derivatives(
     hess: Tensor,
     budget: int | None = None,
     cache: dict | None = None,
+    *,
+    upper_only: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """(value [P], gradient [P, A], Hessian diagonal [P, A]) of Σ_(a, b) w_ab (−ln σ(s_a − s_b)), times `scale`.
 
     The off-diagonal Hessian is written into `hess` [P, A, A] (its diagonal is set to zero: the
-    returned diagonal is the whole of it).
+    returned diagonal is the whole of it).  With `upper_only` only the cells b ≥ a are written
+    (the strict lower triangle keeps what it held, zeros in places): the Hessian is symmetric,
+    and a factorization that reads one triangle needs no more, at half the writes.
     Rows [P, A] of scores s = γ u (u = ln π, or ln π − ln pi0 for DPO), weights [P, A, A] and
     per-row factors `scale` [P]; the derivatives are in u, so in the logits (ℓ depends on u
     through differences only).  With m = s_a − s_b (a < b), softplus(−m) = softplus(m) − m, so
@@ -249,11 +254,14 @@ def logistic_derivatives(
     n and c come from `pair_table`, once per weight table where the caller keeps a `cache`
     dict across calls (rebuilt when the weights or the strips change).  e^m comes from
     per-response exponentials (e^m = e^(s_a − max s) e^(max s − s_b)), so a pair takes no exp
-    and one log1p: σ' = 1 / (1 + e^m), σ = e^m σ', softplus(m) = log1p(e^m), none cancelling
-    for either sign of m.  The pairs are taken a strip at a time (`_strips`), every step in
-    place on three buffers kept across the strips: the Hessian is written once (times
-    `scale`), the strip's rows and their transpose, its diagonal summed from them, and the
-    value and gradient are scaled at the end.
+    and one logarithm: σ' = 1 / (1 + e^m), σ = e^m σ', softplus(m) = ln(1 + e^m).  Neither
+    sigmoid cancels for either sign of m; softplus(m) carries an absolute error of at most
+    about one ulp of max(1, softplus(m)) per pair (where e^m < 2⁻⁵³ it reads 0, not e^m),
+    which is the resolution of the value's other terms (−Σ c_a s_a is of the size of
+    Σ n |m|), at a third of log1p's cost.  The pairs are taken a strip at a time (`_strips`),
+    every step in place on three buffers kept across the strips: the Hessian is written once
+    (times `scale`), the strip's rows and, unless `upper_only`, their transpose, its diagonal
+    summed from them, and the value and gradient are scaled at the end.
     None (use the cell-by-cell path) when the scores of a row spread over more than `_EXP_RANGE`.
     """
     P, A = scores.shape
@@ -296,21 +304,25 @@ def logistic_derivatives(
                 b[:n].view(g, rows, cols) for b in (first_buffer, second_buffer, third_buffer)
             )
             torch.mul(shrink_col.narrow(1, start, rows), grow_row.narrow(2, start, cols), out=terms)  # e^m
-            torch.add(terms, 1.0, out=rejected_prob).reciprocal_()  # σ' = 1 / (1 + e^m)
-            torch.mul(terms, rejected_prob, out=chosen_prob)  # σ = e^m σ'
-            _log1p_(terms)  # softplus(m)
-            total += _dots(pairs, terms)
-            torch.mul(pairs, chosen_prob, out=terms)  # n σ
+            torch.add(terms, 1.0, out=rejected_prob)  # 1 + e^m
+            torch.log(rejected_prob, out=chosen_prob)  # softplus(m)
+            total += _dots(pairs, chosen_prob)
+            rejected_prob.reciprocal_()  # σ' = 1 / (1 + e^m)
+            terms.mul_(rejected_prob).mul_(pairs)  # n σ, σ = e^m σ'
             _add_sums(first_sums, terms, terms, start, start, ones, -1.0)
-            # −γ² n σσ', written into the strip's rows of the Hessian, its corner made symmetric, and their transpose.
+            # −γ² n σσ', written into the strip's rows of the Hessian (the upper triangle); unless
+            # `upper_only`, its corner is made symmetric and the rest of it copied to the lower triangle.
             strip = h.narrow(1, start, rows).narrow(2, start, cols)
             torch.addcmul(_ZERO, terms, rejected_prob, value=-curvature, out=strip)
             if g > 1:
                 strip.mul_(factor.view(g, 1, 1))
+            if upper_only:  # the corner's lower cells are zero (n is): the strip's column sums are the rest
+                _add_sums(second_sums, strip, strip, start, start, ones, 1.0)
+                continue
             corner = strip.narrow(2, 0, rows)
             corner.add_(chosen_prob.view(-1)[: g * rows * rows].view(g, rows, rows).copy_(corner.transpose(1, 2)))
             right = strip.narrow(2, rows, cols - rows)
-            h.narrow(1, start + rows, cols - rows).narrow(2, start, rows).copy_(right.transpose(1, 2))
+            _copy_(h.narrow(1, start + rows, cols - rows).narrow(2, start, rows), right.transpose(1, 2))
             _add_sums(second_sums, strip, right, start, start + rows, ones, 1.0)
     value.mul_(scale)
     grad.mul_(scale.unsqueeze(-1) * gamma)
@@ -328,15 +340,6 @@ def _copy_(target: Tensor, source: Tensor) -> None:
         numpy.copyto(target.numpy(), source.numpy())
     else:
         target.copy_(source)
-
-
-def _log1p_(tensor: Tensor) -> Tensor:
-    """log1p in place; on the CPU by NumPy, whose vectorized log1p is a few times faster than torch's."""
-    if tensor.device.type == "cpu" and tensor.is_contiguous():
-        array = tensor.numpy()
-        numpy.log1p(array, out=array)
-        return tensor
-    return tensor.log1p_()
 
 
 def _dots(weights: Tensor, terms: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ def test_bench_tiny_run_writes_a_comparable_record(bench, tmp_path, capsys):
     bench.main(args)
     record = json.loads(out.read_text())
     workloads = {r["workload"] for r in record["records"]}
-    assert workloads == {"population_loss", "derivatives", "separable"}
+    assert workloads == {"population_loss", "derivatives", "derivatives_solver", "separable"}
     assert all(r["ratio"] > 0 for r in record["records"])
     bench.main([*args[:-2], "--compare", str(out)])
     assert "new / reference" in capsys.readouterr().out

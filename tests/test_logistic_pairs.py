@@ -182,9 +182,10 @@ def _dense_logistic_reference(scores, weight, scale, gamma):
     return value, grad, full
 
 
+@pytest.mark.parametrize("upper_only", [False, True])
 @pytest.mark.parametrize("budget", [None, 7, 300, 5000])
 @pytest.mark.parametrize("spread", [0.0, 4.0, 599.0])
-def test_logistic_derivatives_equal_a_dense_reference(budget, spread):
+def test_logistic_derivatives_equal_a_dense_reference(budget, spread, upper_only):
     # Tables of 70 responses in strips of one row up to several prompts at once; scores that
     # spread over up to e^±599 (σ, σ' down to 1e-260) and weights with zeros (whole rows too).
     generator = torch.Generator().manual_seed(13)
@@ -196,9 +197,15 @@ def test_logistic_derivatives_equal_a_dense_reference(budget, spread):
     weight[:, 3] = 0.0
     scale = torch.rand(P, generator=generator, dtype=DTYPE) + 0.5
     hess = torch.full((P, A, A), float("nan"), dtype=DTYPE)
-    value, grad, diag = logistic_pairs.logistic_derivatives(scores, weight, scale, gamma, hess, budget)
+    value, grad, diag = logistic_pairs.logistic_derivatives(
+        scores, weight, scale, gamma, hess, budget, upper_only=upper_only
+    )
     hess.diagonal(dim1=-2, dim2=-1).add_(diag)
     ref_value, ref_grad, ref_hess = _dense_logistic_reference(scores, weight, scale, gamma)
+    if upper_only:  # the upper triangle is the Hessian's; below it, nothing but the strips' zero corner cells
+        lower = hess.tril(diagonal=-1)[torch.ones(A, A, dtype=torch.bool).tril(diagonal=-1).expand(P, A, A)]
+        assert bool((lower.isnan() | (lower == 0.0)).all())
+        hess, ref_hess = hess.triu(), ref_hess.triu()
     assert torch.isfinite(hess).all()
     torch.testing.assert_close(value, ref_value, rtol=1e-13, atol=0.0)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-14 * float(ref_grad.abs().max()))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import synthalign as sa
+import synthalign.estimators.newton as newton
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context
 
@@ -66,3 +67,66 @@ def test_a_user_declared_reward_model_returns_its_reward():
     assert mine.reward is not None
     torch.testing.assert_close(mine.reward, builtin.reward, rtol=0, atol=1e-8)
     assert sa.fit("pmle", data).reward is None
+
+
+def _nan_below(hess):
+    """hess with its strict lower triangle NaN: what a reader of the upper triangle must not see."""
+    below = torch.ones(hess.shape[-2:], dtype=torch.bool).tril(diagonal=-1)
+    return hess.masked_fill(below, float("nan"))
+
+
+@pytest.mark.parametrize(("name", "A", "beta"), [("pmle", 70, 0.0), ("dpo", 70, 0.3), ("ipo", 6, 0.3)])
+def test_upper_only_derivatives_are_the_upper_triangle_of_the_full_ones(name, A, beta):
+    # A = 70 takes the logistic triangle path (which then skips the lower half), IPO the cell path.
+    world = sa.World.random(2, A, seed=4, zero_fraction=0.1)
+    data = world.sample_preferences(n=5000, replicates=3, seed=2)
+    problem = _problem(sa.get_objective(name), world, data, beta)
+    theta = torch.randn(3, 2, A, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    value, grad, hess = (t.clone() for t in problem.derivatives(theta))
+    upper_value, upper_grad, upper_hess = problem.derivatives(theta, upper_only=True)
+    # Equal up to the order of summation of the Hessian's diagonal (row and column sums of other strips).
+    torch.testing.assert_close(upper_value, value, rtol=0.0, atol=0.0)
+    torch.testing.assert_close(upper_grad, grad, rtol=0.0, atol=0.0)
+    atol = 1e-14 * float(hess.abs().max())
+    torch.testing.assert_close(upper_hess.triu(), hess.triu(), rtol=1e-12, atol=atol)
+    torch.testing.assert_close(hess, hess.transpose(-1, -2), rtol=1e-12, atol=atol)
+
+
+def test_newton_directions_read_only_the_upper_triangle():
+    # Positive definite blocks (one Cholesky), a slightly indefinite one (a Levenberg–Marquardt rung)
+    # and a strongly indefinite one (|eigenvalues|): the same directions with NaN below the diagonal.
+    generator = torch.Generator().manual_seed(5)
+    A = 6
+    base = torch.randn(4, A, A, dtype=torch.float64, generator=generator)
+    hess = base @ base.transpose(-1, -2)
+    hess[2] -= 1.5 * torch.linalg.eigvalsh(hess[2])[0] * torch.eye(A, dtype=torch.float64)
+    hess[3] = 1e3 * (torch.ones(A, A, dtype=torch.float64) - torch.eye(A, dtype=torch.float64)) + torch.eye(
+        A, dtype=torch.float64
+    )
+    grad = torch.randn(4, A, dtype=torch.float64, generator=generator)
+    grad = grad - grad.mean(dim=-1, keepdim=True)
+    full = newton._hessian_direction(grad, hess.clone())
+    upper = newton._hessian_direction(grad, _nan_below(hess))
+    assert torch.isfinite(full).all() and bool((full.abs().sum(dim=-1) > 0).all())
+    torch.testing.assert_close(upper, full, rtol=1e-12, atol=0.0)
+
+
+def test_kkt_steps_read_only_the_upper_triangle():
+    # Block 0 has a starved response (Hessian diagonal ~0) that wants mass: its KKT step is built
+    # from the whole symmetric matrix, which the upper triangle alone must give.
+    generator = torch.Generator().manual_seed(0)
+    A = 5
+    base = torch.randn(2, A, A, dtype=torch.float64, generator=generator)
+    hess = base @ base.transpose(-1, -2)
+    hess[0, 4, :] = hess[0, :, 4] = 0.0
+    logp = torch.log_softmax(torch.randn(2, A, dtype=torch.float64, generator=generator), dim=-1)
+    logp[0, 4] = -60.0
+    reduced = torch.randn(2, A, dtype=torch.float64, generator=generator)
+    reduced[0, 4] = -1.0
+    reduced = reduced - (logp.exp() * reduced).sum(dim=-1, keepdim=True)  # a reduced gradient: Σ pi v = 0
+    grad = logp.exp() * reduced
+    full = newton._kkt_where_starved(grad, hess.clone(), logp, reduced)
+    upper = newton._kkt_where_starved(grad, _nan_below(hess), logp, reduced)
+    assert bool(full[1][0]) and not bool(full[1][1]) and float(full[0][0, 4]) > 0  # the starved response gains
+    for a, b in zip(upper, full, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)

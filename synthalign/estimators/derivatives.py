@@ -88,8 +88,13 @@ class LogitObjective:
         """ridge / (total weight of the replicate), [R, 1]: the ridge acts on the summed loss."""
         return (self.ridge / self.total).unsqueeze(-1).to(theta.dtype)
 
-    def derivatives(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def derivatives(self, theta: Tensor, *, upper_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """(values [R, X], gradient [R, X, A], Hessian [R, X, A, A]) in the logits.
+
+        With `upper_only` only the Hessian's upper triangle and diagonal are guaranteed (the
+        strict lower triangle is unspecified): the logistic pair path (PMLE, the reward model,
+        DPO) then skips writing the lower half; every other path writes the whole matrix.
+        The Newton solver asks for this, since its Cholesky factorization reads one triangle.
 
         The Hessian is diag(d) + (pair block terms) − Σ_k u_k v_kᵀ: the pair terms are
         written block by block, `d` and the rank-k factors (u_k, v_k) collected from the
@@ -119,7 +124,7 @@ class LogitObjective:
         if self.obj.kind == "pair":
             scale = inverse_total.reshape(-1, *[1] * 3) if inverse_total.dim() else inverse_total
             if analytic:
-                self._margin_pair_derivatives(logp, scale, value, grad, diag, hess)
+                self._margin_pair_derivatives(logp, scale, value, grad, diag, hess, upper_only)
             else:
                 self._autograd_pair_derivatives(logp, probs, scale, value, grad, diag, hess, low_rank)
 
@@ -166,13 +171,13 @@ class LogitObjective:
         # The caller gets another tensor on the same storage: holding it (or a view of it) counts as a use.
         return self._hessian.view(self._hessian.shape)
 
-    def _margin_pair_derivatives(self, logp, scale, value, grad, diag, hess) -> None:
+    def _margin_pair_derivatives(self, logp, scale, value, grad, diag, hess, upper_only: bool = False) -> None:
         # ℓ(cell i, j) = h(Δ_ij), Δ_ij = l_i − l_j: ∂/∂l_i = h', ∂/∂l_j = −h', and the
         # Hessian block of the cell is h'' [[1, −1], [−1, 1]] (zero on the diagonal cells i = j).
         # ℓ is unchanged by adding a constant to l, so these are also its derivatives in theta.
         # The weighted h'' of each block is written once into its rows of `hess`; the
         # off-diagonal part −(W + Wᵀ) is formed at the end, one tile pair at a time.
-        if self._logistic_pair_derivatives(logp, scale, value, grad, diag, hess):
+        if self._logistic_pair_derivatives(logp, scale, value, grad, diag, hess, upper_only):
             return
         weight = self.pair_weight
         X, A = logp.shape[-2:]
@@ -201,7 +206,7 @@ class LogitObjective:
                 diag[..., prompts, :] += sums[3]
         _negated_symmetric_sum(hess)
 
-    def _logistic_pair_derivatives(self, logp, scale, value, grad, diag, hess) -> bool:
+    def _logistic_pair_derivatives(self, logp, scale, value, grad, diag, hess, upper_only: bool = False) -> bool:
         """The derivatives of PMLE, the reward model and DPO over one triangle of cells (`logistic_derivatives`).
 
         False (nothing written) where that path does not apply: another objective, a
@@ -219,7 +224,13 @@ class LogitObjective:
         flat_hess = hess.view(-1, A, A)
         scores = scores.expand(hess.shape[:-1]).reshape(-1, A)
         result = logistic_derivatives(
-            scores, weight.view(-1, A, A), rows, float(self.ctx.gamma), flat_hess, cache=self._pair_cache
+            scores,
+            weight.view(-1, A, A),
+            rows,
+            float(self.ctx.gamma),
+            flat_hess,
+            cache=self._pair_cache,
+            upper_only=upper_only,
         )
         if result is None:
             return False

@@ -53,7 +53,7 @@ class NewtonProblem(LogitObjective):
         iterations = 0
         ahead = None  # the derivatives at theta, when the last line search computed them
         for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-            value, grad, hess = self.derivatives(theta) if ahead is None else ahead
+            value, grad, hess = self.derivatives(theta, upper_only=True) if ahead is None else ahead
             ahead = None
             if not torch.isfinite(value).all():
                 raise ValueError(
@@ -109,7 +109,7 @@ class NewtonProblem(LogitObjective):
             if moved.any():
                 theta = torch.where(moved.unsqueeze(-1), theta_moved, theta)
         else:
-            grad = (self.derivatives(theta) if ahead is None else ahead)[1]
+            grad = (self.derivatives(theta, upper_only=True) if ahead is None else ahead)[1]
         return theta, iterations, grad, done, known_gap
 
     def _capped_step(
@@ -124,7 +124,7 @@ class NewtonProblem(LogitObjective):
         largest = direction.abs().amax(dim=-1, keepdim=True)
         direction = direction * torch.clamp(self.step_cap / largest.clamp_min(1e-300), max=1.0)
         slope = (grad * direction).sum(dim=-1)
-        ahead = self.derivatives(theta + direction) if look_ahead else None
+        ahead = self.derivatives(theta + direction, upper_only=True) if look_ahead else None
         theta, pending, accepted, full = self._line_search(
             theta, direction, value, slope, active, None if ahead is None else ahead[0]
         )
@@ -183,11 +183,17 @@ def _kkt_where_starved(grad: Tensor, hess: Tensor, logp: Tensor, reduced: Tensor
     wanting = torch.isfinite(reduced) & (reduced < 0)
     starved = (wanting & (diagonal.abs() <= _STARVED * scale)).any(dim=-1)
     if bool(starved.all()):
-        return _kkt_direction(grad, hess, logp, reduced)
+        return _kkt_direction(grad, _symmetric(hess), logp, reduced)
     kkt, usable = torch.zeros_like(grad), torch.zeros_like(starved)
     if bool(starved.any()):
-        kkt[starved], usable[starved] = _kkt_direction(grad[starved], hess[starved], logp[starved], reduced[starved])
+        blocks = _symmetric(hess[starved])
+        kkt[starved], usable[starved] = _kkt_direction(grad[starved], blocks, logp[starved], reduced[starved])
     return kkt, usable
+
+
+def _symmetric(upper: Tensor) -> Tensor:
+    """The symmetric matrices [.., A, A] whose upper triangle (with the diagonal) is that of `upper` (a new tensor)."""
+    return torch.triu(upper).add_(torch.triu(upper, diagonal=1).transpose(-1, -2))
 
 
 def _mass_moves_of(problem: NewtonProblem, theta: Tensor, which: Tensor) -> tuple[Tensor, Tensor]:
@@ -275,10 +281,10 @@ def _shifted_direction(blocks: Tensor, grad: Tensor, scale: Tensor) -> tuple[Ten
         pending = (~solved).nonzero().squeeze(-1)
         trial = blocks[pending]
         trial.diagonal(dim1=-2, dim2=-1).add_(scale[pending] * shift)
-        factor, info = torch.linalg.cholesky_ex(trial)
+        factor, info = torch.linalg.cholesky_ex(trial, upper=True)
         ok = info == 0
         done = pending[ok]
-        direction[done] = -torch.cholesky_solve(grad[done].unsqueeze(-1), factor[ok]).squeeze(-1)
+        direction[done] = -torch.cholesky_solve(grad[done].unsqueeze(-1), factor[ok], upper=True).squeeze(-1)
         solved[done] = True
         if bool(solved.all()):
             break
@@ -294,17 +300,18 @@ def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     KL term is not convex in the logits) add mu·I, mu the smallest of
     `_SHIFTS`·s that makes the block positive definite (Levenberg–Marquardt:
     a Cholesky per rung, not an eigendecomposition, which costs some ten);
-    blocks where none does use |eigenvalues|.  All read the lower triangle of
-    the symmetric H, which is overwritten: the shift is added in place, without
-    an [.., A, A] temporary.
+    blocks where none does use |eigenvalues|.  All read only the upper triangle
+    (and the diagonal) of the symmetric H, which is all that
+    `LogitObjective.derivatives(..., upper_only=True)` guarantees; H is
+    overwritten: the shift is added in place, without an [.., A, A] temporary.
     """
     A = grad.shape[-1]
     scale = hess.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1.0)[..., None, None]
     shift = scale * (1.0 / A)
     regularized = hess.add_(shift)
     regularized.diagonal(dim1=-2, dim2=-1).add_(scale[..., 0] * _FLOOR)
-    factor, info = torch.linalg.cholesky_ex(regularized)
-    direction = -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
+    factor, info = torch.linalg.cholesky_ex(regularized, upper=True)
+    direction = -torch.cholesky_solve(grad.unsqueeze(-1), factor, upper=True).squeeze(-1)
     failed = info > 0
     if failed.any():
         index = failed.nonzero(as_tuple=True)
@@ -313,7 +320,7 @@ def _hessian_direction(grad: Tensor, hess: Tensor) -> Tensor:
     if failed.any():
         hess = regularized[failed]
         hess.diagonal(dim1=-2, dim2=-1).sub_(scale[failed][..., 0] * _FLOOR)
-        eigenvalues, vectors = torch.linalg.eigh(hess.sub_(shift[failed]))
+        eigenvalues, vectors = torch.linalg.eigh(hess.sub_(shift[failed]), UPLO="U")
         floor = eigenvalues.abs().amax(dim=-1, keepdim=True).clamp_min(1.0) * 1e-8
         inverse = 1.0 / torch.maximum(eigenvalues.abs(), floor)
         coeff = (vectors.transpose(-1, -2) @ grad[failed].unsqueeze(-1)).squeeze(-1)
