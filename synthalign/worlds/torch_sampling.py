@@ -13,7 +13,7 @@ sums in float64 (never a float32 cumulative sum, which over ~10^6 cells loses th
 cells), there are ⌈log₂ C⌉ levels, and the cost is O(C) per replicate whatever n is —
 no n draws are ever materialized.  Each level's binomials come from
 `synthalign.worlds._binomial.sample_binomial`: `torch.binomial`, but for the nodes of means
-below 20, which a vectorized inversion draws several times faster.
+below 20, which a vectorized inversion draws 1.7 to 3 times faster on a CPU.
 
 Which sampler when.  `synthalign.worlds.sampling` (numpy's multinomial on the CPU) is the
 better choice for one or a few replicates on a small world when the result is wanted as
