@@ -69,12 +69,16 @@ def sample_binomial(count: Tensor, prob: Tensor, generator: torch.Generator) -> 
     rows = count.shape[0]
     if count.numel() < _INVERSION_MIN_DRAWS:
         return torch.binomial(count, prob.expand_as(count), generator=generator)
+    q = torch.minimum(prob, 1.0 - prob)
+    # The first row bounds each column's largest mean from below: where none is below 20 (the levels
+    # of large counts), the inversion takes nothing.
+    if not bool((count[0] * q[0] < _INVERSION_MAX_MEAN).logical_and_(q[0] > 0).any()):
+        return torch.binomial(count, prob.expand_as(count), generator=generator)
     # The first rows decide the columns that cannot go to the inversion, at a sixteenth of a pass.
     head = count[: max(1, min(_HEAD_ROWS, rows // 16))]
     candidate = head.sum(dim=0) >= head.shape[0]
     if int(candidate.count_nonzero()) * rows < _INVERSION_MIN_DRAWS:
         return torch.binomial(count, prob.expand_as(count), generator=generator)
-    q = torch.minimum(prob, 1.0 - prob)
     candidate.logical_and_((head * q[: head.shape[0]]).amax(dim=0) < _INVERSION_MAX_MEAN)
     if int(candidate.count_nonzero()) * rows < _INVERSION_MIN_DRAWS:
         return torch.binomial(count, prob.expand_as(count), generator=generator)
