@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 
 import synthalign as sa
+from synthalign.worlds._binomial import sample_binomial
 from synthalign.worlds.sequence import SequenceWorld
 from synthalign.worlds.torch_sampling import (
     sample_categorical,
@@ -71,7 +72,8 @@ def test_counts_same_seed_same_numbers():
 
 def _plain_tree_counts(probs: torch.Tensor, n: int, replicates: int, seed: int) -> torch.Tensor:
     """Binomial splitting over the binary tree of the cells written plainly (module docstring of
-    synthalign.worlds.torch_sampling): one torch.binomial per level, children stacked (left, right)."""
+    synthalign.worlds.torch_sampling): one `sample_binomial` per level (its draws are pinned against a
+    plain one-draw-at-a-time reference in tests/test_binomial.py), children stacked (left, right)."""
     weights = probs.reshape(-1).to(torch.float64)
     depth = max(1, math.ceil(math.log2(weights.numel())))
     leaves = torch.zeros(2**depth, dtype=torch.float64)
@@ -86,24 +88,56 @@ def _plain_tree_counts(probs: torch.Tensor, n: int, replicates: int, seed: int) 
         children = masses[level + 1].view(-1, 2)
         total = children.sum(dim=-1)
         left_prob = torch.where(total > 0, children[:, 0] / total.clamp_min(1e-300), torch.zeros_like(total))
-        left = torch.binomial(counts, left_prob.clamp(0.0, 1.0).expand_as(counts).contiguous(), generator=generator)
+        left = sample_binomial(counts, left_prob.clamp(0.0, 1.0)[None], generator)
         counts = torch.stack((left, counts - left), dim=-1).flatten(-2)
     return counts[:, : weights.numel()]
 
 
-@pytest.mark.parametrize("cells", [1, 2, 5, 64, 1000])
-@pytest.mark.parametrize("n", [1, 37, 2**20, 2**40])
-def test_counts_are_the_plain_tree_draws(cells, n):
+@pytest.mark.parametrize(
+    ("cells", "n", "replicates"),
+    [(c, n, 6) for c in (1, 2, 5, 64, 1000) for n in (1, 37, 2**20, 2**40)]
+    + [(1000, 2**10, 64), (1000, 2**12, 64), (300, 2**9, 100), (64, 2**8, 500)],
+)
+def test_counts_are_the_plain_tree_draws(cells, n, replicates):
     # The sampler writes each level's children in place; the numbers must be those of the plain
-    # tree above for the same seed (zero-mass cells included), in float64 and in float32.
+    # tree above for the same seed (zero-mass cells included), in float64 and in float32.  The last
+    # four cases hold levels of means below 20 in enough draws for the inversion.
     probs = torch.rand(cells, dtype=torch.float64, generator=torch.Generator().manual_seed(cells))
     probs[1::3] = 0.0
-    expected = _plain_tree_counts(probs, n, 6, seed=7)
-    counts = sample_counts(probs, n, replicates=6, generator=7)
+    expected = _plain_tree_counts(probs, n, replicates, seed=7)
+    counts = sample_counts(probs, n, replicates=replicates, generator=7)
     assert torch.equal(counts, expected)
-    assert torch.equal(counts.sum(-1), torch.full((6,), float(n), dtype=torch.float64))
-    low = sample_counts(probs, n, replicates=6, generator=7, dtype=torch.float32)
+    assert torch.equal(counts.sum(-1), torch.full((replicates,), float(n), dtype=torch.float64))
+    low = sample_counts(probs, n, replicates=replicates, generator=7, dtype=torch.float32)
     assert low.dtype == torch.float32 and torch.equal(low, expected.to(torch.float32))
+
+
+@pytest.mark.parametrize("n", [2**6, 2**9])
+def test_tree_cell_counts_have_binomial_means_and_variances(n):
+    # R = 4000 replicates of n draws over 128 cells: the deep levels split means of 1 to 20 (the
+    # inversion).  Each cell's count is Binomial(n, p_c): its sample mean within 5 standard errors of
+    # n p_c, its sample variance within 5 standard errors of n p_c (1 − p_c), the standard error of
+    # s² being √((μ4 − σ⁴ (R − 3)/(R − 1))/R) with μ4 = σ⁴ (3 + (1 − 6 p q)/(n p q)); and the
+    # histograms of the least and the most likely cell pass a chi-square against the law.
+    replicates = 4000
+    probs = torch.rand(128, dtype=torch.float64, generator=torch.Generator().manual_seed(n)) + 0.2
+    probs /= probs.sum()
+    counts = sample_counts(probs, n, replicates=replicates, generator=n).numpy()
+    p = probs.numpy()
+    variance = n * p * (1 - p)
+    mu4 = variance**2 * (3 + (1 - 6 * p * (1 - p)) / variance)
+    variance_se = np.sqrt((mu4 - variance**2 * (replicates - 3) / (replicates - 1)) / replicates)
+    assert (np.abs(counts.mean(0) - n * p) <= 5 * np.sqrt(variance / replicates)).all()
+    assert (np.abs(counts.var(0, ddof=1) - variance) <= 5 * variance_se).all()
+    for cell in (int(p.argmin()), int(p.argmax())):
+        observed = np.bincount(counts[:, cell].astype(int), minlength=n + 1)
+        expected = stats.binom(n, p[cell]).pmf(np.arange(n + 1)) * replicates
+        # Bins expecting at least 5 draws, each tail pooled into its end bin (the pmf is unimodal).
+        low, high = np.flatnonzero(expected >= 5)[[0, -1]]
+        pooled = [
+            np.concatenate(([x[: low + 1].sum()], x[low + 1 : high], [x[high:].sum()])) for x in (observed, expected)
+        ]
+        assert stats.chisquare(pooled[0], pooled[1] * replicates / pooled[1].sum()).pvalue > 1e-3
 
 
 def test_preference_counts_on_a_sequence_world():

@@ -11,7 +11,9 @@ the root holds n; a node holding m draws sends Binomial(m, p_left / (p_left + p_
 of them to its left child and the rest to its right child.  The node masses are pairwise
 sums in float64 (never a float32 cumulative sum, which over ~10^6 cells loses the small
 cells), there are ⌈log₂ C⌉ levels, and the cost is O(C) per replicate whatever n is —
-no n draws are ever materialized.
+no n draws are ever materialized.  Each level's binomials come from
+`synthalign.worlds._binomial.sample_binomial`: `torch.binomial`, but for the nodes of means
+below 20, which a vectorized inversion draws 1.7 to 3 times faster on a CPU.
 
 Which sampler when.  `synthalign.worlds.sampling` (numpy's multinomial on the CPU) is the
 better choice for one or a few replicates on a small world when the result is wanted as
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 
 from synthalign._types import DeviceLike, DTypeLike
+from synthalign.worlds._binomial import sample_binomial
 from synthalign.worlds.datasets import PairData, PreferenceData, PreferenceList, decode_cells
 from synthalign.worlds.preferences import population_pairs, population_preferences
 
@@ -90,7 +93,7 @@ def sample_counts(
     """Multinomial(n, p) counts over the flattened cells of `probs`, for each replicate: [R, C].
 
     p = probs / Σ probs in float64.  Binomial splitting over a binary tree of the cells
-    (module docstring): ⌈log₂ C⌉ batched `torch.binomial` calls, cost O(R·C) whatever n is.
+    (module docstring): ⌈log₂ C⌉ batched binomial draws, cost O(R·C) whatever n is.
     Runs on the device of `probs`; `generator` is a seed or a generator on that device.
     """
     n = _check_count(n, "n", _MAX_DRAWS)
@@ -124,7 +127,7 @@ def _split_counts(weights: Tensor, n: int, replicates: int, generator: torch.Gen
         # One binomial per (replicate, node), a shared law's split probabilities broadcast over the
         # replicates; the two children are written straight into the next level, interleaved (left, right).
         split = torch.empty((replicates, counts.shape[1], 2), dtype=torch.float64, device=device)
-        left = torch.binomial(counts, left_prob.expand_as(counts), generator=generator)
+        left = sample_binomial(counts, left_prob, generator)
         split[..., 0] = left
         torch.sub(counts, left, out=split[..., 1])
         counts = split.view(replicates, -1)
