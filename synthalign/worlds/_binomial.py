@@ -68,26 +68,26 @@ def sample_binomial(count: Tensor, prob: Tensor, generator: torch.Generator) -> 
     prob = prob.to(torch.float64)
     rows = count.shape[0]
     if count.numel() < _INVERSION_MIN_DRAWS:
-        return torch.binomial(count, prob.expand_as(count), generator=generator)
+        return _plain(count, prob, generator)
     q = torch.minimum(prob, 1.0 - prob)
     # The first row bounds each column's largest mean from below: where none is below 20 (the levels
     # of large counts), the inversion takes nothing.
     if not bool((count[0] * q[0] < _INVERSION_MAX_MEAN).logical_and_(q[0] > 0).any()):
-        return torch.binomial(count, prob.expand_as(count), generator=generator)
+        return _plain(count, prob, generator)
     # The first rows decide the columns that cannot go to the inversion, at a sixteenth of a pass.
     head = count[: max(1, min(_HEAD_ROWS, rows // 16))]
     candidate = head.sum(dim=0) >= head.shape[0]
     if int(candidate.count_nonzero()) * rows < _INVERSION_MIN_DRAWS:
-        return torch.binomial(count, prob.expand_as(count), generator=generator)
+        return _plain(count, prob, generator)
     candidate.logical_and_((head * q[: head.shape[0]]).amax(dim=0) < _INVERSION_MAX_MEAN)
     if int(candidate.count_nonzero()) * rows < _INVERSION_MIN_DRAWS:
-        return torch.binomial(count, prob.expand_as(count), generator=generator)
+        return _plain(count, prob, generator)
     largest = (count * q).amax(dim=0) if q.shape[0] > 1 else count.amax(dim=0).mul_(q[0])
     positive = largest > 0
     inversion = candidate.logical_and_(positive).logical_and_(largest < _INVERSION_MAX_MEAN)
     n_inversion = int(inversion.count_nonzero())
     if n_inversion * rows < _INVERSION_MIN_DRAWS:
-        return torch.binomial(count, prob.expand_as(count), generator=generator)
+        return _plain(count, prob, generator)
     # A column of zero means (zero counts, or q = 0) is exact without a uniform either way: it goes
     # along with the others when they all go to the inversion.
     if n_inversion == int(positive.count_nonzero()):
@@ -100,6 +100,11 @@ def sample_binomial(count: Tensor, prob: Tensor, generator: torch.Generator) -> 
     inverted = _inversion_columns(count.index_select(1, columns), prob.index_select(1, columns), generator)
     draws.index_copy_(1, columns, inverted)
     return draws
+
+
+def _plain(count: Tensor, prob: Tensor, generator: torch.Generator) -> Tensor:
+    """Every draw of the level by `torch.binomial`, the row of probabilities expanded over the rows."""
+    return torch.binomial(count, prob.expand_as(count), generator=generator)
 
 
 def _inversion_columns(m: Tensor, p: Tensor, generator: torch.Generator) -> Tensor:
