@@ -20,7 +20,12 @@ exponentials (e^(−m) = e^(s_b − max s) e^(max s − s_a)), so no cell takes 
 taken a strip of rows at a time, [rows, start:] for rows starting at `start`, so temporaries
 stay the size of a strip.
 
-This module only serves those two callers; it holds no state (the caller keeps the `PairTable`).
+* the mass-move certificate (`synthalign.estimators.certificate.mass_moves`) needs, for each
+  response a and move size, the change of the loss when s_a alone rises: with σ_ab =
+  σ(s_b − s_a) per cell, one log1p per cell and move size in each role of the response
+  (`logistic_mass_decreases`).
+
+This module only serves those callers; it holds no state (the caller keeps the `PairTable`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ from torch import Tensor
 from synthalign.registry import paper
 from synthalign.registry.protocol import Objective
 
-__all__ = ["PairTable", "logistic_derivatives", "logistic_scores", "pair_table", "population_logistic_sums"]
+__all__ = [
+    "PairTable",
+    "logistic_derivatives",
+    "logistic_mass_decreases",
+    "logistic_scores",
+    "pair_table",
+    "population_logistic_sums",
+]
 
 STRIP = 2**16
 """Cells per strip of `population_logistic_sums` (512 KiB of float64): its three temporaries stay in cache."""
@@ -363,3 +375,73 @@ def _add_sums(
         return
     sums.narrow(1, start, rows).add_(by_rows.sum(dim=-1))
     sums.narrow(1, column_start, cols).add_(by_columns.sum(dim=-2), alpha=column_sign)
+
+
+MOVE_STRIP = 2**17
+"""Cells times move sizes per strip of `logistic_mass_decreases` (1 MiB of float64 for its largest temporary)."""
+
+
+def logistic_mass_decreases(scores: Tensor, weight: Tensor, lift: Tensor, budget: int | None = None) -> Tensor | None:
+    """[T, P, A] the decrease of Σ_(a ≠ b) w_ab (−ln σ(s_a − s_b)) per row when the score of one response rises.
+
+    Rows [P, A] of scores s, weights [P, A, A] (the diagonal cells are left out: their margin
+    is 0 whatever the scores) and lifts [T, P, A] ≥ 0: entry [t, p, a] is the decrease when
+    s_a alone rises by lift[t, p, a].  The mass-move certificate's move onto a by a fraction
+    t of the mass (`synthalign.estimators.certificate.mass_moves`) raises ln π_a by Δ_a
+    relative to every other response, so a score γ ln π (or γ ln[π/π0]) by γ Δ_a.
+    A cell (a, b) (a chosen) holds ln(1 + x), x = e^(s_b − s_a).  With σ = σ(s_b − s_a) and
+    τ = 1 − σ = σ(s_a − s_b), raising s_a by δ changes it by ln(τ + σ e^(−δ)), raising s_b by
+    ln(τ + σ e^δ): one σ and one τ per cell, then per move size one logarithm in each role
+    of the response, of a sum of two positive terms (each with its relative precision).
+    Each change is thus exact to about one ulp of max(1, |change|) per cell, where the
+    difference of the cell's losses before and after carries one ulp of the losses
+    themselves: ln 1 ≈ 0 is resolved to 1e-16 (not to its own relative precision: a
+    logarithm costs a third of log1p, and the certificate compares these sums with a
+    tolerance in absolute terms).  σ and τ come from per-response exponentials:
+    y = e^(s_a − max s) e^(max s − s_b), σ = 1 / (1 + y), τ = y σ.
+    Rows are taken a strip at a time (`budget` cells times T).  None (use the cell-by-cell
+    path) where anything is not finite, the scores of a row spread over more than
+    `_EXP_RANGE` or a lift exceeds it (e^δ must stay a normal float).
+    """
+    P, A = scores.shape
+    T = lift.shape[0]
+    budget = MOVE_STRIP if budget is None else budget
+    if not bool(torch.isfinite(scores).all()) or not bool(torch.isfinite(lift).all()):
+        return None
+    top, bottom = scores.amax(dim=-1, keepdim=True), scores.amin(dim=-1, keepdim=True)
+    if float((top - bottom).max()) > _EXP_RANGE or float(lift.max()) > _EXP_RANGE:
+        return None
+    centred = scores - top
+    shrink, grow = torch.exp(centred), torch.exp(-centred)
+    lowered, raised = torch.exp(-lift), torch.exp(lift)  # e^(−δ) (the chosen role), e^δ (the rejected)
+    decrease = scores.new_zeros(T, P, A)
+    per_move = max(1, budget // T)
+    group = max(1, min(P, per_move // (A * A)))
+    cells = group * max(1, min(A, per_move // (group * A))) * A
+    sigma_buffer, tau_buffer = scores.new_empty(cells), scores.new_empty(cells)
+    move_buffer = scores.new_empty(T * cells)
+    for first in range(0, P, group):
+        g = min(group, P - first)
+        prompts = slice(first, first + g)
+        rows_per_strip = max(1, min(A, per_move // (g * A)))
+        for start in range(0, A, rows_per_strip):
+            rows = min(rows_per_strip, A - start)
+            chosen = slice(start, start + rows)
+            n = g * rows * A
+            sigma, tau = sigma_buffer[:n].view(g, rows, A), tau_buffer[:n].view(g, rows, A)
+            moved = move_buffer[: T * n].view(T, g, rows, A)
+            torch.mul(shrink[prompts, chosen, None], grow[prompts, None, :], out=tau)  # y = e^(s_a − s_b)
+            torch.add(tau, 1.0, out=sigma).reciprocal_()  # σ(s_b − s_a)
+            tau.mul_(sigma)  # σ(s_a − s_b)
+            w = weight[prompts, chosen]
+            # the move onto the chosen response a (the strip's row): its cells' losses fall
+            torch.addcmul(tau, sigma, lowered[:, prompts, chosen, None], out=moved)
+            moved.log_().mul_(w)
+            moved.diagonal(offset=start, dim1=2, dim2=3).zero_()  # the cells (a, a) do not change
+            decrease[:, prompts, chosen] -= moved.sum(dim=-1)
+            # the move onto the rejected response b (the column): its cells' losses rise
+            torch.addcmul(tau, sigma, raised[:, prompts, None, :], out=moved)
+            moved.log_().mul_(w)
+            moved.diagonal(offset=start, dim1=2, dim2=3).zero_()
+            decrease[:, prompts] -= moved.sum(dim=-2)
+    return decrease

@@ -219,3 +219,62 @@ def test_logistic_derivatives_decline_scores_beyond_the_exponential_range():
     weight = torch.ones(1, 70, 70, dtype=DTYPE)
     hess = torch.empty(1, 70, 70, dtype=DTYPE)
     assert logistic_pairs.logistic_derivatives(scores, weight, torch.ones(1, dtype=DTYPE), 1.0, hess) is None
+
+
+def _dense_move_reference(scores, weight, lift):
+    """[T, P, A] Σ over the cells (a ≠ b) of w · (loss before − loss after) when s_a alone rises by lift."""
+    A = lift.shape[-1]
+
+    def softplus(x):  # ln(1 + e^x) to the last bit (torch's softplus returns x itself above 20)
+        return torch.logaddexp(torch.zeros_like(x), x)
+
+    off = ~torch.eye(A, dtype=torch.bool)
+    before = softplus(scores[:, None, :] - scores[:, :, None])  # [P, a, b]: cell (a, b) = ln(1 + e^(s_b − s_a))
+    # raising s_a: its row's cells (a chosen) lose, its column's cells (a rejected) gain
+    as_chosen = softplus(scores[None, :, None, :] - scores[None, :, :, None] - lift[..., None])
+    as_rejected = softplus(scores[None, :, :, None] + lift[..., None] - scores[None, :, None, :])  # cell (b, a)
+    row = torch.where(off, weight * (before - as_chosen), 0.0).sum(dim=-1)
+    column = torch.where(off, weight.transpose(-1, -2) * (before.transpose(-1, -2) - as_rejected), 0.0).sum(dim=-1)
+    return row + column
+
+
+@pytest.mark.parametrize("budget", [None, 1, 40, 5000])
+@pytest.mark.parametrize("spread", [0.0, 4.0, 599.0])
+def test_logistic_mass_decreases_equal_a_dense_reference(budget, spread):
+    # Strips of one row (budget 1) up to several prompts at once; scores spreading up to e^±599;
+    # lifts from 1e-12 (the smallest mass moves) to 599; weights with zeros and a weighted diagonal
+    # (the cells (a, a) never change).
+    generator = torch.Generator().manual_seed(14)
+    P, A = 4, 12
+    scores = spread * (torch.rand(P, A, generator=generator, dtype=DTYPE) - 0.5)
+    weight = torch.rand(P, A, A, generator=generator, dtype=DTYPE)
+    weight = torch.where(torch.rand(P, A, A, generator=generator, dtype=DTYPE) < 0.4, 0.0, 5.0 * weight)
+    weight[:, 3] = 0.0
+    lift = torch.stack([torch.full((P, A), 1e-12, dtype=DTYPE), torch.rand(P, A, generator=generator, dtype=DTYPE)])
+    lift = torch.cat([lift, 599.0 * torch.rand(2, P, A, generator=generator, dtype=DTYPE)])
+    decrease = logistic_pairs.logistic_mass_decreases(scores, weight, lift, budget)
+    want = _dense_move_reference(scores, weight, lift)
+    assert torch.isfinite(decrease).all()
+    # one ulp of the cells' losses (up to ~600 + 599) per cell, summed over a row and a column of weight ≤ 5
+    atol = 2 * A * 5.0 * torch.finfo(DTYPE).eps * (1.0 + spread + 599.0)
+    torch.testing.assert_close(decrease, want, rtol=1e-12, atol=atol)
+    # The smallest lifts: decreases of order 1e-12, below the resolution of the reference's cell
+    # differences where the losses are large.  To first order in δ the decrease of a is
+    # δ (Σ_b w_ab σ(s_b − s_a) − Σ_b w_ba σ(s_a − s_b)), exact to O(δ²) = 1e-24 and independent of
+    # the kernel's formula; the kernel resolves each cell's change to about one ulp of 1.
+    off = ~torch.eye(A, dtype=torch.bool)
+    pull = torch.where(off, weight * torch.sigmoid(scores[:, None, :] - scores[:, :, None]), 0.0)
+    first_order = 1e-12 * (pull.sum(dim=-1) - pull.sum(dim=-2))
+    torch.testing.assert_close(decrease[0], first_order, rtol=0.0, atol=4 * A * 5.0 * torch.finfo(DTYPE).eps)
+    assert float(first_order.abs().max()) > 1e-12  # the moves do change these sums
+
+
+def test_logistic_mass_decreases_decline_out_of_range_inputs():
+    scores = torch.zeros(1, 5, dtype=DTYPE)
+    weight = torch.ones(1, 5, 5, dtype=DTYPE)
+    lift = torch.ones(2, 1, 5, dtype=DTYPE)
+    assert logistic_pairs.logistic_mass_decreases(scores, weight, lift) is not None
+    wide = torch.linspace(-400.0, 400.0, 5, dtype=DTYPE).unsqueeze(0)
+    assert logistic_pairs.logistic_mass_decreases(wide, weight, lift) is None
+    assert logistic_pairs.logistic_mass_decreases(scores, weight, 601.0 * lift) is None
+    assert logistic_pairs.logistic_mass_decreases(scores.fill_(float("-inf")), weight, lift) is None
