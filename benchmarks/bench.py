@@ -613,6 +613,13 @@ def main(argv=None) -> None:
         parser.error("--device cuda: no CUDA device is available")
     if args.fig1_reference is not None and not (pathlib.Path(args.fig1_reference) / "synthalign").is_dir():
         parser.error(f"--fig1-reference: {args.fig1_reference} holds no synthalign package")
+    if args.compare is not None:
+        try:
+            reference = json.loads(pathlib.Path(args.compare).read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--compare: cannot read {args.compare} as JSON ({error})")
+        if not isinstance(reference, dict) or not isinstance(reference.get("records"), list):
+            parser.error(f"--compare: {args.compare} is not a record of this benchmark (no 'records' list)")
     torch.set_num_threads(args.threads)
     bench = Bench(args.device, args.repeats)
     only = set(args.only or WORKLOADS)

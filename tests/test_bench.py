@@ -44,3 +44,12 @@ def test_bench_tiny_sampling_workloads_record_their_floors(bench, tmp_path):
 def test_bench_fig1_reference_must_be_a_checkout(bench, tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--tiny", "--only", "fig1", "--fig1-reference", str(tmp_path)])
+
+
+def test_bench_compare_must_be_a_benchmark_record(bench, tmp_path):
+    # Checked before any workload runs: a file of another format (a fit_ratio.py record) or no file.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"A": 1000, "ratio": 2.0}))
+    for path in (other, tmp_path / "missing.json"):
+        with pytest.raises(SystemExit):
+            bench.main(["--tiny", "--only", "separable", "--compare", str(path)])
