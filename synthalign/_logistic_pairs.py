@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy
 import torch
@@ -41,9 +42,14 @@ from torch import Tensor
 from synthalign.registry import paper
 from synthalign.registry.protocol import Objective
 
+if TYPE_CHECKING:
+    from synthalign.evaluate import EvalContext
+
 __all__ = [
     "PairTable",
+    "distillation_weights",
     "logistic_derivatives",
+    "logistic_form",
     "logistic_mass_decreases",
     "logistic_scores",
     "pair_table",
@@ -69,6 +75,76 @@ def logistic_scores(obj: Objective, logp: Tensor, ref_logp: Tensor | None, param
     else:
         return None
     return scores if bool(torch.isfinite(scores).all()) else None
+
+
+def logistic_form(
+    obj: Objective, logp: Tensor, ctx: EvalContext, weight: Tensor, cache: dict | None = None
+) -> tuple[Tensor, Tensor, Tensor | None] | None:
+    """(scores s, weights w', offset) with Σ_(a, b) w_ab ℓ(a, b) = Σ_(a, b) w'_ab (−ln σ(s_a − s_b)) + offset, or None.
+
+    PMLE, the reward model and DPO are of that form as they stand (`logistic_scores`: w' = w,
+    offset None).  Preference distillation (eq. 11) is too, on soft counts: with p_ab =
+    σ(t_ab), t_ab = R̂_a − R̂_b, and m = s_a − s_b (s = γ ln π), its cell loss is
+    KL(Bern(p_ab) ‖ Bern(σ(m))) = p_ab softplus(−m) + p_ba softplus(m) − H(p_ab) (spec §6.3,
+    soft-label cross-entropy minus entropy); p_ba = 1 − p_ab and softplus(m) is the loss of
+    the cell (b, a), so the pair {a, b} carries n_ab p_ab on (a, b) and n_ab p_ba on (b, a)
+    with n = w + wᵀ, and the diagonal cells nothing (KL(½ ‖ ½) = 0): w' = (w + wᵀ) ∘ σ(t) off
+    the diagonal, offset = −Σ_(a ≠ b) w_ab H(p_ab) per row (`distillation_weights`, taken
+    once per weight table and reward where the caller keeps a `cache` dict).  None for any
+    other objective, for a score or reward that is not finite, or for a reward whose batch
+    is not within the weights' (the soft table would be larger than the data's).
+    Shapes: scores [..., X, A], w' as `weight`, offset [..., X].
+    """
+    scores = logistic_scores(obj, logp, ctx.ref_logp, ctx.params, ctx.gamma)
+    if scores is not None:
+        return scores, weight, None
+    if obj.fn is not paper._distillation.fn or ctx.params or ctx.reward is None:
+        return None
+    scores = ctx.gamma * logp
+    reward = ctx.reward.to(logp.dtype)
+    if not bool(torch.isfinite(scores).all()) or not bool(torch.isfinite(reward).all()):
+        return None
+    batch = weight.shape[:-3]
+    if torch.broadcast_shapes(reward.shape[:-2], batch) != batch or not weight.is_contiguous():
+        return None
+    key = (_table_key(weight, 0), reward.data_ptr(), reward.shape, reward.stride(), reward._version)
+    held = None if cache is None else cache.get("distillation")
+    if held is None or held[0] != key:
+        held = (key, *distillation_weights(weight, reward))
+        if cache is not None:
+            cache["distillation"] = held
+    return scores, held[1], held[2]
+
+
+def distillation_weights(weight: Tensor, reward: Tensor, budget: int | None = None) -> tuple[Tensor, Tensor]:
+    """(w' = (w + wᵀ) ∘ σ(R̂_a − R̂_b) off the diagonal, 0 on it; −Σ_(a ≠ b) w_ab H(σ(R̂_a − R̂_b))).
+
+    The soft counts and entropy offset of distillation in `logistic_form`: weights [..., X, A, A],
+    a finite reward [..., X, A] broadcasting over them.  H(σ(t)) = −σ(t) ln σ(t) − σ(−t) ln σ(−t),
+    each factor to its relative precision (no 1 − p is formed).  Rows are taken a strip at a
+    time (temporaries of `budget` cells): one pass over the table, reading it once as it stands
+    and once transposed.
+    """
+    A = weight.shape[-1]
+    budget = STRIP if budget is None else budget
+    flat = weight.reshape(-1, A, A)
+    rewards = reward.expand(*weight.shape[:-1]).reshape(-1, A)
+    soft = torch.empty_like(flat)
+    offset = flat.new_zeros(flat.shape[0])
+    rows = max(1, min(A, budget // A))
+    for start in range(0, A, rows):
+        chosen = slice(start, start + rows)
+        margin = rewards[:, chosen, None] - rewards[:, None, :]  # t_ab
+        prob, against = torch.sigmoid(margin), torch.sigmoid(-margin)
+        log_sigmoid = torch.nn.functional.logsigmoid
+        entropy = (prob * log_sigmoid(margin)).add_(against * log_sigmoid(-margin)).neg_()
+        part = flat[:, chosen]
+        entropy.mul_(part).diagonal(offset=start, dim1=1, dim2=2).zero_()
+        offset.sub_(entropy.sum(dim=(-1, -2)))
+        pair = soft[:, chosen]
+        torch.add(part, flat[:, :, chosen].transpose(1, 2), out=pair)
+        pair.mul_(prob).diagonal(offset=start, dim1=1, dim2=2).zero_()
+    return soft.view(weight.shape), offset.view(weight.shape[:-2])
 
 
 def _strips(groups: int, n_responses: int, budget: int) -> Iterator[tuple[int, int]]:

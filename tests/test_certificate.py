@@ -234,7 +234,12 @@ def test_the_fit_reports_the_gap_of_the_policy_it_returns(objective):
 
 def _logistic_problem(name, world, data):
     obj = get_objective(name)
-    ctx = make_context(obj, world, None, obj.resolve_params({}))
+    reward = None
+    if name == "distillation":  # R̂ = r* + noise, on the pairs without their labels
+        noise = torch.randn(world.true_reward.shape, generator=torch.Generator().manual_seed(12), dtype=DTYPE)
+        reward = world.true_reward + 0.5 * noise
+        data = sa.PairData(data.counts, int(data.counts[0].sum()), world)
+    ctx = make_context(obj, world, reward, obj.resolve_params({}))
     pair_weight, prompt_weight, total = data_weights(obj, data)
     return LogitObjective(obj, pair_weight, prompt_weight, total, ctx, 0.0, 0.0)
 
@@ -253,11 +258,12 @@ def _counted_logistic_path(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("name", ["pmle", "reward_model", "dpo"])
+@pytest.mark.parametrize("name", ["pmle", "reward_model", "dpo", "distillation"])
 @pytest.mark.parametrize(("gamma", "starved"), [(1e-3, -60.0), (1.0, -60.0), (30.0, -5.0)])
 def test_logistic_mass_moves_equal_the_cell_path(name, gamma, starved, monkeypatch):
-    # PMLE, the reward model and DPO take their mass moves from per-response scores
-    # (`logistic_mass_decreases`); the cell path re-evaluates the loss on the moved tables.
+    # PMLE, the reward model, DPO and distillation (on its soft counts) take their mass moves from
+    # per-response scores (`logistic_mass_decreases`); the cell path re-evaluates the loss on the
+    # moved tables.
     # Counts with zeros, a starved response, strips of a few rows (the budget patched).
     import synthalign._logistic_pairs as logistic_pairs
 
@@ -306,16 +312,17 @@ def test_logistic_mass_moves_fall_back_to_the_cell_path(case, monkeypatch):
     torch.testing.assert_close(moved[clear], want_moved[clear], rtol=0.0, atol=1e-9)
 
 
-def test_population_fit_certifies_through_the_logistic_kernel(monkeypatch):
+@pytest.mark.parametrize("name", ["pmle", "distillation"])
+def test_population_fit_certifies_through_the_logistic_kernel(name, monkeypatch):
     # The fit's stopping rule takes the kernel; with the cell path instead it stops at the same
     # iterate with the same certificate.
     world = sa.World.random(2, 70, seed=11)
-    data = sa.population_preferences(world)
+    data = sa.population_pairs(world) if name == "distillation" else sa.population_preferences(world)
     calls = _counted_logistic_path(monkeypatch)
-    fitted = sa.fit("pmle", data)
+    fitted = sa.fit(name, data)
     assert calls and all(calls)
     monkeypatch.setattr(certificate, "_logistic_pair_decreases", lambda *args: None)
-    cells = sa.fit("pmle", data)
+    cells = sa.fit(name, data)
     assert fitted.status == cells.status == ("optimal",)
     assert fitted.iterations == cells.iterations
     torch.testing.assert_close(fitted.policy.logp, cells.policy.logp, rtol=0.0, atol=1e-12)

@@ -278,3 +278,78 @@ def test_logistic_mass_decreases_decline_out_of_range_inputs():
     assert logistic_pairs.logistic_mass_decreases(wide, weight, lift) is None
     assert logistic_pairs.logistic_mass_decreases(scores, weight, 601.0 * lift) is None
     assert logistic_pairs.logistic_mass_decreases(scores.fill_(float("-inf")), weight, lift) is None
+
+
+def _distillation_problem(world, replicates, reward_scale, seed):
+    """Distillation on sampled pairs (counts with zeros) with a reward per replicate, R̂ = r* + noise."""
+    obj = get_objective("distillation")
+    data = world.sample_preferences(60, replicates, seed=seed)
+    data = sa.PairData(data.counts, 60, world)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(replicates, *world.true_reward.shape, generator=generator, dtype=DTYPE)
+    reward = world.true_reward + reward_scale * noise
+    ctx = make_context(obj, world, reward, obj.resolve_params({}))
+    pair_weight, prompt_weight, total = data_weights(obj, data)
+    return LogitObjective(obj, pair_weight, prompt_weight, total, ctx, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("strip", [7, None])
+@pytest.mark.parametrize(("scale", "gamma", "reward_scale"), [(1.0, 1.0, 0.5), (3.0, 1e-3, 30.0), (0.3, 30.0, 0.0)])
+def test_distillation_triangle_equals_autograd(strip, scale, gamma, reward_scale, monkeypatch):
+    # Distillation is PMLE on the soft counts (w + wᵀ) ∘ σ(R̂_a − R̂_b) minus its entropy offset
+    # (`logistic_form`): value, gradient and Hessian against autograd on the cell path's values.
+    monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 1)
+    if strip is not None:
+        monkeypatch.setattr(logistic_pairs, "HESSIAN_STRIP", strip)
+    calls = []
+    original = logistic_pairs.logistic_derivatives
+
+    def counted(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr("synthalign.estimators.derivatives.logistic_derivatives", counted)
+    world = _world(3, 6, gamma=gamma, seed=15)
+    problem = _distillation_problem(world, 2, reward_scale, seed=16)
+    theta = _logits((2, 3, 6), scale, seed=17)
+    value, grad, hess = problem.derivatives(theta)
+    assert calls == [True]
+    ref_value, ref_grad, ref_hess = _autograd_reference(problem, theta)
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hess, ref_hess, rtol=1e-9, atol=1e-11)
+
+
+def test_distillation_triangle_equals_the_cell_path_on_a_large_table(monkeypatch):
+    # A = 70 takes the triangle path by default; a reward with a spread of ±40 puts the soft
+    # counts' σ(t) near 0 and 1, and one shared reward broadcasts over two replicates' counts.
+    world = _world(2, 70, seed=18)
+    problem = _distillation_problem(world, 2, 0.0, seed=19)
+    reward = 40.0 * torch.randn(2, 70, generator=torch.Generator().manual_seed(20), dtype=DTYPE)
+    problem.ctx = make_context(problem.obj, world, reward, {})
+    theta = _logits((2, 2, 70), 2.0, seed=21)
+    triangle = problem.derivatives(theta)
+    assert "distillation" in problem._pair_cache
+    monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 10**9)
+    cells = problem.derivatives(theta)
+    for fast, slow in zip(triangle, cells, strict=True):
+        assert torch.isfinite(fast).all()
+        torch.testing.assert_close(fast, slow, rtol=1e-11, atol=1e-14)
+
+
+def test_distillation_form_declines_what_it_cannot_take():
+    world = _world(2, 5, seed=22)
+    problem = _distillation_problem(world, 1, 0.0, seed=23)
+    logp = torch.log_softmax(_logits((1, 2, 5), 1.0, seed=24), dim=-1)
+    weight = problem.pair_weight
+    assert logistic_pairs.logistic_form(problem.obj, logp, problem.ctx, weight) is not None
+    for reward in (
+        world.true_reward.clone().index_fill_(-1, torch.tensor([0]), float("-inf")),  # a response R̂ rules out
+        torch.zeros(3, 2, 5, dtype=DTYPE),  # a reward per replicate over one replicate's counts
+    ):
+        ctx = make_context(problem.obj, world, reward, {})
+        assert logistic_pairs.logistic_form(problem.obj, logp, ctx, weight) is None
+    zero = logp.clone()
+    zero[0, 0, 1] = float("-inf")
+    assert logistic_pairs.logistic_form(problem.obj, zero, problem.ctx, weight) is None

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from synthalign._logistic_pairs import logistic_mass_decreases, logistic_scores
+from synthalign._logistic_pairs import logistic_form, logistic_mass_decreases
 from synthalign.evaluate import CellBlock, cell_block_inputs, cell_blocks, cells_batch, kl_regularizer, prompt_values
 
 if TYPE_CHECKING:
@@ -213,8 +213,9 @@ def mass_moves(problem: LogitObjective, theta: Tensor) -> tuple[Tensor, Tensor]:
       = 2 δ u_a + δ² (1 − 1/A), since Σ_b u_b = 0.
 
     Every difference is taken cell by cell, so each decrease is exact to the rounding of
-    the cells it changes.  PMLE, the reward model and DPO take the pair cells' part from
-    their scores instead (`_logistic_pair_decreases`: no table is re-evaluated).  Returns what `best_mass_move` returns; a NaN decrease makes the
+    the cells it changes.  PMLE, the reward model, DPO and distillation take the pair
+    cells' part from their scores instead (`_logistic_pair_decreases`: no table is
+    re-evaluated).  Returns what `best_mass_move` returns; a NaN decrease makes the
     prompt's gap infinite (uncertifiable) and is never the chosen move.
     """
     logp = torch.log_softmax(theta.detach(), dim=-1)
@@ -263,15 +264,21 @@ def _pair_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised:
 def _logistic_pair_decreases(problem: LogitObjective, logp: Tensor, kept: Tensor, raised: Tensor) -> Tensor | None:
     """`_pair_decreases` of a logistic pair loss from its scores (`logistic_mass_decreases`), or None.
 
-    ℓ(a, b) = −ln σ(s_a − s_b) with s = γ ln π (PMLE, the reward model) or γ ln[π/π0] (DPO):
+    ℓ(a, b) = −ln σ(s_a − s_b) with s = γ ln π (PMLE, the reward model) or γ ln[π/π0] (DPO),
+    or distillation on its soft counts (`logistic_form`; its entropy offset does not move):
     the move onto a raises s_a by γ Δ_a relative to every other score, Δ_a = ln π'_a − ln π_a
     − ln(1 − t) = `raised` − `kept`.  None where the scores are not all finite (a
     zero-probability response), the weights broadcast over the batch, or the kernel's range
     check fails.
     """
     ctx, weight = problem.ctx, problem.pair_weight
-    scores = logistic_scores(problem.obj, logp, ctx.ref_logp, ctx.params, ctx.gamma)
-    if scores is None or weight.shape[:-3] != scores.shape[:-2] or not weight.is_contiguous():
+    if weight.shape[:-3] != logp.shape[:-2]:  # the scores' batch holds the policy's
+        return None
+    form = logistic_form(problem.obj, logp, ctx, weight, problem._pair_cache)
+    if form is None:
+        return None
+    scores, weight, _ = form
+    if weight.shape[:-3] != scores.shape[:-2] or not weight.is_contiguous():
         return None
     A = scores.shape[-1]
     gamma = float(ctx.gamma)

@@ -35,7 +35,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from synthalign._logistic_pairs import logistic_derivatives, logistic_scores
+from synthalign import _logistic_pairs
+from synthalign._logistic_pairs import logistic_derivatives, logistic_form
 from synthalign.evaluate import (
     EvalContext,
     _block_inputs,
@@ -207,17 +208,22 @@ class LogitObjective:
         _negated_symmetric_sum(hess)
 
     def _logistic_pair_derivatives(self, logp, scale, value, grad, diag, hess, upper_only: bool = False) -> bool:
-        """The derivatives of PMLE, the reward model and DPO over one triangle of cells (`logistic_derivatives`).
+        """The derivatives of PMLE, the reward model, DPO and distillation over one triangle of cells.
 
-        False (nothing written) where that path does not apply: another objective, a
-        non-finite score, weights that broadcast over the replicates, or a small table.
+        `logistic_derivatives` on the form of `logistic_form` (distillation on its soft counts,
+        plus its entropy offset).  False (nothing written) where that path does not apply:
+        another objective, a non-finite score, weights that broadcast over the replicates, or
+        a small table.
         """
         weight = self.pair_weight
         if weight.shape[:-3] != hess.shape[:-3] or not weight.is_contiguous() or weight.requires_grad:
             return False
-        scores = logistic_scores(self.obj, logp, self.ctx.ref_logp, self.ctx.params, self.ctx.gamma)
-        if scores is None:
+        if hess.shape[-1] < _logistic_pairs._MIN_RESPONSES:  # declined there: no soft table for nothing
             return False
+        form = logistic_form(self.obj, logp, self.ctx, weight, self._pair_cache)
+        if form is None:
+            return False
+        scores, weight, offset = form
         A = hess.shape[-1]
         per_prompt = scale[..., 0, 0] if scale.dim() else scale  # [R, 1]: 1 / total weight of the replicate
         rows = torch.broadcast_to(per_prompt, hess.shape[:-2]).reshape(-1).to(logp.dtype)
@@ -235,6 +241,8 @@ class LogitObjective:
         if result is None:
             return False
         pair_value, pair_grad, pair_diag = result
+        if offset is not None:
+            pair_value = pair_value + offset.reshape(-1) * rows
         value += pair_value.view(value.shape)
         grad += pair_grad.view(grad.shape)
         diag += pair_diag.view(diag.shape)
