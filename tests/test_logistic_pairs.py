@@ -123,10 +123,8 @@ def _autograd_reference(problem, theta):
     return problem.values(theta), grad, blocks
 
 
-@pytest.mark.parametrize("name", LOGISTIC)
-@pytest.mark.parametrize("strip", [7, 40, None])
-@pytest.mark.parametrize(("scale", "gamma"), [(1.0, 1.0), (3.0, 1e-3), (0.3, 30.0)])
-def test_derivative_triangle_equals_autograd(name, strip, scale, gamma, monkeypatch):
+def _triangle_calls(monkeypatch, strip):
+    """Every table takes the derivative triangle (strips of `strip` cells); records whether each call answered."""
     monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 1)
     if strip is not None:
         monkeypatch.setattr(logistic_pairs, "HESSIAN_STRIP", strip)
@@ -139,6 +137,14 @@ def test_derivative_triangle_equals_autograd(name, strip, scale, gamma, monkeypa
         return result
 
     monkeypatch.setattr("synthalign.estimators.derivatives.logistic_derivatives", counted)
+    return calls
+
+
+@pytest.mark.parametrize("name", LOGISTIC)
+@pytest.mark.parametrize("strip", [7, 40, None])
+@pytest.mark.parametrize(("scale", "gamma"), [(1.0, 1.0), (3.0, 1e-3), (0.3, 30.0)])
+def test_derivative_triangle_equals_autograd(name, strip, scale, gamma, monkeypatch):
+    calls = _triangle_calls(monkeypatch, strip)
     world = _world(3, 6, gamma=gamma, seed=8)
     data = world.sample_preferences(50, 2, seed=9)  # some cells have count zero
     problem = _problem(name, world, data)
@@ -298,18 +304,7 @@ def _distillation_problem(world, replicates, reward_scale, seed):
 def test_distillation_triangle_equals_autograd(strip, scale, gamma, reward_scale, monkeypatch):
     # Distillation is PMLE on the soft counts (w + wᵀ) ∘ σ(R̂_a − R̂_b) minus its entropy offset
     # (`logistic_form`): value, gradient and Hessian against autograd on the cell path's values.
-    monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 1)
-    if strip is not None:
-        monkeypatch.setattr(logistic_pairs, "HESSIAN_STRIP", strip)
-    calls = []
-    original = logistic_pairs.logistic_derivatives
-
-    def counted(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append(result is not None)
-        return result
-
-    monkeypatch.setattr("synthalign.estimators.derivatives.logistic_derivatives", counted)
+    calls = _triangle_calls(monkeypatch, strip)
     world = _world(3, 6, gamma=gamma, seed=15)
     problem = _distillation_problem(world, 2, reward_scale, seed=16)
     theta = _logits((2, 3, 6), scale, seed=17)
