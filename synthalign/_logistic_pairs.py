@@ -52,6 +52,7 @@ __all__ = [
     "logistic_form",
     "logistic_mass_decreases",
     "logistic_scores",
+    "logistic_values",
     "pair_table",
     "population_logistic_sums",
 ]
@@ -416,6 +417,49 @@ def logistic_derivatives(
     grad.mul_(scale.unsqueeze(-1) * gamma)
     diag.neg_()
     return value, grad, diag
+
+
+def logistic_values(
+    scores: Tensor, weight: Tensor, budget: int | None = None, cache: dict | None = None
+) -> Tensor | None:
+    """Σ_(a, b) w_ab (−ln σ(s_a − s_b)) per row [P], for rows [P, A] of scores and weights [P, A, A], or None.
+
+    The value of `logistic_derivatives` alone, by the same identity (its docstring): with the
+    symmetric n = w + wᵀ and net c of `pair_table` (taken from `cache` when the derivatives
+    left it there), Σ_(a < b) n_ab softplus(m) − Σ_a c_a s_a + Σ_a w_aa ln 2, m = s_a − s_b,
+    softplus(m) = ln(1 + e^m) with e^m from per-response exponentials: per cell of the upper
+    triangle one product, one addition and one logarithm, a strip at a time.
+    None (use the cell-by-cell path) for fewer than `_MIN_RESPONSES` responses or where the
+    scores of a row spread over more than `_EXP_RANGE`.
+    """
+    P, A = scores.shape
+    if A < _MIN_RESPONSES:
+        return None
+    budget = HESSIAN_STRIP if budget is None else budget
+    top, bottom = scores.amax(dim=-1, keepdim=True), scores.amin(dim=-1, keepdim=True)
+    if float((top - bottom).max()) > _EXP_RANGE:
+        return None
+    table = None if cache is None else cache.get("pairs")
+    if table is None or table.key != _table_key(weight, budget):
+        table = pair_table(weight, budget)
+        if cache is not None:
+            cache["pairs"] = table
+    centred = scores - top
+    shrink, grow = torch.exp(centred), torch.exp(-centred)
+    value = table.ties - (table.net * (scores - 0.5 * (top + bottom))).sum(dim=-1)  # as in `logistic_derivatives`
+    group = max(1, min(P, budget // (A * A)))
+    buffer = scores.new_empty(budget + A)
+    strips = iter(table.strips)
+    for first in range(0, P, group):
+        g = min(group, P - first)
+        shrink_col, grow_row = shrink.narrow(0, first, g).unsqueeze(-1), grow.narrow(0, first, g).unsqueeze(1)
+        total = value.narrow(0, first, g)
+        for start, rows in _strips(g, A, budget):
+            cols = A - start
+            terms = buffer[: g * rows * cols].view(g, rows, cols)
+            torch.mul(shrink_col.narrow(1, start, rows), grow_row.narrow(2, start, cols), out=terms)  # e^m
+            total += _dots(next(strips), terms.add_(1.0).log_())  # Σ n softplus(m)
+    return value
 
 
 _ZERO = torch.tensor(0.0, dtype=torch.float64)

@@ -117,10 +117,11 @@ def _problem(name, world, data):
 def _autograd_reference(problem, theta):
     R, X, A = theta.shape
     leaf = theta.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(problem.values(leaf).sum(), leaf)
+    values = problem.values(leaf)  # a logp that requires grad takes the cell path
+    (grad,) = torch.autograd.grad(values.sum(), leaf)
     full = torch.autograd.functional.hessian(lambda t: problem.values(t).sum(), theta).reshape(R * X, A, R * X, A)
     blocks = torch.stack([full[i, :, i, :] for i in range(R * X)]).reshape(R, X, A, A)
-    return problem.values(theta), grad, blocks
+    return values.detach(), grad, blocks
 
 
 def _triangle_calls(monkeypatch, strip):
@@ -348,3 +349,103 @@ def test_distillation_form_declines_what_it_cannot_take():
     zero = logp.clone()
     zero[0, 0, 1] = float("-inf")
     assert logistic_pairs.logistic_form(problem.obj, zero, problem.ctx, weight) is None
+
+
+@pytest.mark.parametrize("budget", [None, 7, 300, 5000, 20000])
+@pytest.mark.parametrize("spread", [0.0, 4.0, 599.0])
+def test_logistic_values_equal_a_dense_reference(budget, spread):
+    # The value alone, strip by strip (a budget of 20000 cells takes 4 prompts of 70 responses at
+    # once), against the full table's Σ w_ab softplus(s_b − s_a) and against `logistic_derivatives`.
+    generator = torch.Generator().manual_seed(40)
+    P, A = 5, 70
+    scores = spread * (torch.rand(P, A, generator=generator, dtype=DTYPE) - 0.5)
+    scores[:, 0], scores[:, 1] = -spread / 2, spread / 2
+    weight = torch.rand(P, A, A, generator=generator, dtype=DTYPE)
+    weight = torch.where(torch.rand(P, A, A, generator=generator, dtype=DTYPE) < 0.4, 0.0, weight)
+    weight[:, 3] = 0.0
+    ones = torch.ones(P, dtype=DTYPE)
+    value = logistic_pairs.logistic_values(scores, weight, budget)
+    ref_value, _, _ = _dense_logistic_reference(scores, weight, ones, 1.0)
+    torch.testing.assert_close(value, ref_value, rtol=1e-13, atol=0.0)
+    hess = torch.empty(P, A, A, dtype=DTYPE)
+    with_derivatives = logistic_pairs.logistic_derivatives(scores, weight, ones, 1.0, hess, budget)[0]
+    torch.testing.assert_close(value, with_derivatives, rtol=1e-15, atol=0.0)
+
+
+def test_logistic_values_decline_small_tables_and_scores_beyond_the_exponential_range():
+    weight = torch.ones(1, 70, 70, dtype=DTYPE)
+    assert logistic_pairs.logistic_values(1e4 * torch.linspace(-1.0, 1.0, 70, dtype=DTYPE)[None], weight) is None
+    small = torch.ones(1, 10, 10, dtype=DTYPE)
+    assert logistic_pairs.logistic_values(torch.zeros(1, 10, dtype=DTYPE), small) is None
+
+
+def _counted_values(monkeypatch):
+    """Records whether each call of `logistic_values` by the solver's objective answered."""
+    calls = []
+    original = logistic_pairs.logistic_values
+
+    def counted(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr("synthalign.estimators.derivatives.logistic_values", counted)
+    return calls
+
+
+@pytest.mark.parametrize("name", [*LOGISTIC, "distillation"])
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_objective_loss_by_the_logistic_values_equals_the_cell_path(name, beta, monkeypatch):
+    # A = 70 on sampled counts (zeros in places), two replicates with a reward each (distillation):
+    # `LogitObjective.per_prompt_loss` takes `logistic_values` and gives `evaluate.per_prompt_loss`.
+    world = _world(2, 70, seed=41)
+    problem = _distillation_problem(world, 2, 1.0, seed=42)
+    if name != "distillation":
+        obj = get_objective(name)
+        data = world.sample_preferences(60, 2, seed=42)
+        pair_weight, prompt_weight, total = data_weights(obj, data)
+        problem = LogitObjective(obj, pair_weight, prompt_weight, total, make_context(obj, world, None, {}), beta, 0.0)
+    else:
+        problem.beta = beta
+    calls = _counted_values(monkeypatch)
+    logp = torch.log_softmax(_logits((2, 2, 70), 2.0, seed=43), dim=-1)
+    fast = problem.per_prompt_loss(logp)
+    assert calls == [True]
+    slow = evaluate.per_prompt_loss(problem.obj, logp, problem.pair_weight, problem.prompt_weight, problem.ctx, beta)
+    assert fast.shape == slow.shape == (2, 2) and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-13)
+
+
+def test_objective_loss_leaves_what_the_logistic_values_cannot_take_to_the_cell_path(monkeypatch):
+    world = _world(2, 70, seed=44)
+    problem = _problem("pmle", world, sa.population_preferences(world))
+    calls = _counted_values(monkeypatch)
+
+    def both(logp):
+        ref = evaluate.per_prompt_loss(problem.obj, logp, problem.pair_weight, problem.prompt_weight, problem.ctx, 0.0)
+        return problem.per_prompt_loss(logp), ref
+
+    # the population weights [1, X, A, A] broadcast over two replicates' policies: the cell path
+    fast, slow = both(torch.log_softmax(_logits((2, 2, 70), 1.0, seed=45), dim=-1))
+    assert calls == [] and torch.equal(fast, slow)
+    # logits ±1e4: the scores spread past e^±600, and `logistic_values` declines
+    fast, slow = both(torch.log_softmax(_logits((1, 2, 70), 1e4, seed=46), dim=-1))
+    assert calls == [False] and torch.equal(fast, slow)
+    # a policy that requires grad: the cell path, whose graph autograd can follow
+    leaf = torch.log_softmax(_logits((1, 2, 70), 1.0, seed=47), dim=-1).requires_grad_(True)
+    fast, slow = both(leaf)
+    assert calls == [False] and fast.requires_grad
+    torch.testing.assert_close(fast, slow, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("name", ["pmle", "distillation"])
+def test_fit_reports_the_loss_of_its_policy(name, monkeypatch):
+    # The fit's reported loss (by `logistic_values` at A = 70) is `empirical_loss` of its policy.
+    world = _world(2, 70, seed=48)
+    data = sa.population_preferences(world)
+    reward = world.true_reward if name == "distillation" else None
+    calls = _counted_values(monkeypatch)
+    fitted = sa.fit(name, data, reward=reward)
+    assert bool(fitted.converged.all()) and calls == [True]
+    loss = sa.empirical_loss(name, data, fitted.policy, reward=reward)
+    torch.testing.assert_close(fitted.loss, loss, rtol=1e-12, atol=1e-14)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from synthalign import _logistic_pairs
-from synthalign._logistic_pairs import logistic_derivatives, logistic_form
+from synthalign._logistic_pairs import logistic_derivatives, logistic_form, logistic_values
 from synthalign.evaluate import (
     EvalContext,
     _block_inputs,
@@ -78,12 +78,55 @@ class LogitObjective:
     def values(self, theta: Tensor) -> Tensor:
         """Per-(replicate, prompt) objective, [..., R, X]."""
         logp = torch.log_softmax(theta, dim=-1)
-        value = per_prompt_loss(self.obj, logp, self.pair_weight, self.prompt_weight, self.ctx, self.beta)
-        value = value / self.total.unsqueeze(-1)
+        value = self.per_prompt_loss(logp) / self.total.unsqueeze(-1)
         if self.ridge > 0:
             centred = theta - theta.mean(dim=-1, keepdim=True)
             value = value + 0.5 * self._ridge_weight(theta) * centred.square().sum(dim=-1)
         return value
+
+    def per_prompt_loss(self, logp: Tensor) -> Tensor:
+        """`synthalign.evaluate.per_prompt_loss` of the data at `logp` (not normalized, no ridge), [..., R, X].
+
+        PMLE, the reward model, DPO and distillation by `logistic_values` on the form of
+        `logistic_form` (with the pair table the derivatives keep), wherever their derivatives
+        take the logistic path; the cell-by-cell path otherwise.
+        """
+        pair = self._logistic_pair_values(logp)
+        if pair is None:
+            return per_prompt_loss(self.obj, logp, self.pair_weight, self.prompt_weight, self.ctx, self.beta)
+        if self.beta > 0:  # the beta·KL prompt term, as `per_prompt_loss` adds it
+            values = prompt_values(self.obj, logp, self.ctx, self.beta)
+            pair = pair + torch.where(self.prompt_weight > 0, self.prompt_weight * values, torch.zeros_like(values))
+        return pair
+
+    def _logistic_pair_values(self, logp: Tensor) -> Tensor | None:
+        """Σ_(a, b) w ℓ per (replicate, prompt) by `logistic_values`, or None where that path does not apply.
+
+        It applies where `_logistic_pair_derivatives` does: a pair objective of logistic form
+        (`logistic_form`, distillation with its entropy offset), finite scores, weights of the
+        cells' own batch (not broadcast over replicates) and at least `_MIN_RESPONSES` responses;
+        and not to a `logp` that requires grad.
+        """
+        weight = self.pair_weight
+        if self.obj.kind != "pair" or weight is None or not weight.is_contiguous() or weight.requires_grad:
+            return None
+        if logp.requires_grad:  # its in-place strips do not record a graph: autograd takes the cell path
+            return None
+        A = logp.shape[-1]
+        batch = torch.Size(cells_batch(logp, self.ctx, weight))
+        if A < _logistic_pairs._MIN_RESPONSES or weight.shape[:-3] != batch:
+            return None
+        form = logistic_form(self.obj, logp, self.ctx, weight, self._pair_cache)
+        if form is None:
+            return None
+        scores, weight, offset = form
+        shape = (*batch, logp.shape[-2])
+        values = logistic_values(scores.expand(*shape, A).reshape(-1, A), weight.view(-1, A, A), cache=self._pair_cache)
+        if values is None:
+            return None
+        if offset is not None:
+            values = values + offset.reshape(-1)
+        return values.view(shape)
 
     def _ridge_weight(self, theta: Tensor) -> Tensor:
         """ridge / (total weight of the replicate), [R, 1]: the ridge acts on the summed loss."""

@@ -19,7 +19,7 @@ from torch import Tensor
 from synthalign._checks import check_init, check_positive, check_reward
 from synthalign.estimators.certificate import Certificate, certify, component_labels
 from synthalign.estimators.newton import NewtonProblem
-from synthalign.evaluate import data_weights, make_context, per_prompt_loss
+from synthalign.evaluate import data_weights, make_context
 from synthalign.registry.protocol import Objective, get_objective
 from synthalign.worlds.datasets import CellData, PairData, PreferenceData, check_data
 from synthalign.worlds.policy import Policy
@@ -204,7 +204,7 @@ def fit(
         logp = torch.log_softmax(theta, dim=-1)
     certificate = certify(problem, theta, grad, tol=tol, prompt_dist=world.prompt_dist, gap=gap)
     with torch.no_grad():
-        loss = per_prompt_loss(obj, logp, pair_weight, prompt_weight, ctx, beta).sum(-1) / total
+        loss = problem.per_prompt_loss(logp).sum(-1) / total
     fitted_reward = None
     if obj.fits_reward:
         fitted_reward = world.gamma * (logp - logp.mean(dim=-1, keepdim=True))
