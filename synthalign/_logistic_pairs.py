@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PairTable",
+    "carry_distillation_weights",
     "distillation_weights",
     "logistic_derivatives",
     "logistic_form",
@@ -108,13 +109,34 @@ def logistic_form(
     batch = weight.shape[:-3]
     if torch.broadcast_shapes(reward.shape[:-2], batch) != batch or not weight.is_contiguous():
         return None
-    key = (_table_key(weight, 0), reward.data_ptr(), reward.shape, reward.stride(), reward._version)
+    key = _distillation_key(weight, reward)
     held = None if cache is None else cache.get("distillation")
     if held is None or held[0] != key:
         held = (key, *distillation_weights(weight, reward))
         if cache is not None:
             cache["distillation"] = held
     return scores, held[1], held[2]
+
+
+def _distillation_key(weight: Tensor, reward: Tensor) -> tuple:
+    """What the soft table of `logistic_form` depends on: the weights and the reward (storage, layout, version)."""
+    return (_table_key(weight, 0), reward.data_ptr(), reward.shape, reward.stride(), reward._version)
+
+
+def carry_distillation_weights(
+    cache: dict, weight: Tensor, reward: Tensor, into: dict, sub_weight: Tensor, sub_reward: Tensor, pick
+) -> None:
+    """Gives `into` the soft table of a sub-problem, picked from the one `cache` holds, if it holds one.
+
+    `cache` is `logistic_form`'s for the weights `weight` and reward `reward` (the table is used
+    only if it was taken from those as they stand); the sub-problem's weights and reward are
+    `sub_weight` = pick(weight) and `sub_reward`, and `pick` maps the table [..., X, A, A] and
+    the offset [..., X] to theirs the same way.  Spares `distillation_weights` a second pass.
+    """
+    held = cache.get("distillation")
+    if held is None or held[0] != _distillation_key(weight, reward):
+        return
+    into["distillation"] = (_distillation_key(sub_weight, sub_reward), pick(held[1]), pick(held[2]))
 
 
 def distillation_weights(weight: Tensor, reward: Tensor, budget: int | None = None) -> tuple[Tensor, Tensor]:

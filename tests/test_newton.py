@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import synthalign as sa
+import synthalign._logistic_pairs as logistic_pairs
 import synthalign.estimators.newton as newton
 from synthalign.estimators.newton import NewtonProblem
 from synthalign.evaluate import data_weights, make_context
@@ -130,3 +131,45 @@ def test_kkt_steps_read_only_the_upper_triangle():
     assert bool(full[1][0]) and not bool(full[1][1]) and float(full[0][0, 4]) > 0  # the starved response gains
     for a, b in zip(upper, full, strict=True):
         torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("shared_reward", [False, True])
+def test_mass_moves_of_some_problems_pick_the_distillation_table_they_hold(shared_reward, monkeypatch):
+    # Distillation at A = 70 (the logistic kernels): the derivatives take the soft table of every
+    # problem; the mass moves of a few of them pick their rows of it instead of taking it again,
+    # and give what a table taken afresh gives.
+    world = sa.World.random(3, 70, seed=30)
+    data = sa.PairData(world.sample_preferences(n=4000, replicates=2, seed=31).counts, 4000, world)
+    obj = sa.get_objective("distillation")
+    noise = torch.randn(2, 3, 70, dtype=torch.float64, generator=torch.Generator().manual_seed(32))
+    reward = world.true_reward + (0.0 if shared_reward else noise)
+    ctx = make_context(obj, world, reward, {})
+    pair_weight, prompt_weight, total = data_weights(obj, data)
+    theta = torch.randn(2, 3, 70, dtype=torch.float64, generator=torch.Generator().manual_seed(33))
+    which = torch.tensor([[True, False, True], [False, False, True]])
+
+    def moves(carry: bool):
+        problem = NewtonProblem(obj, pair_weight, prompt_weight, total, ctx, 0.0, 0.0, step_cap=40.0)
+        problem.derivatives(theta)
+        assert "distillation" in problem._pair_cache
+        taken = []
+        original = logistic_pairs.distillation_weights
+
+        def counted(*args, **kwargs):
+            taken.append(args[0].shape)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(logistic_pairs, "distillation_weights", counted)
+        if not carry:
+            monkeypatch.setattr(newton, "carry_distillation_weights", lambda *args: None)
+        try:
+            return (*newton._mass_moves_of(problem, theta, which), taken)
+        finally:
+            monkeypatch.undo()
+
+    gap, logp, taken = moves(carry=True)
+    fresh_gap, fresh_logp, fresh_taken = moves(carry=False)
+    assert taken == [] and fresh_taken == [torch.Size([3, 1, 70, 70])]
+    assert bool(torch.isnan(gap[~which]).all()) and bool(torch.isfinite(gap[which]).all())
+    torch.testing.assert_close(gap[which], fresh_gap[which], rtol=1e-14, atol=1e-16)
+    torch.testing.assert_close(logp, fresh_logp, rtol=1e-14, atol=1e-16)

@@ -13,6 +13,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from synthalign._logistic_pairs import carry_distillation_weights
 from synthalign.estimators.certificate import mass_moves, reduced_gradient
 from synthalign.estimators.derivatives import LogitObjective
 
@@ -220,6 +221,20 @@ def _mass_moves_of(problem: NewtonProblem, theta: Tensor, which: Tensor) -> tupl
             reward=None if ctx.reward is None else ctx.reward.expand(R, X, A)[rows, prompts].unsqueeze(1),
         ),
     )
+    if sub.pair_weight is not None and ctx.reward is not None:  # distillation's soft table, picked, not taken again
+
+        def pick(table: Tensor) -> Tensor:
+            return table.expand(R, X, *table.shape[2:])[rows, prompts].unsqueeze(1)
+
+        carry_distillation_weights(
+            problem._pair_cache,
+            problem.pair_weight,
+            ctx.reward.to(theta.dtype),
+            sub._pair_cache,
+            sub.pair_weight,
+            sub.ctx.reward.to(theta.dtype),
+            pick,
+        )
     sub_gap, sub_logp = mass_moves(sub, theta[rows, prompts].unsqueeze(1))
     gap = torch.full((R, X), float("nan"), dtype=theta.dtype, device=theta.device)
     gap[rows, prompts] = sub_gap[:, 0]
