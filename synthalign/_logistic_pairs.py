@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy
@@ -124,7 +124,13 @@ def _distillation_key(weight: Tensor, reward: Tensor) -> tuple:
 
 
 def carry_distillation_weights(
-    cache: dict, weight: Tensor, reward: Tensor, into: dict, sub_weight: Tensor, sub_reward: Tensor, pick
+    cache: dict,
+    weight: Tensor,
+    reward: Tensor,
+    into: dict,
+    sub_weight: Tensor,
+    sub_reward: Tensor,
+    pick: Callable[[Tensor], Tensor],
 ) -> None:
     """Gives `into` the soft table of a sub-problem, picked from the one `cache` holds, if it holds one.
 
