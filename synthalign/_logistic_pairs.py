@@ -343,6 +343,32 @@ def pair_table(weight: Tensor, budget: int | None = None) -> PairTable:
     return PairTable(tuple(strips), net, ties, _table_key(weight, budget))
 
 
+def _pair_start(
+    scores: Tensor, weight: Tensor, budget: int, cache: dict | None
+) -> tuple[PairTable, Tensor, Tensor, Tensor] | None:
+    """(pair table, e^(s − max s), e^(max s − s), the value's terms off the strips) of rows [P, A], or None.
+
+    What `logistic_derivatives` and `logistic_values` start from: the `pair_table` of the weights
+    (from `cache` where it holds the table of these weights and strips), the per-response
+    exponentials and Σ_a w_aa ln 2 − Σ_a c_a s_a.  None for fewer than `_MIN_RESPONSES`
+    responses or where the scores of a row spread over more than `_EXP_RANGE`.
+    """
+    if scores.shape[-1] < _MIN_RESPONSES:
+        return None
+    top, bottom = scores.amax(dim=-1, keepdim=True), scores.amin(dim=-1, keepdim=True)
+    if float((top - bottom).max()) > _EXP_RANGE:
+        return None
+    table = None if cache is None else cache.get("pairs")
+    if table is None or table.key != _table_key(weight, budget):
+        table = pair_table(weight, budget)
+        if cache is not None:
+            cache["pairs"] = table
+    centred = scores - top
+    middle = scores - 0.5 * (top + bottom)  # Σ_a c_a = 0: any shift of s leaves Σ c_a s_a; this one keeps it small
+    value = table.ties - (table.net * middle).sum(dim=-1)
+    return table, torch.exp(centred), torch.exp(-centred), value
+
+
 def logistic_derivatives(
     scores: Tensor,
     weight: Tensor,
@@ -382,21 +408,11 @@ def logistic_derivatives(
     None (use the cell-by-cell path) when the scores of a row spread over more than `_EXP_RANGE`.
     """
     P, A = scores.shape
-    if A < _MIN_RESPONSES:
-        return None
     budget = HESSIAN_STRIP if budget is None else budget
-    top, bottom = scores.amax(dim=-1, keepdim=True), scores.amin(dim=-1, keepdim=True)
-    if float((top - bottom).max()) > _EXP_RANGE:
+    prepared = _pair_start(scores, weight, budget, cache)
+    if prepared is None:
         return None
-    table = None if cache is None else cache.get("pairs")
-    if table is None or table.key != _table_key(weight, budget):
-        table = pair_table(weight, budget)
-        if cache is not None:
-            cache["pairs"] = table
-    centred = scores - top
-    shrink, grow = torch.exp(centred), torch.exp(-centred)
-    middle = scores - 0.5 * (top + bottom)  # Σ_a c_a = 0: any shift of s leaves Σ c_a s_a; this one keeps it small
-    value = table.ties - (table.net * middle).sum(dim=-1)
+    table, shrink, grow, value = prepared
     grad = -table.net
     diag = torch.zeros_like(scores)
     group = max(1, min(P, budget // (A * A)))
@@ -461,20 +477,11 @@ def logistic_values(
     scores of a row spread over more than `_EXP_RANGE`.
     """
     P, A = scores.shape
-    if A < _MIN_RESPONSES:
-        return None
     budget = HESSIAN_STRIP if budget is None else budget
-    top, bottom = scores.amax(dim=-1, keepdim=True), scores.amin(dim=-1, keepdim=True)
-    if float((top - bottom).max()) > _EXP_RANGE:
+    prepared = _pair_start(scores, weight, budget, cache)
+    if prepared is None:
         return None
-    table = None if cache is None else cache.get("pairs")
-    if table is None or table.key != _table_key(weight, budget):
-        table = pair_table(weight, budget)
-        if cache is not None:
-            cache["pairs"] = table
-    centred = scores - top
-    shrink, grow = torch.exp(centred), torch.exp(-centred)
-    value = table.ties - (table.net * (scores - 0.5 * (top + bottom))).sum(dim=-1)  # as in `logistic_derivatives`
+    table, shrink, grow, value = prepared
     group = max(1, min(P, budget // (A * A)))
     buffer = scores.new_empty(budget + A)
     strips = iter(table.strips)

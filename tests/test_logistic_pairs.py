@@ -129,15 +129,20 @@ def _triangle_calls(monkeypatch, strip):
     monkeypatch.setattr(logistic_pairs, "_MIN_RESPONSES", 1)
     if strip is not None:
         monkeypatch.setattr(logistic_pairs, "HESSIAN_STRIP", strip)
+    return _answered_calls(monkeypatch, "logistic_derivatives")
+
+
+def _answered_calls(monkeypatch, name):
+    """Records whether each call of the kernel `name` by the solver's objective answered (not None)."""
     calls = []
-    original = logistic_pairs.logistic_derivatives
+    original = getattr(logistic_pairs, name)
 
     def counted(*args, **kwargs):
         result = original(*args, **kwargs)
         calls.append(result is not None)
         return result
 
-    monkeypatch.setattr("synthalign.estimators.derivatives.logistic_derivatives", counted)
+    monkeypatch.setattr(f"synthalign.estimators.derivatives.{name}", counted)
     return calls
 
 
@@ -381,16 +386,7 @@ def test_logistic_values_decline_small_tables_and_scores_beyond_the_exponential_
 
 def _counted_values(monkeypatch):
     """Records whether each call of `logistic_values` by the solver's objective answered."""
-    calls = []
-    original = logistic_pairs.logistic_values
-
-    def counted(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append(result is not None)
-        return result
-
-    monkeypatch.setattr("synthalign.estimators.derivatives.logistic_values", counted)
-    return calls
+    return _answered_calls(monkeypatch, "logistic_values")
 
 
 @pytest.mark.parametrize("name", [*LOGISTIC, "distillation"])
