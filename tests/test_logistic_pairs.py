@@ -146,6 +146,16 @@ def _answered_calls(monkeypatch, name):
     return calls
 
 
+def _assert_triangle_equals_autograd(problem, theta, calls):
+    """The triangle path's value, gradient and Hessian (one answered call) against autograd on the cell path."""
+    value, grad, hess = problem.derivatives(theta)
+    assert calls == [True]
+    ref_value, ref_grad, ref_hess = _autograd_reference(problem, theta)
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hess, ref_hess, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("name", LOGISTIC)
 @pytest.mark.parametrize("strip", [7, 40, None])
 @pytest.mark.parametrize(("scale", "gamma"), [(1.0, 1.0), (3.0, 1e-3), (0.3, 30.0)])
@@ -155,12 +165,7 @@ def test_derivative_triangle_equals_autograd(name, strip, scale, gamma, monkeypa
     data = world.sample_preferences(50, 2, seed=9)  # some cells have count zero
     problem = _problem(name, world, data)
     theta = _logits((2, 3, 6), scale, seed=10)
-    value, grad, hess = problem.derivatives(theta)
-    assert calls == [True]
-    ref_value, ref_grad, ref_hess = _autograd_reference(problem, theta)
-    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-13)
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(hess, ref_hess, rtol=1e-9, atol=1e-11)
+    _assert_triangle_equals_autograd(problem, theta, calls)
 
 
 @pytest.mark.parametrize("scale", [3.0, 1e4])
@@ -314,12 +319,7 @@ def test_distillation_triangle_equals_autograd(strip, scale, gamma, reward_scale
     world = _world(3, 6, gamma=gamma, seed=15)
     problem = _distillation_problem(world, 2, reward_scale, seed=16)
     theta = _logits((2, 3, 6), scale, seed=17)
-    value, grad, hess = problem.derivatives(theta)
-    assert calls == [True]
-    ref_value, ref_grad, ref_hess = _autograd_reference(problem, theta)
-    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-13)
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(hess, ref_hess, rtol=1e-9, atol=1e-11)
+    _assert_triangle_equals_autograd(problem, theta, calls)
 
 
 def test_distillation_triangle_equals_the_cell_path_on_a_large_table(monkeypatch):
